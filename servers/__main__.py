@@ -1,0 +1,52 @@
+"""Entry point: `python -m servers <model> [flags]`, model one of threaded, gevent, asyncio, multiproc.
+
+gevent must monkey-patch the standard library before anything else imports it, so this
+module patches first and imports the rest afterwards.
+"""
+
+import sys
+
+if len(sys.argv) > 1 and sys.argv[1] == "gevent":
+    from gevent import monkey
+
+    monkey.patch_all()
+    from psycogreen.gevent import patch_psycopg
+
+    patch_psycopg()
+
+import importlib  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+
+from servers import settings as settings_module  # noqa: E402
+
+RUNTIMES = {
+    "threaded": "servers.run_threaded",
+    "gevent": "servers.run_gevent",
+    "asyncio": "servers.run_asyncio",
+    "multiproc": "servers.run_multiproc",
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(f"usage: python -m servers {{{','.join(RUNTIMES)}}} [flags]  (add --help after the model)")
+        return 0 if argv else 2
+    model, rest = argv[0], argv[1:]
+    try:
+        settings = settings_module.load(model, rest)
+    except settings_module.SettingsError as exc:
+        print(f"serverlab: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s serverlab-{model}[%(process)d] %(message)s",
+    )
+    logging.getLogger("serverlab").info("effective settings %s", json.dumps(settings.public()))
+    runtime = importlib.import_module(RUNTIMES[model])
+    runtime.serve(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

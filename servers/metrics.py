@@ -1,0 +1,162 @@
+"""Request metrics in Prometheus text format, shared by all four servers.
+
+One `Metrics` per process. Multi-process servers merge the JSON snapshots of every worker
+(`merge`) so that /metrics answers for the whole server whichever worker serves it.
+"""
+
+from __future__ import annotations
+
+import threading
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from typing import Any
+
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+REJECTION_REASONS = ("pool_timeout", "inflight_timeout", "connection_limit")
+
+# (pool size, connections in use, requests waiting for one)
+PoolStats = Callable[[], tuple[int, int, int]]
+
+
+def _no_pool() -> tuple[int, int, int]:
+    return (0, 0, 0)
+
+
+class Metrics:
+    """Counters and gauges for one process. Thread-safe; cheap enough to leave on."""
+
+    def __init__(self, model: str, enabled: bool = True, pool_stats: PoolStats = _no_pool) -> None:
+        self.model = model
+        self.enabled = enabled
+        self.pool_stats = pool_stats
+        self._lock = threading.Lock()
+        self._requests: dict[tuple[str, int], int] = {}
+        # endpoint -> per-bucket counts (+1 overflow slot), and sum of seconds
+        self._hist: dict[str, list[int]] = {}
+        self._sum: dict[str, float] = {}
+        self._rejections = dict.fromkeys(REJECTION_REASONS, 0)
+        self.inflight = 0
+        self.connections = 0
+
+    def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        if not self.enabled:
+            return
+        slot = bisect_left(BUCKETS, seconds)
+        key = (endpoint, status)
+        with self._lock:
+            self._requests[key] = self._requests.get(key, 0) + 1
+            counts = self._hist.get(endpoint)
+            if counts is None:
+                counts = self._hist[endpoint] = [0] * (len(BUCKETS) + 1)
+                self._sum[endpoint] = 0.0
+            counts[slot] += 1
+            self._sum[endpoint] += seconds
+
+    def reject(self, reason: str) -> None:
+        with self._lock:
+            self._rejections[reason] += 1
+
+    def add_inflight(self, delta: int) -> None:
+        with self._lock:
+            self.inflight += delta
+
+    def add_connection(self, delta: int) -> None:
+        with self._lock:
+            self.connections += delta
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able copy of everything, for merging across processes."""
+        size, in_use, waiting = self.pool_stats()
+        with self._lock:
+            return {
+                "requests": [[e, s, n] for (e, s), n in self._requests.items()],
+                "hist": {e: list(c) for e, c in self._hist.items()},
+                "sum": dict(self._sum),
+                "rejections": dict(self._rejections),
+                "gauges": {
+                    "inflight_requests": self.inflight,
+                    "open_connections": self.connections,
+                    "pool_size": size,
+                    "pool_in_use": in_use,
+                    "pool_waiting": waiting,
+                    "processes": 1,
+                },
+            }
+
+    def render(self, others: Iterable[dict[str, Any]] = ()) -> str:
+        return render(self.model, merge([self.snapshot(), *others]), self.enabled)
+
+
+def merge(snapshots: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Add snapshots together: counters, histograms and gauges all sum across processes."""
+    requests: dict[tuple[str, int], int] = {}
+    hist: dict[str, list[int]] = {}
+    sums: dict[str, float] = {}
+    rejections = dict.fromkeys(REJECTION_REASONS, 0)
+    gauges: dict[str, int] = {}
+    for snap in snapshots:
+        for endpoint, status, n in snap["requests"]:
+            requests[(endpoint, status)] = requests.get((endpoint, status), 0) + n
+        for endpoint, counts in snap["hist"].items():
+            into = hist.setdefault(endpoint, [0] * len(counts))
+            for i, n in enumerate(counts):
+                into[i] += n
+            sums[endpoint] = sums.get(endpoint, 0.0) + snap["sum"][endpoint]
+        for reason, n in snap["rejections"].items():
+            rejections[reason] = rejections.get(reason, 0) + n
+        for name, value in snap["gauges"].items():
+            gauges[name] = gauges.get(name, 0) + value
+    merged_requests = [[e, s, n] for (e, s), n in sorted(requests.items())]
+    return {"requests": merged_requests, "hist": hist, "sum": sums, "rejections": rejections,
+            "gauges": gauges}
+
+
+def _fmt(value: float) -> str:
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def render(model: str, snap: dict[str, Any], enabled: bool = True) -> str:
+    """Prometheus text exposition format 0.0.4."""
+    out: list[str] = []
+
+    def family(name: str, kind: str, text: str) -> None:
+        out.append(f"# HELP serverlab_{name} {text}")
+        out.append(f"# TYPE serverlab_{name} {kind}")
+
+    family("info", "gauge", "The model of this server and whether request metrics are recorded.")
+    out.append(f'serverlab_info{{model="{model}",metrics="{int(enabled)}"}} 1')
+
+    family("requests_total", "counter", "Requests answered, by endpoint and status.")
+    for endpoint, status, n in snap["requests"]:
+        out.append(f'serverlab_requests_total{{endpoint="{endpoint}",status="{status}"}} {n}')
+
+    family("request_duration_seconds", "histogram", "Time from request parsed to reply built.")
+    for endpoint in sorted(snap["hist"]):
+        counts = snap["hist"][endpoint]
+        running = 0
+        for bound, n in zip((*BUCKETS, float("inf")), counts, strict=True):
+            running += n
+            le = "+Inf" if bound == float("inf") else repr(bound)
+            out.append(
+                f'serverlab_request_duration_seconds_bucket{{endpoint="{endpoint}",le="{le}"}} {running}'
+            )
+        out.append(f'serverlab_request_duration_seconds_sum{{endpoint="{endpoint}"}} '
+                   f'{_fmt(snap["sum"][endpoint])}')
+        out.append(f'serverlab_request_duration_seconds_count{{endpoint="{endpoint}"}} {running}')
+
+    family("rejections_total", "counter", "Requests refused with 503, by reason.")
+    for reason, n in sorted(snap["rejections"].items()):
+        out.append(f'serverlab_rejections_total{{reason="{reason}"}} {n}')
+
+    gauges = snap["gauges"]
+    for name, text in (
+        ("inflight_requests", "Requests in progress."),
+        ("open_connections", "Open client connections."),
+        ("pool_size", "Database connections the pool may hold."),
+        ("pool_in_use", "Database connections lent out now."),
+        ("pool_waiting", "Requests waiting for a database connection."),
+        ("processes", "Processes serving (workers for multiproc)."),
+    ):
+        family(name, "gauge", text)
+        out.append(f"serverlab_{name} {gauges.get(name, 0)}")
+    return "\n".join(out) + "\n"

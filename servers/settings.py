@@ -1,0 +1,160 @@
+"""Server settings: defaults, then LAB_* environment variables, then command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+MODELS = ("threaded", "gevent", "asyncio", "multiproc")
+DEFAULT_PORTS = {"threaded": 8001, "gevent": 8002, "asyncio": 8003, "multiproc": 8004}
+DEFAULT_DATABASE_URL = "postgresql://serverlab@127.0.0.1:54320/serverlab"
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str
+    host: str = "127.0.0.1"
+    port: int = 0  # 0 means the model's default port
+    database_url: str = DEFAULT_DATABASE_URL
+    pool_size: int = 10  # database connections per process
+    max_inflight: int = 256  # requests in progress per process; more wait, then 503
+    acquire_timeout: float = 1.0  # seconds to wait for a pool connection or in-flight slot
+    max_connections: int = 2000  # open client connections per process (threads for threaded)
+    workers: int = 0  # multiproc only; 0 means the CPUs this process may use
+    uvloop: bool = True  # asyncio and multiproc: use uvloop when installed
+    metrics: bool = True  # record /metrics; off only to measure what it costs
+    log_level: str = "info"
+
+    def public(self) -> dict[str, Any]:
+        """Effective settings for /config and the start-up log: no secrets."""
+        data = asdict(self)
+        data["database_url"] = redact(self.database_url)
+        return data
+
+    @property
+    def application_name(self) -> str:
+        return f"serverlab-{self.model}"
+
+
+# field -> (env var, flag, type, help)
+_KNOBS: dict[str, tuple[str, str, type, str]] = {
+    "host": ("LAB_HOST", "--host", str, "address to listen on"),
+    "port": ("LAB_PORT", "--port", int, "port to listen on (default 8001-8004 by model)"),
+    "database_url": ("LAB_DATABASE_URL", "--database-url", str, "PostgreSQL URL"),
+    "pool_size": ("LAB_POOL_SIZE", "--pool-size", int, "database connections per process"),
+    "max_inflight": ("LAB_MAX_INFLIGHT", "--max-inflight", int, "requests in progress per process"),
+    "acquire_timeout": (
+        "LAB_ACQUIRE_TIMEOUT",
+        "--acquire-timeout",
+        float,
+        "seconds to wait for a pool connection or in-flight slot before a 503",
+    ),
+    "max_connections": (
+        "LAB_MAX_CONNECTIONS",
+        "--max-connections",
+        int,
+        "open client connections per process",
+    ),
+    "workers": ("LAB_WORKERS", "--workers", int, "multiproc worker processes (0: one per CPU)"),
+    "uvloop": ("LAB_UVLOOP", "--uvloop", bool, "use uvloop when installed (1/0)"),
+    "metrics": ("LAB_METRICS", "--metrics", bool, "record metrics (1/0)"),
+    "log_level": ("LAB_LOG_LEVEL", "--log-level", str, "debug, info, warning or error"),
+}
+
+
+class SettingsError(ValueError):
+    """A setting a person got wrong; the message says which and what to do."""
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected 1/0, true/false, yes/no or on/off, got {text!r}")
+
+
+def _convert(kind: type, text: str) -> Any:
+    if kind is bool:
+        return _parse_bool(text)
+    return kind(text)
+
+
+def load(model: str, argv: Sequence[str] = (), env: Mapping[str, str] | None = None) -> Settings:
+    """Build the effective settings; raises SettingsError naming the bad knob."""
+    if model not in MODELS:
+        raise SettingsError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    env = os.environ if env is None else env
+    parser = argparse.ArgumentParser(prog=f"python -m servers {model}", add_help=True)
+    for name, (var, flag, _kind, text) in _KNOBS.items():
+        parser.add_argument(flag, dest=name, default=None, help=f"{text} [env {var}]")
+    args = parser.parse_args(list(argv))
+
+    values: dict[str, Any] = {"model": model}
+    for name, (var, flag, kind, _text) in _KNOBS.items():
+        raw = getattr(args, name)
+        source = flag
+        if raw is None:
+            raw, source = env.get(var), var
+        if raw is None or raw == "":
+            continue
+        try:
+            values[name] = _convert(kind, raw)
+        except ValueError as exc:
+            raise SettingsError(f"{source}={raw!r} is not a valid {kind.__name__}: {exc}") from None
+
+    settings = Settings(**values)
+    if settings.port == 0:
+        settings = _replace(settings, port=DEFAULT_PORTS[model])
+    if settings.workers == 0 and model == "multiproc":
+        settings = _replace(settings, workers=usable_cpus())
+    if model != "multiproc":
+        settings = _replace(settings, workers=1)
+    _check(settings)
+    return settings
+
+
+def _replace(settings: Settings, **changes: Any) -> Settings:
+    data = {f.name: getattr(settings, f.name) for f in fields(settings)}
+    data.update(changes)
+    return Settings(**data)
+
+
+def _check(s: Settings) -> None:
+    def need(ok: bool, knob: str, rule: str, value: object) -> None:
+        if not ok:
+            var, flag = _KNOBS[knob][0], _KNOBS[knob][1]
+            raise SettingsError(f"{var} / {flag} must be {rule}, got {value!r}")
+
+    need(0 < s.port < 65536, "port", "a port from 1 to 65535", s.port)
+    need(1 <= s.pool_size <= 1000, "pool_size", "from 1 to 1000", s.pool_size)
+    need(1 <= s.max_inflight <= 100_000, "max_inflight", "from 1 to 100000", s.max_inflight)
+    need(0 < s.acquire_timeout <= 600, "acquire_timeout", "above 0 and at most 600", s.acquire_timeout)
+    need(1 <= s.max_connections <= 1_000_000, "max_connections", "from 1 to 1000000", s.max_connections)
+    need(1 <= s.workers <= 256, "workers", "from 1 to 256", s.workers)
+    need(s.log_level in {"debug", "info", "warning", "error"}, "log_level",
+         "debug, info, warning or error", s.log_level)
+    scheme = urlsplit(s.database_url).scheme
+    need(scheme in {"postgres", "postgresql"}, "database_url",
+         "a postgresql:// URL", redact(s.database_url))
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
