@@ -14,11 +14,11 @@ if len(sys.argv) > 1 and sys.argv[1] == "gevent":
 
     patch_psycopg()
 
-import importlib  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
+import importlib
+import json
+import logging
 
-from servers import settings as settings_module  # noqa: E402
+from servers import settings as settings_module
 
 RUNTIMES = {
     "threaded": "servers.run_threaded",
