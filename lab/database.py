@@ -1,0 +1,553 @@
+"""PostgreSQL for the lab: the one module that provisions it.
+
+`provision()` is the call tests and `make up` use. With LAB_DATABASE_URL set it only applies the
+schema and seed there; otherwise it runs an embedded PostgreSQL from the binaries the `pgserver`
+pip package ships (driven with initdb/pg_ctl directly), creates the database and applies the
+schema and seed. PostgreSQL refuses to run as root, so as root the server runs as the system user
+`serverlab-pg`, created on first use.
+
+Knobs: LAB_DATABASE_URL, LAB_PG_PORT (54320), LAB_PG_DATA (<repo>/.lab/pgdata),
+LAB_PG_MAX_CONNECTIONS (300), LAB_PG_BIN (a PostgreSQL bin dir instead of pgserver's).
+CLI: `python -m lab.database {up,down,status,url}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg2
+import psycopg2.errors
+from psycopg2 import sql
+
+from servers.settings import DEFAULT_DATABASE_URL, redact
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "db" / "schema.sql"
+SEED = REPO / "db" / "seed.sql"
+SUPERUSER = "serverlab"
+PG_SYSTEM_USER = "serverlab-pg"  # runs the server when the lab runs as root
+DEFAULT_PORT = 54320
+DEFAULT_MAX_CONNECTIONS = 300
+START_TIMEOUT = 60  # seconds pg_ctl waits for the server to accept connections
+STOP_TIMEOUT = 30
+LOG_TAIL_LINES = 25
+
+
+class PostgresError(RuntimeError):
+    """Provisioning failed; the message says why and what to read or do next."""
+
+
+def say(message: str) -> None:
+    """A progress line for the person waiting (stderr, so `url` output stays clean)."""
+    print(f"[postgres] {message}", file=sys.stderr, flush=True)
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PgConfig:
+    bin_dir: Path
+    data_dir: Path
+    port: int = DEFAULT_PORT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+    @classmethod
+    def from_env(cls) -> PgConfig:
+        port = _int_env("LAB_PG_PORT", DEFAULT_PORT, 1, 65535)
+        max_conn = _int_env("LAB_PG_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1, 10_000)
+        data = Path(os.environ.get("LAB_PG_DATA") or REPO / ".lab" / "pgdata").expanduser().absolute()
+        return cls(bin_dir=_bin_dir(), data_dir=data, port=port, max_connections=max_conn)
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / "postgres.log"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir.parent / f".{self.data_dir.name}.lock"
+
+    def exe(self, name: str) -> str:
+        return str(self.bin_dir / name)
+
+
+def _int_env(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise PostgresError(f"{name}={raw!r} is not an integer") from None
+    if not low <= value <= high:
+        raise PostgresError(f"{name} must be from {low} to {high}, got {value}")
+    return value
+
+
+def _bin_dir() -> Path:
+    raw = os.environ.get("LAB_PG_BIN")
+    if raw:
+        path = Path(raw).expanduser().absolute()
+        source = f"LAB_PG_BIN={raw}"
+    else:
+        # Locate pgserver's binaries without importing it (its import has side effects).
+        spec = importlib.util.find_spec("pgserver")
+        if spec is None or not spec.submodule_search_locations:
+            raise PostgresError(
+                "no PostgreSQL binaries: install the `pgserver` package (`pip install pgserver`, part of "
+                "serverlab's dependencies), set LAB_PG_BIN to a PostgreSQL bin dir "
+                "(e.g. /usr/lib/postgresql/15/bin), or set LAB_DATABASE_URL to an existing server"
+            )
+        path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+        source = "the pgserver package"
+    missing = [n for n in ("initdb", "pg_ctl", "postgres") if not (path / n).is_file()]
+    if missing:
+        raise PostgresError(f"{path} (from {source}) lacks {', '.join(missing)}: not a PostgreSQL bin dir")
+    return path
+
+
+def embedded_url(dbname: str = "serverlab", port: int | None = None) -> str:
+    """URL of a database on the embedded server (port: LAB_PG_PORT, default 54320)."""
+    if port is None:
+        port = _int_env("LAB_PG_PORT", DEFAULT_PORT, 1, 65535)
+    return with_database(DEFAULT_DATABASE_URL, dbname).replace(f":{DEFAULT_PORT}/", f":{port}/", 1)
+
+
+def database_url() -> str:
+    """LAB_DATABASE_URL when set, else the embedded server's `serverlab` database."""
+    return os.environ.get("LAB_DATABASE_URL") or embedded_url()
+
+
+def with_database(url: str, dbname: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
+
+
+# --- running as root: the unprivileged system user --------------------------------------------
+
+
+@dataclass(frozen=True)
+class _RunAs:
+    uid: int
+    gid: int
+    name: str
+
+    def kwargs(self) -> dict[str, Any]:
+        if self.uid == os.geteuid():
+            return {}
+        return {"user": self.uid, "group": self.gid, "extra_groups": []}
+
+
+def _run_as() -> _RunAs:
+    if os.geteuid() != 0:
+        entry = pwd.getpwuid(os.geteuid())
+        return _RunAs(entry.pw_uid, entry.pw_gid, entry.pw_name)
+    try:
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        say(f"running as root: creating system user {PG_SYSTEM_USER} for PostgreSQL (it refuses root)")
+        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
+        done = subprocess.run(
+            [useradd, "--system", "--no-create-home", "--user-group", "--home-dir", "/nonexistent",
+             "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+        try:  # another process may have created it meanwhile
+            entry = pwd.getpwnam(PG_SYSTEM_USER)
+        except KeyError:
+            raise PostgresError(
+                f"PostgreSQL refuses to run as root and creating the user {PG_SYSTEM_USER} failed: "
+                f"{done.stderr.strip() or done.returncode}. Run as a normal user, or create it: "
+                f"useradd --system --no-create-home {PG_SYSTEM_USER}"
+            ) from None
+    return _RunAs(entry.pw_uid, entry.pw_gid, entry.pw_name)
+
+
+def _can_search(path: Path, who: _RunAs) -> bool:
+    """Whether `who` may enter directory `path` (mode bits; root always may)."""
+    if who.uid == 0:
+        return True
+    st = path.stat()
+    if st.st_uid == who.uid:
+        return bool(st.st_mode & stat.S_IXUSR)
+    if st.st_gid == who.gid or st.st_gid in os.getgrouplist(who.name, who.gid):
+        return bool(st.st_mode & stat.S_IXGRP)
+    return bool(st.st_mode & stat.S_IXOTH)
+
+
+def _check_access(cfg: PgConfig, who: _RunAs) -> None:
+    for parent in reversed(cfg.data_dir.parents):
+        if parent.exists() and not _can_search(parent, who):
+            raise PostgresError(
+                f"PostgreSQL runs as user {who.name} (it refuses root), and {who.name} cannot enter "
+                f"{parent} (mode {stat.filemode(parent.stat().st_mode)}), a parent of the data dir "
+                f"{cfg.data_dir}. Set LAB_PG_DATA to a directory outside it "
+                f"(e.g. LAB_PG_DATA=/var/tmp/serverlab/pgdata) or `chmod o+x {parent}`."
+            )
+    for path in [*reversed(cfg.bin_dir.parents), cfg.bin_dir]:
+        if not _can_search(path, who):
+            raise PostgresError(
+                f"PostgreSQL runs as user {who.name} (it refuses root), and {who.name} cannot enter "
+                f"{path}, which holds the PostgreSQL binaries {cfg.bin_dir}. `chmod o+x {path}`, "
+                f"or set LAB_PG_BIN to a bin dir it can read (e.g. /usr/lib/postgresql/15/bin)."
+            )
+
+
+def _prepare_dirs(cfg: PgConfig, who: _RunAs) -> None:
+    cfg.data_dir.parent.mkdir(parents=True, exist_ok=True)
+    if who.uid == os.geteuid():
+        return
+    _check_access(cfg, who)
+    # The log lives next to the data dir, in a directory the server user may not write to.
+    cfg.log_path.touch(exist_ok=True)
+    os.chown(cfg.log_path, who.uid, who.gid)
+    if cfg.data_dir.exists() and cfg.data_dir.stat().st_uid != who.uid:
+        say(f"handing {cfg.data_dir} to user {who.name}")
+        for root, dirs, files in os.walk(cfg.data_dir):
+            for name in [*dirs, *files]:
+                os.lchown(os.path.join(root, name), who.uid, who.gid)
+        os.chown(cfg.data_dir, who.uid, who.gid)
+
+
+def _check_owner(cfg: PgConfig, who: _RunAs) -> None:
+    if cfg.data_dir.exists() and cfg.data_dir.stat().st_uid != who.uid:
+        owner = _user_name(cfg.data_dir.stat().st_uid)
+        raise PostgresError(
+            f"the data dir {cfg.data_dir} belongs to {owner}, not to {who.name} who would run PostgreSQL; "
+            f"run as the same user as before (root runs it as {PG_SYSTEM_USER}), or set LAB_PG_DATA "
+            f"to another directory"
+        )
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+# --- the embedded server --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PgStatus:
+    running: bool
+    pid: int | None
+    port: int | None
+    data_dir: Path
+    log_path: Path
+    initialised: bool
+
+    def describe(self) -> str:
+        if self.running:
+            return (f"PostgreSQL is running (pid {self.pid}) on 127.0.0.1:{self.port}, "
+                    f"data {self.data_dir}, log {self.log_path}")
+        state = "initialised" if self.initialised else "not initialised"
+        return f"PostgreSQL is not running; data dir {self.data_dir} ({state}), log {self.log_path}"
+
+
+def status(cfg: PgConfig | None = None) -> PgStatus:
+    cfg = cfg or PgConfig.from_env()
+    pid, port = _postmaster(cfg)
+    return PgStatus(pid is not None, pid, port, cfg.data_dir, cfg.log_path,
+                    (cfg.data_dir / "PG_VERSION").exists())
+
+
+def is_running(cfg: PgConfig | None = None) -> bool:
+    return status(cfg).running
+
+
+def _postmaster(cfg: PgConfig) -> tuple[int | None, int | None]:
+    """(pid, port) of the live postmaster of this data dir, from postmaster.pid."""
+    try:
+        lines = (cfg.data_dir / "postmaster.pid").read_text().splitlines()
+        pid, port = int(lines[0]), int(lines[3])
+    except (OSError, ValueError, IndexError):
+        return None, None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None, None  # stale file after a crash
+    except PermissionError:
+        pass  # alive, owned by another user
+    return pid, port
+
+
+def _port_user(port: int) -> str:
+    """Best effort: which process holds a local TCP port."""
+    try:
+        import psutil
+
+        for conn in psutil.net_connections(kind="tcp"):
+            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+                return f" by pid {conn.pid} ({psutil.Process(conn.pid).name()})"
+    except Exception:  # permissions, races: the port number alone is still useful
+        pass
+    return ""
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is free
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 64 * 1024))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError as exc:
+        return f"(cannot read {path}: {exc})"
+    return "\n".join(text.splitlines()[-lines:]) or "(empty)"
+
+
+def _run(cmd: Sequence[str], who: _RunAs, timeout: float) -> subprocess.CompletedProcess[str]:
+    # Files, not pipes: the postmaster that pg_ctl forks must not hold our pipe open.
+    with tempfile.TemporaryFile("w+") as out:
+        try:
+            done = subprocess.run(
+                list(cmd), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                timeout=timeout, cwd="/", start_new_session=True, check=False, **who.kwargs(),
+            )
+        except subprocess.TimeoutExpired:
+            out.seek(0)
+            raise PostgresError(f"{Path(cmd[0]).name} did not finish within {timeout:.0f}s: "
+                                f"{out.read().strip()}") from None
+        out.seek(0)
+        return subprocess.CompletedProcess(done.args, done.returncode, out.read(), "")
+
+
+@contextlib.contextmanager
+def _locked(cfg: PgConfig) -> Iterator[None]:
+    """Serialise start/stop of one data dir across processes (tests and `make up` at once)."""
+    cfg.lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with cfg.lock_path.open("a") as fh:
+        deadline = time.monotonic() + START_TIMEOUT + 30
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise PostgresError(f"another process holds {cfg.lock_path} for too long") from None
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _major(text: str) -> str:
+    return text.strip().split()[-1].split(".")[0] if text.strip() else "?"
+
+
+def _initdb(cfg: PgConfig, who: _RunAs) -> None:
+    say(f"initialising PostgreSQL data dir {cfg.data_dir} ...")
+    # initdb into a sibling and rename, so an interrupted initdb never leaves a half-made data dir.
+    tmp = cfg.data_dir.with_name(cfg.data_dir.name + ".initdb-tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(mode=0o700)
+    os.chown(tmp, who.uid, who.gid)
+    done = _run([cfg.exe("initdb"), "-D", str(tmp), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
+                 "--locale=C", "--no-instructions"], who, timeout=180)
+    if done.returncode != 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise PostgresError(f"initdb failed (exit {done.returncode}) for {cfg.data_dir}:\n"
+                            f"{done.stdout.strip()}")
+    if cfg.data_dir.exists():
+        cfg.data_dir.rmdir()  # empty (checked by the caller)
+    tmp.rename(cfg.data_dir)
+
+
+def start(cfg: PgConfig | None = None) -> bool:
+    """Start the embedded server; True if started, False if it was already running."""
+    cfg = cfg or PgConfig.from_env()
+    who = _run_as()
+    with _locked(cfg):
+        pid, port = _postmaster(cfg)
+        if pid is not None:
+            if port != cfg.port:
+                raise PostgresError(
+                    f"PostgreSQL of {cfg.data_dir} already runs (pid {pid}) on port {port}, but LAB_PG_PORT "
+                    f"asks for {cfg.port}: run `python -m lab.database down` first, or use port {port}"
+                )
+            say(f"PostgreSQL already running on 127.0.0.1:{port} (pid {pid})")
+            return False
+        if port_in_use(cfg.port):
+            raise PostgresError(
+                f"port {cfg.port} on 127.0.0.1 is already in use{_port_user(cfg.port)}; "
+                f"set LAB_PG_PORT to a free port (or stop that program)"
+            )
+        _prepare_dirs(cfg, who)
+        _check_owner(cfg, who)
+        if not (cfg.data_dir / "PG_VERSION").exists():
+            if cfg.data_dir.exists() and any(cfg.data_dir.iterdir()):
+                raise PostgresError(
+                    f"{cfg.data_dir} is not empty but holds no PostgreSQL data dir (no PG_VERSION); "
+                    f"remove it or set LAB_PG_DATA to another directory"
+                )
+            _initdb(cfg, who)
+        version = _run([cfg.exe("postgres"), "--version"], who, timeout=30).stdout
+        data_major = (cfg.data_dir / "PG_VERSION").read_text().strip()
+        if _major(version) != data_major:
+            raise PostgresError(
+                f"{cfg.data_dir} was made by PostgreSQL {data_major}, "
+                f"but {cfg.bin_dir} is {version.strip()}; "
+                f"set LAB_PG_BIN to a PostgreSQL {data_major} bin dir or LAB_PG_DATA to a new directory"
+            )
+        say(f"starting PostgreSQL on 127.0.0.1:{cfg.port} (data {cfg.data_dir}, log {cfg.log_path}) ...")
+        options = (f"-c listen_addresses=127.0.0.1 -c port={cfg.port} -c unix_socket_directories='' "
+                   f"-c max_connections={cfg.max_connections}")
+        done = _run([cfg.exe("pg_ctl"), "start", "-D", str(cfg.data_dir), "-l", str(cfg.log_path), "-w",
+                     "-t", str(START_TIMEOUT), "-o", options], who, timeout=START_TIMEOUT + 15)
+        if done.returncode != 0 or _postmaster(cfg)[0] is None:
+            raise PostgresError(
+                f"PostgreSQL did not start on 127.0.0.1:{cfg.port}: {done.stdout.strip()}\n"
+                f"read {cfg.log_path}; its last lines:\n{_log_tail(cfg.log_path)}"
+            )
+        say(f"PostgreSQL is up on 127.0.0.1:{cfg.port}")
+        return True
+
+
+def stop(cfg: PgConfig | None = None) -> bool:
+    """Stop the embedded server (fast mode, bounded); True if it was running."""
+    cfg = cfg or PgConfig.from_env()
+    with _locked(cfg):
+        pid, _ = _postmaster(cfg)
+        if pid is None:
+            say(f"PostgreSQL of {cfg.data_dir} is not running")
+            return False
+        who = _run_as()
+        say(f"stopping PostgreSQL (pid {pid}) ...")
+        ctl = [cfg.exe("pg_ctl"), "stop", "-D", str(cfg.data_dir), "-w", "-t", str(STOP_TIMEOUT)]
+        done = _run([*ctl, "-m", "fast"], who, timeout=STOP_TIMEOUT + 15)
+        if done.returncode != 0 and _postmaster(cfg)[0] is not None:
+            say(f"fast shutdown failed ({done.stdout.strip()}); trying immediate")
+            done = _run([*ctl, "-m", "immediate"], who, timeout=STOP_TIMEOUT + 15)
+        if _postmaster(cfg)[0] is not None:
+            raise PostgresError(f"PostgreSQL (pid {pid}) did not stop: {done.stdout.strip()}; "
+                                f"read {cfg.log_path}")
+        say("PostgreSQL stopped")
+        return True
+
+
+# --- databases, schema and seed --------------------------------------------------------------
+
+
+def connect(url: str, **kwargs: Any) -> Any:
+    """A psycopg2 connection in autocommit mode, with a bounded connect timeout."""
+    conn = psycopg2.connect(url, connect_timeout=10, application_name="serverlab-lab", **kwargs)
+    conn.autocommit = True
+    return conn
+
+
+def ensure_database(url: str, dbname: str) -> bool:
+    """Create database `dbname` on the server of `url` if missing; True if created."""
+    conn = connect(with_database(url, "postgres"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,))
+            if cur.fetchone():
+                return False
+            try:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+            except (psycopg2.errors.DuplicateDatabase, psycopg2.errors.UniqueViolation):
+                return False  # created concurrently
+            return True
+    finally:
+        conn.close()
+
+
+def apply_schema(url: str) -> None:
+    """Run db/schema.sql then db/seed.sql (both idempotent), one session at a time."""
+    conn = connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET statement_timeout = '120s'")
+            cur.execute("SELECT pg_advisory_lock(hashtext('serverlab-schema'))")
+            try:
+                for path in (SCHEMA, SEED):
+                    cur.execute(path.read_text(encoding="utf-8"))
+            finally:
+                cur.execute("SELECT pg_advisory_unlock(hashtext('serverlab-schema'))")
+    finally:
+        conn.close()
+
+
+def provision(dbname: str | None = None) -> str:
+    """Make a ready database and return its URL: the one call tests and `make up` use.
+
+    LAB_DATABASE_URL set: use that database as is (dbname is ignored), apply schema and seed.
+    Otherwise: start the embedded server, create `dbname` (default serverlab), apply schema and seed.
+    """
+    external = os.environ.get("LAB_DATABASE_URL")
+    if external:
+        url, hint = external, "check that server, or unset LAB_DATABASE_URL to use the embedded PostgreSQL"
+        say(f"using LAB_DATABASE_URL={redact(url)}")
+    else:
+        cfg = PgConfig.from_env()
+        start(cfg)
+        url, hint = embedded_url(dbname or "serverlab", cfg.port), f"see {cfg.log_path}"
+    try:
+        if not external and ensure_database(url, dbname or "serverlab"):
+            say(f"created database {dbname or 'serverlab'}")
+        apply_schema(url)
+    except psycopg2.Error as exc:
+        raise PostgresError(f"cannot prepare {redact(url)}: {str(exc).strip()}; {hint}") from exc
+    say(f"applied schema and seed to {redact(url)}")
+    return url
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lab.database", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up", "down", "status", "url"],
+                        help="up: start and provision; down: stop; status: show; url: print the URL")
+    parser.add_argument("--dbname", default=None, help="database to provision with `up` (default serverlab)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            print(provision(args.dbname))
+        elif args.command == "down":
+            if os.environ.get("LAB_DATABASE_URL"):
+                say("LAB_DATABASE_URL is set: that server is not the lab's to stop")
+            else:
+                stop()
+        elif args.command == "status":
+            if os.environ.get("LAB_DATABASE_URL"):
+                print(f"using LAB_DATABASE_URL={redact(database_url())} (the embedded server is not used)")
+            now = status()
+            print(now.describe())
+            return 0 if now.running or os.environ.get("LAB_DATABASE_URL") else 3
+        else:
+            print(database_url())
+    except PostgresError as exc:
+        print(f"lab.database: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
