@@ -165,7 +165,8 @@ def route(method: str, path: str) -> Route:
     if name is None and path.startswith(_ORDER_PREFIX) and "/" not in path[len(_ORDER_PREFIX) :]:
         name, arg = "order", path[len(_ORDER_PREFIX) :]
     if name is None:
-        raise ContractError(error(404, "not_found", f"no endpoint at {path}; see /openapi.yaml"))
+        detail = f"no endpoint at {path}; the endpoints are listed in openapi.yaml in the repository"
+        raise ContractError(error(404, "not_found", detail))
     methods = ROUTES[name][1]
     if method not in methods and not (method == "HEAD" and "GET" in methods):
         allowed = ", ".join(sorted(methods))
@@ -232,7 +233,8 @@ def world(row: Sequence[int]) -> dict[str, int]:
 
 def world_reply(row: Sequence[int] | None) -> Reply:
     if row is None:  # only if the seed is missing
-        return error(503, "not_seeded", "table world is empty; run `make up` to seed it")
+        return error(503, "not_seeded", "table world is empty; run `make up` to seed it",
+                     (("Retry-After", RETRY_AFTER_SECONDS),))
     return Reply(200, dumps(world(row)))
 
 
