@@ -158,3 +158,8 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+def env_vars() -> list[str]:
+    """Every LAB_* variable a server reads."""
+    return [var for var, _flag, _kind, _text in _KNOBS.values()]
