@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help venv test lint bench
+.PHONY: help venv test test-compose lint bench up down status logs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,8 +20,15 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create the virtualenv and install everything (skipped when up to date)
 
+# The embedded PostgreSQL is stopped afterwards unless it was running before (e.g. after `make up`).
 test: venv ## run the whole test suite (provisions an embedded PostgreSQL itself)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@was_up=$$($(PY) -m lab.database status >/dev/null 2>&1 && echo yes); \
+	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
+	if [ -z "$$was_up" ] && [ -z "$$LAB_DATABASE_URL" ]; then $(PY) -m lab.database down; fi; \
+	exit $$status
+
+test-compose: venv ## the contract suite against the Docker Compose stack (needs a Docker engine)
+	$(PY) -m pytest --compose tests/test_contract.py $(PYTEST_ARGS)
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check servers lab loadtests tests
@@ -29,3 +36,18 @@ lint: venv ## ruff and mypy
 
 bench: venv ## rps of /json and /db per server, metrics on vs off, asyncio vs a bare aiohttp handler
 	$(PY) -m lab.bench $(BENCH_ARGS)
+
+up: venv ## start PostgreSQL and the servers (LAB_SERVERS, LAB_BACKEND), wait until healthy
+	$(PY) -m lab up
+
+down: ## stop the servers (graceful, then SIGKILL) and the embedded PostgreSQL
+	@if [ -x $(PY) ]; then $(PY) -m lab down; else echo "nothing to stop: no virtualenv yet"; fi
+
+status: venv ## what runs, and its health
+	$(PY) -m lab status
+
+logs: venv ## tail the logs (FOLLOW=0 prints the last lines and exits)
+	$(PY) -m lab logs $(if $(filter 0,$(FOLLOW)),--no-follow)
+
+clean: ## stop everything, remove the database data and the run folder (never reports/)
+	@if [ -x $(PY) ]; then $(PY) -m lab clean; else rm -rf .lab; fi

@@ -7,7 +7,8 @@ schema and seed. PostgreSQL refuses to run as root, so as root the server runs a
 `serverlab-pg`, created on first use.
 
 Knobs: LAB_DATABASE_URL, LAB_PG_PORT (54320), LAB_PG_DATA (<repo>/.lab/pgdata),
-LAB_PG_MAX_CONNECTIONS (300), LAB_PG_BIN (a PostgreSQL bin dir instead of pgserver's).
+LAB_PG_MAX_CONNECTIONS (300), LAB_PG_BIN (a PostgreSQL bin dir instead of pgserver's);
+LAB_STATE_DIR (.lab) holds the data dir unless LAB_PG_DATA says otherwise.
 CLI: `python -m lab.database {up,down,status,url}`.
 """
 
@@ -20,7 +21,6 @@ import importlib.util
 import os
 import pwd
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -36,6 +36,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
+from lab.procs import log_tail, port_in_use, port_user
 from servers.settings import DEFAULT_DATABASE_URL, redact
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +74,8 @@ class PgConfig:
     def from_env(cls) -> PgConfig:
         port = _int_env("LAB_PG_PORT", DEFAULT_PORT, 1, 65535)
         max_conn = _int_env("LAB_PG_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1, 10_000)
-        data = Path(os.environ.get("LAB_PG_DATA") or REPO / ".lab" / "pgdata").expanduser().absolute()
+        state = Path(os.environ.get("LAB_STATE_DIR") or REPO / ".lab")
+        data = Path(os.environ.get("LAB_PG_DATA") or state / "pgdata").expanduser().absolute()
         return cls(bin_dir=_bin_dir(), data_dir=data, port=port, max_connections=max_conn)
 
     @property
@@ -289,40 +291,6 @@ def _postmaster(cfg: PgConfig) -> tuple[int | None, int | None]:
     return pid, port
 
 
-def _port_user(port: int) -> str:
-    """Best effort: which process holds a local TCP port."""
-    try:
-        import psutil
-
-        for conn in psutil.net_connections(kind="tcp"):
-            if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
-                return f" by pid {conn.pid} ({psutil.Process(conn.pid).name()})"
-    except Exception:  # permissions, races: the port number alone is still useful
-        pass
-    return ""
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is free
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
-
-
-def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 64 * 1024))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError as exc:
-        return f"(cannot read {path}: {exc})"
-    return "\n".join(text.splitlines()[-lines:]) or "(empty)"
-
-
 def _run(cmd: Sequence[str], who: _RunAs, timeout: float) -> subprocess.CompletedProcess[str]:
     # Files, not pipes: the postmaster that pg_ctl forks must not hold our pipe open.
     with tempfile.TemporaryFile("w+") as out:
@@ -397,7 +365,7 @@ def start(cfg: PgConfig | None = None) -> bool:
             return False
         if port_in_use(cfg.port):
             raise PostgresError(
-                f"port {cfg.port} on 127.0.0.1 is already in use{_port_user(cfg.port)}; "
+                f"port {cfg.port} on 127.0.0.1 is already in use{port_user(cfg.port)}; "
                 f"set LAB_PG_PORT to a free port (or stop that program)"
             )
         _prepare_dirs(cfg, who)
@@ -425,7 +393,7 @@ def start(cfg: PgConfig | None = None) -> bool:
         if done.returncode != 0 or _postmaster(cfg)[0] is None:
             raise PostgresError(
                 f"PostgreSQL did not start on 127.0.0.1:{cfg.port}: {done.stdout.strip()}\n"
-                f"read {cfg.log_path}; its last lines:\n{_log_tail(cfg.log_path)}"
+                f"read {cfg.log_path}; its last lines:\n{log_tail(cfg.log_path, LOG_TAIL_LINES)}"
             )
         say(f"PostgreSQL is up on 127.0.0.1:{cfg.port}")
         return True

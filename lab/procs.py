@@ -168,7 +168,7 @@ def start_server(
     """
     if port_in_use(port, host):
         raise PortInUseError(
-            f"cannot start {model}: port {port} on {host} is already in use{_port_user(port)}; "
+            f"cannot start {model}: port {port} on {host} is already in use{port_user(port)}; "
             f"pick another port (--port / LAB_PORT) or stop the program holding it"
         )
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -201,7 +201,8 @@ def start_server(
     return proc
 
 
-def _port_user(port: int) -> str:
+def port_user(port: int) -> str:
+    """' by pid N (name)' for the process listening on a local TCP port, best effort; else ''."""
     try:
         for conn in psutil.net_connections(kind="tcp"):
             if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:

@@ -168,6 +168,7 @@ def _native_up(models: list[str], env: Mapping[str, str]) -> int:
     external = bool(env.get("LAB_DATABASE_URL"))
     db_was_running = external or database.is_running()
     started: list[procs.ServerProcess] = []
+    _check_ports(models, state, env)
     try:
         url = database.provision()
         state.backend, state.database_url = "native", url
@@ -202,6 +203,18 @@ def _native_up(models: list[str], env: Mapping[str, str]) -> int:
     print(table(state, models))
     print(f"\nlogs: {logs}/<server>.log (make logs); state: {folder}/state.json; stop with `make down`")
     return 0
+
+
+def _check_ports(models: list[str], state: State, env: Mapping[str, str]) -> None:
+    """Fail before starting anything when a port is held by something that is not our server."""
+    for model in models:
+        port = port_of(model, env)
+        record = state.servers.get(model)
+        if record and record.alive() and record.port == port:
+            continue
+        if procs.port_in_use(port):
+            raise StackError(f"{model}: port {port} on 127.0.0.1 is already in use{procs.port_user(port)}; "
+                             f"set LAB_{model.upper()}_PORT to a free port, or stop the program holding it")
 
 
 def _undo(started: list[procs.ServerProcess], state: State, folder: Path, stop_db: bool) -> None:

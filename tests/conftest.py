@@ -25,6 +25,8 @@ from lab.procs import ServerProcess
 from servers import settings
 
 MODELS = settings.MODELS
+REPO = Path(__file__).resolve().parents[1]
+COMPOSE_DATABASE_URL = "postgresql://serverlab@127.0.0.1:54320/serverlab"
 
 # Small but sufficient: the pool-size sweeps belong to the lab, not the tests.
 BASE_ENV = {"LAB_POOL_SIZE": "4", "LAB_ACQUIRE_TIMEOUT": "2"}
@@ -94,18 +96,64 @@ class ServerFactory:
             procs.stop_server(proc)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--compose", action="store_true",
+                     help="test the Docker Compose stack (docker-compose.yml) instead of native servers")
+
+
+def compose_mode(config: pytest.Config) -> bool:
+    return bool(config.getoption("--compose"))
+
+
 @pytest.fixture(scope="session")
-def database_url() -> str:
+def docker_compose_file() -> str:
+    return str(REPO / "docker-compose.yml")
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name() -> str:
+    return "serverlab-test"
+
+
+class ComposeServer(ServerProcess):
+    """A server of the Compose stack: reached over its published port; its pid is the container's."""
+
+    def alive(self) -> bool:
+        return True
+
+    def log_tail(self, lines: int = procs.LOG_TAIL_LINES) -> str:
+        return f"(see `docker compose logs {self.model}`)"
+
+
+@pytest.fixture(scope="session")
+def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if compose_mode(request.config):
+        services = request.getfixturevalue("docker_services")  # pytest-docker: compose up, then down
+
+        def ready() -> bool:
+            try:
+                database.connect(COMPOSE_DATABASE_URL).close()
+                return True
+            except Exception:
+                return False
+
+        services.wait_until_responsive(check=ready, timeout=180.0, pause=1.0)
+        yield COMPOSE_DATABASE_URL
+        return
+    # The embedded server stays up after the session (`make test` stops it if it started it).
     try:
-        return database.provision("serverlab_test")
+        yield database.provision("serverlab_test")
     except Exception as exc:  # no database, no tests: say why once, loudly, and stop
         pytest.exit(f"PostgreSQL provisioning failed, so the suite cannot run:\n{exc}", returncode=1)
 
 
 @pytest.fixture(scope="session")
 def servers(
-    database_url: str, tmp_path_factory: pytest.TempPathFactory
+    database_url: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[dict[str, ServerProcess]]:
+    if compose_mode(request.config):
+        yield _compose_servers(request)
+        return
     log_dir = tmp_path_factory.mktemp("server-logs")
 
     def start(model: str) -> ServerProcess:
@@ -133,6 +181,24 @@ def servers(
             pytest.fail("server(s) died during the session:\n" + "\n".join(
                 f"--- {p.model} (exit {p.popen.returncode}), {p.log_path}:\n{p.log_tail()}" for p in died
             ), pytrace=False)
+
+
+def _compose_servers(request: pytest.FixtureRequest) -> dict[str, ServerProcess]:
+    services = request.getfixturevalue("docker_services")
+    found: dict[str, ServerProcess] = {}
+    for model in MODELS:
+        port = settings.DEFAULT_PORTS[model]
+        url = f"http://127.0.0.1:{port}"
+
+        def healthy(url: str = url) -> bool:
+            try:
+                return procs.get(url + procs.HEALTH_PATH)[0] == 200
+            except OSError:
+                return False
+
+        services.wait_until_responsive(check=healthy, timeout=180.0, pause=1.0)
+        found[model] = ComposeServer(model, "127.0.0.1", port, 0, Path("docker"), None)  # type: ignore[arg-type]
+    return found
 
 
 @pytest.fixture(params=MODELS, ids=list(MODELS))
