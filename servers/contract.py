@@ -40,7 +40,7 @@ RETRY_AFTER_SECONDS = "1"
 # --- SQL (asyncpg's $n placeholders; `pyformat` converts for psycopg2) -------------------
 
 SQL_WORLD = "SELECT id, randomnumber FROM world WHERE id = $1"
-SQL_UPDATE_WORLD = "UPDATE world SET randomnumber = $2 WHERE id = $1"
+SQL_UPDATE_WORLD = "UPDATE world SET randomnumber = $1 WHERE id = $2"
 SQL_FORTUNES = "SELECT id, message FROM fortune"
 SQL_HOLD = "SELECT pg_sleep($1)"
 SQL_HEALTH = "SELECT 1"
@@ -63,8 +63,9 @@ def pyformat(sql: str) -> str:
 
 
 def update_params(rows: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Parameters for SQL_UPDATE_WORLD, sorted by id so concurrent batches lock in one order."""
-    return sorted(rows)
+    """(randomNumber, id) parameters for SQL_UPDATE_WORLD from (id, randomNumber) rows, sorted by
+    id so that concurrent batches take row locks in one order (no deadlocks)."""
+    return [(number, wid) for wid, number in sorted(rows)]
 
 
 # --- replies ------------------------------------------------------------------------------

@@ -1,0 +1,317 @@
+"""The sync (WSGI) app over psycopg2, served by both `threaded` and `gevent`.
+
+It only maps HTTP in and out: every rule lives in servers.contract. Under gevent the same
+code is cooperative because `threading`, `time.sleep` and sockets are monkey-patched and
+psycogreen makes psycopg2 wait through the hub.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs
+
+import psycopg2
+import psycopg2.extras
+
+from servers import contract
+from servers.contract import ContractError, Reply, Route
+from servers.metrics import Metrics
+from servers.settings import Settings
+from servers.sync_pool import BlockingPool, PoolClosed, PoolTimeout
+
+log = logging.getLogger("serverlab")
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+Handler = Callable[[Environ, Route], Reply]
+
+STATUS_LINES = {int(s): f"{int(s)} {s.phrase}" for s in HTTPStatus}
+METRICS_TYPE = "text/plain; charset=utf-8"
+
+SQL_WORLD = contract.pyformat(contract.SQL_WORLD)
+SQL_UPDATE_WORLD = contract.pyformat(contract.SQL_UPDATE_WORLD)
+SQL_FORTUNES = contract.pyformat(contract.SQL_FORTUNES)
+SQL_HOLD = contract.pyformat(contract.SQL_HOLD)
+SQL_HEALTH = contract.pyformat(contract.SQL_HEALTH)
+SQL_INSERT_ORDER = contract.pyformat(contract.SQL_INSERT_ORDER)
+SQL_ORDER_BY_KEY = contract.pyformat(contract.SQL_ORDER_BY_KEY)
+SQL_ORDER_BY_ID = contract.pyformat(contract.SQL_ORDER_BY_ID)
+
+_JSON_REPLY = Reply(200, contract.JSON_BODY)
+_TEXT_REPLY = Reply(200, contract.HELLO, contract.TEXT)
+
+
+class DateCache:
+    """The RFC 1123 `Date` value, formatted at most once per second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def __call__(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._value = contract.http_date(second)  # value first: readers check _second
+            self._second = second
+        return self._value
+
+
+class SyncApp:
+    """The WSGI callable plus what the runtimes share with it (metrics, pool, headers)."""
+
+    def __init__(
+        self, settings: Settings, semaphore: Callable[[int], Any] = threading.BoundedSemaphore
+    ) -> None:
+        self.settings = settings
+        self.pool = BlockingPool(
+            settings.database_url,
+            settings.pool_size,
+            settings.application_name,
+            settings.acquire_timeout,
+            semaphore,
+        )
+        self.metrics = Metrics(settings.model, enabled=settings.metrics, pool_stats=self.pool.stats)
+        self.server_header = contract.server_header(settings.model)
+        self.date = DateCache()
+        self._slots = semaphore(settings.max_inflight)
+        self._last_db_log = 0.0
+        self._handlers: dict[str, Handler] = {
+            "json": lambda env, r: _JSON_REPLY,
+            "plaintext": lambda env, r: _TEXT_REPLY,
+            "db": self.db,
+            "queries": self.queries,
+            "updates": self.updates,
+            "fortunes": self.fortunes,
+            "io": self.io,
+            "cpu": self.cpu,
+            "hold": self.hold,
+            "orders": self.create_order,
+            "order": self.get_order,
+            "health": self.health,
+            "metrics": self.render_metrics,
+            "config": self.config,
+        }
+
+    # --- HTTP in and out ------------------------------------------------------------------
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
+        started = time.perf_counter()
+        method = environ["REQUEST_METHOD"]
+        name = None
+        try:
+            route = contract.route(method, environ.get("PATH_INFO") or "/")
+            name = route.name
+            reply = self.dispatch(route, environ)
+        except ContractError as exc:
+            reply = exc.reply
+        except Exception:
+            log.exception("unexpected error in %s %s", method, environ.get("PATH_INFO"))
+            reply = contract.internal()
+        self.metrics.observe(contract.metrics_label(name), reply.status, time.perf_counter() - started)
+        start_response(STATUS_LINES[reply.status], self.headers(reply))
+        return [] if method == "HEAD" else [reply.body]
+
+    def headers(self, reply: Reply) -> list[tuple[str, str]]:
+        return [
+            ("Server", self.server_header),
+            ("Date", self.date()),
+            ("Content-Type", reply.content_type),
+            ("Content-Length", str(len(reply.body))),
+            *reply.headers,
+        ]
+
+    def raw_response(self, reply: Reply) -> bytes:
+        """A complete `Connection: close` response, for runtimes answering outside the app."""
+        lines = [f"HTTP/1.1 {STATUS_LINES[reply.status]}"]
+        lines += [f"{k}: {v}" for k, v in self.headers(reply)]
+        lines.append("Connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + reply.body
+
+    def dispatch(self, route: Route, environ: Environ) -> Reply:
+        raw_length = environ.get("CONTENT_LENGTH")
+        if raw_length:
+            length = _content_length(raw_length)
+            if length > contract.MAX_BODY_BYTES:
+                return contract.too_large(length)
+        handler = self._handlers[route.name]
+        limited = route.name not in contract.UNLIMITED
+        if limited and not self._slots.acquire(timeout=self.settings.acquire_timeout):
+            self.metrics.reject("inflight_timeout")
+            return contract.overloaded(
+                f"all {self.settings.max_inflight} in-flight request slots stayed busy for "
+                f"{self.settings.acquire_timeout:g} s; retry later, or raise LAB_MAX_INFLIGHT "
+                "(--max-inflight) / LAB_ACQUIRE_TIMEOUT (--acquire-timeout)"
+            )
+        counted = limited and self.metrics.enabled
+        if counted:
+            self.metrics.add_inflight(1)
+        try:
+            return handler(environ, route)
+        except PoolTimeout:
+            self.metrics.reject("pool_timeout")
+            return contract.overloaded(
+                f"no database connection free within {self.settings.acquire_timeout:g} s "
+                f"(pool of {self.settings.pool_size}); retry later, or raise LAB_POOL_SIZE "
+                "(--pool-size) / LAB_ACQUIRE_TIMEOUT (--acquire-timeout)"
+            )
+        except PoolClosed:
+            return contract.unhealthy("the server is shutting down; retry on another instance")
+        except psycopg2.Error as exc:
+            self._log_db_error(exc)
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return contract.unhealthy(
+                f"database error: {first}; check that PostgreSQL is up and LAB_DATABASE_URL is right"
+            )
+        finally:
+            if limited:
+                self._slots.release()
+            if counted:
+                self.metrics.add_inflight(-1)
+
+    def _log_db_error(self, exc: psycopg2.Error) -> None:
+        now = time.monotonic()
+        if now - self._last_db_log >= 5.0:  # one line per 5 s, not one per request
+            self._last_db_log = now
+            log.warning("database error (answering 503): %s", str(exc).strip() or repr(exc))
+
+    # --- endpoints ------------------------------------------------------------------------
+
+    def db(self, environ: Environ, route: Route) -> Reply:
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(SQL_WORLD, (contract.random_id(),))
+            return contract.world_reply(cur.fetchone())
+
+    def _read_worlds(self, cur: Any, ids: Iterable[int]) -> list[tuple[int, int]] | None:
+        rows = []
+        for world_id in ids:
+            cur.execute(SQL_WORLD, (world_id,))
+            row = cur.fetchone()
+            if row is None:
+                return None
+            rows.append(row)
+        return rows
+
+    def queries(self, environ: Environ, route: Route) -> Reply:
+        ids = contract.random_ids(contract.clamp_queries(_param(environ, "queries")))
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            rows = self._read_worlds(cur, ids)
+        return contract.world_reply(None) if rows is None else contract.worlds_reply(rows)
+
+    def updates(self, environ: Environ, route: Route) -> Reply:
+        n = contract.clamp_queries(_param(environ, "queries"))
+        ids = contract.random_ids(n, distinct=True)
+        numbers = contract.new_numbers(n)
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            if self._read_worlds(cur, ids) is None:
+                return contract.world_reply(None)
+            changed = list(zip(ids, numbers, strict=True))
+            cur.execute("BEGIN")
+            # One round trip for the batch (asyncpg's executemany pipelines likewise).
+            psycopg2.extras.execute_batch(cur, SQL_UPDATE_WORLD, contract.update_params(changed),
+                                          page_size=contract.MAX_QUERIES)
+            cur.execute("COMMIT")
+        return contract.worlds_reply(changed)
+
+    def fortunes(self, environ: Environ, route: Route) -> Reply:
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(SQL_FORTUNES)
+            rows = cur.fetchall()
+        return contract.fortunes_reply(rows)
+
+    def io(self, environ: Environ, route: Route) -> Reply:
+        ms = contract.int_param("ms", _param(environ, "ms"), contract.IO_MS)
+        time.sleep(ms / 1000.0)
+        return contract.io_reply(ms)
+
+    def cpu(self, environ: Environ, route: Route) -> Reply:
+        return contract.cpu_reply(contract.int_param("n", _param(environ, "n"), contract.CPU_N))
+
+    def hold(self, environ: Environ, route: Route) -> Reply:
+        ms = contract.int_param("ms", _param(environ, "ms"), contract.HOLD_MS)
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(SQL_HOLD, (ms / 1000.0,))
+            cur.fetchone()
+        return contract.hold_reply(ms)
+
+    def create_order(self, environ: Environ, route: Route) -> Reply:
+        order = contract.parse_order(_read_body(environ))
+        key = contract.parse_idempotency_key(environ.get("HTTP_IDEMPOTENCY_KEY"))
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            for _attempt in range(2):  # a replayed key's row can only vanish if deleted meanwhile
+                cur.execute(SQL_INSERT_ORDER, (order.item, order.qty, key))
+                row = cur.fetchone()  # committed: the connection is in autocommit mode
+                if row is not None:
+                    return contract.order_created_reply(row, replayed=False)
+                cur.execute(SQL_ORDER_BY_KEY, (key,))
+                row = cur.fetchone()
+                if row is not None:
+                    return contract.order_created_reply(row, replayed=True)
+        raise RuntimeError(f"order with Idempotency-Key {key!r} neither inserted nor found")
+
+    def get_order(self, environ: Environ, route: Route) -> Reply:
+        order_id = contract.parse_order_id(route.arg)
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(SQL_ORDER_BY_ID, (order_id,))
+            return contract.order_reply(cur.fetchone(), order_id)
+
+    def health(self, environ: Environ, route: Route) -> Reply:
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(SQL_HEALTH)
+            cur.fetchone()
+        return contract.health_reply()
+
+    def render_metrics(self, environ: Environ, route: Route) -> Reply:
+        return Reply(200, self.metrics.render().encode(), METRICS_TYPE)
+
+    def config(self, environ: Environ, route: Route) -> Reply:
+        return contract.config_reply({**self.settings.public(), "pid": os.getpid()})
+
+    def close(self) -> None:
+        self.pool.close()
+
+
+def make_app(
+    settings: Settings, semaphore: Callable[[int], Any] = threading.BoundedSemaphore
+) -> SyncApp:
+    """The WSGI callable; its `.metrics`, `.pool` and `.raw_response` serve the runtimes.
+
+    `semaphore` makes the in-flight limiter and the pool's slots: anything with
+    acquire(blocking=, timeout=) and release(). gevent passes its native one, several times
+    cheaper than threading's Condition-based one that monkey-patching makes cooperative."""
+    return SyncApp(settings, semaphore)
+
+
+def _param(environ: Environ, name: str) -> str | None:
+    """The first value of a query parameter (blank values kept, as aiohttp does)."""
+    query = environ.get("QUERY_STRING")
+    if not query:
+        return None
+    values = parse_qs(query, keep_blank_values=True).get(name)
+    return values[0] if values else None
+
+
+def _content_length(raw: str) -> int:
+    text = raw.strip()
+    if not text.isdigit() or len(text) > 18:
+        raise contract.bad_request(f"Content-Length must be a non-negative integer, got {raw!r}")
+    return int(text)
+
+
+def _read_body(environ: Environ) -> bytes:
+    """The request body, at most MAX_BODY_BYTES + 1 bytes (parse_order answers 413 beyond)."""
+    stream = environ.get("wsgi.input")
+    if stream is None:
+        return b""
+    raw_length = environ.get("CONTENT_LENGTH")
+    if raw_length:
+        length = _content_length(raw_length)
+        return stream.read(length) if length else b""
+    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        return stream.read(contract.MAX_BODY_BYTES + 1)
+    return b""
