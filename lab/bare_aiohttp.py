@@ -17,6 +17,10 @@ from aiohttp import web
 from servers.contract import SQL_WORLD
 
 
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Like for like: the asyncio server's pool also skips asyncpg's per-release reset query."""
+
+
 def make_app(database_url: str, pool_size: int) -> web.Application:
     app = web.Application()
 
@@ -26,6 +30,7 @@ def make_app(database_url: str, pool_size: int) -> web.Application:
             min_size=pool_size,
             max_size=pool_size,
             server_settings={"application_name": "serverlab-bare"},
+            reset=_no_reset,
         )
 
     async def close_pool(app: web.Application) -> None:

@@ -108,6 +108,38 @@ def unhealthy(detail: str) -> Reply:
     return error(503, "unhealthy", detail, (("Retry-After", RETRY_AFTER_SECONDS),))
 
 
+def inflight_timeout(max_inflight: int, timeout: float) -> Reply:
+    return overloaded(
+        f"all {max_inflight} in-flight request slots stayed busy for {timeout:g} s; retry later, or raise "
+        "LAB_MAX_INFLIGHT (--max-inflight) / LAB_ACQUIRE_TIMEOUT (--acquire-timeout)"
+    )
+
+
+def pool_timeout(pool_size: int, timeout: float) -> Reply:
+    return overloaded(
+        f"no database connection free within {timeout:g} s (pool of {pool_size}); retry later, or raise "
+        "LAB_POOL_SIZE (--pool-size) / LAB_ACQUIRE_TIMEOUT (--acquire-timeout)"
+    )
+
+
+def connection_limit(max_connections: int) -> Reply:
+    return overloaded(
+        f"the server holds {max_connections} open client connections, its limit; retry later, reuse "
+        "connections, or raise LAB_MAX_CONNECTIONS (--max-connections)"
+    )
+
+
+def database_error(exc: BaseException) -> Reply:
+    """503 for a database that fails or cannot be reached: the first line of the error, no traceback."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return unhealthy(f"database error: {first}; check that PostgreSQL is up and LAB_DATABASE_URL is right")
+
+
+def shutting_down() -> Reply:
+    return unhealthy("the server is shutting down; retry on another instance")
+
+
 def too_large(length: int) -> Reply:
     return error(413, "payload_too_large", f"body is {length} bytes; the limit is {MAX_BODY_BYTES}")
 

@@ -314,10 +314,7 @@ def answer_over_limit(sock: socket.socket, app: SyncApp, limit: int) -> None:
             for _ in range(MAX_HEADERS):
                 if rfile.readline(MAX_LINE + 1) in (b"\r\n", b"\n", b""):
                     break
-        reply = contract.overloaded(
-            f"the server holds {limit} open connections, its limit; retry later, reuse "
-            "connections, or raise LAB_MAX_CONNECTIONS (--max-connections)"
-        )
+        reply = contract.connection_limit(limit)
         app.metrics.observe(_label(line), reply.status, 0.0)
         sock.sendall(app.raw_response(reply))
         sock.shutdown(socket.SHUT_WR)

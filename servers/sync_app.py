@@ -143,11 +143,7 @@ class SyncApp:
         limited = route.name not in contract.UNLIMITED
         if limited and not self._slots.acquire(timeout=self.settings.acquire_timeout):
             self.metrics.reject("inflight_timeout")
-            return contract.overloaded(
-                f"all {self.settings.max_inflight} in-flight request slots stayed busy for "
-                f"{self.settings.acquire_timeout:g} s; retry later, or raise LAB_MAX_INFLIGHT "
-                "(--max-inflight) / LAB_ACQUIRE_TIMEOUT (--acquire-timeout)"
-            )
+            return contract.inflight_timeout(self.settings.max_inflight, self.settings.acquire_timeout)
         counted = limited and self.metrics.enabled
         if counted:
             self.metrics.add_inflight(1)
@@ -155,19 +151,12 @@ class SyncApp:
             return handler(environ, route)
         except PoolTimeout:
             self.metrics.reject("pool_timeout")
-            return contract.overloaded(
-                f"no database connection free within {self.settings.acquire_timeout:g} s "
-                f"(pool of {self.settings.pool_size}); retry later, or raise LAB_POOL_SIZE "
-                "(--pool-size) / LAB_ACQUIRE_TIMEOUT (--acquire-timeout)"
-            )
+            return contract.pool_timeout(self.settings.pool_size, self.settings.acquire_timeout)
         except PoolClosed:
-            return contract.unhealthy("the server is shutting down; retry on another instance")
+            return contract.shutting_down()
         except psycopg2.Error as exc:
             self._log_db_error(exc)
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            return contract.unhealthy(
-                f"database error: {first}; check that PostgreSQL is up and LAB_DATABASE_URL is right"
-            )
+            return contract.database_error(exc)
         finally:
             if limited:
                 self._slots.release()
