@@ -6,6 +6,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
+
+# $(call apt_install,COMMAND,PACKAGE): install a Debian package when COMMAND is missing and we may
+# (root with apt); otherwise the tool that needs it says what to install.
+apt_install = command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	echo "==> installing $(2) (apt-get)" && { apt-get install -y -qq $(2) >/dev/null 2>&1 || \
+	{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(2) >/dev/null 2>&1; }; }; } || true
 .PHONY: help venv test test-compose lint bench up down status logs clean
 
 help: ## list the targets
@@ -35,6 +41,7 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/mypy servers lab loadtests tests
 
 bench: venv ## rps of /json and /db per server, metrics on vs off, asyncio vs a bare aiohttp handler
+	@$(call apt_install,wrk,wrk)
 	$(PY) -m lab.bench $(BENCH_ARGS)
 
 up: venv ## start PostgreSQL and the servers (LAB_SERVERS, LAB_BACKEND), wait until healthy
