@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 OVERHEAD_LIMIT = 0.05
 BARE_RATIO_MIN = 0.90
 GENERATOR_BOUND_CPU = 90.0  # % of one core
+SATURATED_CPU = 80.0  # % of each server core below which the server was not the bottleneck
 
 
 @dataclass
@@ -71,6 +72,10 @@ class Series:
     @property
     def generator_bound(self) -> bool:
         return any(s.generator_cpu >= GENERATOR_BOUND_CPU for s in self.samples)
+
+    def unsaturated(self, server_cores: int) -> bool:
+        """The server had CPU to spare: something else (a busy machine, the database) was the limit."""
+        return statistics.median(s.server_cpu for s in self.samples) < SATURATED_CPU * server_cores
 
 
 def parse_cpus(text: str) -> list[int]:
@@ -216,6 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server_cpus:
             for t in targets.values():
                 pin(t.pid, server_cpus)
+        pg = database.status()
+        if load_cpus and pg.running and pg.pid and not os.environ.get("LAB_DATABASE_URL"):
+            pin(pg.pid, load_cpus)  # backends fork from the postmaster and inherit this
 
         plan: list[tuple[str, str]] = [(n, "/json") for n in targets if not n.startswith("bare")]
         plan += [(n, "/db") for n in targets if "metrics off" not in n]
@@ -263,8 +271,8 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
         f"# make bench: {args.reps} x {args.duration:g} s per figure, wrk -t1 -c{args.connections}, "
         f"pool size {args.pool_size}",
         "",
-        f"Servers pinned to CPUs {server_cpus or 'all'}, wrk to CPUs {load_cpus or 'all'}; "
-        "PostgreSQL unpinned.",
+        f"Servers pinned to CPUs {server_cpus or 'all'}; wrk and the embedded PostgreSQL to CPUs "
+        f"{load_cpus or 'all'}.",
         "Figures are medians of the repetitions; spread is (max - min) / median.",
         "",
         "| server | /json rps | spread | /json rps, metrics off | spread | metrics cost | /db rps | spread |",
@@ -274,6 +282,8 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
                             "machine": machine.facts(), "servers": {}, "verdicts": []}
     verdicts: list[tuple[str, bool]] = []
     generator_bound: list[str] = []
+    unsaturated: list[str] = []
+    cores = len(server_cpus) if server_cpus else (os.cpu_count() or 1)
     for model in models:
         on, off, db = get(model, "/json"), get(f"{model} (metrics off)", "/json"), get(model, "/db")
         assert on and off and db
@@ -281,6 +291,8 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
         for label, s in (("/json", on), ("/json metrics off", off), ("/db", db)):
             if s.generator_bound:
                 generator_bound.append(f"{model} {label}")
+            if s.unsaturated(cores if model == "multiproc" else 1):
+                unsaturated.append(f"{model} {label}")
         lines.append(f"| {model} | {on.median:.0f} | {on.spread:.0%} | {off.median:.0f} | {off.spread:.0%} | "
                      f"{cost:+.1%} | {db.median:.0f} | {db.spread:.0%} |")
         data["servers"][model] = {"json_rps": on.median, "json_rps_metrics_off": off.median,
@@ -303,7 +315,12 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
     if generator_bound:
         lines.append(f"- WARNING: the load generator was near 100 % CPU for {', '.join(generator_bound)}: "
                      "those figures are the generator's limit, not the server's.")
+    if unsaturated:
+        lines.append(f"- WARNING: the server used under {SATURATED_CPU:.0f} % of its CPUs for "
+                     f"{', '.join(unsaturated)}: something else was the limit (a busy machine or the "
+                     "database), so those figures understate the server; rerun on a quiet machine.")
     data["verdicts"] = [{"text": t, "holds": ok} for t, ok in verdicts]
+    data["unsaturated"] = unsaturated
     data["generator_bound"] = generator_bound
     data["all_hold"] = all(ok for _, ok in verdicts)
     return {"markdown": "\n".join(lines) + "\n", "data": data}
