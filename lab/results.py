@@ -1,0 +1,633 @@
+"""Build results.json from a run's raw files alone: `python -m lab.results reports/<run-id>`.
+
+Reads what lab/runner.py stored (settings.json, machine.json, calibration.json, status.json and per
+server x scenario: scenario.json and rep-<n>/{run.json, samples.jsonl, records/}) and writes
+results.json as documented in lab/results_schema.md. Nothing here talks to a server, Locust or the
+database, so a report can be rebuilt, or rebuilt differently, long after the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from hdrh.histogram import HdrHistogram
+
+from lab import sampler
+
+SCHEMA = "serverlab-results"
+SCHEMA_VERSION = 1
+RECORD_FORMAT = "serverlab-locust-record"
+GENERATOR_CPU_LIMIT = 90.0  # % of one core for one Locust process: it is the bottleneck
+CEILING_SHARE = 0.85  # of the calibrated rps ceiling
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9}
+MAX_RESOURCE_POINTS = 240
+
+
+class ResultsError(RuntimeError):
+    """The folder is not a run, or its files are broken; the message names the file."""
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ResultsError(f"cannot read {path}: {exc}") from None
+
+
+# --- latency records ------------------------------------------------------------------------------
+
+
+def load_records(folder: Path) -> list[dict[str, Any]]:
+    """The record-*.json files Locust processes wrote (one per process that sent requests)."""
+    records = []
+    for path in sorted(folder.glob("record-*.json")):
+        data = read_json(path)
+        if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
+            raise ResultsError(f"{path} is not a {RECORD_FORMAT} file")
+        records.append(data)
+    return records
+
+
+def merge(encoded: Iterable[str], digits: int = 3) -> HdrHistogram:
+    """One histogram from encoded ones (any precision)."""
+    merged: HdrHistogram | None = None
+    for blob in encoded:
+        h = HdrHistogram.decode(blob)
+        if merged is None:
+            merged = h
+        else:
+            merged.add(h)
+    return merged if merged is not None else HdrHistogram(1, 120_000_000, digits)
+
+
+def latency_ms(h: HdrHistogram) -> dict[str, Any] | None:
+    """Percentiles, mean and max in milliseconds; None without requests."""
+    count = h.get_total_count()
+    if not count:
+        return None
+    values = h.get_percentile_to_value_dict(list(PERCENTILES.values()))
+    top = h.get_max_value()
+    out: dict[str, Any] = {}
+    previous = 0.0
+    for name, pct in PERCENTILES.items():
+        value = min(values[pct], top) / 1000.0
+        out[name] = round(max(value, previous), 3)
+        previous = out[name]
+    out["max"] = round(max(top / 1000.0, previous), 3)
+    out["min"] = round(h.get_min_value() / 1000.0, 3)
+    out["mean"] = round(h.get_mean_value() / 1000.0, 3)
+    out["count"] = count
+    return out
+
+
+def encode(h: HdrHistogram) -> str:
+    data: bytes = h.encode()
+    return data.decode("ascii")
+
+
+# --- samples ---------------------------------------------------------------------------------------
+
+
+def _window(samples: Sequence[dict[str, Any]], start: float, end: float) -> list[dict[str, Any]]:
+    return [s for s in samples if start <= s.get("t", 0) <= end and not s.get("server_gone")]
+
+
+def _values(samples: Iterable[dict[str, Any]], *path: str) -> list[float]:
+    out = []
+    for s in samples:
+        v: Any = s
+        for key in path:
+            v = v.get(key) if isinstance(v, dict) else None
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            out.append(v)
+    return out
+
+
+def _peak(values: Sequence[float]) -> float | None:
+    return max(values) if values else None
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(statistics.fmean(values), 2) if values else None
+
+
+def _mean_bytes(values: Sequence[float]) -> int | None:
+    return round(statistics.fmean(values)) if values else None
+
+
+def client_connections(sample: dict[str, Any]) -> int | float | None:
+    """Open client connections: ESTABLISHED sockets on the server's port (else the server's own gauge)."""
+    tcp = sample.get("tcp")
+    if isinstance(tcp, dict) and isinstance(tcp.get("ESTABLISHED"), int):
+        return int(tcp["ESTABLISHED"])
+    metrics = sample.get("metrics")
+    if isinstance(metrics, dict) and isinstance(metrics.get("open_connections"), int | float):
+        return max(0, metrics["open_connections"] - 1)  # the gauge counts the scrape's own connection
+    return None
+
+
+def resources(samples: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
+    """What the server cost during the measured window, from the sampler's file."""
+    inside = _window(samples, start, end)
+    before = [s for s in samples if s.get("t", 0) < start and not s.get("server_gone")]
+    # Baseline memory: the last sample before any client connected (else the first sample).
+    idle = [s for s in before if not client_connections(s)]
+    baseline = (idle[-1] if idle else (samples[0] if samples else {})).get("rss_bytes")
+    rss = _values(inside, "rss_bytes")
+    conns = [c for c in (client_connections(s) for s in inside) if c is not None]
+    peak_conn = _peak(conns)
+    peak_rss = _peak(rss)
+    per_conn = None
+    if peak_rss is not None and baseline is not None and peak_conn:
+        per_conn = round(max(0.0, peak_rss - baseline) / peak_conn)
+    rejections = _values(inside, "metrics", "rejections")
+    return {
+        "samples": len(inside),
+        "rss_peak_bytes": peak_rss,
+        "rss_mean_bytes": _mean_bytes(rss),
+        "rss_baseline_bytes": baseline,
+        "rss_per_connection_bytes": per_conn,
+        "uss_peak_bytes": _peak(_values(inside, "uss_bytes")),
+        "pss_peak_bytes": _peak(_values(inside, "pss_bytes")),
+        "cpu_percent_mean": _mean(_values(inside, "cpu_percent")),
+        "cpu_percent_peak": _peak(_values(inside, "cpu_percent")),
+        "threads_peak": _peak(_values(inside, "threads")),
+        "processes_peak": _peak(_values(inside, "processes")),
+        "fds_peak": _peak(_values(inside, "fds")),
+        "client_connections_peak": peak_conn,
+        "client_connections_mean": _mean(conns),
+        "db_connections_peak": _peak(_values(inside, "db", "total")),
+        "db_connections_mean": _mean(_values(inside, "db", "total")),
+        "db_active_peak": _peak(_values(inside, "db", "active")),
+        "pool_size": _peak(_values(inside, "metrics", "pool_size")),
+        "pool_in_use_peak": _peak(_values(inside, "metrics", "pool_in_use")),
+        "pool_waiting_peak": _peak(_values(inside, "metrics", "pool_waiting")),
+        "inflight_peak": _peak(_values(inside, "metrics", "inflight")),
+        "rejections": (max(rejections) - min(rejections)) if rejections else None,
+        "sampler_generator_cpu_percent_mean": _mean(_values(inside, "generator_cpu_percent")),
+    }
+
+
+def resource_timeline(samples: list[dict[str, Any]], start: float, end: float) -> dict[str, list[Any]]:
+    """The window's samples as columns (t in seconds from the window start), at most 240 points."""
+    inside = _window(samples, start, end)
+    step = max(1, -(-len(inside) // MAX_RESOURCE_POINTS))
+    picked = inside[::step]
+
+    def col(*path: str) -> list[Any]:
+        out = []
+        for s in picked:
+            v: Any = s
+            for key in path:
+                v = v.get(key) if isinstance(v, dict) else None
+            out.append(v)
+        return out
+
+    return {
+        "t": [round(s["t"] - start, 3) for s in picked],
+        "rss_bytes": col("rss_bytes"),
+        "cpu_percent": col("cpu_percent"),
+        "threads": col("threads"),
+        "client_connections": [client_connections(s) for s in picked],
+        "db_connections": col("db", "total"),
+        "pool_in_use": col("metrics", "pool_in_use"),
+        "pool_waiting": col("metrics", "pool_waiting"),
+        "generator_cpu_percent": col("generator_cpu_percent"),
+    }
+
+
+# --- the load generator ------------------------------------------------------------------------------
+
+
+def generator_cpu(run: dict[str, Any], start: float, end: float) -> dict[str, Any]:
+    """CPU of each Locust process over the window, from the runner's polls (pid -> CPU seconds)."""
+    gen = run.get("generator") or {}
+    polls: list[list[Any]] = gen.get("polls") or []
+    listed = gen.get("load_pids")  # None: every polled process sends requests
+    loaders = None if listed is None else {str(p) for p in listed}
+    inside = [p for p in polls if start - 0.6 <= p[0] <= end + 0.6]
+    per_process: dict[str, float] = {}
+    peak = 0.0
+    if len(inside) >= 2:
+        first, last = inside[0], inside[-1]
+        wall = last[0] - first[0]
+        for pid, cpu in last[1].items():
+            if pid in first[1] and wall > 0:
+                per_process[pid] = round(100.0 * (cpu - first[1][pid]) / wall, 1)
+        for a, b in itertools.pairwise(inside):
+            dt = b[0] - a[0]
+            for pid, cpu in b[1].items():
+                if (loaders is None or pid in loaders) and pid in a[1] and dt > 0:
+                    peak = max(peak, 100.0 * (cpu - a[1][pid]) / dt)
+    loading = {p: v for p, v in per_process.items() if loaders is None or p in loaders}
+    return {
+        "processes": len(loading),
+        "cpu_percent_per_process": per_process,
+        "cpu_percent_mean": max(loading.values()) if loading else None,  # the busiest Locust process
+        "cpu_percent_total": round(sum(per_process.values()), 1) if per_process else None,
+        "cpu_percent_peak": round(peak, 1) if len(inside) >= 2 and loading else None,
+    }
+
+
+def generator_verdict(cpu_mean: float | None, rps: float | None,
+                      calibration: dict[str, Any] | None) -> tuple[bool, list[str], float | None]:
+    """(bound, reasons, ceiling rps): was the load generator, not the server, the limit?"""
+    reasons = []
+    if cpu_mean is not None and cpu_mean >= GENERATOR_CPU_LIMIT:
+        reasons.append(f"a Locust process used {cpu_mean:.0f}% of a core (limit {GENERATOR_CPU_LIMIT:.0f}%)")
+    ceiling = (calibration or {}).get("ceiling_rps")
+    if ceiling and rps is not None and rps >= CEILING_SHARE * ceiling:
+        reasons.append(f"{rps:.0f} rps is {rps / ceiling:.0%} of the generator's calibrated ceiling "
+                       f"of {ceiling:.0f} rps (limit {CEILING_SHARE:.0%})")
+    return bool(reasons), reasons, ceiling
+
+
+# --- one repetition -----------------------------------------------------------------------------
+
+
+def _overlap(second: int, start: float, end: float) -> float:
+    return max(0.0, min(second + 1, end) - max(second, start))
+
+
+def build_rep(rep_dir: Path, meta: dict[str, Any], calibration: dict[str, Any] | None) -> dict[str, Any]:
+    run = read_json(rep_dir / "run.json") or {}
+    rec_dir = rep_dir / "records"
+    records = load_records(rec_dir)
+    shape = read_json(rec_dir / "shape.json") or {}
+    problems: list[str] = list(run.get("problems") or [])
+    if run.get("status") not in (None, "ok"):
+        problems.append(f"run status {run.get('status')}: {run.get('error') or 'see run.json'}")
+    if not records and not problems:
+        problems.append(f"no latency records in {rec_dir} (Locust wrote none)")
+    start = shape.get("measure_start") or min((r["measure_start"] or 0 for r in records), default=0.0)
+    end = shape.get("measure_end") or max((r["measure_end"] or 0 for r in records), default=0.0)
+    window = max(0.0, end - start)
+    if shape and not shape.get("spawn_complete", True):
+        problems.append("not every user was spawned before the measured phase began")
+
+    requests = sum(r["requests"] for r in records)
+    failures = sum(r["failures"] for r in records)
+    kinds: dict[str, int] = {}
+    by_name: dict[str, dict[str, int]] = {}
+    for r in records:
+        for kind, n in r["failures_by_kind"].items():
+            kinds[kind] = kinds.get(kind, 0) + n
+        for name, c in r["by_name"].items():
+            slot = by_name.setdefault(name, {"requests": 0, "failures": 0})
+            slot["requests"] += c["requests"]
+            slot["failures"] += c["failures"]
+    ok_h = merge(r["latency_ok_us"] for r in records)
+    failed_h = merge(r["latency_failed_us"] for r in records)
+
+    # Per-second timeline, merged over processes by epoch second.
+    seconds: dict[int, list[Any]] = {}
+    for rec in records:
+        for sec, n, fails, blob in rec["timeline"]:
+            acc = seconds.setdefault(sec, [0, 0, []])
+            acc[0] += n
+            acc[1] += fails
+            acc[2].append(blob)
+    timeline: dict[str, list[Any]] = {"t": [], "rps": [], "failures_per_s": [], "p50_ms": [], "p99_ms": [],
+                                      "max_ms": []}
+    merged_seconds: dict[int, HdrHistogram] = {}
+    for sec in sorted(seconds):
+        n, fails, blobs = seconds[sec]
+        cover = _overlap(sec, start, end) if window else 1.0
+        if cover < 0.2:  # a sliver of a second at the edges says nothing about a rate
+            continue
+        h = merge(blobs, digits=2)
+        merged_seconds[sec] = h
+        lat = latency_ms(h)
+        timeline["t"].append(round(sec - start, 3))
+        timeline["rps"].append(round(n / cover, 1))
+        timeline["failures_per_s"].append(round(fails / cover, 1))
+        timeline["p50_ms"].append(lat["p50"] if lat else None)
+        timeline["p99_ms"].append(lat["p99"] if lat else None)
+        timeline["max_ms"].append(lat["max"] if lat else None)
+
+    stages = []
+    for i, st in enumerate(shape.get("stages") or []):
+        lo, hi = start + st["start"], start + st["end"]
+        secs = [s for s in seconds if lo <= s + 0.5 < hi]
+        cover = sum(_overlap(s, max(lo, start), min(hi, end)) for s in secs)
+        n = sum(seconds[s][0] for s in secs)
+        fails = sum(seconds[s][1] for s in secs)
+        lat = latency_ms(merge((b for s in secs for b in seconds[s][2]), digits=2))
+        stages.append({"index": i, "users": st["users"], "start_s": st["start"], "end_s": st["end"],
+                       "rps": round(n / cover, 1) if cover else None,
+                       "ok_rps": round((n - fails) / cover, 1) if cover else None,
+                       "failures": fails, "p50_ms": lat["p50"] if lat else None,
+                       "p99_ms": lat["p99"] if lat else None})
+
+    samples_path = rep_dir / "samples.jsonl"
+    samples: list[dict[str, Any]] = []
+    sampler_footer = None
+    if samples_path.exists():
+        try:
+            _header, samples, sampler_footer = sampler.read_samples(samples_path)
+        except ValueError as exc:
+            problems.append(str(exc))
+    else:
+        problems.append(f"no samples: {samples_path} is missing")
+    res = resources(samples, start, end)
+    if samples and records and window and not res["samples"]:
+        problems.append("the sampler recorded no sample inside the measured window")
+    gen = generator_cpu(run, start, end)
+    rps = round(requests / window, 1) if window else None
+    bound, reasons, ceiling = generator_verdict(gen["cpu_percent_mean"], rps, calibration)
+
+    warnings = []
+    remote = (run.get("locust") or {}).get("remote_workers") or 0
+    if remote:
+        warnings.append(f"{remote} Locust workers ran on other machines: their CPU was not measured, so "
+                        "only the calibrated ceiling can flag a generator-bound result")
+    acks = sum(r.get("acks", 0) for r in records)
+    writes = run.get("writes")
+    if meta.get("writes") and writes is None:
+        problems.append("writes were not checked against the database")
+    elif writes is not None and not writes.get("ok"):
+        problems.append(f"writes check failed: {writes.get('message')}")
+
+    return {
+        "rep": run.get("rep") or int(rep_dir.name.split("-")[-1]),
+        "status": "ok" if not problems else "problem",
+        "problems": problems,
+        "warnings": warnings,
+        "window": {"start": start, "end": end, "seconds": round(window, 3)},
+        "requests": requests,
+        "failures": failures,
+        "failure_rate": round(failures / requests, 6) if requests else None,
+        "failures_by_kind": dict(sorted(kinds.items())),
+        "by_name": by_name,
+        "rps": rps,
+        "ok_rps": round((requests - failures) / window, 1) if window else None,
+        "warmup_requests": sum(r["warmup"]["requests"] for r in records),
+        "tail_requests": sum(r.get("tail", {}).get("requests", 0) for r in records),
+        "latency_ms": latency_ms(ok_h),
+        "latency_failed_ms": latency_ms(failed_h),
+        "locust_processes": len(records),
+        "resources": res,
+        "generator": {**gen, "bound": bound, "reasons": reasons, "ceiling_rps": ceiling,
+                      "share_of_ceiling": round(rps / ceiling, 3) if ceiling and rps else None},
+        "acks_recorded": acks,
+        "writes": writes,
+        "stages": stages,
+        "timeline": timeline,
+        "resource_timeline": resource_timeline(samples, start, end),
+        "sampler": sampler_footer,
+        "locust_exit_code": (run.get("locust") or {}).get("exit_code"),
+        "_ok_hist": ok_h,  # merged across repetitions by build_entry, then dropped
+    }
+
+
+# --- one server x scenario -------------------------------------------------------------------------
+
+
+def _spread(values: Sequence[float]) -> dict[str, Any]:
+    if not values:
+        return {"median": None, "min": None, "max": None, "spread": None, "values": []}
+    med = statistics.median(values)
+    return {"median": round(med, 1), "min": min(values), "max": max(values),
+            "spread": round((max(values) - min(values)) / med, 4) if med else None, "values": list(values)}
+
+
+def _max_of(reps: Sequence[dict[str, Any]], key: str) -> Any:
+    vals = [r["resources"][key] for r in reps if r["resources"].get(key) is not None]
+    return max(vals) if vals else None
+
+
+def _mean_of(reps: Sequence[dict[str, Any]], key: str) -> Any:
+    vals = [r["resources"][key] for r in reps if r["resources"].get(key) is not None]
+    if not vals:
+        return None
+    mean = statistics.fmean(vals)
+    return round(mean) if key.endswith("_bytes") else round(mean, 2)
+
+
+def build_entry(scen_dir: Path, calibration: dict[str, Any] | None) -> dict[str, Any]:
+    meta = read_json(scen_dir / "scenario.json")
+    if not isinstance(meta, dict):
+        raise ResultsError(f"{scen_dir / 'scenario.json'} is missing")
+    rep_dirs = sorted((p for p in scen_dir.glob("rep-*") if p.is_dir()), key=lambda p: int(p.name[4:]))
+    reps = [build_rep(d, meta, calibration) for d in rep_dirs]
+    problems = list(meta.get("problems") or [])
+    for r in reps:
+        problems += [f"rep {r['rep']}: {p}" for p in r["problems"]]
+    error = meta.get("error") or "see scenario.json"
+    if meta.get("status") not in (None, "ok") and not any(error in p for p in problems):
+        problems.append(f"{meta.get('status')}: {error}")
+    if not reps and not problems:
+        problems.append("no repetition ran")
+
+    all_ok = merge(())
+    for r in reps:
+        all_ok.add(r.pop("_ok_hist"))
+    requests = sum(r["requests"] for r in reps)
+    failures = sum(r["failures"] for r in reps)
+    kinds: dict[str, int] = {}
+    for r in reps:
+        for k, n in r["failures_by_kind"].items():
+            kinds[k] = kinds.get(k, 0) + n
+    rps = _spread([r["rps"] for r in reps if r["rps"] is not None])
+    ok_rps = _spread([r["ok_rps"] for r in reps if r["ok_rps"] is not None])
+    gen_cpu = [g for r in reps if (g := r["generator"]["cpu_percent_mean"]) is not None]
+    gen_peak = [g for r in reps if (g := r["generator"]["cpu_percent_peak"]) is not None]
+    bound, reasons, ceiling = generator_verdict(max(gen_cpu) if gen_cpu else None, rps["median"], calibration)
+    for r in reps:  # a repetition that was bound makes the figure suspect too
+        if r["generator"]["bound"] and not bound:
+            bound, reasons = True, [f"rep {r['rep']}: {x}" for x in r["generator"]["reasons"]]
+    saturation = None
+    if meta.get("shape") == "ramp":
+        stages = [s for r in reps for s in r["stages"] if s["ok_rps"] is not None]
+        if stages:
+            best = max(stages, key=lambda s: s["ok_rps"])
+            saturation = {"users": best["users"], "ok_rps": best["ok_rps"], "p99_ms": best["p99_ms"]}
+    writes = [r["writes"] for r in reps if r["writes"] is not None]
+    warnings: list[str] = sorted({w for r in reps for w in r["warnings"]})
+    other = int(meta.get("db_sessions_before_start") or 0)
+    db_peak, db_mean = _max_of(reps, "db_connections_peak"), _mean_of(reps, "db_connections_mean")
+    if other:
+        warnings.append(f"{other} database sessions of another serverlab-{meta['server']} were open before "
+                        "this server started; they are subtracted from the database connection counts")
+        db_peak = max(0, db_peak - other) if db_peak is not None else None
+        db_mean = max(0.0, round(db_mean - other, 2)) if db_mean is not None else None
+    return {
+        "server": meta["server"],
+        "scenario": meta["scenario"],
+        "description": meta.get("description"),
+        "shape": meta.get("shape"),
+        "users": meta.get("users"),
+        "spawn_rate": meta.get("spawn_rate"),
+        "duration_s": meta.get("duration"),
+        "warmup_s": meta.get("warmup"),
+        "uses_db": meta.get("uses_db"),
+        "server_config": meta.get("server_config"),
+        "status": "ok" if not problems else "problem",
+        "problems": problems,
+        "warnings": warnings,
+        "reps": len(reps),
+        "rps": rps,
+        "ok_rps": ok_rps,
+        "requests": requests,
+        "failures": failures,
+        "failure_rate": round(failures / requests, 6) if requests else None,
+        "failures_by_kind": dict(sorted(kinds.items())),
+        "latency_ms": latency_ms(all_ok),
+        "latency_hdr": encode(all_ok) if all_ok.get_total_count() else None,
+        "memory": {
+            "rss_peak_bytes": _max_of(reps, "rss_peak_bytes"),
+            "rss_mean_bytes": _mean_of(reps, "rss_mean_bytes"),
+            "rss_baseline_bytes": _mean_of(reps, "rss_baseline_bytes"),
+            "rss_per_connection_bytes": _mean_of(reps, "rss_per_connection_bytes"),
+            "uss_peak_bytes": _max_of(reps, "uss_peak_bytes"),
+            "pss_peak_bytes": _max_of(reps, "pss_peak_bytes"),
+        },
+        "threads_peak": _max_of(reps, "threads_peak"),
+        "processes_peak": _max_of(reps, "processes_peak"),
+        "fds_peak": _max_of(reps, "fds_peak"),
+        "client_connections_peak": _max_of(reps, "client_connections_peak"),
+        "db_connections_peak": db_peak,
+        "db_connections_mean": db_mean,
+        "db_sessions_other": other,
+        "pool": {
+            "size": _max_of(reps, "pool_size"),
+            "in_use_peak": _max_of(reps, "pool_in_use_peak"),
+            "waiting_peak": _max_of(reps, "pool_waiting_peak"),
+            "rejections": _max_of(reps, "rejections"),
+        },
+        "cpu_percent": {"mean": _mean_of(reps, "cpu_percent_mean"),
+                        "peak": _max_of(reps, "cpu_percent_peak")},
+        "generator": {
+            "cpu_percent_mean": max(gen_cpu) if gen_cpu else None,
+            "cpu_percent_peak": max(gen_peak) if gen_peak else None,
+            "ceiling_rps": ceiling,
+            "share_of_ceiling": round(rps["median"] / ceiling, 3) if ceiling and rps["median"] else None,
+        },
+        "generator_bound": bound,
+        "generator_bound_reason": "; ".join(reasons) if reasons else None,
+        "saturation": saturation,
+        "writes": _writes_summary(writes) if writes else None,
+        "repetitions": reps,
+    }
+
+
+def _writes_summary(checks: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("acknowledged", "rows", "missing", "unacknowledged_rows")
+    out: dict[str, Any] = {k: sum(int(c.get(k) or 0) for c in checks) for k in keys}
+    out["ok"] = all(c.get("ok") for c in checks)
+    return out
+
+
+# --- the run ----------------------------------------------------------------------------------------
+
+
+def scenario_dirs(run_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in run_dir.glob("*/*/scenario.json"))
+
+
+def build(run_dir: Path) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    settings = read_json(run_dir / "settings.json")
+    if not isinstance(settings, dict):
+        raise ResultsError(f"{run_dir} is not a run folder (no settings.json); pass reports/<run-id>")
+    calibration = read_json(run_dir / "calibration.json")
+    status = read_json(run_dir / "status.json") or {}
+    entries = [build_entry(d, calibration) for d in scenario_dirs(run_dir)]
+    order_s = {name: i for i, name in enumerate(settings.get("servers") or [])}
+    order_c = {name: i for i, name in enumerate(settings.get("scenarios") or [])}
+    entries.sort(key=lambda e: (order_c.get(e["scenario"], 99), order_s.get(e["server"], 99)))
+    problems = list(status.get("problems") or [])
+    problems += [f"{e['server']}/{e['scenario']}: {p}" for e in entries for p in e["problems"]]
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "run": {
+            "id": settings.get("run_id") or run_dir.name,
+            "profile": settings.get("profile"),
+            "started_at": status.get("started_at"),
+            "finished_at": status.get("finished_at"),
+            "wall_seconds": status.get("wall_seconds"),
+            "planned_seconds": settings.get("planned_seconds"),
+            "exit_status": status.get("exit_status"),
+            "command": settings.get("command"),
+            "settings": settings,
+            "machine": read_json(run_dir / "machine.json"),
+            "calibration": calibration,
+        },
+        "servers": settings.get("servers") or sorted({e["server"] for e in entries}),
+        "scenarios": settings.get("scenarios") or sorted({e["scenario"] for e in entries}),
+        "results": entries,
+        "generator_bound": [f"{e['server']}/{e['scenario']}" for e in entries if e["generator_bound"]],
+        "problems": problems,
+        "ok": not problems,
+    }
+
+
+def write(run_dir: Path) -> Path:
+    data = build(run_dir)
+    out = Path(run_dir) / "results.json"
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(out)
+    return out
+
+
+def summary_lines(data: dict[str, Any]) -> list[str]:
+    """A compact table for the terminal."""
+    lines = [f"{'server':<10} {'scenario':<12} {'rps':>8} {'spread':>7} {'p50':>8} {'p99':>8} {'p99.9':>8} "
+             f"{'fail%':>6} {'rss MB':>7} {'conns':>6} {'db':>4} {'cpu%':>5} {'gen%':>5}  note"]
+    for e in data["results"]:
+        lat = e["latency_ms"] or {}
+        rss = e["memory"]["rss_peak_bytes"]
+
+        def fmt(v: Any, spec: str) -> str:
+            width = int(spec.split(".")[0] or 0)
+            return format(v, spec) if isinstance(v, int | float) else "-".rjust(width)
+
+        note = "GENERATOR-BOUND" if e["generator_bound"] else ""
+        if e["problems"]:
+            note = (note + " PROBLEM").strip()
+        lines.append(
+            f"{e['server']:<10} {e['scenario']:<12} {fmt(e['rps']['median'], '8.0f')} "
+            f"{fmt(e['rps']['spread'], '7.1%')} {fmt(lat.get('p50'), '8.2f')} {fmt(lat.get('p99'), '8.2f')} "
+            f"{fmt(lat.get('p99_9'), '8.2f')} {fmt((e['failure_rate'] or 0) * 100, '6.2f')} "
+            f"{fmt(rss / 1e6 if rss else None, '7.1f')} {fmt(e['client_connections_peak'], '6.0f')} "
+            f"{fmt(e['db_connections_peak'], '4.0f')} {fmt(e['cpu_percent']['mean'], '5.0f')} "
+            f"{fmt(e['generator']['cpu_percent_mean'], '5.0f')}  {note}"
+        )
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lab.results", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", type=Path, help="a run folder, e.g. reports/latest or reports/<run-id>")
+    p.add_argument("--quiet", action="store_true", help="do not print the summary table")
+    args = p.parse_args(argv)
+    try:
+        out = write(args.run_dir)
+        data = json.loads(out.read_text(encoding="utf-8"))
+    except ResultsError as exc:
+        print(f"lab.results: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print("\n".join(summary_lines(data)))
+    print(f"wrote {out}")
+    for problem in data["problems"]:
+        print(f"problem: {problem}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The scenario catalogue: what `make load` runs, as pure data.
+
+No Locust import here (Locust monkey-patches the standard library on import): the runner, the
+results builder and the tests read this module in-process; only loadtests/locustfile.py, which
+runs inside the Locust processes, imports Locust. The locustfile defines one user class per
+scenario (`Scenario.user_class`) and one load shape that follows `schedule()`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+
+SHAPES = ("steady", "ramp", "spike")
+RAMP_STEPS = 5
+SPIKE_BASE = 0.2  # users outside the spike, as a share of the peak
+# The spike: base load for 40 % of the run, peak for 20 %, base again for 40 %.
+SPIKE_PHASES = ((0.0, 0.4, False), (0.4, 0.6, True), (0.6, 1.0, False))
+
+
+def _env_int(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer from {low} to {high}, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be from {low} to {high}, got {value}")
+    return value
+
+
+# Idle keep-alive users of the `connections` scenario. 1000 is what one Locust process holds
+# comfortably on a 2-core machine; raise it with LOCUST_WORKERS and more load CPUs.
+CONNECTIONS_USERS = _env_int("LAB_CONNECTIONS_USERS", 1000, 1, 100_000)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    user_class: str  # class name in loadtests/locustfile.py
+    users: int  # peak concurrent users
+    spawn_rate: float  # users started per second
+    shape: str  # one of SHAPES
+    uses_db: bool  # does the server touch PostgreSQL for it
+    description: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stretch of a load shape: `users` from `start` to `end` seconds (measured phase)."""
+
+    start: float
+    end: float
+    users: int
+    spawn_rate: float
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario("json", "JsonUser", 50, 200, "steady", False,
+                 "GET /json as fast as possible: the framework's own cost per request"),
+        Scenario("plaintext", "PlaintextUser", 50, 200, "steady", False,
+                 "GET /plaintext as fast as possible: the smallest response there is"),
+        Scenario("db", "DbUser", 50, 200, "steady", True,
+                 "GET /db: one random World row per request"),
+        Scenario("queries", "QueriesUser", 50, 200, "steady", True,
+                 "GET /queries?queries=20: twenty sequential queries per request"),
+        Scenario("updates", "UpdatesUser", 20, 80, "steady", True,
+                 "GET /updates?queries=5: five reads and five committed writes per request"),
+        Scenario("fortunes", "FortunesUser", 50, 200, "steady", True,
+                 "GET /fortunes: a query, a sort and an escaped HTML template"),
+        Scenario("io", "IoUser", 200, 400, "steady", False,
+                 "GET /io?ms=50 from many users: waiting, where green threads and coroutines shine"),
+        Scenario("cpu", "CpuUser", 20, 80, "steady", False,
+                 "GET /cpu?n=20000: pure-Python work, where the GIL bites and processes win"),
+        Scenario("hold", "HoldUser", 50, 200, "steady", True,
+                 "GET /hold?ms=20 from more users than pool connections: pool size and semaphores"),
+        Scenario("writes", "WritesUser", 20, 80, "steady", True,
+                 "POST /orders with a unique Idempotency-Key: durable writes, every ack checked"),
+        Scenario("mixed", "MixedUser", 100, 100, "steady", True,
+                 "a realistic blend: reads, pages, waits, a little CPU and some writes, with think time"),
+        Scenario("connections", "ConnectionsUser", CONNECTIONS_USERS, 250, "steady", False,
+                 f"{CONNECTIONS_USERS} mostly idle keep-alive users (one /json every ~5 s each): "
+                 "memory and threads per open connection [LAB_CONNECTIONS_USERS]"),
+        Scenario("ramp", "DbUser", 100, 100, "ramp", True,
+                 f"GET /db in {RAMP_STEPS} equal steps up to the peak users: where the server saturates"),
+        Scenario("spike", "DbUser", 200, 400, "spike", True,
+                 "GET /db at a fifth of the peak users, a sudden spike to the peak, then back"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    scenarios: tuple[str, ...]
+    duration: float  # measured seconds per repetition
+    warmup: float  # seconds at full load before measuring (not counted), per repetition
+    reps: int
+    description: str
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("smoke", ("json", "db"), 4, 1, 1,
+                "every server, two short scenarios: proves the pipeline end to end (CI)"),
+        # Two short repetitions rather than one longer: without a spread no difference can be
+        # told from noise. Five scenarios, one per axis the models differ on, fit in 6 minutes.
+        Profile("quick", ("json", "db", "io", "hold", "writes"), 3, 1, 2,
+                "every server, the core scenarios, two repetitions: the default of `make load`"),
+        Profile("full", tuple(SCENARIOS), 30, 5, 3,
+                "every server, every scenario and shape, three repetitions"),
+    )
+}
+DEFAULT_PROFILE = "quick"
+
+
+def scenario(name: str, users: int | None = None) -> Scenario:
+    """A scenario by name, optionally with another peak user count (spawn rate scales along)."""
+    if name not in SCENARIOS:
+        raise KeyError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
+    base = SCENARIOS[name]
+    if users is None or users == base.users:
+        return base
+    return replace(base, users=users, spawn_rate=max(1.0, base.spawn_rate * users / base.users))
+
+
+def schedule(shape: str, users: int, spawn_rate: float, duration: float) -> list[Stage]:
+    """The measured phase of a shape as stages (the warm-up before it runs at the first stage)."""
+    if shape == "steady":
+        return [Stage(0.0, duration, users, spawn_rate)]
+    if shape == "ramp":
+        step = duration / RAMP_STEPS
+        return [
+            Stage(i * step, (i + 1) * step, max(1, round(users * (i + 1) / RAMP_STEPS)), spawn_rate)
+            for i in range(RAMP_STEPS)
+        ]
+    if shape == "spike":
+        base = max(1, round(users * SPIKE_BASE))
+        return [
+            Stage(lo * duration, hi * duration, users if peak else base, spawn_rate)
+            for lo, hi, peak in SPIKE_PHASES
+        ]
+    raise ValueError(f"unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
+
+
+def spawn_seconds(users: int, spawn_rate: float) -> float:
+    return users / spawn_rate if spawn_rate > 0 else 0.0

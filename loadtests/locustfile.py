@@ -1,0 +1,450 @@
+"""Locust user classes (one per scenario), the lab's load shape, and exact latency recording.
+
+Runs inside Locust processes only (Locust monkey-patches the standard library on import); the lab
+starts it as a subprocess (lab/runner.py). Environment, set by the runner:
+
+  LAB_SHAPE, LAB_USERS, LAB_SPAWN_RATE, LAB_DURATION, LAB_WARMUP  the load shape (catalogue.schedule);
+      without LAB_DURATION there is no shape and Locust's own -u/-r/-t apply (hand-run use)
+  LAB_RECORD_DIR  where record-<host>-<pid>.json lands for every process that sends requests:
+      an HDR histogram of every request's latency (microseconds), counts, failures by kind and a
+      per-second timeline; workers (on this machine or others) send theirs to the master, which
+      writes them. The process that runs the shape also writes shape.json (window, stages).
+  LAB_RUN_TAG     prefix of the Idempotency-Key of every order; acknowledged orders go to
+      acks-<host>-<pid>.tsv (key, id, status) so the runner can check them against the database
+
+The shape first spawns the users of its first stage, waits LAB_WARMUP seconds at that load (not
+counted: Locust's stats are reset and the recorders start then), then runs the measured stages.
+
+By hand: `locust -f loadtests/locustfile.py -H http://127.0.0.1:8003 JsonUser`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import locust.stats
+from hdrh.histogram import HdrHistogram
+from locust import FastHttpUser, LoadTestShape, between, constant, events, task
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from loadtests import catalogue
+
+locust.stats.CSV_STATS_FLUSH_INTERVAL_SEC = 1  # the runner's live progress reads the CSV history
+
+# HDR range and precision; the results builder reads them from each record.
+HDR_LOWEST_US = 1
+HDR_HIGHEST_US = 120_000_000
+HDR_DIGITS = 3
+TIMELINE_DIGITS = 2  # per-second histograms only feed plots
+
+RECORD_DIR = os.environ.get("LAB_RECORD_DIR", "")
+RUN_TAG = os.environ.get("LAB_RUN_TAG", "manual")  # a worker takes the master's at test start
+MEASURE_MESSAGE = "lab_measure"  # master -> workers: {"phase": "measure" | "tail", "at": epoch}
+RECORD_MESSAGE = "lab_record"  # worker -> master at test stop: {"record": {...}, "acks": "tsv"}
+RECORD_FORMAT = "serverlab-locust-record"
+RECORD_VERSION = 1
+
+
+def _hdr(digits: int = HDR_DIGITS) -> HdrHistogram:
+    return HdrHistogram(HDR_LOWEST_US, HDR_HIGHEST_US, digits)
+
+
+def _encode(h: HdrHistogram) -> str:
+    data: bytes = h.encode()
+    return data.decode("ascii")
+
+
+def failure_kind(response: Any, exception: BaseException | None) -> str:
+    """http_<status> for an unexpected status; otherwise the exception's class name."""
+    status = getattr(response, "status_code", 0) or 0
+    if status and (status >= 400 or status < 200):
+        return f"http_{status}"
+    if exception is None:
+        return "unknown"
+    name = type(exception).__name__
+    if name == "CatchResponseError":  # the user class rejected the body of a 2xx
+        return "bad_response"
+    return name
+
+
+class Recorder:
+    """Every request of this process: HDR histograms, counts, failures by kind, a timeline.
+
+    Phases: "warmup" (counted apart, not measured), "measure", then "tail" (requests that finish
+    after the measured window, while users stop). Without a shape everything is measured.
+    """
+
+    def __init__(self) -> None:
+        self.phase = "warmup" if os.environ.get("LAB_DURATION") else "measure"
+        self.measure_start: float | None = None if self.phase == "warmup" else time.time()
+        self.measure_end: float | None = None
+        self.ok = _hdr()
+        self.failed = _hdr()
+        self.requests = 0
+        self.failures = 0
+        self.kinds: dict[str, int] = {}
+        self.by_name: dict[str, list[int]] = {}  # name -> [requests, failures]
+        self.outside = {"warmup": [0, 0], "tail": [0, 0]}  # requests, failures outside the window
+        self.timeline: dict[int, list[Any]] = {}  # epoch second -> [requests, failures, hdr]
+        self.acks: list[tuple[str, int, int]] = []  # every acknowledged order, whatever the phase
+        self.role = "local"
+        self.told = False  # the shape (or the master) has set the phase
+
+    def set_phase(self, phase: str, when: float | None = None) -> None:
+        self.told = True
+        when = when or time.time()
+        if phase == "measure" and self.phase == "warmup":
+            self.phase, self.measure_start = phase, when
+        elif phase == "tail" and self.phase == "measure":
+            self.phase, self.measure_end = phase, when
+
+    def record(self, name: str, response_time_ms: float, failed: bool, kind: str) -> None:
+        if self.phase != "measure":
+            counts = self.outside[self.phase]
+            counts[0] += 1
+            counts[1] += failed
+            return
+        us = min(HDR_HIGHEST_US, max(HDR_LOWEST_US, round(response_time_ms * 1000)))
+        self.requests += 1
+        per_name = self.by_name.setdefault(name, [0, 0])
+        per_name[0] += 1
+        second = int(time.time())
+        slot = self.timeline.get(second)
+        if slot is None:
+            slot = self.timeline[second] = [0, 0, _hdr(TIMELINE_DIGITS)]
+        slot[0] += 1
+        if failed:
+            self.failures += 1
+            per_name[1] += 1
+            slot[1] += 1
+            self.kinds[kind] = self.kinds.get(kind, 0) + 1
+            self.failed.record_value(us)
+        else:
+            self.ok.record_value(us)
+            slot[2].record_value(us)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "format": RECORD_FORMAT,
+            "version": RECORD_VERSION,
+            "pid": os.getpid(),
+            "hostname": socket.gethostname(),
+            "role": self.role,
+            "run_tag": RUN_TAG,
+            "measure_start": self.measure_start,
+            "measure_end": self.measure_end or time.time(),
+            "requests": self.requests,
+            "failures": self.failures,
+            "failures_by_kind": dict(sorted(self.kinds.items())),
+            "by_name": {k: {"requests": v[0], "failures": v[1]} for k, v in sorted(self.by_name.items())},
+            "warmup": {"requests": self.outside["warmup"][0], "failures": self.outside["warmup"][1]},
+            "tail": {"requests": self.outside["tail"][0], "failures": self.outside["tail"][1]},
+            "acks": len(self.acks),
+            "hdr": {"lowest_us": HDR_LOWEST_US, "highest_us": HDR_HIGHEST_US, "digits": HDR_DIGITS,
+                    "timeline_digits": TIMELINE_DIGITS},
+            "latency_ok_us": _encode(self.ok),
+            "latency_failed_us": _encode(self.failed),
+            # [epoch second, requests, failures, encoded histogram of that second's successes]
+            "timeline": [[s, v[0], v[1], _encode(v[2])] for s, v in sorted(self.timeline.items())],
+        }
+
+    def acks_tsv(self) -> str:
+        return "".join(f"{key}\t{oid}\t{status}\n" for key, oid, status in self.acks)
+
+
+def write_record(record: dict[str, Any], acks: str) -> None:
+    """Write one process's record (and its acks) into LAB_RECORD_DIR."""
+    if not RECORD_DIR:
+        return
+    folder = Path(RECORD_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{record['hostname']}-{record['pid']}"
+    tmp = folder / f".record-{stem}.tmp"
+    tmp.write_text(json.dumps(record))
+    tmp.replace(folder / f"record-{stem}.json")
+    if acks:
+        (folder / f"acks-{stem}.tsv").write_text(acks)
+
+
+RECORDER = Recorder()
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser: Any) -> None:
+    # Custom options travel from the master to every worker, on this machine or another.
+    parser.add_argument("--lab-run-tag", env_var="LAB_RUN_TAG", default="manual", include_in_web_ui=False,
+                        help="serverlab: prefix of every order's Idempotency-Key")
+    parser.add_argument("--lab-duration", env_var="LAB_DURATION", default="", include_in_web_ui=False,
+                        help="serverlab: measured seconds of the load shape (set by lab.runner)")
+
+
+@events.test_start.add_listener
+def _on_test_start(environment: Environment, **_: Any) -> None:
+    global RUN_TAG
+    opts = environment.parsed_options
+    RUN_TAG = str(getattr(opts, "lab_run_tag", "") or RUN_TAG)
+    if RECORDER.told:
+        return
+    if getattr(opts, "lab_duration", ""):  # a shape runs: warm-up until it says "measure"
+        RECORDER.phase, RECORDER.measure_start = "warmup", None
+    elif RECORDER.phase == "warmup":  # hand-run Locust: no shape, everything counts
+        RECORDER.set_phase("measure")
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, **_: Any) -> None:
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        RECORDER.role = "master"
+        runner.register_message(RECORD_MESSAGE, lambda msg, **_kw: write_record(msg.data["record"],
+                                                                                msg.data["acks"]))
+    elif isinstance(runner, WorkerRunner):
+        RECORDER.role = "worker"
+        runner.register_message(MEASURE_MESSAGE, lambda msg, **_kw: RECORDER.set_phase(msg.data["phase"]))
+
+
+@events.request.add_listener
+def _on_request(name: str, response_time: float, response: Any = None,
+                exception: BaseException | None = None, **_: Any) -> None:
+    RECORDER.record(name, response_time or 0.0, exception is not None,
+                    failure_kind(response, exception) if exception is not None else "")
+
+
+@events.test_stop.add_listener
+def _on_test_stop(environment: Environment, **_: Any) -> None:
+    if RECORDER.role == "master":  # a master sends no requests; its workers report to it
+        return
+    RECORDER.set_phase("tail")
+    if RECORDER.role == "worker" and environment.runner is not None:
+        # Workers (on this machine or another) hand their record to the master, which writes it.
+        environment.runner.send_message(RECORD_MESSAGE, {"record": RECORDER.as_json(),
+                                                         "acks": RECORDER.acks_tsv()})
+    else:
+        write_record(RECORDER.as_json(), RECORDER.acks_tsv())
+
+
+# --- users ----------------------------------------------------------------------------------------
+
+
+class LabUser(FastHttpUser):
+    abstract = True
+    wait_time = constant(0)  # closed loop: the next request as soon as the last one is answered
+    network_timeout = 10.0
+    connection_timeout = 5.0
+
+
+class JsonUser(LabUser):
+    @task
+    def hello_json(self) -> None:
+        self.client.get("/json")
+
+
+class PlaintextUser(LabUser):
+    @task
+    def plaintext(self) -> None:
+        self.client.get("/plaintext")
+
+
+class DbUser(LabUser):
+    @task
+    def db(self) -> None:
+        self.client.get("/db")
+
+
+class QueriesUser(LabUser):
+    @task
+    def queries(self) -> None:
+        self.client.get("/queries?queries=20", name="/queries?queries=20")
+
+
+class UpdatesUser(LabUser):
+    @task
+    def updates(self) -> None:
+        self.client.get("/updates?queries=5", name="/updates?queries=5")
+
+
+class FortunesUser(LabUser):
+    @task
+    def fortunes(self) -> None:
+        self.client.get("/fortunes")
+
+
+class IoUser(LabUser):
+    @task
+    def io(self) -> None:
+        self.client.get("/io?ms=50", name="/io?ms=50")
+
+
+class CpuUser(LabUser):
+    @task
+    def cpu(self) -> None:
+        self.client.get("/cpu?n=20000", name="/cpu?n=20000")
+
+
+class HoldUser(LabUser):
+    @task
+    def hold(self) -> None:
+        self.client.get("/hold?ms=20", name="/hold?ms=20")
+
+
+_order_numbers = itertools.count(1)
+
+
+def place_order(user: FastHttpUser) -> None:
+    """POST /orders with a key unique to this run; remember every acknowledged order."""
+    key = f"{RUN_TAG}-{os.getpid()}-{next(_order_numbers)}"
+    with user.client.post("/orders", data='{"item":"lab","qty":1}', name="/orders", catch_response=True,
+                          headers={"Idempotency-Key": key, "Content-Type": "application/json"}) as resp:
+        if resp.status_code in (200, 201):
+            try:
+                order_id = int(json.loads(resp.content or b"{}")["id"])
+            except (ValueError, KeyError, TypeError):
+                resp.failure(f"acknowledged without an order id: {resp.text[:100]!r}")
+                return
+            RECORDER.acks.append((key, order_id, resp.status_code))
+            resp.success()
+
+
+class WritesUser(LabUser):
+    @task
+    def write(self) -> None:
+        place_order(self)
+
+
+class MixedUser(LabUser):
+    """A web application's blend, with think time between requests."""
+
+    wait_time = between(0.05, 0.25)
+
+    @task(25)
+    def db(self) -> None:
+        self.client.get("/db")
+
+    @task(15)
+    def fortunes(self) -> None:
+        self.client.get("/fortunes")
+
+    @task(15)
+    def io(self) -> None:
+        self.client.get("/io?ms=20", name="/io?ms=20")
+
+    @task(10)
+    def hello_json(self) -> None:
+        self.client.get("/json")
+
+    @task(10)
+    def queries(self) -> None:
+        self.client.get("/queries?queries=5", name="/queries?queries=5")
+
+    @task(5)
+    def updates(self) -> None:
+        self.client.get("/updates?queries=2", name="/updates?queries=2")
+
+    @task(5)
+    def cpu(self) -> None:
+        self.client.get("/cpu?n=5000", name="/cpu?n=5000")
+
+    @task(5)
+    def write(self) -> None:
+        place_order(self)
+
+
+class ConnectionsUser(LabUser):
+    """Mostly idle: one small request every ~5 s on a connection kept open in between."""
+
+    wait_time = between(4.0, 6.0)
+
+    @task
+    def hello_json(self) -> None:
+        self.client.get("/json")
+
+
+# --- the load shape (only when the runner drives Locust) -------------------------------------------
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    return float(raw) if raw.strip() else default
+
+
+class LabShape(LoadTestShape):
+    """Warm-up at the first stage's users, then catalogue.schedule(); stops by itself."""
+
+    use_common_options = True  # -t (run time) stays a hard cap
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shape = os.environ.get("LAB_SHAPE", "steady")
+        self.users = int(_env_float("LAB_USERS", 10))
+        self.spawn_rate = _env_float("LAB_SPAWN_RATE", self.users)
+        self.duration = _env_float("LAB_DURATION", 10)
+        self.warmup = _env_float("LAB_WARMUP", 2)
+        self.stages = catalogue.schedule(self.shape, self.users, self.spawn_rate, self.duration)
+        first = self.stages[0]
+        # Spawning that never completes (an overloaded generator) must not stall the run.
+        self.spawn_deadline = catalogue.spawn_seconds(first.users, first.spawn_rate) * 3 + 15
+        self.began = time.time()
+        self.spawned_at: float | None = None
+        self.measure_start: float | None = None
+        self.spawn_complete = False
+
+    def tick(self) -> tuple[int, float] | None:
+        now = time.time()
+        if self.measure_start is None:
+            first = self.stages[0]
+            if self.spawned_at is None:
+                if self.get_current_user_count() >= first.users:
+                    self.spawned_at, self.spawn_complete = now, True
+                elif now - self.began > self.spawn_deadline:
+                    self.spawned_at = now
+            if self.spawned_at is not None and now - self.spawned_at >= self.warmup:
+                self._start_measuring(now)
+            else:
+                return first.users, first.spawn_rate
+        assert self.measure_start is not None
+        elapsed = now - self.measure_start
+        cap = getattr(self.runner.environment.parsed_options, "run_time", None) if self.runner else None
+        if elapsed >= self.duration or (cap and now - self.began >= cap):
+            self._set_phase("tail", now)
+            self._write(now)
+            return None
+        stage = next((s for s in self.stages if s.start <= elapsed < s.end), self.stages[-1])
+        return stage.users, stage.spawn_rate
+
+    def _start_measuring(self, now: float) -> None:
+        self.measure_start = now
+        assert self.runner is not None
+        self.runner.stats.reset_all()  # Locust's CSV and HTML then cover the measured phase only
+        self._set_phase("measure", now)
+
+    def _set_phase(self, phase: str, now: float) -> None:
+        if isinstance(self.runner, MasterRunner):
+            self.runner.send_message(MEASURE_MESSAGE, {"phase": phase, "at": now})
+        else:
+            RECORDER.set_phase(phase, now)
+
+    def _write(self, now: float) -> None:
+        if not RECORD_DIR:
+            return
+        folder = Path(RECORD_DIR)
+        folder.mkdir(parents=True, exist_ok=True)
+        data = {
+            "shape": self.shape, "users": self.users, "spawn_rate": self.spawn_rate,
+            "duration": self.duration, "warmup": self.warmup, "began": self.began,
+            "spawned_at": self.spawned_at, "spawn_complete": self.spawn_complete,
+            "measure_start": self.measure_start, "measure_end": now,
+            "stages": [vars(s) for s in self.stages],
+        }
+        (folder / "shape.json").write_text(json.dumps(data, indent=1))
+
+
+if not os.environ.get("LAB_DURATION"):
+    del LabShape  # hand-run Locust: no shape, -u/-r/-t apply
+

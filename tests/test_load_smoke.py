@@ -1,0 +1,148 @@
+"""`make load PROFILE=smoke` end to end: real servers, real PostgreSQL, real Locust, real sampler.
+
+Runs `python -m lab.runner --profile smoke` as a subprocess into a temporary reports folder, then
+checks its results.json field by field for sanity. About 1.5 minutes on the 2-core lab machine
+(plus ~20 s the first time, to calibrate the load generator).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from servers.settings import MODELS
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE_SCENARIOS = ("json", "db")
+BUDGET_SECONDS = 180  # the whole smoke run, 4 servers x 2 scenarios
+ORDER = ("p50", "p90", "p95", "p99", "p99_9", "max")
+pytestmark = pytest.mark.timeout(BUDGET_SECONDS + 300)
+RUNNER_KNOBS = ("PROFILE", "SERVERS", "SCENARIOS", "USERS", "DURATION", "WARMUP", "REPS", "SHAPE",
+                "LOCUST_WORKERS", "RUN_ID", "CALIBRATE", "LAB_REPORTS_DIR")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    reports = tmp_path_factory.mktemp("reports")
+    env = {k: v for k, v in os.environ.items() if k not in RUNNER_KNOBS}
+    env["LAB_DATABASE_URL"] = database_url
+    began = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "lab.runner", "--profile", "smoke", "--reports-dir", str(reports)],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=BUDGET_SECONDS + 240, check=False)
+    wall = time.monotonic() - began
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"smoke run failed (exit {proc.returncode}):\n{out[-6000:]}"
+    latest = reports / "latest"
+    assert latest.is_symlink(), f"reports/latest missing:\n{out[-3000:]}"
+    run_dir = latest.resolve()
+    data = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    return {"data": data, "run_dir": run_dir, "reports": reports, "output": out, "wall": wall}
+
+
+def entries(data: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(e["server"], e["scenario"]): e for e in data["results"]}
+
+
+def test_every_server_and_scenario_ran_cleanly(smoke_run: dict[str, Any]) -> None:
+    data = smoke_run["data"]
+    assert data["schema"] == "serverlab-results" and data["schema_version"] == 1
+    assert data["ok"] is True and data["problems"] == [], data["problems"]
+    assert set(entries(data)) == {(m, s) for m in MODELS for s in SMOKE_SCENARIOS}
+    assert data["run"]["profile"] == "smoke"
+    assert data["run"]["wall_seconds"] < BUDGET_SECONDS, f"smoke took {data['run']['wall_seconds']}s"
+    assert data["run"]["machine"]["cpus"] >= 1
+    assert "lab.runner" in data["run"]["command"]
+
+
+def test_throughput_and_latency_are_sane(smoke_run: dict[str, Any]) -> None:
+    for (server, scenario), e in entries(smoke_run["data"]).items():
+        where = f"{server}/{scenario}"
+        assert e["status"] == "ok", (where, e["problems"])
+        assert e["rps"]["median"] > 0 and e["requests"] > 0, where
+        assert e["failure_rate"] is not None and e["failure_rate"] < 0.01, (where, e["failures_by_kind"])
+        lat = e["latency_ms"]
+        values = [lat[k] for k in ORDER]
+        assert values == sorted(values) and values[0] > 0, (where, lat)
+        assert lat["count"] == e["requests"] - e["failures"], where
+        for rep in e["repetitions"]:
+            assert rep["window"]["seconds"] > 0 and rep["timeline"]["t"], where
+
+
+def test_samples_present_for_every_server(smoke_run: dict[str, Any]) -> None:
+    for (server, scenario), e in entries(smoke_run["data"]).items():
+        where = f"{server}/{scenario}"
+        for rep in e["repetitions"]:
+            assert rep["resources"]["samples"] > 0, where
+            assert rep["resource_timeline"]["rss_bytes"], where
+        assert e["memory"]["rss_peak_bytes"] > 0 and e["memory"]["rss_mean_bytes"] > 0, where
+        assert e["threads_peak"] >= 1 and e["processes_peak"] >= 1, where
+        # Every Locust user holds a keep-alive connection to the server.
+        assert e["client_connections_peak"] and e["client_connections_peak"] >= 1, where
+        assert e["cpu_percent"]["mean"] is not None and e["cpu_percent"]["mean"] > 0, where
+        assert e["server_config"]["model"] == server, where
+
+
+def test_database_connections_seen_where_the_database_is_used(smoke_run: dict[str, Any]) -> None:
+    for server in MODELS:
+        e = entries(smoke_run["data"])[(server, "db")]
+        assert e["uses_db"] is True
+        peak = e["db_connections_peak"]
+        assert peak and peak > 0, f"{server}: no database session seen"
+        assert e["pool"]["in_use_peak"] is not None, server
+
+
+def test_generator_flag_is_present_and_explained(smoke_run: dict[str, Any]) -> None:
+    data = smoke_run["data"]
+    assert data["run"]["calibration"]["ceiling_rps"] > 0
+    for e in data["results"]:
+        assert isinstance(e["generator_bound"], bool)
+        assert e["generator"]["cpu_percent_mean"] is not None
+        assert e["generator"]["ceiling_rps"] == data["run"]["calibration"]["ceiling_rps"]
+        assert (e["generator_bound_reason"] is not None) == e["generator_bound"]
+    assert data["generator_bound"] == [f"{e['server']}/{e['scenario']}" for e in data["results"]
+                                       if e["generator_bound"]]
+
+
+def test_raw_files_and_run_files_are_kept(smoke_run: dict[str, Any]) -> None:
+    run_dir: Path = smoke_run["run_dir"]
+    settings = json.loads((run_dir / "settings.json").read_text(encoding="utf-8"))
+    assert settings["profile"] == "smoke" and settings["command"].startswith(".venv/bin/python -m lab.runner")
+    assert settings["server_cpus"] is None or settings["load_cpus"] is not None
+    assert (run_dir / "machine.json").is_file() and (run_dir / "calibration.json").is_file()
+    for server in MODELS:
+        for scenario in SMOKE_SCENARIOS:
+            rep = run_dir / server / scenario / "rep-1"
+            for name in ("locust_stats.csv", "locust_stats_history.csv", "locust.html", "samples.jsonl",
+                         "run.json", "records/shape.json"):
+                assert (rep / name).is_file(), rep / name
+            assert list((rep / "records").glob("record-*.json")), rep
+            assert (run_dir / server / scenario / f"{server}.log").is_file()
+
+
+def test_progress_was_shown_and_nothing_left_running(smoke_run: dict[str, Any]) -> None:
+    out = smoke_run["output"]
+    assert "planned total:" in out
+    assert "measuring" in out and " rps" in out and "left" in out
+    reports = str(smoke_run["reports"])
+    leftovers = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if reports in cmd:
+            leftovers.append(f"{proc.info['pid']}: {cmd[:200]}")
+    for meta_path in smoke_run["run_dir"].glob("*/*/scenario.json"):
+        pid = json.loads(meta_path.read_text(encoding="utf-8"))["server_pid"]
+        with contextlib.suppress(psutil.Error):
+            cmd = " ".join(psutil.Process(pid).cmdline())
+            if "servers" in cmd and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                leftovers.append(f"{pid}: {cmd[:200]}")
+    assert not leftovers, "processes of the smoke run are still running:\n" + "\n".join(leftovers)
