@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 apt_install = command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	echo "==> installing $(2) (apt-get)" && { apt-get install -y -qq $(2) >/dev/null 2>&1 || \
 	{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(2) >/dev/null 2>&1; }; }; } || true
-.PHONY: help venv test test-compose lint bench up down status logs clean
+.PHONY: help venv test test-compose lint bench up down status logs clean load calibrate report compare
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -43,6 +43,19 @@ lint: venv ## ruff and mypy
 bench: venv ## rps of /json and /db per server, metrics on vs off, asyncio vs a bare aiohttp handler
 	@$(call apt_install,wrk,wrk)
 	$(PY) -m lab.bench $(BENCH_ARGS)
+
+load: venv ## drive every server with the Locust scenarios (PROFILE SERVERS SCENARIOS USERS DURATION REPS ...)
+	$(PY) -m lab.runner $(LOAD_ARGS)
+
+calibrate: venv ## measure what the load generator can drive on this machine
+	$(PY) -m lab.calibrate --force
+
+report: venv ## rebuild a run's report from its raw files (RUN=<run-id>, default: the latest)
+	$(PY) -m lab.report reports/$(or $(RUN),latest)
+
+compare: venv ## compare two runs (A=<run-id> B=<run-id>)
+	@if [ -z "$(A)" ] || [ -z "$(B)" ]; then echo "usage: make compare A=<run-id> B=<run-id> (run ids: ls reports/)"; exit 2; fi
+	$(PY) -m lab.compare $(A) $(B)
 
 up: venv ## start PostgreSQL and the servers (LAB_SERVERS, LAB_BACKEND), wait until healthy
 	$(PY) -m lab up

@@ -81,7 +81,10 @@ class AsyncApp:
         }
 
     def pool_stats(self) -> tuple[int, int, int]:
-        return (self.settings.pool_size, self.in_use, self.waiting)
+        # in_use drops only once release() has handed the connection back, so for that instant a
+        # releasing holder and the waiter it wakes both count: cap at what the pool can lend.
+        size = self.settings.pool_size
+        return (size, min(self.in_use, size), self.waiting)
 
     # --- HTTP in and out ------------------------------------------------------------------
 

@@ -35,16 +35,19 @@ class Settings:
     uvloop: bool = True  # asyncio and multiproc: use uvloop when installed
     metrics: bool = True  # record /metrics; off only to measure what it costs
     log_level: str = "info"
+    app_name: str = ""  # application_name of its database sessions; "" means serverlab-<model>
 
     def public(self) -> dict[str, Any]:
         """Effective settings for /config and the start-up log: no secrets."""
         data = asdict(self)
         data["database_url"] = redact(self.database_url)
+        data["app_name"] = self.application_name
         return data
 
     @property
     def application_name(self) -> str:
-        return f"serverlab-{self.model}"
+        """How pg_stat_activity names this server's sessions (the lab counts them by it)."""
+        return self.app_name or f"serverlab-{self.model}"
 
 
 # field -> (env var, flag, type, help)
@@ -70,6 +73,8 @@ _KNOBS: dict[str, tuple[str, str, type, str]] = {
     "uvloop": ("LAB_UVLOOP", "--uvloop", bool, "use uvloop when installed (1/0)"),
     "metrics": ("LAB_METRICS", "--metrics", bool, "record metrics (1/0)"),
     "log_level": ("LAB_LOG_LEVEL", "--log-level", str, "debug, info, warning or error"),
+    "app_name": ("LAB_APP_NAME", "--app-name", str,
+                 "application_name of the database sessions (default serverlab-<model>)"),
 }
 
 
@@ -144,6 +149,8 @@ def _check(s: Settings) -> None:
     need(0 < s.acquire_timeout <= 600, "acquire_timeout", "above 0 and at most 600", s.acquire_timeout)
     need(1 <= s.max_connections <= 1_000_000, "max_connections", "from 1 to 1000000", s.max_connections)
     need(1 <= s.workers <= 256, "workers", "from 1 to 256", s.workers)
+    need(len(s.app_name) <= 63 and s.app_name.isprintable(), "app_name",
+         "at most 63 printable characters (PostgreSQL's limit)", s.app_name)
     need(s.log_level in {"debug", "info", "warning", "error"}, "log_level",
          "debug, info, warning or error", s.log_level)
     scheme = urlsplit(s.database_url).scheme

@@ -67,7 +67,7 @@ def test_same_environment_names(compose: dict[str, Any], model: str) -> None:
 
 def test_stack_passes_every_server_knob() -> None:
     """Every LAB_* setting of the servers is forwarded by `make up` (but those it sets itself)."""
-    own = {"LAB_HOST", "LAB_PORT", "LAB_DATABASE_URL"}
+    own = {"LAB_HOST", "LAB_PORT", "LAB_DATABASE_URL", "LAB_APP_NAME"}  # per server, set by the lab
     assert set(stack.SERVER_KNOBS) == set(settings.env_vars()) - own
 
 
