@@ -36,7 +36,7 @@ from typing import Any
 import psutil
 import psycopg2
 
-from lab import calibrate, database, machine, procs, results, sampler
+from lab import calibrate, database, machine, procs, report, results, sampler
 from loadtests import catalogue
 from servers.settings import MODELS, redact
 
@@ -821,7 +821,8 @@ def reproduce_command(s: Settings) -> str:
     return (env + " " if env else "") + shlex.join(parts)
 
 
-def run(s: Settings) -> int:
+def run(s: Settings, *, link_latest: bool = True) -> int:
+    """One run into reports_dir/<run-id>; link_latest=False leaves reports_dir/latest alone (lab.tune)."""
     raise_fd_limit()
     s.reports_dir.mkdir(parents=True, exist_ok=True)
     s.run_id = s.run_id or time.strftime("%Y%m%d-%H%M%S") + f"-{s.profile}"
@@ -896,11 +897,18 @@ def run(s: Settings) -> int:
         say(f"could not build results.json: {exc}")
         return exit_status or 1
     data = json.loads(out.read_text(encoding="utf-8"))
-    point_latest(s.reports_dir, run_dir)
+    if link_latest:
+        point_latest(s.reports_dir, run_dir)
+    try:
+        html, markdown = report.build(run_dir)
+        say(f"report: {html} (and {markdown.name})")
+    except Exception as exc:  # the raw files and results.json stand; `make report` can retry
+        say(f"could not build the report ({exc}); rebuild it with `make report RUN={run_dir.name}`")
+        exit_status = exit_status or 1
     say("")
     say("\n".join(results.summary_lines(data)))
     say(f"\nwall time {fmt_seconds(status['wall_seconds'])} (planned ~{fmt_seconds(planned)}); "
-        f"results: {out}; reports/latest -> {run_dir.name}")
+        f"results: {out}" + (f"; reports/latest -> {run_dir.name}" if link_latest else ""))
     if data["generator_bound"]:
         say(f"generator-bound (the load generator, not the server, was the limit): "
             f"{', '.join(data['generator_bound'])}")

@@ -1,0 +1,319 @@
+"""Compare two runs: `python -m lab.compare reports/<A> reports/<B>` (run ids or paths).
+
+Writes compare.html and compare.md into <reports>/compare-<A>-vs-<B>/ (beside run A; --out to choose):
+the settings that differ first (usually why the figures differ), a warning when the machines differ,
+then per scenario x server every figure in A and B with the change from A to B, marked better, worse
+or within noise (noise rules: lab.headline). Servers or scenarios present in only one run are listed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from lab import headline, report
+from lab.headline import FIGURES, fmt_pct
+
+COMPARED = ("rps", "ok_rps", "p50", "p90", "p99", "p99_9", "max", "failure_rate", "rss_peak", "rss_mean",
+            "rss_per_conn", "threads", "client_conns", "db_conns", "cpu")
+# Different in every run, or derived from the rest (the commands are shown on their own):
+IGNORED_SETTINGS = frozenset({"run_id", "run_token", "argv", "command", "planned_seconds"})
+SERVER_CONFIG_IGNORED = frozenset({"port", "pid"})  # differ on every start
+MACHINE_FACTS = ("cpu_model", "cpus", "memory_bytes", "kernel", "python", "packages")  # a difference warns
+RPS_FIGURES = frozenset({"rps", "ok_rps"})
+
+Entry = dict[str, Any]
+
+
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    if not isinstance(obj, dict):
+        return {prefix: obj} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in obj.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flatten(v, key))  # an empty dict adds nothing: same as absent
+        else:
+            out[key] = v
+    return out
+
+
+def _diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def _server_configs(data: dict[str, Any]) -> dict[str, Any]:
+    """Each server's /config at start (the first entry's), without what changes on every start."""
+    out: dict[str, Any] = {}
+    for e in data["results"]:
+        cfg = e.get("server_config")
+        if isinstance(cfg, dict) and e["server"] not in out:
+            out[e["server"]] = {k: v for k, v in cfg.items() if k not in SERVER_CONFIG_IGNORED}
+    return out
+
+
+def settings_diff(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(setting, value in A, value in B) for every setting that differs, servers' /config included."""
+    # A server or scenario in one run only is listed apart, not as a pile of settings.
+    both = set(_server_configs(a)) & set(_server_configs(b))
+    defs = [(d["run"].get("settings") or {}).get("scenario_defs") or {} for d in (a, b)]
+    common = set(defs[0]) & set(defs[1])
+
+    def facts(data: dict[str, Any]) -> dict[str, Any]:
+        run = data["run"]
+        settings = {k: v for k, v in (run.get("settings") or {}).items() if k not in IGNORED_SETTINGS}
+        if isinstance(settings.get("scenario_defs"), dict):
+            settings["scenario_defs"] = {k: v for k, v in settings["scenario_defs"].items() if k in common}
+        cal = run.get("calibration") or {}
+        configs = {s: cfg for s, cfg in _server_configs(data).items() if s in both}
+        return {**flatten(settings), "profile": run.get("profile"),
+                "calibration.ceiling_rps": cal.get("ceiling_rps"), **flatten(configs, "server_config")}
+    return _diff(facts(a), facts(b))
+
+
+def machine_diff(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[tuple[str, Any, Any]], bool]:
+    """(facts that differ, whether any of them makes the runs different machines)."""
+    fa, fb = flatten(a["run"].get("machine") or {}), flatten(b["run"].get("machine") or {})
+    diff = _diff(fa, fb)
+    different = any(k.split(".")[0] in MACHINE_FACTS for k, _, _ in diff)
+    return diff, different
+
+
+@dataclass
+class Row:
+    figure: str
+    a: str
+    b: str
+    change: str
+    mark: str
+
+
+@dataclass
+class Pair:
+    scenario: str
+    server: str
+    rows: list[Row]
+    notes: list[str] = field(default_factory=list)
+
+
+def _change(change: float | None) -> str:
+    if change is None:
+        return "-"
+    return "±0%" if change == 0 else fmt_pct(change, signed=True)
+
+
+def compare_entries(a: Entry, b: Entry) -> Pair:
+    bound = [name for name, e in (("A", a), ("B", b)) if e.get("generator_bound")]
+    rows = []
+    for key in COMPARED:
+        fig = FIGURES[key]
+        mark, change = headline.compare_figure(fig, a, b)
+        if key in RPS_FIGURES and bound and mark != "not compared":
+            mark = "generator-bound"
+        rows.append(Row(fig.label, fig.fmt(fig.value(a)), fig.fmt(fig.value(b)), _change(change), mark))
+    pair = Pair(a["scenario"], a["server"], rows)
+    for name, e in (("A", a), ("B", b)):
+        if e.get("generator_bound"):
+            pair.notes.append(f"{name}: limited by the load generator ({e.get('generator_bound_reason')}); "
+                              "throughput is not compared")
+        pair.notes += [f"{name}: problem: {p}" for p in e.get("problems") or []]
+    if a.get("reps", 0) < 2 or b.get("reps", 0) < 2:
+        pair.notes.append("a run has a single repetition: its noise is unknown, only the floors apply")
+    return pair
+
+
+@dataclass
+class Comparison:
+    a_id: str
+    b_id: str
+    a: dict[str, Any]
+    b: dict[str, Any]
+    settings: list[tuple[str, Any, Any]]
+    machine: list[tuple[str, Any, Any]]
+    different_machines: bool
+    pairs: list[Pair]
+    only_a: list[str]
+    only_b: list[str]
+
+
+def _key(e: Entry) -> tuple[str, str]:
+    return e["scenario"], e["server"]
+
+
+def compare(a: dict[str, Any], b: dict[str, Any]) -> Comparison:
+    ea, eb = {_key(e): e for e in a["results"]}, {_key(e): e for e in b["results"]}
+    order = [k for k in ea if k in eb]
+    machine, different = machine_diff(a, b)
+    return Comparison(
+        a_id=str(a["run"].get("id")), b_id=str(b["run"].get("id")), a=a, b=b,
+        settings=settings_diff(a, b), machine=machine, different_machines=different,
+        pairs=[compare_entries(ea[k], eb[k]) for k in order],
+        only_a=[f"{srv}/{scn}" for scn, srv in ea if (scn, srv) not in eb],
+        only_b=[f"{srv}/{scn}" for scn, srv in eb if (scn, srv) not in ea],
+    )
+
+
+RULES = (f"rps: within noise when the difference is within the larger spread of the two runs' "
+         f"repetitions (at least {headline.RPS_FLOOR:.0%}); latency percentiles: within the larger spread of "
+         f"that percentile over repetitions (at least {headline.LATENCY_FLOOR:.0%}), and only compared with "
+         f"enough requests (p99: {headline.MIN_COUNT['p99']}, p99.9: {headline.MIN_COUNT['p99_9']}); memory, "
+         f"threads, connections, CPU: at least {headline.RESOURCE_FLOOR:.0%}; failure rate: "
+         f"{headline.FAILURE_FLOOR:.1%} absolute. Connections and CPU have no better direction: higher or "
+         "lower. Throughput of a generator-bound entry is not compared.")
+
+
+def _v(v: Any) -> str:
+    return report.value_text(v)
+
+
+# --- Markdown ---------------------------------------------------------------------------------------------
+
+
+def render_md(c: Comparison) -> str:
+    out = [f"# serverlab comparison: {c.a_id} (A) vs {c.b_id} (B)", "",
+           f"A: {_v(c.a['run'].get('command'))}", "", f"B: {_v(c.b['run'].get('command'))}", "",
+           "## Settings that differ", ""]
+    if c.settings:
+        out += report.md_table(["setting", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.settings],
+                               right_from=3)
+    else:
+        out.append("None: both runs used the same settings.")
+    out += ["", "## Machines", ""]
+    if c.different_machines:
+        out += ["**Warning: the runs were made on different machines (or software); differences may come "
+                "from the machine, not the servers.**", ""]
+    if c.machine:
+        out += report.md_table(["fact", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.machine], right_from=3)
+    else:
+        out.append("Same machine facts.")
+    if c.only_a or c.only_b:
+        out += ["", "## Present in one run only", ""]
+        out += [f"- only in A: {x}" for x in c.only_a] + [f"- only in B: {x}" for x in c.only_b]
+    out += ["", "## Figures", "", f"_Change is from A to B. {RULES}_", ""]
+    for scenario in dict.fromkeys(p.scenario for p in c.pairs):
+        out += [f"### Scenario {scenario}", ""]
+        for p in (p for p in c.pairs if p.scenario == scenario):
+            out += [f"**{p.server}**", ""]
+            out += report.md_table(["figure", "A", "B", "change", "mark"],
+                                   [[r.figure, r.a, r.b, r.change, r.mark] for r in p.rows])
+            out += [""] + [f"- {n}" for n in p.notes] + ([""] if p.notes else [])
+    return "\n".join(out) + "\n"
+
+
+# --- HTML ------------------------------------------------------------------------------------------------
+
+CSS_EXTRA = """
+.mark{display:inline-block;padding:0 8px;border-radius:9px;font-size:12px}
+.mark.better{background:#e6f4ea;color:#1a7f37}.mark.worse{background:#fdeceb;color:#b42318}
+.mark.within-noise,.mark.not-compared{color:#5b6470}.mark.higher,.mark.lower{background:#eef1f5;color:#1f2328}
+.mark.generator-bound{background:#fff6d6;color:#8a5a00}
+.warn{background:#fff6d6;color:#8a5a00;border-radius:6px;padding:10px 14px;font-weight:600}
+.pairs{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:14px}
+.pair h3{margin:4px 0}
+"""
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    return report.html_table(header, rows, cls="kv")
+
+
+def render_html(c: Comparison) -> str:
+    h: list[str] = []
+    add = h.append
+    title = f"serverlab comparison: {c.a_id} (A) vs {c.b_id} (B)"
+    add(f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{escape(title)}</title>'
+        f"<style>{report.CSS}{CSS_EXTRA}</style></head><body><main><header><h1>{escape(title)}</h1>"
+        f'<p class="sub">A: <code>{escape(_v(c.a["run"].get("command")))}</code><br>'
+        f'B: <code>{escape(_v(c.b["run"].get("command")))}</code></p></header>')
+    add('<section class="card" id="settings"><h2>Settings that differ</h2>')
+    add(_table(["setting", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.settings]) if c.settings
+        else "<p>None: both runs used the same settings.</p>")
+    add('</section><section class="card" id="machines"><h2>Machines</h2>')
+    if c.different_machines:
+        add('<p class="warn" data-warning="different-machines">The runs were made on different machines (or '
+            "software): differences may come from the machine, not the servers.</p>")
+    add(_table(["fact", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.machine]) if c.machine
+        else "<p>Same machine facts.</p>")
+    add("</section>")
+    if c.only_a or c.only_b:
+        add('<section class="card" id="one-run-only"><h2>Present in one run only</h2><ul class="notes">'
+            + "".join(f"<li>only in A: {escape(x)}</li>" for x in c.only_a)
+            + "".join(f"<li>only in B: {escape(x)}</li>" for x in c.only_b) + "</ul></section>")
+    add(f'<section class="card" id="figures"><h2>Figures</h2><p class="meta">Change is from A to B. '
+        f"{escape(RULES)}</p>")
+    for scenario in dict.fromkeys(p.scenario for p in c.pairs):
+        add(f'<h2 id="{report.anchor(scenario)}">Scenario {escape(scenario)}</h2><div class="pairs">')
+        for p in (p for p in c.pairs if p.scenario == scenario):
+            rows = "".join(
+                f'<tr data-figure="{escape(r.figure)}"><td>{escape(r.figure)}</td><td>{escape(r.a)}</td>'
+                f"<td>{escape(r.b)}</td><td>{escape(r.change)}</td>"
+                f'<td><span class="mark {r.mark.replace(" ", "-")}">{escape(r.mark)}</span></td></tr>'
+                for r in p.rows)
+            notes = "".join(f'<li class="warning">{escape(n)}</li>' for n in p.notes)
+            add(f'<div class="pair" data-pair="{escape(p.server)}/{escape(p.scenario)}">'
+                f"<h3>{escape(p.server)}</h3>"
+                '<div class="table-wrap"><table><thead><tr><th>figure</th><th>A</th><th>B</th><th>change</th>'
+                f"<th>mark</th></tr></thead><tbody>{rows}</tbody></table></div>"
+                + (f'<ul class="notes">{notes}</ul>' if notes else "") + "</div>")
+        add("</div>")
+    add("</section></main></body></html>")
+    return "".join(h)
+
+
+# --- entry point -------------------------------------------------------------------------------------------
+
+
+def default_out(a_dir: Path, b_dir: Path) -> Path:
+    return a_dir.parent / f"compare-{a_dir.name}-vs-{b_dir.name}"
+
+
+def build(a_arg: str | Path, b_arg: str | Path, out: Path | None = None) -> tuple[Path, Path, Comparison]:
+    a_dir, b_dir = report.find_run(a_arg), report.find_run(b_arg)
+    if a_dir == b_dir:
+        raise report.ReportError(f"A and B are the same run ({a_dir}); pass two different runs")
+    c = compare(report.load_results(a_dir), report.load_results(b_dir))
+    out = out or default_out(a_dir, b_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    html_path, md_path = out / "compare.html", out / "compare.md"
+    html_path.write_text(render_html(c), encoding="utf-8")
+    md_path.write_text(render_md(c), encoding="utf-8")
+    return html_path, md_path, c
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lab.compare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("a", help="run A: reports/<run-id> or a run id")
+    p.add_argument("b", help="run B: reports/<run-id> or a run id")
+    p.add_argument("--out", type=Path, help="output folder (default: compare-<A>-vs-<B> beside run A)")
+    args = p.parse_args(argv)
+    try:
+        html_path, md_path, c = build(args.a, args.b, args.out)
+    except report.ReportError as exc:
+        print(f"lab.compare: {exc}", file=sys.stderr)
+        return 2
+    if c.settings:
+        print("settings that differ: " + ", ".join(k for k, _, _ in c.settings))
+    if c.different_machines:
+        print("warning: the runs were made on different machines: "
+              + ", ".join(k for k, _, _ in c.machine if k.split(".")[0] in MACHINE_FACTS))
+    for x in c.only_a:
+        print(f"only in A: {x}")
+    for x in c.only_b:
+        print(f"only in B: {x}")
+    for pair in c.pairs:
+        marked = [f"{r.figure} {r.mark} ({r.change})" for r in pair.rows if r.mark in ("better", "worse")]
+        print(f"{pair.server}/{pair.scenario}: {'; '.join(marked) if marked else 'no change beyond noise'}")
+    print(f"wrote {html_path}\nwrote {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
