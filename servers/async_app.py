@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -26,6 +27,7 @@ from servers.settings import Settings
 log = logging.getLogger("serverlab")
 
 METRICS_TYPE = "text/plain; charset=utf-8"
+LABELS = contract.METRICS_LABELS
 # Other processes' metrics snapshots (multiproc); None for a single process.
 MetricsPeers = Callable[[], Iterable[dict[str, Any]]]
 Handler = Callable[[web.Request, Route], Awaitable[Reply]]
@@ -44,6 +46,62 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
+def _expire(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_result(False)
+
+
+class Slots:
+    """A counted gate for one event loop: in-flight request slots, and the pool's connections.
+
+    asyncio.Semaphore costs a dozen Python calls per request even when a slot is free, and
+    asyncio.timeout a Timeout object and several more per wait; measured with callgrind, they made
+    /db ~12 % dearer than a bare aiohttp + asyncpg handler. Here a free slot is one comparison, and
+    a wait is one future plus one timer handle. Only the loop's own thread touches it.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.taken = 0
+        self.waiting = 0
+        self._waiters: deque[asyncio.Future[bool]] = deque()
+
+    def try_take(self) -> bool:
+        # Waiters exist only while every slot is taken (give() hands a slot to a waiter before it
+        # frees one), so a free slot never jumps the queue.
+        if self.taken < self.size:
+            self.taken += 1
+            return True
+        return False
+
+    async def take(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for a slot: True once handed one, False if none came."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._waiters.append(fut)
+        self.waiting += 1
+        timer = loop.call_later(timeout, _expire, fut)
+        try:
+            return await fut
+        except BaseException:  # cancelled (the client went away): a slot handed over goes on
+            if fut.done() and not fut.cancelled() and fut.result():
+                self.give()
+            raise
+        finally:
+            self.waiting -= 1
+            timer.cancel()
+
+    def give(self) -> None:
+        """Free a slot: hand it straight to the longest waiter still waiting, if any."""
+        waiters = self._waiters
+        while waiters:
+            fut = waiters.popleft()
+            if not fut.done():
+                fut.set_result(True)
+                return
+        self.taken -= 1
+
+
 class AsyncApp:
     """The request handler plus what the runtimes share with it (metrics, pool, limits)."""
 
@@ -52,11 +110,11 @@ class AsyncApp:
         self.metrics_peers = metrics_peers
         self.pool: asyncpg.Pool | None = None
         self.closing = False
-        self.in_use = 0
-        self.waiting = 0
         self.metrics = Metrics(settings.model, enabled=settings.metrics, pool_stats=self.pool_stats)
         self.refused: set[object] = set()  # connections opened beyond LAB_MAX_CONNECTIONS
-        self._slots = asyncio.Semaphore(settings.max_inflight)
+        self._slots = Slots(settings.max_inflight)
+        # At most pool_size requests hold or fetch a connection, so pool.acquire() never queues.
+        self._gate = Slots(settings.pool_size)
         self._last_db_log = 0.0
         # Header dicts per content type; aiohttp copies them into each response.
         self._headers = {
@@ -81,26 +139,46 @@ class AsyncApp:
         }
 
     def pool_stats(self) -> tuple[int, int, int]:
-        # in_use drops only once release() has handed the connection back, so for that instant a
-        # releasing holder and the waiter it wakes both count: cap at what the pool can lend.
-        size = self.settings.pool_size
-        return (size, min(self.in_use, size), self.waiting)
+        return (self._gate.size, self._gate.taken, self._gate.waiting)
 
     # --- HTTP in and out ------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter() if self.metrics.enabled else 0.0
+        # One coroutine from request to response: every extra layer costs on each resume, and a
+        # /db request resumes four times (measured against a bare handler: see lab/bench.py).
+        metrics = self.metrics
+        started = time.perf_counter() if metrics.enabled else 0.0
         name = None
         refused = False
         try:
             route = contract.route(request.method, request.path)
             name = route.name
-            if (self.refused and request.protocol in self.refused
-                    and name not in contract.UNLIMITED):  # probes still answer
+            length = request.content_length
+            limited = name not in contract.UNLIMITED
+            if self.refused and request.protocol in self.refused and limited:  # probes still answer
                 refused = True
                 reply = self._connection_limit()
+            elif length is not None and length > contract.MAX_BODY_BYTES:
+                reply = contract.too_large(length)
+            elif limited and not self._slots.try_take() and not await self._slots.take(
+                self.settings.acquire_timeout
+            ):
+                metrics.reject("inflight_timeout")
+                reply = contract.inflight_timeout(self.settings.max_inflight, self.settings.acquire_timeout)
             else:
-                reply = await self.dispatch(route, request)
+                counted = limited and metrics.enabled
+                if counted:  # one thread per loop: a plain += is safe and skips the lock
+                    metrics.inflight += 1
+                try:
+                    reply = await self._handlers[name](request, route)
+                except DB_ERRORS as exc:
+                    self._log_db_error(exc)
+                    reply = contract.database_error(exc)
+                finally:
+                    if limited:
+                        self._slots.give()
+                    if counted:
+                        metrics.inflight -= 1
         except ContractError as exc:
             reply = exc.reply
         except Exception:
@@ -113,9 +191,7 @@ class AsyncApp:
         if refused or reply.status == 413:  # 413: the unread body is not worth draining
             response.force_close()
         if started:
-            self.metrics.observe(
-                contract.metrics_label(name), reply.status, time.perf_counter() - started
-            )
+            metrics.observe(LABELS.get(name, "unmatched"), reply.status, time.perf_counter() - started)
         return response
 
     def _headers_for(self, content_type: str) -> dict[str, str]:
@@ -124,41 +200,6 @@ class AsyncApp:
     def _connection_limit(self) -> Reply:
         self.metrics.reject("connection_limit")
         return contract.connection_limit(self.settings.max_connections)
-
-    async def dispatch(self, route: Route, request: web.Request) -> Reply:
-        length = request.content_length
-        if length is not None and length > contract.MAX_BODY_BYTES:
-            return contract.too_large(length)
-        handler = self._handlers[route.name]
-        if route.name in contract.UNLIMITED:
-            return await self._guarded(handler, request, route)
-        slots = self._slots
-        if slots.locked():
-            try:
-                async with asyncio.timeout(self.settings.acquire_timeout):
-                    await slots.acquire()
-            except TimeoutError:
-                self.metrics.reject("inflight_timeout")
-                return contract.inflight_timeout(self.settings.max_inflight, self.settings.acquire_timeout)
-        else:
-            await slots.acquire()  # free slot: returns without suspending
-        metrics = self.metrics
-        counted = metrics.enabled
-        if counted:  # one thread per loop: a plain += is safe and skips the lock
-            metrics.inflight += 1
-        try:
-            return await self._guarded(handler, request, route)
-        finally:
-            slots.release()
-            if counted:
-                metrics.inflight -= 1
-
-    async def _guarded(self, handler: Handler, request: web.Request, route: Route) -> Reply:
-        try:
-            return await handler(request, route)
-        except DB_ERRORS as exc:
-            self._log_db_error(exc)
-            return contract.database_error(exc)
 
     def _log_db_error(self, exc: BaseException) -> None:
         now = time.monotonic()
@@ -190,39 +231,23 @@ class AsyncApp:
     async def acquire(self) -> asyncpg.Connection:
         pool = self.pool
         if pool is None or self.closing:
-            raise ContractError(
-                contract.shutting_down()
-            )
-        if self.in_use + self.waiting < self.settings.pool_size:
-            # A free holder sits in the pool's queue, so this cannot wait for another request;
-            # connecting (if the holder has none yet) is bounded by the connect timeout. Skipping
-            # the timeout skips its timer and wait_for's task on the hot path.
-            self.in_use += 1
-            try:
-                return await pool.acquire()
-            except BaseException:
-                self.in_use -= 1
-                raise
-        self.waiting += 1
-        try:
-            async with asyncio.timeout(self.settings.acquire_timeout):  # no task, unlike wait_for
-                conn = await pool.acquire()
-        except TimeoutError:
+            raise ContractError(contract.shutting_down())
+        gate = self._gate
+        if not gate.try_take() and not await gate.take(self.settings.acquire_timeout):
             self.metrics.reject("pool_timeout")
-            raise ContractError(
-                contract.pool_timeout(self.settings.pool_size, self.settings.acquire_timeout)
-            ) from None
-        finally:
-            self.waiting -= 1
-        self.in_use += 1
-        return conn
+            raise ContractError(contract.pool_timeout(self.settings.pool_size, self.settings.acquire_timeout))
+        try:
+            return await pool.acquire()  # a free holder waits in the pool's queue (connects lazily)
+        except BaseException:
+            gate.give()
+            raise
 
     async def release(self, conn: asyncpg.Connection) -> None:
         try:
             if self.pool is not None:
                 await self.pool.release(conn)
         finally:
-            self.in_use -= 1  # only now is the holder back in the pool's queue
+            self._gate.give()
 
     # --- endpoints ------------------------------------------------------------------------
 
@@ -377,6 +402,11 @@ def make_app(settings: Settings, metrics_peers: MetricsPeers | None = None) -> w
     state = AsyncApp(settings, metrics_peers)
     app = web.Application(client_max_size=contract.MAX_BODY_BYTES + 1)
     app[APP_KEY] = state
+    # Exact paths resolve by a dict lookup; the catch-all (a regex) takes the rest, so that every
+    # path, known or not, reaches contract.route and its 404/405.
+    for path, _methods in contract.ROUTES.values():
+        if "{" not in path:
+            app.router.add_route("*", path, state.handle, expect_handler=_expect_continue)
     app.router.add_route("*", "/{path:.*}", state.handle, expect_handler=_expect_continue)
     app.cleanup_ctx.append(state.pool_ctx)
     return app

@@ -87,8 +87,12 @@ class ContractError(Exception):
         self.reply = reply
 
 
+# Built once: json.dumps with any option builds a new encoder on every call.
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 def dumps(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    return _ENCODE(obj).encode()
 
 
 def error(status: int, code: str, detail: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
@@ -209,9 +213,12 @@ def route(method: str, path: str) -> Route:
     return Route(name, arg)
 
 
+# The low-cardinality endpoint label for metrics: the path template; "unmatched" for the rest.
+METRICS_LABELS: dict[str | None, str] = {name: path for name, (path, _) in ROUTES.items()}
+
+
 def metrics_label(name: str | None) -> str:
-    """The low-cardinality endpoint label for metrics (the path template, or 'unmatched')."""
-    return ROUTES[name][0] if name in ROUTES else "unmatched"
+    return METRICS_LABELS.get(name, "unmatched")
 
 
 # --- parameters ---------------------------------------------------------------------------
@@ -240,19 +247,23 @@ def int_param(name: str, raw: str | None, limits: tuple[int, int, int]) -> int:
     return value
 
 
+_random = random.random
+
+
 def random_id() -> int:
-    return random.randint(1, WORLD_ROWS)
+    """A World id, uniform over 1..10000 (random() is one C call; randint is five Python ones)."""
+    return 1 + int(_random() * WORLD_ROWS)
 
 
 def random_ids(n: int, distinct: bool = False) -> list[int]:
     """World ids for one request; /updates uses distinct ids so each row is written once."""
     if distinct:
         return random.sample(range(1, WORLD_ROWS + 1), n)
-    return [random.randint(1, WORLD_ROWS) for _ in range(n)]
+    return [1 + int(_random() * WORLD_ROWS) for _ in range(n)]
 
 
 def new_numbers(n: int) -> list[int]:
-    return [random.randint(1, WORLD_ROWS) for _ in range(n)]
+    return [1 + int(_random() * WORLD_ROWS) for _ in range(n)]
 
 
 # --- payloads -----------------------------------------------------------------------------

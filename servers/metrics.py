@@ -31,9 +31,9 @@ class Metrics:
         self.pool_stats = pool_stats
         self._lock = threading.Lock()
         self._requests: dict[tuple[str, int], int] = {}
-        # endpoint -> per-bucket counts (+1 overflow slot), and sum of seconds
-        self._hist: dict[str, list[int]] = {}
-        self._sum: dict[str, float] = {}
+        # endpoint -> per-bucket counts, an overflow slot, and last the sum of seconds (one list:
+        # one lookup per request; observe runs on every request and must stay cheap)
+        self._hist: dict[str, list[float]] = {}
         self._rejections = dict.fromkeys(REJECTION_REASONS, 0)
         self.inflight = 0
         self.connections = 0
@@ -47,10 +47,9 @@ class Metrics:
             self._requests[key] = self._requests.get(key, 0) + 1
             counts = self._hist.get(endpoint)
             if counts is None:
-                counts = self._hist[endpoint] = [0] * (len(BUCKETS) + 1)
-                self._sum[endpoint] = 0.0
+                counts = self._hist[endpoint] = [0] * (len(BUCKETS) + 2)
             counts[slot] += 1
-            self._sum[endpoint] += seconds
+            counts[-1] += seconds
 
     def reject(self, reason: str) -> None:
         with self._lock:
@@ -70,8 +69,8 @@ class Metrics:
         with self._lock:
             return {
                 "requests": [[e, s, n] for (e, s), n in self._requests.items()],
-                "hist": {e: list(c) for e, c in self._hist.items()},
-                "sum": dict(self._sum),
+                "hist": {e: [int(n) for n in c[:-1]] for e, c in self._hist.items()},
+                "sum": {e: c[-1] for e, c in self._hist.items()},
                 "rejections": dict(self._rejections),
                 "gauges": {
                     "inflight_requests": self.inflight,
