@@ -160,6 +160,7 @@ def start_server(
     args: Sequence[str] = (),
     health_timeout: float = 30.0,
     host: str = "127.0.0.1",
+    wrapper: Sequence[str] = (),
 ) -> ServerProcess:
     """Start `python -m servers <model>` on host:port and wait until it is healthy.
 
@@ -175,7 +176,7 @@ def start_server(
     log_path = log_dir / f"{model}.log"
     child_env = {**os.environ, **(env or {}), "LAB_DATABASE_URL": database_url, "LAB_HOST": host,
                  "PYTHONUNBUFFERED": "1"}
-    cmd = server_argv(model, port, args)
+    cmd = [*wrapper, *server_argv(model, port, args)]  # wrapper: e.g. valgrind for make bench
     with log_path.open("wb") as log:
         shown = " ".join(redact(a) if a.startswith("postgres") else a for a in cmd)
         log.write(f"$ {shown}\n".encode())

@@ -1,0 +1,68 @@
+"""Instructions per request, counted by valgrind's callgrind: `make bench` with --instructions.
+
+Wall-clock throughput on a shared machine moves by tens of per cent between repetitions (and
+so does CPU time per request, on a VM with noisy neighbours); instruction counts do not, so the
+bench's two ratios can be settled on them. Each target runs under callgrind: warm up, zero the
+counters of every process in its tree, drive a fixed-duration load, dump, and divide the
+instructions by the requests completed. Python under callgrind runs ~50x slower, so the load is
+light and the absolute figures are not throughput; only ratios between targets are quoted.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+_SUMMARY = re.compile(r"^(?:summary|totals):\s+(\d+)", re.MULTILINE)
+STARTUP_TIMEOUT = 180.0  # seconds for a server to answer /health under valgrind
+
+
+@dataclass
+class Counted:
+    requests: int
+    instructions: int
+
+    @property
+    def per_request(self) -> float:
+        return self.instructions / max(self.requests, 1)
+
+
+def available() -> str | None:
+    """None when valgrind can be used, else what to do."""
+    if shutil.which("valgrind") and shutil.which("callgrind_control"):
+        return None
+    return "--instructions needs valgrind: `apt-get install valgrind`, then run it again"
+
+
+def wrapper(prefix: Path) -> list[str]:
+    """The command prefix that runs a target under callgrind, one output file per process."""
+    return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={prefix}.%p", "--dump-instr=no",
+            "--log-file=" + f"{prefix}.valgrind.log"]
+
+
+def _control(option: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", option, str(pid)], capture_output=True, timeout=60, check=False)
+
+
+def count(pid: int, prefix: Path, load: Callable[[float], int], warmup: float, seconds: float) -> Counted:
+    """Instructions of the process tree of `pid` while `load(seconds)` runs (it returns requests)."""
+    load(warmup)
+    pids = [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    for p in pids:
+        _control("-z", p)
+    requests = load(seconds)
+    for p in pids:
+        _control("-d", p)
+    total = 0
+    for p in pids:
+        dumps = sorted(prefix.parent.glob(f"{prefix.name}.{p}.*"), key=lambda f: f.stat().st_mtime)
+        if dumps:  # the dump after zeroing holds exactly the measured window
+            found = _SUMMARY.findall(dumps[-1].read_text(errors="replace"))
+            total += int(found[-1]) if found else 0
+    return Counted(requests, total)
