@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 apt_install = command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	echo "==> installing $(2) (apt-get)" && { apt-get install -y -qq $(2) >/dev/null 2>&1 || \
 	{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(2) >/dev/null 2>&1; }; }; } || true
-.PHONY: help venv test test-compose lint bench up down status logs clean load calibrate report compare
+.PHONY: help venv test test-compose lint bench up down status logs clean load calibrate report compare tune
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ report: venv ## rebuild a run's report from its raw files (RUN=<run-id>, default
 compare: venv ## compare two runs (A=<run-id> B=<run-id>)
 	@if [ -z "$(A)" ] || [ -z "$(B)" ]; then echo "usage: make compare A=<run-id> B=<run-id> (run ids: ls reports/)"; exit 2; fi
 	$(PY) -m lab.compare $(A) $(B)
+
+tune: venv ## sweep a knob and recommend a value (SERVER PARAM VALUES SCENARIO SLO_P99_MS REPS DURATION USERS)
+	$(PY) -m lab.tune $(TUNE_ARGS)
 
 up: venv ## start PostgreSQL and the servers (LAB_SERVERS, LAB_BACKEND), wait until healthy
 	$(PY) -m lab up

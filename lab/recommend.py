@@ -1,0 +1,294 @@
+"""Which value of a swept knob to use, from a tune's curve: pure functions, no I/O.
+
+The rule (`recommend`): among the points measured cleanly, with at most MAX_FAILURE_RATE of requests
+failed and p99 within the SLO, find the best successful throughput; recommend the smallest value
+whose throughput is within noise of it. Noise for a pair of points is the larger of their
+repetitions' spreads ((max - min) / median of ok rps over the repetitions, as results.json defines
+it; lab.tune takes it over a value's round-robin runs), never below NOISE_FLOOR
+(two short repetitions understate run-to-run variation, and a single repetition has no spread at
+all) and never above NOISE_CAP (beyond it the data cannot rank anything; a note says to add
+repetitions). When no value meets the SLO, the one with the lowest p99 is named instead, clearly
+marked as missing the SLO; when every value fails too often, nothing is recommended. A cliff (past
+the best value, throughput falls by CLIFF_DROP or more) and a curve still rising at the largest
+value are reported as notes.
+
+The database connections a value implies (`connection_total`) are pool size per process x
+processes per server x servers running at once, plus the lab's own sessions, plus the sessions
+other programs already hold, against PostgreSQL's max_connections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+NOISE_FLOOR = 0.05  # 5 %: the least difference in throughput the lab treats as real
+NOISE_CAP = 0.25
+NOISY = 0.10  # a spread above this gets a note: add repetitions
+MAX_FAILURE_RATE = 0.01  # a value failing more than 1 % of requests is not a candidate
+CLIFF_DROP = 0.30  # past the best value, a drop of 30 % or more in throughput is a cliff
+LAB_SESSIONS = 2  # the sampler's session, and one short-lived check (sessions count, orders check)
+
+
+@dataclass(frozen=True)
+class Point:
+    """One swept value for one server: the figures the recommendation reads."""
+
+    value: float
+    ok_rps: float | None  # successful requests per second, median over repetitions
+    rps: float | None = None  # all completed requests per second (503s included)
+    spread: float | None = None  # (max - min) / median of ok_rps over the repetitions
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    failure_rate: float | None = None
+    failure_kind: str | None = None  # the most common failure kind, e.g. http_503
+    db_connections_peak: float | None = None
+    generator_bound: bool = False
+    ok: bool = True  # measured without problems
+    reps: int = 1
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    verdict: str  # "recommended", "slo_not_met" (closest value named) or "none"
+    value: float | None
+    sentence: str
+    noise: float | None = None  # the noise used against the best throughput
+    best: Point | None = None  # the best throughput within the SLO
+    point: Point | None = None  # the recommended point
+    cliff_after: float | None = None  # the last value before throughput collapses
+    notes: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict, "value": self.value, "sentence": self.sentence,
+                "noise": self.noise, "best_value": self.best.value if self.best else None,
+                "best_ok_rps": self.best.ok_rps if self.best else None,
+                "cliff_after": self.cliff_after, "notes": list(self.notes)}
+
+
+def fmt_value(v: float) -> str:
+    return f"{v:g}"
+
+
+def fmt_rps(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def fmt_ms(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if v == 0:
+        return "0"
+    return f"{v:.0f}" if v >= 10 else f"{v:.1f}" if v >= 1 else f"{v:.2f}"
+
+
+def fmt_pct(v: float | None) -> str:
+    return "-" if v is None else f"{v * 100:.0f} %" if v >= 0.1 else f"{v * 100:.1f} %"
+
+
+def noise_between(a: Point, b: Point) -> float:
+    spreads = [s for s in (a.spread, b.spread) if s is not None]
+    return min(NOISE_CAP, max([NOISE_FLOOR, *spreads]))
+
+
+def point_from_entry(value: float, entry: Mapping[str, Any]) -> Point:
+    """A Point from one results.json entry (see lab/results_schema.md)."""
+    ok_rps = entry.get("ok_rps") or {}
+    lat = entry.get("latency_ms") or {}
+    kinds: Mapping[str, int] = entry.get("failures_by_kind") or {}
+    return Point(
+        value=value, ok_rps=ok_rps.get("median"), rps=(entry.get("rps") or {}).get("median"),
+        spread=ok_rps.get("spread"), p50_ms=lat.get("p50"), p99_ms=lat.get("p99"),
+        failure_rate=entry.get("failure_rate"),
+        failure_kind=max(kinds, key=lambda k: kinds[k]) if kinds else None,
+        db_connections_peak=entry.get("db_connections_peak"),
+        generator_bound=bool(entry.get("generator_bound")), ok=entry.get("status") == "ok",
+        reps=int(entry.get("reps") or 0), problems=tuple(entry.get("problems") or ()),
+    )
+
+
+def _failing(p: Point) -> bool:
+    return p.failure_rate is not None and p.failure_rate > MAX_FAILURE_RATE
+
+
+def _measured(p: Point) -> bool:
+    return p.ok and p.ok_rps is not None and p.ok_rps > 0
+
+
+def _knee(points: Sequence[Point]) -> tuple[Point, Point]:
+    """(best throughput, smallest value within noise of it) among points sorted by value."""
+    best = max(points, key=lambda p: (p.ok_rps or 0.0, -p.value))
+    best_rps = best.ok_rps or 0.0
+    chosen = next(p for p in points if (p.ok_rps or 0.0) >= best_rps * (1 - noise_between(p, best)))
+    return best, chosen
+
+
+def recommend(points: Sequence[Point], slo_p99_ms: float, param: str = "value") -> Recommendation:
+    """The smallest value within noise of the best throughput that keeps p99 under the SLO."""
+    pts = sorted(points, key=lambda p: p.value)
+    notes: list[str] = []
+    for p in pts:
+        if not p.ok:
+            why = p.problems[0] if p.problems else "see its results.json"
+            notes.append(f"{param}={fmt_value(p.value)} was not measured cleanly, so it is left out: {why}")
+    measured = [p for p in pts if _measured(p)]
+    healthy = [p for p in measured if not _failing(p)]
+    for p in measured:
+        if _failing(p):
+            kind = f", mostly {p.failure_kind}" if p.failure_kind else ""
+            notes.append(f"{param}={fmt_value(p.value)} failed {fmt_pct(p.failure_rate)} of requests{kind} "
+                         f"(over the {fmt_pct(MAX_FAILURE_RATE)} allowed), so it is not a candidate")
+    within = [p for p in healthy if p.p99_ms is not None and p.p99_ms <= slo_p99_ms]
+    if not measured:
+        return Recommendation("none", None, f"no recommendation: no value of {param} was measured cleanly",
+                              notes=tuple(notes))
+    if not healthy:
+        return Recommendation(
+            "none", None,
+            f"no recommendation: every value of {param} failed more than {fmt_pct(MAX_FAILURE_RATE)} of "
+            "requests; lower the load (USERS) or raise the limits that reject requests",
+            notes=tuple(notes))
+    if not within:
+        closest = min(healthy, key=lambda p: (p.p99_ms if p.p99_ms is not None else float("inf"), p.value))
+        sentence = (f"no value kept p99 under the {slo_p99_ms:g} ms SLO; {param}={fmt_value(closest.value)} "
+                    f"came closest with p99 {fmt_ms(closest.p99_ms)} ms at {fmt_rps(closest.ok_rps)} rps: "
+                    "lower the load (USERS), relax SLO_P99_MS or sweep other values")
+        if len(healthy) > 1:
+            top, knee = _knee(healthy)
+            noise = noise_between(knee, top)
+            notes.append(f"ignoring the SLO, {param}={fmt_value(knee.value)} is the smallest value within "
+                         f"noise ({noise:.0%}) of the best throughput, {fmt_rps(top.ok_rps)} rps at "
+                         f"{fmt_value(top.value)} (p99 {fmt_ms(knee.p99_ms)} ms there)")
+        return Recommendation("slo_not_met", closest.value, sentence, point=closest, notes=tuple(notes))
+
+    best, chosen = _knee(within)
+    noise = noise_between(chosen, best)
+    name = f"{param}={fmt_value(chosen.value)}"
+    slo = f"p99 {fmt_ms(chosen.p99_ms)} ms under the {slo_p99_ms:g} ms SLO"
+    if len(pts) == 1:
+        sentence = (f"{name}: the only value swept, {fmt_rps(chosen.ok_rps)} rps with {slo}; sweep more "
+                    "values to see where throughput levels off")
+    elif chosen is best:
+        sentence = (f"{name}: the best throughput, {fmt_rps(best.ok_rps)} rps, with no smaller value within "
+                    f"noise ({noise:.0%}) of it, and {slo}")
+    else:
+        sentence = (f"{name}: the smallest value within noise ({noise:.0%}) of the best throughput, "
+                    f"{fmt_rps(best.ok_rps)} rps at {fmt_value(best.value)}, with {slo}")
+
+    faster = [p for p in healthy if p not in within
+              and (p.ok_rps or 0.0) > (best.ok_rps or 0.0) * (1 + noise_between(p, best))]
+    if faster:
+        top = max(faster, key=lambda p: p.ok_rps or 0.0)
+        notes.append(f"{param}={fmt_value(top.value)} reached {fmt_rps(top.ok_rps)} rps, more than the "
+                     f"recommendation, but its p99 of {fmt_ms(top.p99_ms)} ms breaks the SLO")
+    cliff_after = None
+    for p in pts:
+        if p.value <= best.value or not p.ok:
+            continue
+        if (p.ok_rps or 0.0) < (best.ok_rps or 0.0) * (1 - CLIFF_DROP):
+            prev = [q for q in pts if q.value < p.value and _measured(q)]
+            cliff_after = prev[-1].value if prev else best.value
+            drop = 1 - (p.ok_rps or 0.0) / (best.ok_rps or 1.0)
+            notes.append(f"throughput collapses past {param}={fmt_value(cliff_after)}: "
+                         f"{fmt_rps(p.ok_rps)} rps at {fmt_value(p.value)}, {drop:.0%} below the best")
+            break
+    used = chosen.db_connections_peak
+    pool_idle = param == "pool_size" and used is not None and 0 < used < chosen.value * 0.9
+    if len(healthy) > 1 and best.value == pts[-1].value and chosen is best and not pool_idle:
+        notes.append(f"throughput was still rising at the largest value swept ({fmt_value(best.value)}): "
+                     "sweep larger values to find where it levels off")
+    if pool_idle and used is not None:
+        notes.append(f"at {name} the server had at most {used:g} database sessions open: the load's own "
+                     "concurrency (USERS), not the pool, was the limit there, so a pool of about "
+                     f"{used:g} serves this load")
+    if best.generator_bound:
+        notes.append(f"the load generator was the limit at {param}={fmt_value(best.value)}, so the plateau "
+                     "may be the generator's rather than the server's (LOCUST_WORKERS adds load processes)")
+    widest = max((p.spread or 0.0 for p in within), default=0.0)
+    if widest > NOISY:
+        notes.append(f"repetitions differ by up to {widest:.0%} of their median"
+                     + (f" (noise capped at {NOISE_CAP:.0%})" if widest > NOISE_CAP else "")
+                     + ": run more repetitions (REPS) or longer ones (DURATION) for a sharper answer")
+    return Recommendation("recommended", chosen.value, sentence, noise=noise, best=best, point=chosen,
+                          cliff_after=cliff_after, notes=tuple(notes))
+
+
+# --- database connections ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Budget:
+    """PostgreSQL's connection limit and what is taken already."""
+
+    max_connections: int
+    reserved: int = 0  # slots the servers' role may not use (0 for a superuser)
+    others: int = 0  # client sessions other programs hold now
+    lab_sessions: int = LAB_SESSIONS
+
+    @property
+    def limit(self) -> int:
+        return self.max_connections - self.reserved
+
+
+@dataclass(frozen=True)
+class Demand:
+    """One value's database connections for one server: pool per process x processes."""
+
+    server: str
+    pool_size: int
+    processes: int
+
+    @property
+    def connections(self) -> int:
+        return self.pool_size * self.processes
+
+
+@dataclass(frozen=True)
+class ConnectionTotal:
+    value: float
+    demands: tuple[Demand, ...]
+    concurrent: int  # servers running at once
+    budget: Budget
+    extra: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def servers_part(self) -> int:
+        # The `concurrent` largest demands run together (the sweep runs servers one at a time: 1).
+        sizes = sorted((d.connections for d in self.demands), reverse=True)
+        return sum(sizes[: max(1, self.concurrent)])
+
+    @property
+    def total(self) -> int:
+        return self.servers_part + self.budget.lab_sessions + self.budget.others
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= self.budget.limit
+
+    def describe(self, param: str) -> str:
+        top = max(self.demands, key=lambda d: d.connections)
+        per = (f"{top.pool_size} per process x {top.processes} processes" if top.processes > 1
+               else f"{top.pool_size} per process x 1 process")
+        at_once = "" if self.concurrent <= 1 else f" x {self.concurrent} servers at once"
+        reserved = (f" ({self.budget.reserved} of {self.budget.max_connections} reserved for superusers)"
+                    if self.budget.reserved else "")
+        noun = "connection" if self.servers_part == 1 else "connections"
+        return (f"{param}={fmt_value(self.value)} implies {self.servers_part} database {noun} for the "
+                f"{top.server} server ({per}{at_once}) + {self.budget.lab_sessions} lab sessions + "
+                f"{self.budget.others} other sessions open now = {self.total} of max_connections "
+                f"{self.budget.max_connections}{reserved} ({self.total / max(1, self.budget.limit):.0%})")
+
+
+def connection_total(value: float, demands: Sequence[Demand], budget: Budget,
+                     concurrent: int = 1) -> ConnectionTotal:
+    if not demands:
+        raise ValueError("connection_total needs at least one server's demand")
+    return ConnectionTotal(value, tuple(demands), concurrent, budget)
+
+
+def largest_fitting_pool(processes: int, budget: Budget, concurrent: int = 1) -> int:
+    """The largest pool size per process that still fits under the limit (0 when none does)."""
+    room = budget.limit - budget.lab_sessions - budget.others
+    return max(0, room // max(1, processes * max(1, concurrent)))
