@@ -166,9 +166,8 @@ class AsyncApp:
                 metrics.reject("inflight_timeout")
                 reply = contract.inflight_timeout(self.settings.max_inflight, self.settings.acquire_timeout)
             else:
-                counted = limited and metrics.enabled
-                if counted:  # one thread per loop: a plain += is safe and skips the lock
-                    metrics.inflight += 1
+                if limited:
+                    metrics.active.add(id(request))
                 try:
                     reply = await self._handlers[name](request, route)
                 except DB_ERRORS as exc:
@@ -177,8 +176,7 @@ class AsyncApp:
                 finally:
                     if limited:
                         self._slots.give()
-                    if counted:
-                        metrics.inflight -= 1
+                        metrics.active.discard(id(request))
         except ContractError as exc:
             reply = exc.reply
         except Exception:
@@ -191,7 +189,7 @@ class AsyncApp:
         if refused or reply.status == 413:  # 413: the unread body is not worth draining
             response.force_close()
         if started:
-            metrics.observe(LABELS.get(name, "unmatched"), reply.status, time.perf_counter() - started)
+            metrics.observe((LABELS.get(name, "unmatched"), reply.status, time.perf_counter() - started))
         return response
 
     def _headers_for(self, content_type: str) -> dict[str, str]:

@@ -117,7 +117,7 @@ class ThreadedServer:
                         keep_alive = self._one_request(sock, rfile)
                     except BadRequest as exc:
                         reply = contract.error(400, "bad_request", f"{exc}; send a valid HTTP/1.1 request")
-                        metrics.observe("unmatched", 400, 0.0)
+                        metrics.observe(("unmatched", 400, 0.0))
                         sock.sendall(self.app.raw_response(reply))
                         break
                     if not keep_alive:
@@ -315,7 +315,7 @@ def answer_over_limit(sock: socket.socket, app: SyncApp, limit: int) -> None:
                 if rfile.readline(MAX_LINE + 1) in (b"\r\n", b"\n", b""):
                     break
         reply = contract.connection_limit(limit)
-        app.metrics.observe(_label(line), reply.status, 0.0)
+        app.metrics.observe((_label(line), reply.status, 0.0))
         sock.sendall(app.raw_response(reply))
         sock.shutdown(socket.SHUT_WR)
     except OSError:

@@ -102,7 +102,8 @@ class SyncApp:
     # --- HTTP in and out ------------------------------------------------------------------
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
-        started = time.perf_counter()
+        metrics = self.metrics
+        started = time.perf_counter() if metrics.enabled else 0.0
         method = environ["REQUEST_METHOD"]
         name = None
         try:
@@ -114,7 +115,8 @@ class SyncApp:
         except Exception:
             log.exception("unexpected error in %s %s", method, environ.get("PATH_INFO"))
             reply = contract.internal()
-        self.metrics.observe(LABELS.get(name, "unmatched"), reply.status, time.perf_counter() - started)
+        if started:
+            metrics.observe((LABELS.get(name, "unmatched"), reply.status, time.perf_counter() - started))
         start_response(STATUS_LINES[reply.status], self.headers(reply))
         return [] if method == "HEAD" else [reply.body]
 
@@ -145,9 +147,10 @@ class SyncApp:
         if limited and not self._slots.acquire(timeout=self.settings.acquire_timeout):
             self.metrics.reject("inflight_timeout")
             return contract.inflight_timeout(self.settings.max_inflight, self.settings.acquire_timeout)
-        counted = limited and self.metrics.enabled
-        if counted:
-            self.metrics.add_inflight(1)
+        active = self.metrics.active
+        key = id(environ)  # unique while the request runs
+        if limited:
+            active.add(key)
         try:
             return handler(environ, route)
         except PoolTimeout:
@@ -161,8 +164,7 @@ class SyncApp:
         finally:
             if limited:
                 self._slots.release()
-            if counted:
-                self.metrics.add_inflight(-1)
+                active.discard(key)
 
     def _log_db_error(self, exc: psycopg2.Error) -> None:
         now = time.monotonic()
