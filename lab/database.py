@@ -36,6 +36,7 @@ import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
+from lab import knobs
 from lab.procs import log_tail, port_in_use, port_user
 from servers.settings import DEFAULT_DATABASE_URL, redact
 
@@ -91,16 +92,11 @@ class PgConfig:
 
 
 def _int_env(name: str, default: int, low: int, high: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
     try:
-        value = int(raw)
-    except ValueError:
-        raise PostgresError(f"{name}={raw!r} is not an integer") from None
-    if not low <= value <= high:
-        raise PostgresError(f"{name} must be from {low} to {high}, got {value}")
-    return value
+        value = knobs.integer(os.environ.get(name), name, low, high)
+    except ValueError as exc:
+        raise PostgresError(str(exc)) from None
+    return default if value is None else value
 
 
 def _bin_dir() -> Path:

@@ -36,7 +36,7 @@ from typing import Any
 import psutil
 import psycopg2
 
-from lab import calibrate, database, machine, procs, report, results, sampler
+from lab import calibrate, database, knobs, machine, procs, report, results, sampler
 from loadtests import catalogue
 from servers.settings import MODELS, redact
 
@@ -174,27 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _int_knob(raw: str, name: str, low: int, high: int) -> int | None:
-    if not str(raw).strip():
-        return None
     try:
-        value = int(raw)
-    except ValueError:
-        raise RunError(f"{name} must be an integer from {low} to {high}, got {raw!r}") from None
-    if not low <= value <= high:
-        raise RunError(f"{name} must be from {low} to {high}, got {value}")
-    return value
+        return knobs.integer(raw, name, low, high)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
 
 
 def _float_knob(raw: str, name: str, low: float, high: float) -> float | None:
-    if not str(raw).strip():
-        return None
     try:
-        value = float(raw)
-    except ValueError:
-        raise RunError(f"{name} must be a number of seconds from {low:g} to {high:g}, got {raw!r}") from None
-    if not low <= value <= high:
-        raise RunError(f"{name} must be from {low:g} to {high:g} seconds, got {value:g}")
-    return value
+        return knobs.number(raw, name, low, high)
+    except ValueError as exc:
+        raise RunError(f"{exc} (seconds)") from None
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

@@ -41,7 +41,7 @@ from typing import Any
 
 import psycopg2
 
-from lab import calibrate, database, recommend, report, results, runner, svgplot
+from lab import calibrate, database, knobs, recommend, report, results, runner, svgplot
 from lab.recommend import Budget, Demand, Point, Recommendation, fmt_ms, fmt_pct, fmt_rps, fmt_value
 from loadtests import catalogue
 from servers import settings as server_settings
@@ -197,15 +197,11 @@ def parse_values(text: str, param: Param) -> list[float]:
 
 
 def _number(raw: str, name: str, default: float, low: float, high: float) -> float:
-    if not raw.strip():
-        return default
     try:
-        value = float(raw)
-    except ValueError:
-        raise TuneError(f"{name} must be a number from {low:g} to {high:g}, got {raw!r}") from None
-    if not low <= value <= high:
-        raise TuneError(f"{name} must be from {low:g} to {high:g}, got {value:g}")
-    return value
+        value = knobs.number(raw, name, low, high)
+    except ValueError as exc:
+        raise TuneError(str(exc)) from None
+    return default if value is None else value
 
 
 def server_config(model: str, env: dict[str, str]) -> server_settings.Settings:

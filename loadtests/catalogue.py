@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 
+from lab import knobs
+
 SHAPES = ("steady", "ramp", "spike")
 RAMP_STEPS = 5
 SPIKE_BASE = 0.2  # users outside the spike, as a share of the peak
@@ -19,16 +21,8 @@ SPIKE_PHASES = ((0.0, 0.4, False), (0.4, 0.6, True), (0.6, 1.0, False))
 
 
 def _env_int(name: str, default: int, low: int, high: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be an integer from {low} to {high}, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be from {low} to {high}, got {value}")
-    return value
+    value = knobs.integer(os.environ.get(name), name, low, high)
+    return default if value is None else value
 
 
 # Idle keep-alive users of the `connections` scenario. 1000 is what one Locust process holds
