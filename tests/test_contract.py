@@ -581,6 +581,10 @@ def test_exhausted_pool_gives_a_prompt_503(server_factory: Any, db: Any, model: 
 
         assert poll(lambda: rejected() >= rejected_before + 1)
         assert rejected() == rejected_before + 1
+        # The wait that gave up leaked nothing: the one connection serves again, and is returned.
+        for _ in range(3):
+            assert client.get("/db").status == 200
+        assert poll(lambda: metric_value(metrics_text(client), "serverlab_pool_in_use", {}) == 0)
 
 
 # --- the four behave the same -------------------------------------------------------------
