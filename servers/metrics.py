@@ -9,8 +9,9 @@ from __future__ import annotations
 import threading
 import time
 from bisect import bisect_left
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from typing import Any
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -60,15 +61,25 @@ class Metrics:
     def _fold(self) -> None:
         pending = self._pending
         with self._lock:
-            while pending:  # popleft is atomic: appends racing with this are never lost
-                endpoint, status, seconds = pending.popleft()
-                key = (endpoint, status)
-                self._requests[key] = self._requests.get(key, 0) + 1
+            # popleft is atomic, so appends racing with this are never lost; the counting below is
+            # done by C-level zip, map and Counter rather than a Python loop per request.
+            batch = [pending.popleft() for _ in range(len(pending))]
+            if not batch:
+                return
+            endpoints, statuses, seconds = zip(*batch, strict=True)
+            for key, n in Counter(zip(endpoints, statuses, strict=True)).items():
+                self._requests[key] = self._requests.get(key, 0) + n
+            slots = map(bisect_left, repeat(BUCKETS), seconds)
+            for (endpoint, slot), n in Counter(zip(endpoints, slots, strict=True)).items():
                 counts = self._hist.get(endpoint)
                 if counts is None:
                     counts = self._hist[endpoint] = [0] * (len(BUCKETS) + 2)
-                counts[bisect_left(BUCKETS, seconds)] += 1
-                counts[-1] += seconds
+                counts[slot] += n
+            if len(set(endpoints)) == 1:
+                self._hist[endpoints[0]][-1] += sum(seconds)
+            else:
+                for endpoint, took in zip(endpoints, seconds, strict=True):
+                    self._hist[endpoint][-1] += took
 
     def reject(self, reason: str) -> None:
         with self._lock:
