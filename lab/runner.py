@@ -893,8 +893,8 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
         html, markdown = report.build(run_dir)
         say(f"report: {html} (and {markdown.name})")
     except Exception as exc:  # the raw files and results.json stand; `make report` can retry
-        name = run_dir.relative_to(s.reports_dir) if run_dir.is_relative_to(s.reports_dir) else run_dir
-        say(f"could not build the report ({exc}); rebuild it with `make report RUN={name}`")
+        where = run_dir.relative_to(s.reports_dir) if run_dir.is_relative_to(s.reports_dir) else run_dir
+        say(f"could not build the report ({exc}); rebuild it with `make report RUN={where}`")
         exit_status = exit_status or 1
     say("")
     say("\n".join(results.summary_lines(data)))
