@@ -63,28 +63,31 @@ class Sample:
     cpu_us: float  # server CPU microseconds per completed request
 
 
+def _median_spread(values: list[float]) -> tuple[float, float]:
+    """The median, and (max - min) / median: how noisy the repetitions were."""
+    mid = statistics.median(values)
+    return mid, (max(values) - min(values)) / mid if mid else 0.0
+
+
 @dataclass
 class Series:
     samples: list[Sample] = field(default_factory=list)
 
     @property
     def median(self) -> float:
-        return statistics.median(s.rps for s in self.samples)
+        return _median_spread([s.rps for s in self.samples])[0]
 
     @property
     def spread(self) -> float:
-        """(max - min) / median of the repetitions: how noisy this figure is."""
-        values = [s.rps for s in self.samples]
-        return (max(values) - min(values)) / self.median if self.median else 0.0
+        return _median_spread([s.rps for s in self.samples])[1]
 
     @property
     def cpu_us(self) -> float:
-        return statistics.median(s.cpu_us for s in self.samples)
+        return _median_spread([s.cpu_us for s in self.samples])[0]
 
     @property
     def cpu_spread(self) -> float:
-        values = [s.cpu_us for s in self.samples]
-        return (max(values) - min(values)) / self.cpu_us if self.cpu_us else 0.0
+        return _median_spread([s.cpu_us for s in self.samples])[1]
 
     @property
     def generator_bound(self) -> bool:

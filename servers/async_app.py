@@ -53,12 +53,11 @@ def _expire(fut: asyncio.Future[bool]) -> None:
 
 
 class Slots:
-    """A counted gate for one event loop: in-flight request slots, and the pool's connections.
+    """In-flight request slots for one event loop (LAB_MAX_INFLIGHT).
 
-    asyncio.Semaphore costs a dozen Python calls per request even when a slot is free, and
-    asyncio.timeout a Timeout object and several more per wait; measured with callgrind, they made
-    /db ~12 % dearer than a bare aiohttp + asyncpg handler. Here a free slot is one comparison, and
-    a wait is one future plus one timer handle. Only the loop's own thread touches it.
+    asyncio.Semaphore costs a dozen Python calls per request even when a slot is free; here a
+    free slot is one comparison, and a wait is one future plus one timer handle. Only the loop's
+    own thread touches it. (Waits for a pool connection queue in asyncpg's pool: see acquire().)
     """
 
     def __init__(self, size: int) -> None:
