@@ -27,7 +27,6 @@ from servers.settings import Settings
 log = logging.getLogger("serverlab")
 
 METRICS_TYPE = "text/plain; charset=utf-8"
-LABELS = contract.METRICS_LABELS
 # Other processes' metrics snapshots (multiproc); None for a single process.
 MetricsPeers = Callable[[], Iterable[dict[str, Any]]]
 Handler = Callable[[web.Request, Route], Awaitable[Reply]]
@@ -192,7 +191,7 @@ class AsyncApp:
         if refused or reply.status == 413:  # 413: the unread body is not worth draining
             response.force_close()
         if started:
-            metrics.observe((LABELS.get(name, "unmatched"), reply.status, time.perf_counter() - started))
+            metrics.record[name]((reply.status, time.perf_counter() - started))
         return response
 
     def _headers_for(self, content_type: str) -> dict[str, str]:

@@ -214,11 +214,7 @@ def route(method: str, path: str) -> Route:
 
 
 # The low-cardinality endpoint label for metrics: the path template; "unmatched" for the rest.
-METRICS_LABELS: dict[str | None, str] = {name: path for name, (path, _) in ROUTES.items()}
-
-
-def metrics_label(name: str | None) -> str:
-    return METRICS_LABELS.get(name, "unmatched")
+METRICS_LABELS: dict[str, str] = {name: path for name, (path, _) in ROUTES.items()}
 
 
 # --- parameters ---------------------------------------------------------------------------

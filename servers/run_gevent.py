@@ -87,7 +87,7 @@ class LabHandler(WSGIHandler):
     def _handle_client_error(self, ex: Exception) -> tuple[str, bytes]:
         """Malformed HTTP: the same 400 JSON body as `threaded`, not pywsgi's empty one."""
         log.debug("invalid request from %s: %s", self.client_address, ex)
-        self.server.app.metrics.observe(("unmatched", 400, 0.0))
+        self.server.app.metrics.observe(None, 400, 0.0)
         detail = f"{str(ex)[:200] or type(ex).__name__}; send a valid HTTP/1.1 request"
         return ("400", self.server.app.raw_response(contract.error(400, "bad_request", detail)))
 

@@ -117,7 +117,7 @@ class ThreadedServer:
                         keep_alive = self._one_request(sock, rfile)
                     except BadRequest as exc:
                         reply = contract.error(400, "bad_request", f"{exc}; send a valid HTTP/1.1 request")
-                        metrics.observe(("unmatched", 400, 0.0))
+                        metrics.observe(None, 400, 0.0)
                         sock.sendall(self.app.raw_response(reply))
                         break
                     if not keep_alive:
@@ -315,7 +315,7 @@ def answer_over_limit(sock: socket.socket, app: SyncApp, limit: int) -> None:
                 if rfile.readline(MAX_LINE + 1) in (b"\r\n", b"\n", b""):
                     break
         reply = contract.connection_limit(limit)
-        app.metrics.observe((_label(line), reply.status, 0.0))
+        app.metrics.observe(_route_name(line), reply.status, 0.0)
         sock.sendall(app.raw_response(reply))
         sock.shutdown(socket.SHUT_WR)
     except OSError:
@@ -324,14 +324,14 @@ def answer_over_limit(sock: socket.socket, app: SyncApp, limit: int) -> None:
         _close(sock)
 
 
-def _label(request_line: bytes) -> str:
+def _route_name(request_line: bytes) -> str | None:
     parts = request_line.decode("latin-1").split(" ")
     if len(parts) != 3:
-        return "unmatched"
+        return None
     try:
-        return contract.metrics_label(contract.route(parts[0], parts[1].split("?")[0]).name)
+        return contract.route(parts[0], parts[1].split("?")[0]).name
     except contract.ContractError:
-        return "unmatched"
+        return None
 
 
 def _close(sock: socket.socket) -> None:

@@ -34,7 +34,6 @@ Handler = Callable[[Environ, Route], Reply]
 STATUS_LINES = {int(s): f"{int(s)} {s.phrase}" for s in HTTPStatus}
 METRICS_TYPE = "text/plain; charset=utf-8"
 
-LABELS = contract.METRICS_LABELS
 SQL_WORLD = contract.pyformat(contract.SQL_WORLD)
 SQL_UPDATE_WORLD = contract.pyformat(contract.SQL_UPDATE_WORLD)
 SQL_FORTUNES = contract.pyformat(contract.SQL_FORTUNES)
@@ -116,7 +115,7 @@ class SyncApp:
             log.exception("unexpected error in %s %s", method, environ.get("PATH_INFO"))
             reply = contract.internal()
         if started:
-            metrics.observe((LABELS.get(name, "unmatched"), reply.status, time.perf_counter() - started))
+            metrics.record[name]((reply.status, time.perf_counter() - started))
         start_response(STATUS_LINES[reply.status], self.headers(reply))
         return [] if method == "HEAD" else [reply.body]
 
