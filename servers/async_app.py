@@ -46,24 +46,29 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-def _expire(fut: asyncio.Future[bool]) -> None:
-    if not fut.done():
-        fut.set_result(False)
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 class Slots:
-    """In-flight request slots for one event loop (LAB_MAX_INFLIGHT).
+    """A first-come, first-served gate of `size` slots for one event loop: in-flight requests
+    (LAB_MAX_INFLIGHT) and pool connections (LAB_POOL_SIZE) each have one.
 
-    asyncio.Semaphore costs a dozen Python calls per request even when a slot is free; here a
-    free slot is one comparison, and a wait is one future plus one timer handle. Only the loop's
-    own thread touches it. (Waits for a pool connection queue in asyncpg's pool: see acquire().)
+    A free slot is one comparison; a wait is one future. A freed slot is handed straight to the
+    longest waiter, so nobody can barge in between (asyncpg's own pool queue lets a newcomer take
+    a just-released connection while the woken waiter re-queues at the back, which starved some
+    waits past the acquire timeout under steady load). Deadlines are enforced by `expire`, which
+    the app's sweeper calls every SWEEP_SECONDS, rather than a timer per wait. Only the loop's
+    own thread touches it.
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
         self.taken = 0
         self.waiting = 0
-        self._waiters: deque[asyncio.Future[bool]] = deque()
+        # (deadline, future) in arrival order; every wait of a gate has the same timeout, so
+        # deadlines never decrease along the queue.
+        self._waiters: deque[tuple[float, asyncio.Future[bool]]] = deque()
 
     def try_take(self) -> bool:
         # Waiters exist only while every slot is taken (give() hands a slot to a waiter before it
@@ -73,13 +78,12 @@ class Slots:
             return True
         return False
 
-    async def take(self, timeout: float) -> bool:
-        """Wait up to `timeout` seconds for a slot: True once handed one, False if none came."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[bool] = loop.create_future()
-        self._waiters.append(fut)
+    async def take(self, deadline: float) -> bool:
+        """Wait for a slot until the loop's clock passes `deadline` (give or take one sweep):
+        True once handed one, False if none came."""
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.append((deadline, fut))
         self.waiting += 1
-        timer = loop.call_later(timeout, _expire, fut)
         try:
             return await fut
         except BaseException:  # cancelled (the client went away): a slot handed over goes on
@@ -88,17 +92,24 @@ class Slots:
             raise
         finally:
             self.waiting -= 1
-            timer.cancel()
 
     def give(self) -> None:
         """Free a slot: hand it straight to the longest waiter still waiting, if any."""
         waiters = self._waiters
         while waiters:
-            fut = waiters.popleft()
+            fut = waiters.popleft()[1]
             if not fut.done():
                 fut.set_result(True)
                 return
         self.taken -= 1
+
+    def expire(self, now: float) -> None:
+        """End the waits whose deadline has passed: their take() returns False."""
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= now:
+            fut = waiters.popleft()[1]
+            if not fut.done():
+                fut.set_result(False)
 
 
 class AsyncApp:
@@ -112,11 +123,7 @@ class AsyncApp:
         self.metrics = Metrics(settings.model, enabled=settings.metrics, pool_stats=self.pool_stats)
         self.refused: set[object] = set()  # connections opened beyond LAB_MAX_CONNECTIONS
         self._slots = Slots(settings.max_inflight)
-        self.in_use = 0  # connections lent to requests (dropped before release, so never > size)
-        self.waiting = 0
-        # Waits for a connection, by task, and their deadlines: one sweeper cancels the overdue ones.
-        self._deadlines: dict[asyncio.Task[Any], float] = {}
-        self._expired: set[asyncio.Task[Any]] = set()
+        self._connections = Slots(settings.pool_size)  # one per pooled connection lent out
         self._last_db_log = 0.0
         # Header dicts per content type; aiohttp copies them into each response.
         self._headers = {
@@ -141,7 +148,7 @@ class AsyncApp:
         }
 
     def pool_stats(self) -> tuple[int, int, int]:
-        return (self.settings.pool_size, self.in_use, self.waiting)
+        return (self.settings.pool_size, self._connections.taken, self._connections.waiting)
 
     # --- HTTP in and out ------------------------------------------------------------------
 
@@ -163,7 +170,7 @@ class AsyncApp:
             elif length is not None and length > contract.MAX_BODY_BYTES:
                 reply = contract.too_large(length)
             elif limited and not self._slots.try_take() and not await self._slots.take(
-                self.settings.acquire_timeout
+                loop_time() + self.settings.acquire_timeout
             ):
                 metrics.reject("inflight_timeout")
                 reply = contract.inflight_timeout(self.settings.max_inflight, self.settings.acquire_timeout)
@@ -223,60 +230,48 @@ class AsyncApp:
         sweeper = asyncio.create_task(self._expire_waits())
         yield
         self.closing = True
-        sweeper.cancel()
         try:
             await asyncio.wait_for(self.pool.close(), 5.0)
         except TimeoutError:
             log.warning("database pool did not close within 5 s; terminating its connections")
             self.pool.terminate()
+        sweeper.cancel()  # only now: waits still queued while the pool closed must time out
 
     async def acquire(self) -> asyncpg.Connection:
         """A pooled connection, or a 503 once LAB_ACQUIRE_TIMEOUT passes (give or take SWEEP_SECONDS).
 
-        Waits queue in asyncpg's own pool. Their deadline is enforced by one sweeper task rather
-        than a timer per wait (asyncio.timeout, or a gate of our own): measured against a bare
-        aiohttp + asyncpg handler, a per-wait timer and gate cost /db ~20 % of its throughput.
+        Requests queue for a connection in `_connections`, first come first served; asyncpg's pool
+        then always has one ready (slots never outnumber its connections), so its own queue,
+        which is not fair, never holds a wait.
         """
         pool = self.pool
         if pool is None or self.closing:
             raise ContractError(contract.shutting_down())
-        task = asyncio.current_task()
-        assert task is not None
-        self._deadlines[task] = asyncio.get_running_loop().time() + self.settings.acquire_timeout
-        self.waiting += 1
-        try:
-            conn = await pool.acquire()
-        except asyncio.CancelledError:
-            if task not in self._expired:
-                raise
-            self._expired.discard(task)
-            task.uncancel()
+        gate = self._connections
+        if not gate.try_take() and not await gate.take(loop_time() + self.settings.acquire_timeout):
             self.metrics.reject("pool_timeout")
-            raise ContractError(
-                contract.pool_timeout(self.settings.pool_size, self.settings.acquire_timeout)
-            ) from None
-        finally:
-            self.waiting -= 1
-            self._deadlines.pop(task, None)
-        self.in_use += 1
-        return conn
+            raise ContractError(contract.pool_timeout(self.settings.pool_size, self.settings.acquire_timeout))
+        try:
+            return await pool.acquire()  # waits only to connect, bounded by the connect timeout
+        except BaseException:
+            gate.give()
+            raise
 
     async def release(self, conn: asyncpg.Connection) -> None:
-        self.in_use -= 1
-        if self.pool is not None:
-            await self.pool.release(conn)
+        try:
+            if self.pool is not None:
+                await self.pool.release(conn)
+        finally:
+            self._connections.give()  # after the connection is back in asyncpg's pool
 
     async def _expire_waits(self) -> None:
-        """Cancel the waits for a connection that outlived their deadline (asyncpg's acquire is
-        cancellation-safe: a holder handed to a cancelled wait goes back to the pool)."""
+        """The sweeper: end waits for a slot or a connection that outlived their deadline."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
             now = loop.time()
-            for task, deadline in list(self._deadlines.items()):
-                if deadline <= now and task not in self._expired:
-                    self._expired.add(task)
-                    task.cancel()
+            self._slots.expire(now)
+            self._connections.expire(now)
 
     # --- endpoints ------------------------------------------------------------------------
 
