@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -29,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,10 @@ class Series:
     @property
     def cpu_spread(self) -> float:
         return _median_spread([s.cpu_us for s in self.samples])[1]
+
+    @property
+    def errors(self) -> int:
+        return sum(s.errors for s in self.samples)
 
     @property
     def generator_bound(self) -> bool:
@@ -185,47 +190,66 @@ def start_bare(port: int, database_url: str, pool_size: int, log_dir: Path,
 
 def instructions_pass(models: list[str], url: str, args: argparse.Namespace, out_dir: Path,
                       server_cpus: list[int] | None, load_cpus: list[int] | None) -> dict[str, float]:
-    """Instructions per request of every checked figure, one target at a time under callgrind."""
-    # multiproc is left out: callgrind_control cannot reach the counters of its forked workers, and
-    # they run the very app the asyncio row measures.
-    plan = [(f"{m}{'' if on else ' (metrics off)'}", m, "/json", on)
-            for m in models if m != "multiproc" for on in (True, False)]
+    """Instructions per request of every checked figure, one target at a time under callgrind
+    (multiproc by difference of two whole runs: see lab/bench_instructions.py)."""
+    plan = [(f"{m}{'' if on else ' (metrics off)'}", m, "/json", on) for m in models for on in (True, False)]
     if "asyncio" in models:
         plan += [("asyncio", "asyncio", "/db", True), ("bare aiohttp+asyncpg", "bare", "/db", True)]
     found: dict[str, float] = {}
     for i, (name, model, path, metrics_on) in enumerate(plan, 1):
         folder = out_dir / "callgrind" / f"{model}-{'on' if metrics_on else 'off'}-{path.strip('/')}"
-        folder.mkdir(parents=True)
-        wrap = bench_instructions.wrapper(folder / "callgrind.out")
-        port = procs.free_port()
-        print(f"[{i}/{len(plan)}] {name} {path} under callgrind (starts slowly) ...", flush=True)
-        server: procs.ServerProcess | None = None
-        bare: subprocess.Popen[bytes] | None = None
-        try:
+        runs = 0
+
+        @contextlib.contextmanager
+        def serving(folder: Path = folder, model: str = model,
+                    metrics_on: bool = metrics_on) -> Iterator[tuple[int, str, Path]]:
+            """A target under callgrind: (pid, base URL, callgrind prefix); stopped on exit."""
+            folder.mkdir(parents=True)
+            prefix = folder / "callgrind.out"
+            wrap = bench_instructions.wrapper(prefix)
+            port = procs.free_port()
             if model == "bare":
                 bare = start_bare(port, url, args.pool_size, folder, wrap, bench_instructions.STARTUP_TIMEOUT)
-                pid = bare.pid
-            else:
-                server = procs.start_server(
-                    model, port=port, database_url=url, log_dir=folder, wrapper=wrap,
-                    env={"LAB_POOL_SIZE": str(args.pool_size), "LAB_METRICS": "1" if metrics_on else "0"},
-                    health_timeout=bench_instructions.STARTUP_TIMEOUT)
-                pid = server.pid
-            if server_cpus:
-                pin(pid, server_cpus)
-            target = f"http://127.0.0.1:{port}{path}"
+                try:
+                    yield bare.pid, f"http://127.0.0.1:{port}", prefix
+                finally:
+                    bare.terminate()
+                    bare.wait(30)
+                return
+            server = procs.start_server(
+                model, port=port, database_url=url, log_dir=folder, wrapper=wrap,
+                env={"LAB_POOL_SIZE": str(args.pool_size), "LAB_METRICS": "1" if metrics_on else "0",
+                     "PYTHONHASHSEED": "0"},  # the same start-up work in every run
+                health_timeout=bench_instructions.STARTUP_TIMEOUT)
+            try:
+                yield server.pid, server.url, prefix
+            finally:
+                procs.stop_server(server, timeout=60)  # workers exit cleanly and dump their totals
 
-            def load(seconds: float, target: str = target) -> int:
-                return run_wrk(target, seconds, args.connections, load_cpus)[1]
+        def load(seconds: float, target: str) -> int:
+            return run_wrk(target, seconds, args.connections, load_cpus)[1]
 
-            counted = bench_instructions.count(pid, folder / "callgrind.out", load, warmup=3,
-                                               seconds=args.instructions_seconds)
-        finally:
-            if server is not None:
-                procs.stop_server(server, timeout=30)
-            if bare is not None:
-                bare.terminate()
-                bare.wait(30)
+        how = "by difference of two runs, " if model == "multiproc" else ""
+        print(f"[{i}/{len(plan)}] {name} {path} under callgrind ({how}starts slowly) ...", flush=True)
+        if model == "multiproc":
+            def whole_run(extra: float, path: str = path,
+                          folder: Path = folder) -> tuple[int, Path, list[int]]:
+                nonlocal runs
+                runs += 1
+                with serving(folder / f"run{runs}") as (pid, base, prefix):
+                    if server_cpus:
+                        pin(pid, server_cpus)
+                    done = load(3, base + path) + load(extra, base + path)
+                    pids = [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+                return done, prefix, pids
+
+            counted = bench_instructions.count_by_difference(whole_run, args.instructions_seconds)
+        else:
+            with serving() as (pid, base, prefix):
+                if server_cpus:
+                    pin(pid, server_cpus)
+                counted = bench_instructions.count(pid, prefix, functools.partial(load, target=base + path),
+                                                   warmup=3, seconds=args.instructions_seconds)
         found[f"{name} {path}"] = counted.per_request
         print(f"    {counted.requests} requests, {counted.per_request:,.0f} instructions per request",
               flush=True)
@@ -257,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "[LAB_BENCH_INSTRUCTIONS=1]")
     p.add_argument("--instructions-seconds", type=float, default=8.0,
                    help="seconds of load per target under callgrind")
+    p.add_argument("--reports-dir", default=env.get("LAB_REPORTS_DIR", str(REPO / "reports")),
+                   help="where the bench-<time> folder goes [LAB_REPORTS_DIR, default reports/]")
     p.add_argument("--no-check", action="store_true", help="report only; exit 0 even if a target is missed")
     args = p.parse_args(argv)
 
@@ -276,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server_cpus = load_cpus = None
 
     run_id = time.strftime("bench-%Y%m%d-%H%M%S")
-    out_dir = REPO / "reports" / run_id
+    out_dir = Path(args.reports_dir).absolute() / run_id
     log_dir = out_dir / "logs"
     log_dir.mkdir(parents=True)
     url = database.provision()
@@ -348,11 +374,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     (out_dir / "bench.json").write_text(json.dumps(report["data"], indent=2))
     print()
     print(report["markdown"])
-    print(f"saved {out_dir.relative_to(REPO)}/bench.md and bench.json")
+    print(f"saved {_shown(out_dir)}/bench.md and bench.json")
     if report["data"]["all_hold"] or args.no_check:
         return 0
     print("a target was missed: see the verdicts above", file=sys.stderr)
     return 1
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def build_report(results: dict[tuple[str, str], Series], models: list[str], args: argparse.Namespace,
@@ -379,6 +409,7 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
     verdicts: list[tuple[str, bool]] = []
     generator_bound: list[str] = []
     unsaturated: list[str] = []
+    errors = [f"{name} {path} ({s.errors})" for (name, path), s in results.items() if s.errors]
     cores = len(server_cpus) if server_cpus else (os.cpu_count() or 1)
     for model in models:
         on, off, db = get(model, "/json"), get(f"{model} (metrics off)", "/json"), get(model, "/db")
@@ -401,9 +432,13 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
                                   "db_cpu_us": db.cpu_us,
                                   "samples": {k: [vars(x) for x in v.samples] for k, v in
                                               (("json", on), ("json_metrics_off", off), ("db", db))}}
+        noise = max(on.cpu_spread, off.cpu_spread)
+        unsettled = cost > OVERHEAD_LIMIT and cost - OVERHEAD_LIMIT < noise
         verdicts.append((f"{model}: metrics cost {cost:+.1%} of /json throughput per CPU "
                          f"({on.cpu_us:.1f} vs {off.cpu_us:.1f} us per request; by rps {rps_cost:+.1%}) "
-                         f"(target at most {OVERHEAD_LIMIT:.0%})", cost <= OVERHEAD_LIMIT))
+                         f"(target at most {OVERHEAD_LIMIT:.0%})"
+                         + (f"; within the repetitions' {noise:.0%} spread, so not settled: more --reps "
+                            "or --instructions will tell" if unsettled else ""), cost <= OVERHEAD_LIMIT))
     bare = get("bare aiohttp+asyncpg", "/db")
     if bare is not None:
         lines.append(f"| bare aiohttp+asyncpg | | | | | | {bare.median:.0f} ({bare.spread:.0%}) | "
@@ -454,7 +489,12 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
         lines.append(f"- WARNING: the server used under {SATURATED_CPU:.0f} % of its CPUs for "
                      f"{', '.join(unsaturated)}: something else was the limit (a busy machine or the "
                      "database), so those figures understate the server; rerun on a quiet machine.")
+    if errors:
+        lines.append(f"- WARNING: wrk counted non-2xx responses or socket errors for {', '.join(errors)} "
+                     "(all repetitions): those requests were answered with an error, or not at all; "
+                     "read that server's log and /metrics (rejections) before trusting its figure.")
     data["verdicts"] = [{"text": t, "holds": ok} for t, ok in verdicts]
+    data["errors"] = {f"{name} {path}": s.errors for (name, path), s in results.items()}
     data["unsaturated"] = unsaturated
     data["generator_bound"] = generator_bound
     data["all_hold"] = all(ok for _, ok in verdicts)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import subprocess
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -94,6 +95,25 @@ class ServerFactory:
     def stop_all(self) -> None:
         for proc in self.started:
             procs.stop_server(proc)
+
+
+def debian_tool(path: Path, package: str) -> Path:
+    """`path`, installing Debian's `package` first when it is missing (as root, as CI is); a clear
+    failure, never a skip, when that cannot be done."""
+    if path.exists():
+        return path
+    if os.geteuid() != 0:
+        pytest.fail(f"{path} is missing and this is not root: install it first "
+                    f"(sudo apt-get install -y {package})")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", package]
+    done = subprocess.run(install, capture_output=True, text=True, timeout=1200, env=env)
+    if done.returncode != 0:  # a fresh machine may have no package lists yet
+        subprocess.run(["apt-get", "update"], capture_output=True, text=True, timeout=600, env=env)
+        done = subprocess.run(install, capture_output=True, text=True, timeout=1200, env=env)
+    if done.returncode != 0 or not path.exists():
+        pytest.fail(f"apt-get install -y {package} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return path
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from lab import report
+from tests.conftest import debian_tool
 
 pytestmark = pytest.mark.timeout(1800)  # the first test may wait for apt-get to install Chromium
 
@@ -54,20 +55,7 @@ def _run(cmd: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]
 
 @pytest.fixture(scope="session")
 def chromium() -> Path:
-    if CHROMIUM.exists():
-        return CHROMIUM
-    if os.geteuid() != 0:
-        pytest.fail(f"{CHROMIUM} is missing and this is not root: install Debian's package first "
-                    "(sudo apt-get install -y chromium)")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "chromium"]
-    done = subprocess.run(install, capture_output=True, text=True, timeout=1200, env=env)
-    if done.returncode != 0:  # a fresh machine may have no package lists yet
-        subprocess.run(["apt-get", "update"], capture_output=True, text=True, timeout=600, env=env)
-        done = subprocess.run(install, capture_output=True, text=True, timeout=1200, env=env)
-    if done.returncode != 0 or not CHROMIUM.exists():
-        pytest.fail(f"apt-get install -y chromium failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    return CHROMIUM
+    return debian_tool(CHROMIUM, "chromium")
 
 
 def browse(exe: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
