@@ -2,8 +2,9 @@
 
 It only maps HTTP in and out: every rule lives in servers.contract. One catch-all route hands
 each request to `AsyncApp.handle`, which calls `contract.route`, so 404/405 bodies are the
-contract's. The runtimes start it with `web.AppRunner`; `attach_connection_counter` hooks the
-runner's server to count open client connections and enforce LAB_MAX_CONNECTIONS.
+contract's. The runtimes start it with `web.AppRunner`; `attach_connection_hooks` hooks the
+runner's server to count open client connections, enforce LAB_MAX_CONNECTIONS and answer
+unparseable HTTP in JSON.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from http import HTTPStatus
 from typing import Any
 
 import asyncpg
-from aiohttp import HttpVersion11, web, web_server
+from aiohttp import HttpVersion11, web, web_protocol, web_server
 
 from servers import contract
 from servers.contract import ContractError, Reply, Route
@@ -127,7 +129,7 @@ class AsyncApp:
         self._last_db_log = 0.0
         # Header dicts per content type; aiohttp copies them into each response.
         self._headers = {
-            ctype: self._headers_for(ctype)
+            ctype: self.headers_for(ctype)
             for ctype in (contract.JSON, contract.TEXT, contract.HTML, METRICS_TYPE)
         }
         self._handlers: dict[str, Handler] = {
@@ -191,7 +193,7 @@ class AsyncApp:
         except Exception:
             log.exception("unexpected error in %s %s", request.method, request.path)
             reply = contract.internal()
-        headers = self._headers.get(reply.content_type) or self._headers_for(reply.content_type)
+        headers = self._headers.get(reply.content_type) or self.headers_for(reply.content_type)
         if reply.headers:
             headers = {**headers, **dict(reply.headers)}
         response = web.Response(body=reply.body, status=reply.status, headers=headers)
@@ -201,7 +203,7 @@ class AsyncApp:
             metrics.record[name]((reply.status, time.perf_counter() - started))
         return response
 
-    def _headers_for(self, content_type: str) -> dict[str, str]:
+    def headers_for(self, content_type: str) -> dict[str, str]:
         return {"Server": contract.server_header(self.settings.model), "Content-Type": content_type}
 
     def _connection_limit(self) -> Reply:
@@ -440,8 +442,38 @@ def app_state(app: web.Application) -> AsyncApp:
     return app[APP_KEY]
 
 
-def attach_connection_counter(app: web.Application, server: web_server.Server) -> None:
-    """Count open client connections in metrics; mark those beyond LAB_MAX_CONNECTIONS.
+def json_errors_handler(state: AsyncApp) -> type[web_protocol.RequestHandler]:
+    """aiohttp's per-connection protocol, except that HTTP it cannot parse gets the JSON 400 the
+    sync servers send, not aiohttp's text page, and is logged at debug rather than as an error
+    with a traceback. RequestHandler has __slots__, so attach_connection_hooks switches each new
+    connection to this class rather than setting an attribute."""
+
+    class JsonErrorsHandler(web_protocol.RequestHandler):
+        __slots__ = ()
+
+        def handle_error(self, request: web.BaseRequest, status: int = 500,
+                         exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
+            if request.writer.output_size > 0:  # as aiohttp's own: too late for another response
+                raise ConnectionError("the response was already started; cannot send an error reply")
+            if status >= 500:
+                log.error("error handling a request from %s", request.remote, exc_info=exc)
+                reply = contract.internal()
+            else:
+                log.debug("invalid request from %s: %s", request.remote, exc or message)
+                detail = " ".join(str(message or exc or HTTPStatus(status).phrase).split())[:200]
+                reply = contract.error(status, "bad_request", f"{detail}; send a valid HTTP/1.1 request")
+            state.metrics.observe(None, reply.status, 0.0)
+            headers = state.headers_for(reply.content_type)
+            response = web.Response(body=reply.body, status=reply.status, headers=headers)
+            response.force_close()
+            return response
+
+    return JsonErrorsHandler
+
+
+def attach_connection_hooks(app: web.Application, server: web_server.Server) -> None:
+    """Count open client connections in metrics; mark those beyond LAB_MAX_CONNECTIONS; answer
+    HTTP that cannot be parsed in JSON (answer_http_error).
 
     aiohttp has no public connection hook, so this wraps the two methods each connection's
     RequestHandler calls on its server. A marked connection's requests get a 503 and close.
@@ -449,9 +481,11 @@ def attach_connection_counter(app: web.Application, server: web_server.Server) -
     state = app_state(app)
     metrics, limit, refused = state.metrics, state.settings.max_connections, state.refused
     made, lost = server.connection_made, server.connection_lost
+    json_errors = json_errors_handler(state)
 
     def connection_made(handler: Any, transport: asyncio.Transport) -> None:
         made(handler, transport)
+        handler.__class__ = json_errors
         metrics.add_connection(1)
         if metrics.connections > limit:
             refused.add(handler)

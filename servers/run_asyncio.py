@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from servers.async_app import attach_connection_counter, make_app
+from servers.async_app import attach_connection_hooks, make_app
 from servers.settings import Settings
 
 log = logging.getLogger("serverlab")
@@ -47,7 +47,7 @@ async def run_app(app: web.Application, settings: Settings, sock: socket.socket 
     await runner.setup()
     try:
         assert runner.server is not None  # set by setup()
-        attach_connection_counter(app, runner.server)
+        attach_connection_hooks(app, runner.server)
         site: web.BaseSite
         if sock is None:
             site = web.TCPSite(

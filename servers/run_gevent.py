@@ -24,9 +24,9 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from servers import contract
-from servers.run_threaded import BACKLOG, STOP_GRACE, answer_over_limit
+from servers.run_threaded import BACKLOG, STOP_GRACE, TOKEN_CHARS, answer_over_limit
 from servers.settings import Settings
-from servers.sync_app import SyncApp, make_app
+from servers.sync_app import STATUS_LINES, SyncApp, make_app
 
 log = logging.getLogger("serverlab")
 
@@ -46,6 +46,7 @@ class _Unread:
 class LabHandler(WSGIHandler):
     server: LabServer
     idle = True  # waiting for the next request line on a keep-alive connection
+    client_error = ""  # what was wrong with the last malformed request, for its 400
 
     def read_requestline(self) -> str:
         self.idle = True
@@ -54,6 +55,16 @@ class LabHandler(WSGIHandler):
         finally:
             self.idle = False
         return line
+
+    def read_request(self, raw_requestline: str) -> bool:
+        """pywsgi's parse, plus the checks `threaded` makes that pywsgi does not: the method is an
+        HTTP token and every header line has a name and a colon. ValueError: pywsgi answers 400."""
+        parsed: bool = super().read_request(raw_requestline)
+        if not self.command or not set(self.command) <= TOKEN_CHARS:
+            raise ValueError(f"malformed request line {raw_requestline[:100]!r}")
+        if self.headers.defects:  # e.g. a line without a colon ends the header section early
+            raise ValueError(f"malformed header section ({type(self.headers.defects[0]).__name__})")
+        return parsed
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
@@ -88,8 +99,21 @@ class LabHandler(WSGIHandler):
         """Malformed HTTP: the same 400 JSON body as `threaded`, not pywsgi's empty one."""
         log.debug("invalid request from %s: %s", self.client_address, ex)
         self.server.app.metrics.observe(None, 400, 0.0)
-        detail = f"{str(ex)[:200] or type(ex).__name__}; send a valid HTTP/1.1 request"
-        return ("400", self.server.app.raw_response(contract.error(400, "bad_request", detail)))
+        self.client_error = f"{str(ex)[:200] or type(ex).__name__}; send a valid HTTP/1.1 request"
+        return ("400", self.server.app.raw_response(contract.error(400, "bad_request", self.client_error)))
+
+    def _send_error_response_if_possible(self, error_code: int) -> None:
+        """pywsgi's, with the contract's JSON bodies rather than its text ones: a 400 for input
+        that broke while the app read it (a malformed chunk), a 500 for an unexpected error."""
+        self.close_connection = True
+        if self.response_length:
+            return  # part of a response went out already: closing is all that is left
+        app = self.server.app
+        reply = contract.internal() if error_code >= 500 else contract.error(
+            400, "bad_request", self.client_error or "malformed request; send a valid HTTP/1.1 request")
+        with contextlib.suppress(OSError):
+            self.start_response(STATUS_LINES[reply.status], app.headers(reply))
+            self.write(reply.body)
 
 
 class LabServer(WSGIServer):

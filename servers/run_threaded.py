@@ -31,7 +31,7 @@ MAX_LINE = 8192
 MAX_HEADERS = 100
 MAX_REJECTERS = 64  # threads answering 503 over the connection cap; beyond, just close
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class BadRequest(Exception):
@@ -144,7 +144,7 @@ class ThreadedServer:
         if len(line) > MAX_LINE or not line.endswith(b"\n"):
             raise BadRequest(f"request line longer than {MAX_LINE} bytes or not terminated")
         parts = line.decode("latin-1").rstrip("\r\n").split(" ")
-        if len(parts) != 3 or not parts[0] or not set(parts[0]) <= _TOKEN:
+        if len(parts) != 3 or not parts[0] or not set(parts[0]) <= TOKEN_CHARS:
             raise BadRequest(f"malformed request line {line[:100]!r}")
         method, target, version = parts
         if version not in ("HTTP/1.1", "HTTP/1.0"):
@@ -208,7 +208,7 @@ class ThreadedServer:
             if len(raw) > MAX_LINE:
                 raise BadRequest(f"header line longer than {MAX_LINE} bytes")
             name, sep, value = raw.decode("latin-1").partition(":")
-            if not sep or not name or not set(name) <= _TOKEN:
+            if not sep or not name or not set(name) <= TOKEN_CHARS:
                 raise BadRequest(f"malformed header line {raw[:100]!r}")
             key = name.upper().replace("-", "_")
             if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):

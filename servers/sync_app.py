@@ -111,6 +111,9 @@ class SyncApp:
             reply = self.dispatch(route, environ)
         except ContractError as exc:
             reply = exc.reply
+        except ClientInputError as exc:
+            # e.g. gevent's error for a malformed chunk, which pywsgi answers 400 and then closes
+            raise exc.error from None
         except Exception:
             log.exception("unexpected error in %s %s", method, environ.get("PATH_INFO"))
             reply = contract.internal()
@@ -304,5 +307,17 @@ def _read_body(environ: Environ) -> bytes:
         length = _content_length(raw_length)
         return stream.read(length) if length else b""
     if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-        return stream.read(contract.MAX_BODY_BYTES + 1)
+        try:
+            return stream.read(contract.MAX_BODY_BYTES + 1)
+        except OSError as exc:
+            raise ClientInputError(exc) from exc
     return b""
+
+
+class ClientInputError(Exception):
+    """Reading the request body failed (malformed chunking, a broken connection): not the app's
+    error to answer. It hands the runtime's own exception back to the runtime."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error

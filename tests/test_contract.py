@@ -13,8 +13,10 @@ Identical behaviour is the point. The ONE header allowed to differ between the f
 from __future__ import annotations
 
 import html
+import http.client
 import json
 import re
+import socket
 import threading
 import time
 import uuid
@@ -28,7 +30,7 @@ import pytest
 from lab.procs import ServerProcess
 from servers import contract
 from servers.settings import MODELS
-from tests.contract_client import TIMEOUT, Client, Reply, metric_value
+from tests.contract_client import TIMEOUT, Client, Reply, check_common, metric_value
 
 MAX = contract.MAX_BODY_BYTES
 
@@ -259,6 +261,31 @@ def test_unknown_path_is_404_json(client: Client, target: str) -> None:
     assert_error(reply, 404, "not_found")
     path = urlsplit(target).path
     assert reply.body == contract_refusal(lambda: contract.route("GET", path)).body
+
+
+MALFORMED_HTTP = {
+    "request line": b"GARBAGE\r\n\r\n",
+    "method": b"G(E)T /json HTTP/1.1\r\nHost: lab\r\n\r\n",
+    "header line": b"GET /json HTTP/1.1\r\nHost: lab\r\nno colon here\r\n\r\n",
+    "content length": b"POST /orders HTTP/1.1\r\nHost: lab\r\nContent-Length: ten\r\n\r\n",
+    "chunk size": b"POST /orders HTTP/1.1\r\nHost: lab\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_HTTP))
+def test_malformed_http_is_400_json_then_close(server: ServerProcess, case: str) -> None:
+    """HTTP no parser accepts gets the same JSON 400 as bad parameters (not the HTTP library's own
+    page), and the connection closes, since nothing after it can be framed."""
+    with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(MALFORMED_HTTP[case])
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        reply = Reply("RAW", "/", response.status, tuple(response.getheaders()), response.read())
+        check_common(server.model, reply)
+        body = assert_error(reply, 400, "bad_request")
+        assert "HTTP/1.1" in body["detail"], body  # says what to do next
+        sock.settimeout(5.0)
+        assert sock.recv(1) == b"", f"{case}: connection left open after a malformed request"
 
 
 @pytest.mark.parametrize(
