@@ -614,6 +614,45 @@ def test_exhausted_pool_gives_a_prompt_503(server_factory: Any, db: Any, model: 
         assert poll(lambda: metric_value(metrics_text(client), "serverlab_pool_in_use", {}) == 0)
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_no_free_in_flight_slot_gives_a_prompt_503(server_factory: Any, model: str) -> None:
+    env = {"LAB_MAX_INFLIGHT": "1", "LAB_ACQUIRE_TIMEOUT": "0.3", "LAB_WORKERS": "1"}
+    with started(server_factory, model, env=env) as proc:
+        client = Client(proc)
+        reason = {"reason": "inflight_timeout"}
+
+        def rejected() -> float:
+            return metric_value(metrics_text(client), "serverlab_rejections_total", reason) or 0.0
+
+        rejected_before = rejected()
+        first: list[Reply] = []
+        first_done = threading.Event()
+
+        def hold() -> None:
+            try:
+                first.append(client.get("/io?ms=1500"))  # no database: only the slot is held
+            finally:
+                first_done.set()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            inflight = lambda: metric_value(metrics_text(client), "serverlab_inflight_requests", {})  # noqa: E731
+            assert poll(lambda: inflight() == 1), "the held request never showed as in flight"
+            began = time.monotonic()
+            second = client.get("/json")
+            waited = time.monotonic() - began
+            assert not first_done.is_set(), "the 503 must come before the slot frees"
+        finally:
+            holder.join(TIMEOUT)
+        assert_error(second, 503, "overloaded")
+        assert second.header("Retry-After") == contract.RETRY_AFTER_SECONDS
+        assert waited >= 0.25, f"answered after {waited:.2f} s: it did not wait for a slot"
+        assert [r.status for r in first] == [200]
+        assert poll(lambda: rejected() == rejected_before + 1)
+        assert client.get("/json").status == 200  # the slot came back
+
+
 # --- the four behave the same -------------------------------------------------------------
 
 # Requests whose whole answer is deterministic: status, body and headers must match across the
