@@ -126,6 +126,7 @@ class AsyncApp:
         self.refused: set[object] = set()  # connections opened beyond LAB_MAX_CONNECTIONS
         self._slots = Slots(settings.max_inflight)
         self._connections = Slots(settings.pool_size)  # one per pooled connection lent out
+        self._sweeper: asyncio.Task[None] | None = None
         self._last_db_log = 0.0
         # Header dicts per content type; aiohttp copies them into each response.
         self._headers = {
@@ -171,9 +172,7 @@ class AsyncApp:
                 reply = self._connection_limit()
             elif length is not None and length > contract.MAX_BODY_BYTES:
                 reply = contract.too_large(length)
-            elif limited and not self._slots.try_take() and not await self._slots.take(
-                loop_time() + self.settings.acquire_timeout
-            ):
+            elif limited and not self._slots.try_take() and not await self._wait(self._slots):
                 metrics.reject("inflight_timeout")
                 reply = contract.inflight_timeout(self.settings.max_inflight, self.settings.acquire_timeout)
             else:
@@ -229,7 +228,6 @@ class AsyncApp:
             reset=_keep_session,
             timeout=self.settings.acquire_timeout,  # connect timeout (asyncpg's default: 60 s)
         )
-        sweeper = asyncio.create_task(self._expire_waits())
         yield
         self.closing = True
         try:
@@ -237,7 +235,8 @@ class AsyncApp:
         except TimeoutError:
             log.warning("database pool did not close within 5 s; terminating its connections")
             self.pool.terminate()
-        sweeper.cancel()  # only now: waits still queued while the pool closed must time out
+        if self._sweeper is not None:  # only now: waits queued while the pool closed must time out
+            self._sweeper.cancel()
 
     async def acquire(self) -> asyncpg.Connection:
         """A pooled connection, or a 503 once LAB_ACQUIRE_TIMEOUT passes (give or take SWEEP_SECONDS).
@@ -250,7 +249,7 @@ class AsyncApp:
         if pool is None or self.closing:
             raise ContractError(contract.shutting_down())
         gate = self._connections
-        if not gate.try_take() and not await gate.take(loop_time() + self.settings.acquire_timeout):
+        if not gate.try_take() and not await self._wait(gate):
             self.metrics.reject("pool_timeout")
             raise ContractError(contract.pool_timeout(self.settings.pool_size, self.settings.acquire_timeout))
         try:
@@ -268,14 +267,23 @@ class AsyncApp:
         if self.pool is not None:
             await self.pool.release(conn)
 
+    async def _wait(self, gate: Slots) -> bool:
+        """Queue for a slot of `gate` until LAB_ACQUIRE_TIMEOUT passes (False then)."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._expire_waits())
+        return await gate.take(loop_time() + self.settings.acquire_timeout)
+
     async def _expire_waits(self) -> None:
-        """The sweeper: end waits for a slot or a connection that outlived their deadline."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(SWEEP_SECONDS)
-            now = loop.time()
-            self._slots.expire(now)
-            self._connections.expire(now)
+        """The sweeper: ends waits that outlived their deadline. It runs only while someone
+        waits, so an idle server does not wake up every SWEEP_SECONDS."""
+        try:
+            while self._slots.waiting or self._connections.waiting:
+                await asyncio.sleep(SWEEP_SECONDS)
+                now = loop_time()
+                self._slots.expire(now)
+                self._connections.expire(now)
+        finally:
+            self._sweeper = None
 
     # --- endpoints ------------------------------------------------------------------------
 
