@@ -37,7 +37,7 @@ _JSON_REPLY = Reply(200, contract.JSON_BODY)
 _TEXT_REPLY = Reply(200, contract.HELLO, contract.TEXT)
 # Errors that mean "the database is unreachable or broken", answered 503 rather than 500.
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
-SWEEP_SECONDS = 0.02  # how often overdue waits for a pool connection are cancelled
+SWEEP_SECONDS = 0.02  # while requests wait for a slot or a connection, how often overdue waits end
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
