@@ -471,7 +471,7 @@ def json_errors_handler(state: AsyncApp) -> type[web_protocol.RequestHandler]:
             else:
                 log.debug("invalid request from %s: %s", request.remote, exc or message)
                 detail = " ".join(str(message or exc or HTTPStatus(status).phrase).split())[:200]
-                reply = contract.error(status, "bad_request", f"{detail}; send a valid HTTP/1.1 request")
+                reply = contract.malformed_http(detail, status)
             state.metrics.observe(None, reply.status, 0.0)
             headers = state.headers_for(reply.content_type)
             response = web.Response(body=reply.body, status=reply.status, headers=headers)
@@ -483,7 +483,7 @@ def json_errors_handler(state: AsyncApp) -> type[web_protocol.RequestHandler]:
 
 def attach_connection_hooks(app: web.Application, server: web_server.Server) -> None:
     """Count open client connections in metrics; mark those beyond LAB_MAX_CONNECTIONS; answer
-    HTTP that cannot be parsed in JSON (answer_http_error).
+    HTTP that cannot be parsed in JSON (json_errors_handler).
 
     aiohttp has no public connection hook, so this wraps the two methods each connection's
     RequestHandler calls on its server. A marked connection's requests get a 503 and close.

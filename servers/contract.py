@@ -99,6 +99,11 @@ def error(status: int, code: str, detail: str, headers: tuple[tuple[str, str], .
     return Reply(status, dumps({"error": code, "detail": detail}), JSON, headers)
 
 
+def malformed_http(detail: str, status: int = 400) -> Reply:
+    """HTTP that no parser accepts (request line, headers, framing); the runtime then closes."""
+    return error(status, "bad_request", f"{detail}; send a valid HTTP/1.1 request")
+
+
 def bad_request(detail: str) -> ContractError:
     return ContractError(error(400, "bad_request", detail))
 

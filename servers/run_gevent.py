@@ -99,8 +99,8 @@ class LabHandler(WSGIHandler):
         """Malformed HTTP: the same 400 JSON body as `threaded`, not pywsgi's empty one."""
         log.debug("invalid request from %s: %s", self.client_address, ex)
         self.server.app.metrics.observe(None, 400, 0.0)
-        self.client_error = f"{str(ex)[:200] or type(ex).__name__}; send a valid HTTP/1.1 request"
-        return ("400", self.server.app.raw_response(contract.error(400, "bad_request", self.client_error)))
+        self.client_error = str(ex)[:200] or type(ex).__name__
+        return ("400", self.server.app.raw_response(contract.malformed_http(self.client_error)))
 
     def _send_error_response_if_possible(self, error_code: int) -> None:
         """pywsgi's, with the contract's JSON bodies rather than its text ones: a 400 for input
@@ -109,8 +109,8 @@ class LabHandler(WSGIHandler):
         if self.response_length:
             return  # part of a response went out already: closing is all that is left
         app = self.server.app
-        reply = contract.internal() if error_code >= 500 else contract.error(
-            400, "bad_request", self.client_error or "malformed request; send a valid HTTP/1.1 request")
+        reply = contract.internal() if error_code >= 500 else contract.malformed_http(
+            self.client_error or "malformed request")
         with contextlib.suppress(OSError):
             self.start_response(STATUS_LINES[reply.status], app.headers(reply))
             self.write(reply.body)

@@ -116,7 +116,7 @@ class ThreadedServer:
                     try:
                         keep_alive = self._one_request(sock, rfile)
                     except BadRequest as exc:
-                        reply = contract.error(400, "bad_request", f"{exc}; send a valid HTTP/1.1 request")
+                        reply = contract.malformed_http(str(exc))
                         metrics.observe(None, 400, 0.0)
                         sock.sendall(self.app.raw_response(reply))
                         break
