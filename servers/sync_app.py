@@ -304,14 +304,15 @@ def _read_body(environ: Environ) -> bytes:
         return b""
     raw_length = environ.get("CONTENT_LENGTH")
     if raw_length:
-        length = _content_length(raw_length)
-        return stream.read(length) if length else b""
-    if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
-        try:
-            return stream.read(contract.MAX_BODY_BYTES + 1)
-        except OSError as exc:
-            raise ClientInputError(exc) from exc
-    return b""
+        size = _content_length(raw_length)
+    elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+        size = contract.MAX_BODY_BYTES + 1
+    else:
+        return b""
+    try:
+        return stream.read(size) if size else b""
+    except OSError as exc:  # a malformed chunk, a client that stalls or hangs up mid-body
+        raise ClientInputError(exc) from exc
 
 
 class ClientInputError(Exception):
