@@ -28,9 +28,9 @@ venv: $(STAMP) ## create the virtualenv and install everything (skipped when up 
 
 # The embedded PostgreSQL is stopped afterwards unless it was running before (e.g. after `make up`).
 test: venv ## run the whole test suite (provisions an embedded PostgreSQL itself)
-	@was_up=$$($(PY) -m lab.database status >/dev/null 2>&1 && echo yes); \
+	@was_up=$$($(PY) -m lab database status >/dev/null 2>&1 && echo yes); \
 	$(PY) -m pytest $(PYTEST_ARGS); status=$$?; \
-	if [ -z "$$was_up" ] && [ -z "$$LAB_DATABASE_URL" ]; then $(PY) -m lab.database down; fi; \
+	if [ -z "$$was_up" ] && [ -z "$$LAB_DATABASE_URL" ]; then $(PY) -m lab database down; fi; \
 	exit $$status
 
 test-compose: venv ## the contract suite against the Docker Compose stack (needs a Docker engine)
@@ -42,23 +42,23 @@ lint: venv ## ruff and mypy
 
 bench: venv ## rps of /json and /db per server, metrics on vs off, asyncio vs a bare aiohttp handler
 	@$(call apt_install,wrk,wrk)
-	$(PY) -m lab.bench $(BENCH_ARGS)
+	$(PY) -m lab bench $(BENCH_ARGS)
 
 load: venv ## drive every server with the Locust scenarios (PROFILE SERVERS SCENARIOS USERS DURATION REPS ...)
-	$(PY) -m lab.runner $(LOAD_ARGS)
+	$(PY) -m lab load $(LOAD_ARGS)
 
 calibrate: venv ## measure what the load generator can drive on this machine
-	$(PY) -m lab.calibrate --force
+	$(PY) -m lab calibrate --force
 
 report: venv ## rebuild a run's report from its raw files (RUN=<run-id>, default: the latest)
-	$(PY) -m lab.report reports/$(or $(RUN),latest)
+	$(PY) -m lab report reports/$(or $(RUN),latest)
 
 compare: venv ## compare two runs (A=<run-id> B=<run-id>)
 	@if [ -z "$(A)" ] || [ -z "$(B)" ]; then echo "usage: make compare A=<run-id> B=<run-id> (run ids: ls reports/)"; exit 2; fi
-	$(PY) -m lab.compare $(A) $(B)
+	$(PY) -m lab compare $(A) $(B)
 
 tune: venv ## sweep a knob and recommend a value (SERVER PARAM VALUES SCENARIO SLO_P99_MS REPS DURATION USERS)
-	$(PY) -m lab.tune $(TUNE_ARGS)
+	$(PY) -m lab tune $(TUNE_ARGS)
 
 up: venv ## start PostgreSQL and the servers (LAB_SERVERS, LAB_BACKEND), wait until healthy
 	$(PY) -m lab up

@@ -1,14 +1,34 @@
-"""`python -m lab <command>`: the lab's control plane (the Makefile calls these)."""
+"""`python -m lab <command>`: the one entry point of the control plane (the Makefile calls it)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Sequence
 
-from lab import stack
+from lab.stack import stack
+
+# command -> (module whose main(argv) runs it, one line of help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "load": ("lab.load.runner", "drive every server with the Locust scenarios (make load)"),
+    "calibrate": ("lab.load.calibrate", "measure what the load generator can drive here"),
+    "results": ("lab.results.build", "rebuild results.json from a run's raw files"),
+    "report": ("lab.report.run_report", "rebuild a run's index.html and summary.md"),
+    "compare": ("lab.report.compare", "compare two runs (compare.html, compare.md)"),
+    "tune": ("lab.tune.sweep", "sweep a server knob and recommend a value"),
+    "bench": ("lab.bench.bench", "wrk side by side: rps, CPU and instructions per request"),
+    "database": ("lab.stack.database", "the embedded PostgreSQL alone: up, down, status, url"),
+}
+STACK = ("up", "down", "status", "logs", "clean")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:  # the command's own parser takes the rest of the line
+        module, _ = COMMANDS[argv[0]]
+        run: int = importlib.import_module(module).main(argv[1:])
+        return run
     parser = argparse.ArgumentParser(prog="python -m lab", description="serverlab control plane")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("up", help="start PostgreSQL and the servers (LAB_SERVERS), wait until healthy")
@@ -18,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     logs.add_argument("--no-follow", action="store_true", help="print the last lines and exit")
     logs.add_argument("-n", "--lines", type=int, default=50)
     sub.add_parser("clean", help="stop everything; remove the database data and the run folder")
+    for name, (_module, text) in COMMANDS.items():
+        sub.add_parser(name, help=f"{text} (`python -m lab {name} --help`)", add_help=False)
     args = parser.parse_args(argv)
     try:
         if args.command == "up":

@@ -1,7 +1,7 @@
 """Locust user classes (one per scenario), the lab's load shape, and exact latency recording.
 
 Runs inside Locust processes only (Locust monkey-patches the standard library on import); the lab
-starts it as a subprocess (lab/runner.py). Environment, set by the runner:
+starts it as a subprocess (lab/load/runner.py). Environment, set by the runner:
 
   LAB_SHAPE, LAB_USERS, LAB_SPAWN_RATE, LAB_DURATION, LAB_WARMUP  the load shape (catalogue.schedule);
       without LAB_DURATION there is no shape and Locust's own -u/-r/-t apply (hand-run use)
@@ -182,7 +182,7 @@ def _add_arguments(parser: Any) -> None:
     parser.add_argument("--lab-run-tag", env_var="LAB_RUN_TAG", default="manual", include_in_web_ui=False,
                         help="serverlab: prefix of every order's Idempotency-Key")
     parser.add_argument("--lab-duration", env_var="LAB_DURATION", default="", include_in_web_ui=False,
-                        help="serverlab: measured seconds of the load shape (set by lab.runner)")
+                        help="serverlab: measured seconds of the load shape (set by lab.load.runner)")
 
 
 @events.test_start.add_listener

@@ -157,7 +157,7 @@ class AsyncApp:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         # One coroutine from request to response: every extra layer costs on each resume, and a
-        # /db request resumes four times (measured against a bare handler: see lab/bench.py).
+        # /db request resumes four times (measured against a bare handler: see lab/bench/bench.py).
         metrics = self.metrics
         started = time.perf_counter() if metrics.enabled else 0.0
         name = None

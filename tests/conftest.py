@@ -1,6 +1,6 @@
 """Shared fixtures: a provisioned PostgreSQL and the four servers as real processes.
 
-- `database_url` (session): `lab.database.provision("serverlab_test")`; a failure ends the session.
+- `database_url` (session): `lab.stack.database.provision("serverlab_test")`; a failure ends the session.
 - `servers` (session): {model: ServerProcess}, all four started once on free ports.
 - `server`: each of the four in turn (test ids are the model names).
 - `db`: an autocommit psycopg2 connection to `database_url`.
@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from lab import database, procs
-from lab.procs import ServerProcess
+from lab.stack import database, procs
+from lab.stack.procs import ServerProcess
 from servers import settings
 
 MODELS = settings.MODELS

@@ -1,4 +1,4 @@
-"""lab/bench.py: verdicts from recorded samples, counting by difference, and one real short run."""
+"""lab/bench/bench.py: verdicts from recorded samples, counting by difference, and one real short run."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lab import bench, bench_instructions
-from lab.bench import Sample, Series
+from lab.bench import bench
+from lab.bench import instructions as bench_instructions
+from lab.bench.bench import Sample, Series
 from tests.conftest import debian_tool
 
 REPO = Path(__file__).resolve().parent.parent
@@ -85,7 +86,8 @@ def test_a_process_that_left_no_totals_is_an_error_not_a_zero(tmp_path: Path) ->
 def test_a_short_real_bench_writes_its_table_and_figures(database_url: str, tmp_path: Path) -> None:
     debian_tool(Path("/usr/bin/wrk"), "wrk")
     out = subprocess.run(
-        [sys.executable, "-m", "lab.bench", "--models", "threaded,asyncio", "--reps", "1", "--duration", "1",
+        [sys.executable, "-m", "lab", "bench", "--models", "threaded,asyncio", "--reps", "1",
+         "--duration", "1",
          "--no-check"],
         capture_output=True, text=True, timeout=500, cwd=REPO,
         env={**os.environ, "LAB_DATABASE_URL": database_url, "LAB_REPORTS_DIR": str(tmp_path)})

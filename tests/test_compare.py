@@ -1,4 +1,4 @@
-"""lab.compare on the recorded results tests/data/reports/run-a and run-b (see make_fixtures.py there).
+"""lab.report.compare on the recorded results tests/data/reports/run-a and run-b (see make_fixtures.py there).
 
 B differs from A by: another machine (CPU model, cores, kernel), LAB_POOL_SIZE=20, no db scenario,
 a gevent server (with a problem), asyncio/writes at ~3x the rps, threaded/writes slower at p99.
@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from lab import compare, headline
+from lab.report import compare
+from lab.results import headline
 
 DATA = Path(__file__).parent / "data" / "reports"
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +121,7 @@ def test_markdown_and_html_agree(runs: tuple[Path, Path], tmp_path: Path) -> Non
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lab.compare", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lab", "compare", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=60, env={**os.environ, **(env or {})})
 
 

@@ -1,7 +1,7 @@
 """docker-compose.yml against the native launcher: the two paths must not drift apart.
 
 Runs everywhere (no Docker needed): it reads the Compose file and compares it with what
-lab/procs.py and lab/stack.py do natively.
+lab/stack/procs.py and lab/stack/stack.py do natively.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from lab import procs, stack
+from lab.stack import procs, stack
 from servers import settings
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import stack
+from lab.stack import stack
 
 REPO = Path(__file__).resolve().parents[1]
 

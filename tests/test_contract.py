@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
-from lab.procs import ServerProcess
+from lab.stack.procs import ServerProcess
 from servers import contract
 from servers.settings import MODELS
 from tests.contract_client import TIMEOUT, Client, Reply, check_common, metric_value

@@ -1,4 +1,4 @@
-"""lab.database against real PostgreSQL: the session database and a scratch embedded server."""
+"""lab.stack.database against real PostgreSQL: the session database and a scratch embedded server."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lab import database
-from lab.database import PgConfig, PostgresError
-from lab.procs import free_port
+from lab.stack import database
+from lab.stack.database import PgConfig, PostgresError
+from lab.stack.procs import free_port
 
 IS_ROOT = os.geteuid() == 0
 
@@ -211,9 +211,9 @@ def test_root_needs_searchable_parents() -> None:
 def test_cli_url_and_status(scratch_root: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "LAB_DATABASE_URL"}
     env.update(LAB_PG_PORT="55002", LAB_PG_DATA=str(scratch_root / "cli"))
-    url = subprocess.run([sys.executable, "-m", "lab.database", "url"], env=env, capture_output=True,
+    url = subprocess.run([sys.executable, "-m", "lab.stack.database", "url"], env=env, capture_output=True,
                          text=True, timeout=60, check=True)
     assert url.stdout.strip() == "postgresql://serverlab@127.0.0.1:55002/serverlab"
-    state = subprocess.run([sys.executable, "-m", "lab.database", "status"], env=env, capture_output=True,
+    state = subprocess.run([sys.executable, "-m", "lab", "database", "status"], env=env, capture_output=True,
                            text=True, timeout=60, check=False)
     assert state.returncode == 3 and "not running" in state.stdout

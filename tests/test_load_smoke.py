@@ -1,6 +1,6 @@
 """`make load PROFILE=smoke` end to end: real servers, real PostgreSQL, real Locust, real sampler.
 
-Runs `python -m lab.runner --profile smoke` as a subprocess into a temporary reports folder, then
+Runs `python -m lab load --profile smoke` as a subprocess into a temporary reports folder, then
 checks its results.json field by field for sanity. About 1.5 minutes on the 2-core lab machine
 (plus ~20 s the first time, to calibrate the load generator).
 """
@@ -37,7 +37,7 @@ def smoke_run(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> di
     env["LAB_DATABASE_URL"] = database_url
     began = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "lab.runner", "--profile", "smoke", "--reports-dir", str(reports)],
+        [sys.executable, "-m", "lab", "load", "--profile", "smoke", "--reports-dir", str(reports)],
         capture_output=True, text=True, env=env, cwd=REPO, timeout=BUDGET_SECONDS + 240, check=False)
     wall = time.monotonic() - began
     out = proc.stdout + proc.stderr
@@ -61,7 +61,7 @@ def test_every_server_and_scenario_ran_cleanly(smoke_run: dict[str, Any]) -> Non
     assert data["run"]["profile"] == "smoke"
     assert data["run"]["wall_seconds"] < BUDGET_SECONDS, f"smoke took {data['run']['wall_seconds']}s"
     assert data["run"]["machine"]["cpus"] >= 1
-    assert "lab.runner" in data["run"]["command"]
+    assert "-m lab load" in data["run"]["command"]
 
 
 def test_throughput_and_latency_are_sane(smoke_run: dict[str, Any]) -> None:
@@ -116,7 +116,7 @@ def test_generator_flag_is_present_and_explained(smoke_run: dict[str, Any]) -> N
 def test_raw_files_and_run_files_are_kept(smoke_run: dict[str, Any]) -> None:
     run_dir: Path = smoke_run["run_dir"]
     settings = json.loads((run_dir / "settings.json").read_text(encoding="utf-8"))
-    assert settings["profile"] == "smoke" and settings["command"].startswith(".venv/bin/python -m lab.runner")
+    assert settings["profile"] == "smoke" and settings["command"].startswith(".venv/bin/python -m lab load")
     assert settings["server_cpus"] is None or settings["load_cpus"] is not None
     assert (run_dir / "machine.json").is_file() and (run_dir / "calibration.json").is_file()
     for server in MODELS:

@@ -1,4 +1,4 @@
-"""lab.procs against real server processes (`python -m servers <model>`) and real sockets."""
+"""lab.stack.procs against real server processes (`python -m servers <model>`) and real sockets."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lab import procs
-from lab.procs import ServerProcess, StartError
+from lab.stack import procs
+from lab.stack.procs import ServerProcess, StartError
 from tests.conftest import MODELS
 
 

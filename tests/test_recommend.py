@@ -1,4 +1,4 @@
-"""lab.recommend on recorded curves: plateau, cliff, SLO never met, single point, noisy ties, failures.
+"""lab.tune.recommend on recorded curves: plateau, cliff, SLO never met, single point, noisy ties, failures.
 
 The curves are shaped like real sweeps of this lab (asyncio pool_size on `hold` and `db`); no I/O.
 """
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from lab import recommend
-from lab.recommend import Budget, Demand, Point
+from lab.tune import recommend
+from lab.tune.recommend import Budget, Demand, Point
 
 SLO = 100.0
 
@@ -138,7 +138,7 @@ def test_generator_bound_best_is_flagged() -> None:
 
 
 def test_point_from_a_results_entry() -> None:
-    entry = {  # the fields of a results.json entry that matter (lab/results_schema.md)
+    entry = {  # the fields of a results.json entry that matter (lab/results/schema.md)
         "status": "ok", "reps": 2, "rps": {"median": 2010.0}, "ok_rps": {"median": 2000.0, "spread": 0.031},
         "latency_ms": {"p50": 12.5, "p99": 48.0}, "failure_rate": 0.002,
         "failures_by_kind": {"http_503": 3, "timeout": 1}, "db_connections_peak": 10,

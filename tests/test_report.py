@@ -1,4 +1,4 @@
-"""lab.report and lab.headline on recorded results (tests/data/reports/, see make_fixtures.py there) and on
+"""The run report and its verdicts on recorded results (tests/data/reports/, see make_fixtures.py) and on
 the recorded raw run tests/data/basic. Every test works on a copy under tmp_path.
 
 run-a: json is generator-bound (asyncio), writes has a clear winner (threaded), db is a tie within the
@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from lab import headline, report
+from lab.report import run_report as report
+from lab.results import headline
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
@@ -293,7 +294,7 @@ def test_settings_machine_calibration_problems_and_how_to_reproduce(run_a: Path,
         assert "AMD EPYC" in text and "package locust" in text and "23.5 GiB" in text
         assert "4,298 requests/s" in text  # calibration ceiling
         assert "server_cpus" in text and "sample_interval" in text
-        assert "python -m lab.report reports/fixture-a" in text
+        assert "python -m lab report reports/fixture-a" in text
         assert "limited by the load generator: rep 1: 4015 rps is 93%" in text
     assert 'class="status ok"' in html
     html_b, md_b = (p.read_text(encoding="utf-8") for p in report.build(run_b))
@@ -332,7 +333,7 @@ def test_db_connections_of_another_server_are_subtracted_in_the_chart(tmp_path: 
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "lab.report", *args], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "lab", "report", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=60, env={**os.environ, **(env or {})})
 
 
@@ -357,7 +358,7 @@ def test_cli_errors_say_what_to_do(tmp_path: Path, run_a: Path) -> None:
     (run_a / "results.json").write_text(json.dumps(data), encoding="utf-8")
     done = run_cli(str(run_a))
     assert done.returncode == 2 and "schema version 99" in done.stderr
-    assert "python -m lab.results" in done.stderr
+    assert "python -m lab results" in done.stderr
 
 
 def test_a_server_that_never_ran_still_gets_a_row(run_b: Path) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from lab import report
+from lab.report import run_report as report
 from tests.conftest import debian_tool
 
 pytestmark = pytest.mark.timeout(1800)  # the first test may wait for apt-get to install Chromium

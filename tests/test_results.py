@@ -1,4 +1,4 @@
-"""lab.results on raw files recorded from real short runs (tests/data/, made by lab.runner).
+"""lab.results.build on raw files recorded from real short runs (tests/data/, made by lab.load.runner).
 
 tests/data/basic:   asyncio and threaded x json and writes, 2 repetitions each, one Locust process,
                     with the calibration that run used.
@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from lab import results
+from lab.results import build as results
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
@@ -274,7 +274,8 @@ def test_resources_cut_the_window_and_price_connections() -> None:
 
 
 def test_cli_rebuilds_results_json(basic: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "lab.results", str(basic)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "lab", "results", str(basic)], capture_output=True,
+                          text=True,
                           timeout=120, cwd=REPO, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "asyncio" in proc.stdout and "wrote" in proc.stdout
@@ -286,7 +287,7 @@ def test_cli_rebuilds_results_json(basic: Path) -> None:
 
 
 def test_cli_says_what_to_pass_for_a_wrong_folder(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "lab.results", str(tmp_path)], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "lab", "results", str(tmp_path)], capture_output=True,
                           text=True, timeout=120, cwd=REPO, check=False)
     assert proc.returncode == 2
     assert "not a run folder" in proc.stderr and "reports/<run-id>" in proc.stderr

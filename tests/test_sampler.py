@@ -14,7 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lab import procs, sampler
+from lab.load import sampler
+from lab.stack import procs
 
 BUSY = "import time\nend = time.monotonic() + 20\nwhile time.monotonic() < end: pass\n"
 SLEEPER = "import time; time.sleep(30)"
@@ -238,13 +239,14 @@ def test_read_samples_tolerates_a_killed_sampler(tmp_path: Path) -> None:
     (["--pid", "1", "--database-url", "postgresql://x@127.0.0.1/x"], "needs --app-name"),
 ])
 def test_bad_arguments_say_what_to_do(args: list[str], message: str, tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "lab.sampler", "--out", str(tmp_path / "x.jsonl"), *args],
+    out = str(tmp_path / "x.jsonl")
+    done = subprocess.run([sys.executable, "-m", "lab.load.sampler", "--out", out, *args],
                           capture_output=True, text=True, timeout=30, cwd=sampler.REPO)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
 def test_bad_env_interval(tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "lab.sampler", "--out", str(tmp_path / "x.jsonl"), "--pid", "1"]
+    cmd = [sys.executable, "-m", "lab.load.sampler", "--out", str(tmp_path / "x.jsonl"), "--pid", "1"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=30, cwd=sampler.REPO,
                           env={**os.environ, "LAB_SAMPLE_INTERVAL": "fast"})
     assert done.returncode == 2 and "LAB_SAMPLE_INTERVAL='fast' is not a number" in done.stderr

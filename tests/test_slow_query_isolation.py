@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from lab.procs import ServerProcess
+from lab.stack.procs import ServerProcess
 
 HOLD_MS = 3000
 

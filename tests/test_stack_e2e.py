@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lab import procs
+from lab.stack import procs
 from servers import settings
 
 REPO = Path(__file__).resolve().parents[1]

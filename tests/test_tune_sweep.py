@@ -2,7 +2,7 @@
 
 Sweeps the asyncio server's pool size over two values on `hold` (20 users each holding a pooled
 connection for 20 ms), two 2 s repetitions per value run round-robin (four runs), through
-`python -m lab.tune` as a subprocess into a temporary reports folder, then checks the tune folder:
+`python -m lab tune` as a subprocess into a temporary reports folder, then checks the tune folder:
 tune.json, tune.html, tune.md, one normal run folder per run with the swept pool size applied, the
 figures combined across the runs, and a recommendation naming a swept value. About 30 s on the
 2-core lab machine. Bad input and the max_connections guard are checked too (no load for those)."""
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.timeout(240)
 def tune(args: list[str], env: dict[str, str] | None = None,
          timeout: float = 180) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in KNOBS}
-    return subprocess.run([sys.executable, "-m", "lab.tune", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "lab", "tune", *args], capture_output=True, text=True,
                           env={**clean, **(env or {})}, cwd=REPO, timeout=timeout, check=False)
 
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/data/reports/make_fixtures.py
 
-run-a/results.json: lab.results over tests/data/basic (real short runs: asyncio and threaded x json and
+run-a/results.json: lab.results.build over tests/data/basic (real short runs: asyncio and threaded x json and
 writes), plus a `db` scenario made from the writes entries with edited throughput, so the three verdict
 cases are all there: json is generator-bound (asyncio at 93% of the calibrated ceiling), writes has a
 clear winner (threaded), db is a tie within the spread of repetitions, with failures for threaded.
@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lab import results
+from lab.results import build as results
 
 HERE = Path(__file__).parent
 BASIC = HERE.parent / "basic"

@@ -24,7 +24,7 @@ import psutil
 
 from servers.settings import redact
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LOG_TAIL_LINES = 30
 HEALTH_PATH = "/health"
 

@@ -9,7 +9,7 @@ schema and seed. PostgreSQL refuses to run as root, so as root the server runs a
 Knobs: LAB_DATABASE_URL, LAB_PG_PORT (54320), LAB_PG_DATA (<repo>/.lab/pgdata),
 LAB_PG_MAX_CONNECTIONS (300), LAB_PG_BIN (a PostgreSQL bin dir instead of pgserver's);
 LAB_STATE_DIR (.lab) holds the data dir unless LAB_PG_DATA says otherwise.
-CLI: `python -m lab.database {up,down,status,url}`.
+CLI: `python -m lab database {up,down,status,url}`.
 """
 
 from __future__ import annotations
@@ -37,10 +37,10 @@ import psycopg2.errors
 from psycopg2 import sql
 
 from lab import knobs
-from lab.procs import log_tail, port_in_use, port_user
+from lab.stack.procs import log_tail, port_in_use, port_user
 from servers.settings import DEFAULT_DATABASE_URL, redact
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "db" / "schema.sql"
 SEED = REPO / "db" / "seed.sql"
 SUPERUSER = "serverlab"
@@ -355,7 +355,7 @@ def start(cfg: PgConfig | None = None) -> bool:
             if port != cfg.port:
                 raise PostgresError(
                     f"PostgreSQL of {cfg.data_dir} already runs (pid {pid}) on port {port}, but LAB_PG_PORT "
-                    f"asks for {cfg.port}: run `python -m lab.database down` first, or use port {port}"
+                    f"asks for {cfg.port}: run `python -m lab database down` first, or use port {port}"
                 )
             say(f"PostgreSQL already running on 127.0.0.1:{port} (pid {pid})")
             return False
@@ -485,7 +485,7 @@ def provision(dbname: str | None = None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.database", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lab database", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status", "url"],
                         help="up: start and provision; down: stop; status: show; url: print the URL")
@@ -508,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(database_url())
     except PostgresError as exc:
-        print(f"lab.database: {exc}", file=sys.stderr)
+        print(f"lab.stack.database: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,6 +1,6 @@
 """Resource sampler: a separate process that records what a server costs, several times a second.
 
-    python -m lab.sampler --pid PID --out samples.jsonl [--app-name serverlab-asyncio]
+    python -m lab.load.sampler --pid PID --out samples.jsonl [--app-name serverlab-asyncio]
         [--database-url URL] [--metrics-url http://127.0.0.1:8003/metrics] [--generator-pid PID ...]
         [--interval 0.25] [--max-seconds 3600]
 
@@ -56,7 +56,7 @@ from urllib.parse import urlsplit
 import psutil
 import psycopg2
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCHEMA_VERSION = 1
 DEFAULT_INTERVAL = 0.25
 DEFAULT_MAX_SECONDS = 3600.0
@@ -777,7 +777,7 @@ def read_samples(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]
             raise ValueError(f"{path}:{number}: expected a JSON object")
         objs.append(obj)
     if not objs or objs[0].get("kind") != "header":
-        raise ValueError(f"{path}: no header line; is it a sampler file (python -m lab.sampler --out)?")
+        raise ValueError(f"{path}: no header line; is it a sampler file (python -m lab.load.sampler --out)?")
     footer = objs.pop() if len(objs) > 1 and objs[-1].get("kind") == "footer" else None
     return objs[0], objs[1:], footer
 
@@ -802,7 +802,7 @@ def start_sampler(
     log_path: str | Path | None = None,
     ready_timeout: float = 15.0,
 ) -> subprocess.Popen[bytes]:
-    """Start `python -m lab.sampler` and return once it sampled its CPU baseline and wrote its header.
+    """Start `python -m lab.load.sampler` and return once it sampled its CPU baseline and wrote its header.
 
     The sampler stops by itself if this process goes away. Without database_url it uses
     LAB_DATABASE_URL when set; interval defaults to LAB_SAMPLE_INTERVAL, else 0.25 s. cpus pins it.
@@ -811,7 +811,7 @@ def start_sampler(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)  # so an old header is never taken for the new one
-    cmd = [sys.executable, "-m", "lab.sampler", "--out", str(out), "--pid", str(pid),
+    cmd = [sys.executable, "-m", "lab.load.sampler", "--out", str(out), "--pid", str(pid),
            "--max-seconds", str(max_seconds), "--exit-with-parent"]
     for flag, value in (("--app-name", app_name), ("--database-url", database_url),
                         ("--metrics-url", metrics_url), ("--interval", interval), ("--uss-every", uss_every),
@@ -879,7 +879,7 @@ def _env_interval() -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab.sampler", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lab.load.sampler", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="JSON Lines file to write")
     parser.add_argument("--pid", type=int, required=True, help="the server's root pid (its tree is sampled)")

@@ -1,19 +1,19 @@
 """`make tune`: sweep one server knob, measure each value with the load runner, recommend a value.
 
-    python -m lab.tune [--server asyncio[,threaded]] [--param pool_size] [--values 1,2,4,8,16,32,64,128]
+    python -m lab tune [--server asyncio[,threaded]] [--param pool_size] [--values 1,2,4,8,16,32,64,128]
         [--scenario hold] [--slo-p99-ms 100] [--reps 2] [--duration 5] [--users N] [--force] [--plan]
-    python -m lab.tune --report reports/<tune-id> [--slo-p99-ms 50]   # rebuild tune.html/tune.md
+    python -m lab tune --report reports/<tune-id> [--slo-p99-ms 50]   # rebuild tune.html/tune.md
 
 Each value is measured REPS times, round-robin: every round runs each value once (every other round
 backwards), so that a slow spell of the shared machine lands on one repetition of several values,
-not on all repetitions of one. Each run is lab.runner with one repetition, every selected server
+not on all repetitions of one. Each run is lab.load.runner with one repetition, every selected server
 started fresh (one at a time, everything but the knob fixed), into a normal run folder
 reports/<tune-id>/<param>-<value>-r<round>/ (results.json, index.html; `make report` and
 `make compare` work on it). A point's figures combine its runs: median and spread of the runs'
 rates, latency percentiles from their HDR histograms merged, peaks maxed. Before the sweep, the
 database connections each value implies are checked against PostgreSQL's max_connections. Then
 reports/<tune-id>/ gets tune.json (the sweep, its points and runs, the recommendation), tune.html
-(self-contained: inline CSS and SVG) and tune.md. The recommendation rule is in lab/recommend.py.
+(self-contained: inline CSS and SVG) and tune.md. The recommendation rule is in lab/tune/recommend.py.
 
 Every flag also reads an environment variable (the Makefile passes them through): SERVER (or
 SERVERS), PARAM, VALUES, SCENARIO, SLO_P99_MS, REPS, DURATION, WARMUP, USERS, TUNE_ID, FORCE,
@@ -41,8 +41,14 @@ from typing import Any
 
 import psycopg2
 
-from lab import calibrate, database, knobs, recommend, report, results, runner, svgplot
-from lab.recommend import Budget, Demand, Point, Recommendation, fmt_ms, fmt_pct, fmt_rps, fmt_value
+from lab import knobs
+from lab.load import calibrate, runner
+from lab.report import run_report as report
+from lab.report import svgplot
+from lab.results import build as results
+from lab.stack import database
+from lab.tune import recommend
+from lab.tune.recommend import Budget, Demand, Point, Recommendation, fmt_ms, fmt_pct, fmt_rps, fmt_value
 from loadtests import catalogue
 from servers import settings as server_settings
 
@@ -132,7 +138,7 @@ class Sweep:
 
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
-    p = argparse.ArgumentParser(prog="python -m lab.tune", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lab tune", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--server", "--servers", dest="servers",
                    default=env.get("SERVER") or env.get("SERVERS") or DEFAULT_SERVER,
@@ -163,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", default=env.get("CALIBRATE", "auto"), choices=("auto", "force", "skip"),
                    help="the load generator's calibration, as for make load [CALIBRATE]")
     p.add_argument("--database-url", default=None,
-                   help="PostgreSQL to use (default: lab.database.provision(): LAB_DATABASE_URL or the "
+                   help="PostgreSQL to use (default: lab.stack.database.provision(): LAB_DATABASE_URL or the "
                         "embedded one)")
     p.add_argument("--force", action="store_true", default=env.get("FORCE", "") not in ("", "0"),
                    help="sweep even when a value would exceed PostgreSQL's max_connections [FORCE=1]")
@@ -332,7 +338,7 @@ def check_connections(sweep: Sweep, budget: Budget) -> list[str]:
                      "restart it, or")
     else:
         lines.append(f"raise LAB_PG_MAX_CONNECTIONS (e.g. LAB_PG_MAX_CONNECTIONS={need}) and restart the "
-                     "embedded PostgreSQL: `make down` (or python -m lab.database down), then run the tune "
+                     "embedded PostgreSQL: `make down` (or python -m lab database down), then run the tune "
                      f"with LAB_PG_MAX_CONNECTIONS={need} set (it starts PostgreSQL again), or")
     if budget.others:
         lines.append(f"stop the programs holding the {budget.others} other sessions (e.g. `make down`), or")
@@ -716,7 +722,7 @@ def render_md(doc: dict[str, Any]) -> str:
     out += ["", "## Reproduce", "", "```sh", doc.get("command") or "", "```", "",
             f"A point's own report: `make report RUN={doc['id']}/<point folder>`; compare two points: "
             f"`make compare A={doc['id']}/<point> B={doc['id']}/<point>`; this report with another SLO: "
-            f"`python -m lab.tune --report reports/{doc['id']} --slo-p99-ms 50`.", ""]
+            f"`python -m lab tune --report reports/{doc['id']} --slo-p99-ms 50`.", ""]
     return "\n".join(out)
 
 
@@ -779,9 +785,9 @@ def render_html(doc: dict[str, Any], tune_dir: Path) -> str:
     add('<section class="card" id="reproduce"><h2>Reproduce</h2>'
         f"<pre>{escape(doc.get('command') or '')}</pre>"
         f'<p class="meta">A point\'s own report: make report RUN={escape(doc["id"])}/&lt;point folder&gt;. '
-        f"This report with another SLO: python -m lab.tune --report reports/{escape(doc['id'])} "
+        f"This report with another SLO: python -m lab tune --report reports/{escape(doc['id'])} "
         "--slo-p99-ms 50.</p></section>")
-    add(f"<footer>built {escape(time.strftime('%Y-%m-%d %H:%M:%S'))} by lab/tune.py</footer>"
+    add(f"<footer>built {escape(time.strftime('%Y-%m-%d %H:%M:%S'))} by lab/tune/sweep.py</footer>"
         "</main></body></html>")
     return "".join(h)
 
@@ -824,7 +830,7 @@ def rebuild(tune_arg: str, slo: str) -> int:
 
 def reproduce(sweep: Sweep) -> str:
     s = sweep.base
-    parts = [".venv/bin/python", "-m", "lab.tune", "--server", ",".join(sweep.servers), "--param",
+    parts = [".venv/bin/python", "-m", "lab", "tune", "--server", ",".join(sweep.servers), "--param",
              sweep.param.name, "--values", ",".join(fmt_value(v) for v in sweep.values), "--scenario",
              sweep.scenario, "--slo-p99-ms", f"{sweep.slo_p99_ms:g}", "--reps", str(sweep.rounds),
              "--duration", f"{s.duration:g}", "--warmup", f"{s.warmup:g}"]
@@ -1004,7 +1010,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _sigterm)
         return run(sweep)
     except (TuneError, database.PostgresError, calibrate.CalibrationError) as exc:
-        print(f"lab.tune: {exc}", file=sys.stderr)
+        print(f"lab.tune.sweep: {exc}", file=sys.stderr)
         return 2
 
 

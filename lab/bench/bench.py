@@ -2,7 +2,7 @@
 
 Two figures are checked, each as a ratio of medians measured in the same run:
 - instrumentation cost: /json with metrics on vs off, per server (target: at most 5 %);
-- the asyncio server's /db against a bare aiohttp + asyncpg handler (lab/bare_aiohttp.py)
+- the asyncio server's /db against a bare aiohttp + asyncpg handler (lab/bench/bare_aiohttp.py)
   doing the same query with the same pool size (target: at least 0.9x).
 
 Both are judged on the server's CPU time per request (its whole process tree's CPU seconds over
@@ -37,7 +37,9 @@ from typing import Any
 
 import psutil
 
-from lab import bench_instructions, database, machine, procs
+from lab import machine
+from lab.bench import instructions as bench_instructions
+from lab.stack import database, procs
 from servers.settings import MODELS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -176,7 +178,7 @@ def measure(target: Target, path: str, args: argparse.Namespace, load_cpus: list
 def start_bare(port: int, database_url: str, pool_size: int, log_dir: Path,
                wrapper: Sequence[str] = (), health_timeout: float = 30.0) -> subprocess.Popen[bytes]:
     log = open(log_dir / "bare.log", "wb")  # noqa: SIM115 - handed to the child
-    cmd = [*wrapper, sys.executable, "-m", "lab.bare_aiohttp", "--port", str(port),
+    cmd = [*wrapper, sys.executable, "-m", "lab.bench.bare_aiohttp", "--port", str(port),
            "--database-url", database_url, "--pool-size", str(pool_size)]
     popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -191,7 +193,7 @@ def start_bare(port: int, database_url: str, pool_size: int, log_dir: Path,
 def instructions_pass(models: list[str], url: str, args: argparse.Namespace, out_dir: Path,
                       server_cpus: list[int] | None, load_cpus: list[int] | None) -> dict[str, float]:
     """Instructions per request of every checked figure, one target at a time under callgrind
-    (multiproc by difference of two whole runs: see lab/bench_instructions.py)."""
+    (multiproc by difference of two whole runs: see lab/bench/instructions.py)."""
     plan = [(f"{m}{'' if on else ' (metrics off)'}", m, "/json", on) for m in models for on in (True, False)]
     if "asyncio" in models:
         plan += [("asyncio", "asyncio", "/db", True), ("bare aiohttp+asyncpg", "bare", "/db", True)]
@@ -398,7 +400,7 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
         f"Servers pinned to CPUs {server_cpus or 'all'}; wrk and the embedded PostgreSQL to CPUs "
         f"{load_cpus or 'all'}.",
         "Figures are medians of the repetitions; spread is (max - min) / median. CPU per request is the",
-        "server's process-tree CPU time over the requests completed: the verdicts use it (see lab/bench.py).",
+        "server's process-tree CPU time over the requests completed: the verdicts use it (see lab/bench/).",
         "",
         "| server | /json rps (spread) | /json CPU us/req (spread) | metrics off: rps | metrics off: "
         "CPU us/req | metrics cost, CPU (rps) | /db rps (spread) | /db CPU us/req (spread) |",

@@ -1,4 +1,4 @@
-"""Plain-words verdicts and the noise rules behind them, shared by lab.report and lab.compare.
+"""Plain-words verdicts and the noise rules behind them, shared by the run and compare reports.
 
 Noise rules (a difference within the noise is a tie, never a win):
 - throughput: the two figures' relative difference (larger / smaller - 1) against the larger `spread`

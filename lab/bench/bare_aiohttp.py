@@ -1,7 +1,7 @@
 """The reference for `make bench`: a bare aiohttp + asyncpg handler doing /db's query.
 
 No contract, no limits, no metrics: the floor of per-request overhead that the asyncio
-server is measured against. `python -m lab.bare_aiohttp --port N --database-url URL`.
+server is measured against. `python -m lab.bench.bare_aiohttp --port N --database-url URL`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The rule (`recommend`): among the points measured cleanly, with at most MAX_FAIL
 failed and p99 within the SLO, find the best successful throughput; recommend the smallest value
 whose throughput is within noise of it. Noise for a pair of points is the larger of their
 repetitions' spreads ((max - min) / median of ok rps over the repetitions, as results.json defines
-it; lab.tune takes it over a value's round-robin runs), never below NOISE_FLOOR
+it; lab.tune.sweep takes it over a value's round-robin runs), never below NOISE_FLOOR
 (two short repetitions understate run-to-run variation, and a single repetition has no spread at
 all) and never above NOISE_CAP (beyond it the data cannot rank anything; a note says to add
 repetitions). When no value meets the SLO, the one with the lowest p99 is named instead, clearly
@@ -94,7 +94,7 @@ def noise_between(a: Point, b: Point) -> float:
 
 
 def point_from_entry(value: float, entry: Mapping[str, Any]) -> Point:
-    """A Point from one results.json entry (see lab/results_schema.md)."""
+    """A Point from one results.json entry (see lab/results/schema.md)."""
     ok_rps = entry.get("ok_rps") or {}
     lat = entry.get("latency_ms") or {}
     kinds: Mapping[str, int] = entry.get("failures_by_kind") or {}

@@ -1,8 +1,8 @@
-"""Build results.json from a run's raw files alone: `python -m lab.results reports/<run-id>`.
+"""Build results.json from a run's raw files alone: `python -m lab results reports/<run-id>`.
 
-Reads what lab/runner.py stored (settings.json, machine.json, calibration.json, status.json and per
+Reads what lab/load/runner.py stored (settings.json, machine.json, calibration.json, status.json and per
 server x scenario: scenario.json and rep-<n>/{run.json, samples.jsonl, records/}) and writes
-results.json as documented in lab/results_schema.md. Nothing here talks to a server, Locust or the
+results.json as documented in lab/results/schema.md. Nothing here talks to a server, Locust or the
 database, so a report can be rebuilt, or rebuilt differently, long after the run.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from lab import sampler
+from lab.load import sampler
 
 SCHEMA = "serverlab-results"
 SCHEMA_VERSION = 1
@@ -610,7 +610,7 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lab.results", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lab results", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path, help="a run folder, e.g. reports/latest or reports/<run-id>")
     p.add_argument("--quiet", action="store_true", help="do not print the summary table")
@@ -619,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = write(args.run_dir)
         data = json.loads(out.read_text(encoding="utf-8"))
     except ResultsError as exc:
-        print(f"lab.results: {exc}", file=sys.stderr)
+        print(f"lab.results.build: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:
         print("\n".join(summary_lines(data)))

@@ -21,10 +21,10 @@ from typing import Any
 
 import psutil
 
-from lab import database, procs
+from lab.stack import database, procs
 from servers.settings import DEFAULT_PORTS, MODELS, redact
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 # Settings passed to every server; a change between two `up`s restarts the servers it affects.
 SERVER_KNOBS = ("LAB_POOL_SIZE", "LAB_MAX_INFLIGHT", "LAB_ACQUIRE_TIMEOUT", "LAB_MAX_CONNECTIONS",

@@ -1,9 +1,9 @@
-"""Compare two runs: `python -m lab.compare reports/<A> reports/<B>` (run ids or paths).
+"""Compare two runs: `python -m lab compare reports/<A> reports/<B>` (run ids or paths).
 
 Writes compare.html and compare.md into <reports>/compare-<A>-vs-<B>/ (beside run A; --out to choose):
 the settings that differ first (usually why the figures differ), a warning when the machines differ,
 then per scenario x server every figure in A and B with the change from A to B, marked better, worse
-or within noise (noise rules: lab.headline). Servers or scenarios present in only one run are listed.
+or within noise (noise rules: lab.results.headline). Servers or scenarios present in only one run are listed.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from lab import headline, report
-from lab.headline import FIGURES, fmt_pct
+from lab.report import run_report as report
+from lab.results import headline
+from lab.results.headline import FIGURES, fmt_pct
 
 COMPARED = ("rps", "ok_rps", "p50", "p90", "p99", "p99_9", "max", "failure_rate", "rss_peak", "rss_mean",
             "rss_per_conn", "threads", "client_conns", "db_conns", "cpu")
@@ -288,7 +289,7 @@ def build(a_arg: str | Path, b_arg: str | Path, out: Path | None = None) -> tupl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lab.compare", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lab compare", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("a", help="run A: reports/<run-id> or a run id")
     p.add_argument("b", help="run B: reports/<run-id> or a run id")
@@ -297,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         html_path, md_path, c = build(args.a, args.b, args.out)
     except report.ReportError as exc:
-        print(f"lab.compare: {exc}", file=sys.stderr)
+        print(f"lab.report.compare: {exc}", file=sys.stderr)
         return 2
     if c.settings:
         print("settings that differ: " + ", ".join(k for k, _, _ in c.settings))

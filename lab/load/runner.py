@@ -1,14 +1,14 @@
 """`make load`: drive every server with the same Locust scenarios and record what each costs.
 
-    python -m lab.runner [--profile quick] [--servers a,b] [--scenarios x,y] [--users N]
+    python -m lab load [--profile quick] [--servers a,b] [--scenarios x,y] [--users N]
         [--duration S] [--reps N] [--locust-workers N] [--reports-dir DIR] [--plan]
 
 For each scenario x server: start the server fresh (pinned to the server CPUs), check its health,
 then per repetition: run Locust headless as a subprocess (pinned to the load CPUs; its load shape
-warms up first, uncounted, then measures), sample the server with lab.sampler, and keep every raw
+warms up first, uncounted, then measures), sample the server with lab.load.sampler, and keep every raw
 file under reports/<run-id>/<server>/<scenario>/rep-<n>/. After `writes` (and `mixed`) the orders
 Locust saw acknowledged are checked against the database. Then results.json is built from the raw
-files alone (lab.results) and reports/latest points at the run. Knobs: see --help; every flag also
+files alone (lab.results.build) and reports/latest points at the run. Knobs: see --help; every flag also
 reads an environment variable (the Makefile passes them through).
 """
 
@@ -36,17 +36,21 @@ from typing import Any
 import psutil
 import psycopg2
 
-from lab import calibrate, database, knobs, machine, procs, report, results, sampler
+from lab import knobs, machine
+from lab.load import calibrate, sampler
+from lab.report import run_report as report
+from lab.results import build as results
+from lab.stack import database, procs
 from loadtests import catalogue
 from servers.settings import MODELS, redact
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
 STOP_TIMEOUT = 12  # seconds Locust lets a request in flight finish at the end (network timeout is 10)
 HARD_MARGIN = 60  # seconds on top of the planned Locust run before it is killed
 POLL_SECONDS = 0.5
 PROGRESS_SECONDS = 2.0
-RAW_FORMAT = 1  # version of the raw files' layout; lab/results.py reads it
+RAW_FORMAT = 1  # version of the raw files' layout; lab/results/build.py reads it
 WRITE_SCENARIOS = frozenset({"writes", "mixed"})
 SERVER_KNOBS = ("LAB_POOL_SIZE", "LAB_MAX_INFLIGHT", "LAB_ACQUIRE_TIMEOUT", "LAB_MAX_CONNECTIONS",
                 "LAB_WORKERS", "LAB_UVLOOP", "LAB_METRICS", "LAB_LOG_LEVEL")
@@ -123,7 +127,7 @@ class Settings:
 
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
-    p = argparse.ArgumentParser(prog="python -m lab.runner", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lab load", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default=env.get("PROFILE") or catalogue.DEFAULT_PROFILE,
                    help=f"{', '.join(catalogue.PROFILES)} [PROFILE, default {catalogue.DEFAULT_PROFILE}]")
@@ -165,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: reuse a fresh calibration, else measure; force: measure; skip: none"
                         " [CALIBRATE]")
     p.add_argument("--database-url", default=None,
-                   help="PostgreSQL to use (default: lab.database.provision(), i.e. LAB_DATABASE_URL or "
+                   help="PostgreSQL to use (default: database.provision(), i.e. LAB_DATABASE_URL or "
                         "the embedded one)")
     p.add_argument("--run-id", default=env.get("RUN_ID", ""),
                    help="name of the run folder (default <date>-<time>-<profile>) [RUN_ID]")
@@ -790,7 +794,7 @@ def raise_fd_limit() -> None:
 
 
 def reproduce_command(s: Settings) -> str:
-    parts = [".venv/bin/python", "-m", "lab.runner", "--profile", s.profile,
+    parts = [".venv/bin/python", "-m", "lab", "load", "--profile", s.profile,
              "--servers", ",".join(s.servers), "--scenarios", ",".join(s.scenarios),
              "--duration", f"{s.duration:g}", "--warmup", f"{s.warmup:g}", "--reps", str(s.reps),
              "--locust-workers", str(s.locust_workers)]
@@ -812,7 +816,7 @@ def reproduce_command(s: Settings) -> str:
 
 
 def run(s: Settings, *, link_latest: bool = True) -> int:
-    """One run into reports_dir/<run-id>; link_latest=False leaves reports_dir/latest alone (lab.tune)."""
+    """One run into reports_dir/<run-id>; link_latest=False leaves reports_dir/latest alone (make tune)."""
     raise_fd_limit()
     s.reports_dir.mkdir(parents=True, exist_ok=True)
     s.run_id = s.run_id or time.strftime("%Y%m%d-%H%M%S") + f"-{s.profile}"
@@ -919,7 +923,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         s = settings_from(args)
     except (RunError, KeyError) as exc:
-        print(f"lab.runner: {exc}", file=sys.stderr)
+        print(f"lab.load.runner: {exc}", file=sys.stderr)
         return 2
     if args.plan:
         print_plan(s, s.calibrate == "force" or (s.calibrate == "auto" and calibrate.load_fresh(

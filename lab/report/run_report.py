@@ -1,9 +1,9 @@
-"""One run's report: `python -m lab.report reports/<run-id>` writes index.html and summary.md there.
+"""One run's report: `python -m lab report reports/<run-id>` writes index.html and summary.md there.
 
-Built from the run's results.json and raw files alone (results.json is rebuilt first with lab.results
+Built from the run's results.json and raw files alone (results.json is rebuilt first with lab.results.build
 when it is missing or older than the raw files). index.html is self-contained: inline CSS and SVG
-charts (lab.svgplot), no network; summary.md carries the same tables and verdicts for terminals and
-pull requests. Verdicts and their noise rules: lab.headline.
+charts (lab.report.svgplot), no network; summary.md carries the same tables and verdicts for terminals and
+pull requests. Verdicts and their noise rules: lab.results.headline.
 
 Over-time charts show each server's median repetition (by rps): throughput and latency per second from
 results.json's timeline (exact, from the per-second HDR histograms Locust's processes recorded; Locust's
@@ -26,10 +26,12 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from lab import results, sampler, svgplot
-from lab.headline import Verdict, fmt_bytes, fmt_ms, fmt_num, fmt_pct, verdict
+from lab.load import sampler
+from lab.report import svgplot
+from lab.results import build as results
+from lab.results.headline import Verdict, fmt_bytes, fmt_ms, fmt_num, fmt_pct, verdict
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OUTPUTS = frozenset({"results.json", "results.json.tmp", "index.html", "summary.md", "screenshot.png"})
 KNOWN_SERVERS = ("threaded", "gevent", "asyncio", "multiproc")
 PLOT_KINDS = ("rps", "latency-percentiles", "throughput-time", "latency-time", "rss-time",
@@ -37,7 +39,7 @@ PLOT_KINDS = ("rps", "latency-percentiles", "throughput-time", "latency-time", "
 MAX_POINTS = 300
 LOG_RATIO = 30  # latency charts use a log scale when the largest value is this many times the least
 TIE_RULE = ("A difference within the spread of repetitions is a tie, never a win; a result limited by the "
-            "load generator claims no throughput winner (rules: lab/headline.py).")
+            "load generator claims no throughput winner (rules: lab/results/headline.py).")
 
 Entry = dict[str, Any]
 
@@ -84,12 +86,12 @@ def load_results(run_dir: Path) -> dict[str, Any]:
     try:
         data = json.loads(out.read_text(encoding="utf-8"))
     except ValueError as exc:
-        raise ReportError(f"{out} is not JSON ({exc}); rebuild it: python -m lab.results {run_dir}") from None
+        raise ReportError(f"{out} is not JSON ({exc}); rebuild it: python -m lab results {run_dir}") from None
     if not isinstance(data, dict) or data.get("schema") != results.SCHEMA:
         raise ReportError(f"{out} is not a serverlab results file")
     if data.get("schema_version") != results.SCHEMA_VERSION:
         raise ReportError(f"{out} has schema version {data.get('schema_version')}, this lab reads "
-                          f"{results.SCHEMA_VERSION}; rebuild it: python -m lab.results {run_dir}")
+                          f"{results.SCHEMA_VERSION}; rebuild it: python -m lab results {run_dir}")
     return data
 
 
@@ -271,7 +273,7 @@ def calibration_rows(cal: dict[str, Any] | None) -> list[tuple[str, str]]:
 
 
 def rebuild_command(run_id: str) -> str:
-    return f".venv/bin/python -m lab.report reports/{run_id}"
+    return f".venv/bin/python -m lab report reports/{run_id}"
 
 
 # --- plots -------------------------------------------------------------------------------------------------
@@ -598,7 +600,7 @@ def render_html(data: dict[str, Any], run_dir: Path) -> str:
         '<section class="card" id="reproduce"><h2>Reproduce</h2><p>Run it again with:</p>'
         f"<pre>{escape(value_text(run.get('command')))}</pre><p>Rebuild this report from the raw files:</p>"
         f"<pre>{escape(rebuild_command(run_id))}</pre></section></div></div>")
-    add(f"<footer>Generated {escape(time.strftime('%Y-%m-%d %H:%M:%S'))} by lab/report.py from results.json "
+    add(f"<footer>Generated {escape(time.strftime('%Y-%m-%d %H:%M:%S'))} by lab/report/ from results.json "
         f"(schema {escape(value_text(data.get('schema_version')))}, built "
         f"{escape(value_text(data.get('generated_at')))}).</footer>")
     add(f"</main><script>{SELF_CHECK}</script></body></html>")
@@ -670,7 +672,7 @@ def build(run_dir: Path) -> tuple[Path, Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lab.report", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lab report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run folder (reports/<run-id>, reports/latest) or a run id")
     args = p.parse_args(argv)
@@ -679,7 +681,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         html_path, md_path = build(run_dir)
         data = load_results(run_dir)
     except ReportError as exc:
-        print(f"lab.report: {exc}", file=sys.stderr)
+        print(f"lab.report.run_report: {exc}", file=sys.stderr)
         return 2
     for s, entries in by_scenario(data):
         print(f"{s}: {verdict(s, entries).text}")

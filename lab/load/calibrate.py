@@ -1,4 +1,4 @@
-"""What can the load generator itself drive on this machine? `python -m lab.calibrate [--force]`
+"""What can the load generator itself drive on this machine? `python -m lab calibrate [--force]`
 
 Locust runs exactly as `make load` runs it (same locustfile, user settings, pinning to the load
 CPUs, worker count) against a canned-response server that costs next to nothing: an asyncio
@@ -30,10 +30,11 @@ from typing import Any, cast
 
 import psutil
 
-from lab import machine, procs
+from lab import machine
+from lab.stack import procs
 from loadtests import catalogue
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 VERSION = 1
 DURATION = 8.0
 WARMUP = 2.0
@@ -102,7 +103,7 @@ def serve(port: int) -> None:
 
 
 def start_target(port: int, cpus: list[int] | None, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "lab.calibrate", "--serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "lab.load.calibrate", "--serve", "--port", str(port)]
     chosen = list(cpus or [])
     with log.open("wb") as fh:
         popen = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO,
@@ -176,7 +177,8 @@ def load_fresh(load_cpus: list[int] | None, server_cpus: list[int] | None,
 
 def measure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers: int,
             duration: float = DURATION, users: int | None = None) -> dict[str, Any]:
-    from lab import results, runner  # runner imports this module; import it when needed
+    from lab.load import runner
+    from lab.results import build as results  # runner imports this module; import it when needed
 
     users = users or catalogue.SCENARIOS["json"].users
     out_dir = path().parent / "calibration-run"
@@ -270,10 +272,10 @@ def ensure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from lab import runner
+    from lab.load import runner
 
     env = os.environ
-    p = argparse.ArgumentParser(prog="python -m lab.calibrate", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m lab calibrate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--force", action="store_true", help="measure even when a fresh calibration exists")
     p.add_argument("--show", action="store_true", help="print the stored calibrations and exit")
@@ -297,11 +299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             server_cpus = load_cpus = None
         ensure(load_cpus, server_cpus, workers, force=args.force)
     except ValueError:
-        print(f"lab.calibrate: LOCUST_WORKERS must be an integer, got {args.locust_workers!r}",
+        print(f"lab.load.calibrate: LOCUST_WORKERS must be an integer, got {args.locust_workers!r}",
               file=sys.stderr)
         return 2
     except (CalibrationError, runner.RunError) as exc:
-        print(f"lab.calibrate: {exc}", file=sys.stderr)
+        print(f"lab.load.calibrate: {exc}", file=sys.stderr)
         return 1
     return 0
 
