@@ -72,5 +72,5 @@ status: venv ## what runs, and its health
 logs: venv ## tail the logs (FOLLOW=0 prints the last lines and exits)
 	$(PY) -m lab logs $(if $(filter 0,$(FOLLOW)),--no-follow)
 
-clean: ## stop everything, remove the database data and the run folder (never reports/)
+clean: ## stop everything, remove the database's home (data, log, binaries copy) and the run folder (never reports/)
 	@if [ -x $(PY) ]; then $(PY) -m lab clean; else rm -rf .lab; fi

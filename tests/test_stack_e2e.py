@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lab.stack import procs
+from lab.stack import database, procs
 from servers import settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def state(env: dict[str, str]) -> dict:
 
 
 def postmaster_pid(env: dict[str, str]) -> int | None:
-    pidfile = Path(env["LAB_STATE_DIR"]) / "pgdata" / "postmaster.pid"
+    pidfile = database.PgConfig.from_env(env).data_dir / "postmaster.pid"
     return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
 
 

@@ -348,11 +348,15 @@ def clean(env: Mapping[str, str] = os.environ) -> int:
     """Stop everything, then remove the database data and the run folder (never reports/)."""
     down(env)
     folder = state_dir(env)
-    data = database.PgConfig.from_env().data_dir
-    for path in (data, folder):
-        if path.exists():
-            shutil.rmtree(path)
-            say(f"removed {path}")
+    try:
+        removed = database.clean(database.PgConfig.from_env(env))
+    except database.PostgresError as exc:
+        raise StackError(str(exc)) from None
+    for path in removed:
+        say(f"removed {path}")
+    if folder.exists():
+        shutil.rmtree(folder)
+        say(f"removed {folder}")
     return 0
 
 
