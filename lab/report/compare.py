@@ -86,6 +86,17 @@ def machine_diff(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[tuple[str, 
     return diff, different
 
 
+def version_changes(machine: list[tuple[str, Any, Any]]) -> list[str]:
+    """'aiohttp 3.9.1 -> 3.10.0' for each package whose version differs: the likely cause of a change."""
+    return [f"{k.removeprefix('packages.')} {x or 'absent'} -> {y or 'absent'}"
+            for k, x, y in machine if k.startswith("packages.")]
+
+
+def _versions_note(c: Comparison) -> str:
+    changes = version_changes(c.machine)
+    return f"Package versions differ ({'; '.join(changes)}): the likely cause of a change." if changes else ""
+
+
 @dataclass
 class Row:
     figure: str
@@ -180,6 +191,8 @@ def render_md(c: Comparison) -> str:
     out = [f"# serverlab comparison: {c.a_id} (A) vs {c.b_id} (B)", "",
            f"A: {_v(c.a['run'].get('command'))}", "", f"B: {_v(c.b['run'].get('command'))}", "",
            "## Settings that differ", ""]
+    if _versions_note(c):
+        out += [f"**{_versions_note(c)}**", ""]
     if c.settings:
         out += report.md_table(["setting", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.settings],
                                right_from=3)
@@ -234,6 +247,8 @@ def render_html(c: Comparison) -> str:
         f'<p class="sub">A: <code>{escape(_v(c.a["run"].get("command")))}</code><br>'
         f'B: <code>{escape(_v(c.b["run"].get("command")))}</code></p></header>')
     add('<section class="card" id="settings"><h2>Settings that differ</h2>')
+    if _versions_note(c):
+        add(f'<p class="warn" data-warning="versions">{escape(_versions_note(c))}</p>')
     add(_table(["setting", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.settings]) if c.settings
         else "<p>None: both runs used the same settings.</p>")
     add('</section><section class="card" id="machines"><h2>Machines</h2>')
@@ -300,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except report.ReportError as exc:
         print(f"lab.report.compare: {exc}", file=sys.stderr)
         return 2
+    if _versions_note(c):
+        print(_versions_note(c))
     if c.settings:
         print("settings that differ: " + ", ".join(k for k, _, _ in c.settings))
     if c.different_machines:
