@@ -23,7 +23,8 @@ pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make(clone: Path, target: str, env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def make(clone: Path, target: str, env: dict[str, str],
+         timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["make", "--no-print-directory", target], cwd=clone, env=env, capture_output=True,
                           text=True, timeout=timeout, check=False)
 

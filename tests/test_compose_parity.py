@@ -16,6 +16,8 @@ import yaml
 from lab.stack import procs, stack
 from servers import settings
 
+pytestmark = pytest.mark.unit
+
 REPO = Path(__file__).resolve().parents[1]
 
 

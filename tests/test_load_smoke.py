@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE_SCENARIOS = ("json", "db")
 BUDGET_SECONDS = 180  # the whole smoke run, 4 servers x 2 scenarios
 ORDER = ("p50", "p90", "p95", "p99", "p99_9", "max")
-pytestmark = pytest.mark.timeout(BUDGET_SECONDS + 300)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(BUDGET_SECONDS + 300)]
 RUNNER_KNOBS = ("PROFILE", "SERVERS", "SCENARIOS", "USERS", "DURATION", "WARMUP", "REPS", "SHAPE",
                 "LOCUST_WORKERS", "RUN_ID", "CALIBRATE", "LAB_REPORTS_DIR")
 

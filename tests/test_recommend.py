@@ -10,6 +10,8 @@ import pytest
 from lab.tune import recommend
 from lab.tune.recommend import Budget, Demand, Point
 
+pytestmark = pytest.mark.unit
+
 SLO = 100.0
 
 

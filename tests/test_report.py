@@ -24,6 +24,8 @@ import pytest
 from lab.report import run_report as report
 from lab.results import headline
 
+pytestmark = pytest.mark.unit
+
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
 

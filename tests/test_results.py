@@ -20,6 +20,8 @@ from hdrh.histogram import HdrHistogram
 
 from lab.results import build as results
 
+pytestmark = pytest.mark.unit
+
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
 ORDER = ("p50", "p90", "p95", "p99", "p99_9", "max")

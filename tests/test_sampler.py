@@ -17,6 +17,8 @@ import pytest
 from lab.load import sampler
 from lab.stack import procs
 
+pytestmark = pytest.mark.integration
+
 BUSY = "import time\nend = time.monotonic() + 20\nwhile time.monotonic() < end: pass\n"
 SLEEPER = "import time; time.sleep(30)"
 

@@ -21,6 +21,8 @@ import pytest
 from lab.stack import database, procs
 from servers import settings
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -24,7 +24,7 @@ KNOBS = ("SERVER", "SERVERS", "PARAM", "VALUES", "SCENARIO", "SCENARIOS", "SLO_P
          "WARMUP", "USERS", "TUNE_ID", "FORCE", "CALIBRATE", "LAB_REPORTS_DIR", "SHAPE", "LOCUST_WORKERS",
          "RUN_ID", "PROFILE")
 VALUES = (2, 8)
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 def tune(args: list[str], env: dict[str, str] | None = None,
