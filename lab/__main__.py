@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "results": ("lab.results.build", "rebuild results.json from a run's raw files"),
     "report": ("lab.report.run_report", "rebuild a run's index.html and summary.md"),
     "compare": ("lab.report.compare", "compare two runs (compare.html, compare.md)"),
-    "tune": ("lab.tune.sweep", "sweep a server knob and recommend a value"),
+    "tune": ("lab.tune.cli", "sweep a server knob and recommend a value"),
     "bench": ("lab.bench.bench", "wrk side by side: rps, CPU and instructions per request"),
     "database": ("lab.stack.database", "the embedded PostgreSQL alone: up, down, status, url"),
 }

@@ -18,7 +18,7 @@ import pytest
 
 from lab.stack import database
 from lab.stack.database import PgConfig, PostgresError
-from lab.stack.procs import free_port
+from lab.stack.procs import free_port, port_in_use
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +121,7 @@ def test_embedded_stop_start_cycle(scratch: PgConfig, capsys: pytest.CaptureFixt
 
     assert database.stop(scratch) is True
     assert not database.is_running(scratch)
-    assert not database.port_in_use(scratch.port)
+    assert not port_in_use(scratch.port)
     assert database.stop(scratch) is False
 
     assert database.start(scratch) is True

@@ -40,8 +40,7 @@ def gone(pid: int) -> bool:
 
 @pytest.fixture
 def lab_env() -> Iterator[dict[str, str]]:
-    # Under the repo, not pytest's tmp dir: as root, PostgreSQL runs as another user, who cannot
-    # enter /tmp/pytest-of-root (mode 700).
+    # Under the repo, not pytest's tmp dir (mode 700 for root: PostgreSQL's home would move out of it).
     folder = Path(tempfile.mkdtemp(prefix="e2e-", dir=REPO / ".lab"))
     folder.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
@@ -58,6 +57,7 @@ def lab_env() -> Iterator[dict[str, str]]:
         env["LAB_DATABASE_URL"] = os.environ["LAB_DATABASE_URL"]
     yield env
     make("down", env)  # whatever a test left, stopped
+    make("clean", env)  # and removed, with PostgreSQL's home when it is not under the folder
     shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import psutil
 
-from lab import machine
+from lab import files, machine
 from lab.stack import procs
 from loadtests import catalogue
 
@@ -245,10 +245,7 @@ def measure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers:
               f"({rps:.0f} rps) is the target's, so the real generator ceiling is higher", flush=True)
     store = _read_store()
     store["entries"][entry["key"]] = entry
-    path().parent.mkdir(parents=True, exist_ok=True)
-    tmp = path().with_name(".calibration.json.tmp")
-    tmp.write_text(json.dumps(store, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path())
+    files.write_json(path(), store)
     return entry
 
 

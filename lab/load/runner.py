@@ -36,7 +36,11 @@ from typing import Any
 import psutil
 import psycopg2
 
-from lab import knobs, machine
+from lab import files, knobs, machine
+from lab.cpus import parse_cpus as cpu_list
+from lab.cpus import pin_tree
+from lab.fmt import fmt_seconds
+from lab.knobs import SERVER_KNOBS
 from lab.load import calibrate, sampler
 from lab.report import run_report as report
 from lab.results import build as results
@@ -52,8 +56,6 @@ POLL_SECONDS = 0.5
 PROGRESS_SECONDS = 2.0
 RAW_FORMAT = 1  # version of the raw files' layout; lab/results/build.py reads it
 WRITE_SCENARIOS = frozenset({"writes", "mixed"})
-SERVER_KNOBS = ("LAB_POOL_SIZE", "LAB_MAX_INFLIGHT", "LAB_ACQUIRE_TIMEOUT", "LAB_MAX_CONNECTIONS",
-                "LAB_WORKERS", "LAB_UVLOOP", "LAB_METRICS", "LAB_LOG_LEVEL")
 # Planning estimates (seconds), measured on the 2-core lab machine.
 EST_SERVER_START = 1.0
 EST_SERVER_STOP = 0.5
@@ -71,26 +73,14 @@ def say(message: str) -> None:
 
 
 def parse_cpus(text: str) -> list[int]:
-    """`0`, `0-1`, `0,2-3` -> CPU numbers; RunError with the knob's name when malformed."""
-    cpus: list[int] = []
     try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            cpus.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise RunError(f"CPU list {text!r} is malformed; write it like 0, 0-1 or 0,2-3") from None
-    if not cpus:
-        raise RunError(f"CPU list {text!r} is empty")
-    return sorted(set(cpus))
+        return cpu_list(text)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
 
 
 def _csv_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
-
-
-def fmt_seconds(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
 
 
 # --- settings -----------------------------------------------------------------------------------------
@@ -242,10 +232,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def _run_id(raw: str) -> str:
-    text = raw.strip()
-    if text and (text in {".", "..", "latest"} or not all(c.isalnum() or c in "-_." for c in text)):
-        raise RunError(f"RUN_ID={text!r}: use letters, digits, '-', '_' and '.' only (and not 'latest')")
-    return text
+    try:
+        return knobs.run_id(raw)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
 
 
 # --- planning ---------------------------------------------------------------------------------------
@@ -749,17 +739,6 @@ def count_sessions(database_url: str, app_name: str) -> int | None:
         conn.close()
 
 
-def pin_tree(pid: int, cpus: list[int]) -> None:
-    try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return
-    for proc in tree:
-        with contextlib.suppress(psutil.Error):
-            proc.cpu_affinity(cpus)
-
-
 def server_config(url: str) -> dict[str, Any] | None:
     try:
         status, body = procs.get(f"{url}/config", timeout=2.0)
@@ -770,10 +749,7 @@ def server_config(url: str) -> dict[str, Any] | None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    files.write_json(path, data, default=str)
 
 
 def point_latest(reports_dir: Path, run_dir: Path) -> None:

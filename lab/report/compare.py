@@ -16,9 +16,11 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from lab import files
+from lab.fmt import fmt_pct
 from lab.report import run_report as report
 from lab.results import headline
-from lab.results.headline import FIGURES, fmt_pct
+from lab.results.headline import FIGURES
 
 COMPARED = ("rps", "ok_rps", "p50", "p90", "p99", "p99_9", "max", "failure_rate", "rss_peak", "rss_mean",
             "rss_per_conn", "threads", "client_conns", "db_conns", "cpu")
@@ -298,8 +300,8 @@ def build(a_arg: str | Path, b_arg: str | Path, out: Path | None = None) -> tupl
     out = out or default_out(a_dir, b_dir)
     out.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out / "compare.html", out / "compare.md"
-    html_path.write_text(render_html(c), encoding="utf-8")
-    md_path.write_text(render_md(c), encoding="utf-8")
+    files.write_text(html_path, render_html(c))
+    files.write_text(md_path, render_md(c))
     return html_path, md_path, c
 
 
