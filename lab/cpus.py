@@ -21,13 +21,18 @@ def parse_cpus(text: str) -> list[int]:
     return sorted(set(cpus))
 
 
+def pin(pids: list[int], cpus: list[int]) -> None:
+    """Pin each process to `cpus`; processes that are gone are skipped."""
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).cpu_affinity(cpus)
+
+
 def pin_tree(pid: int, cpus: list[int]) -> None:
-    """Pin a process and all its descendants to `cpus`; processes that are gone are skipped."""
+    """Pin a process and all its descendants to `cpus`."""
     try:
         root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
+        pids = [root.pid, *(c.pid for c in root.children(recursive=True))]
     except psutil.Error:
         return
-    for proc in tree:
-        with contextlib.suppress(psutil.Error):
-            proc.cpu_affinity(cpus)
+    pin(pids, cpus)

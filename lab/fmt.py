@@ -16,6 +16,11 @@ def fmt_num(v: float | None, digits: int = 3) -> str:
     return f"{v:,.{max(0, decimals)}f}"
 
 
+def fmt_us(v: float | None) -> str:
+    """Microseconds with the unit: 312 µs."""
+    return NONE if v is None else f"{fmt_num(v)} µs"
+
+
 def fmt_ms(v: float | None) -> str:
     """Milliseconds with the unit: 45.8 ms."""
     return NONE if v is None else f"{fmt_num(v)} ms"

@@ -33,7 +33,8 @@ from typing import Any
 import psycopg2
 
 from lab.knobs import env_flag
-from lab.load import calibrate, runner
+from lab.load import calibrate
+from lab.load import settings as load_settings
 from lab.stack import database
 from lab.tune import budget as budgets
 from lab.tune.plan import (
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
              f"(default {DEFAULT_WARMUP:g})")
     env_flag(p, "--users", "USERS", "", "concurrent users (default: the scenario's own)")
     env_flag(p, "--tune-id", "TUNE_ID", "", "name of the tune folder (default <date>-<time>-tune-<param>)")
-    env_flag(p, "--reports-dir", "LAB_REPORTS_DIR", str(runner.REPO / "reports"),
+    env_flag(p, "--reports-dir", "LAB_REPORTS_DIR", str(load_settings.REPO / "reports"),
              "where the tune folder goes (default reports/)")
     p.add_argument("--calibrate", default=env.get("CALIBRATE", "auto"), choices=("auto", "force", "skip"),
                    help="the load generator's calibration, as for make load [CALIBRATE]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from lab import knobs
 from lab.fmt import fmt_value
-from lab.load import runner
+from lab.load import settings as load_settings
 from loadtests import catalogue
 from servers import settings as server_settings
 
@@ -25,6 +26,9 @@ DEFAULT_REPS = 2
 DEFAULT_DURATION = 5.0
 DEFAULT_WARMUP = 1.0
 RUNNER_PROFILE = "quick"  # the runner needs a profile; duration, warm-up and reps are always given
+# The runner's flags (dest: neutral value) whose env vars mean the sweep's own knobs, not the runs'.
+SWEEP_SETS = {"profile": RUNNER_PROFILE, "servers": "", "scenarios": "", "users": "", "duration": "",
+              "warmup": "", "reps": "", "run_id": "", "slo_p99_ms": "", "rates": "", "step_seconds": ""}
 class TuneError(RuntimeError):
     """A mistake a person can fix; the message says what to do."""
 
@@ -60,7 +64,7 @@ class Sweep:
     servers: list[str]
     scenario: str
     slo_p99_ms: float
-    base: runner.Settings  # the runner's settings every run starts from (one repetition each)
+    base: load_settings.Settings  # the runner's settings every run starts from (one repetition each)
     tune_id: str
     rounds: int = 2  # REPS: passes over all values, each running every value once
     force: bool = False
@@ -75,7 +79,7 @@ class Sweep:
     def env_text(self, value: float) -> str:
         return env_text(self.param, value)
 
-    def run_settings(self, value: float, rnd: int) -> runner.Settings:
+    def run_settings(self, value: float, rnd: int) -> load_settings.Settings:
         """One run: this value, one repetition, into <tune>/<param>-<value>-r<round>/."""
         env = {**self.base.server_env, self.param.env_var: self.env_text(value)}
         return dataclasses.replace(self.base, run_id=f"{self.point_id(value)}-r{rnd}", reps=1,
@@ -132,6 +136,18 @@ def processes(model: str, cfg: server_settings.Settings, env: dict[str, str],
     return cfg.workers
 
 
+def runner_defaults() -> load_settings.Settings:
+    """The load runner's settings from its own knobs' env vars (CPU pinning, Locust workers, SHAPE, the
+    servers' LAB_* knobs, ...), less those a sweep sets itself (they would mean something else here).
+    No CPU budget unless LAB_SERVER_CPU asks for one."""
+    args = vars(load_settings.build_parser().parse_args([]))
+    unknown = set(SWEEP_SETS) - set(args)
+    if unknown:  # the runner's flags changed: say so rather than sweep with the wrong settings
+        raise TuneError(f"the load runner has no settings {sorted(unknown)}: update lab/tune/plan.py")
+    base = load_settings.from_args(argparse.Namespace(**{**args, **SWEEP_SETS}))
+    return base if os.environ.get("LAB_SERVER_CPU") else dataclasses.replace(base, server_cpu=None)
+
+
 def sweep_from(args: argparse.Namespace) -> Sweep:
     param = PARAMS.get(args.param.strip())
     if param is None:
@@ -161,15 +177,13 @@ def sweep_from(args: argparse.Namespace) -> Sweep:
         tune_id = knobs.run_id(args.tune_id, "TUNE_ID") or time.strftime(f"%Y%m%d-%H%M%S-tune-{param.name}")
     except ValueError as exc:
         raise TuneError(str(exc)) from None
-    argv = ["--profile", RUNNER_PROFILE, "--servers", ",".join(servers), "--scenarios", scenario,
-            "--duration", f"{duration:g}", "--warmup", f"{warmup:g}", "--reps", "1",
-            "--calibrate", args.calibrate, "--reports-dir", args.reports_dir, "--users", args.users.strip(),
-            "--run-id", ""]
-    if args.database_url:
-        argv += ["--database-url", args.database_url]
     try:
-        base = runner.settings_from(runner.build_parser().parse_args(argv))
-    except runner.RunError as exc:
+        users = knobs.integer(args.users, "USERS", 1, 100_000)
+        base = dataclasses.replace(
+            runner_defaults(), servers=tuple(servers), scenarios=(scenario,), users=users, duration=duration,
+            warmup=warmup, reps=1, calibrate=args.calibrate, reports_dir=Path(args.reports_dir).absolute(),
+            database_url=args.database_url or None)
+    except (ValueError, load_settings.RunError) as exc:
         raise TuneError(str(exc)) from None
     for value in values:  # each value against the servers' own limits (servers/settings.py)
         env = {**base.server_env, param.env_var: env_text(param, value)}

@@ -13,7 +13,8 @@ import psycopg2
 
 from lab import files
 from lab.fmt import fmt_ms, fmt_pct, fmt_rps, fmt_seconds, fmt_value
-from lab.load import calibrate, runner
+from lab.load import calibrate, plan, runner
+from lab.load import settings as load_settings
 from lab.report import run_report as report
 from lab.results import build as results
 from lab.stack import database
@@ -43,7 +44,7 @@ def write_reports(doc: dict[str, Any], tune_dir: Path) -> tuple[Path, Path]:
 def rebuild(tune_arg: str, slo: str) -> int:
     tune_dir = Path(tune_arg)
     if not tune_dir.is_dir():
-        tune_dir = Path(os.environ.get("LAB_REPORTS_DIR") or runner.REPO / "reports") / tune_arg
+        tune_dir = Path(os.environ.get("LAB_REPORTS_DIR") or load_settings.REPO / "reports") / tune_arg
     doc = results.read_json(tune_dir / "tune.json") if tune_dir.is_dir() else None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise TuneError(f"{tune_arg} is not a tune folder (no tune.json); pass reports/<tune-id>")
@@ -81,7 +82,7 @@ def needs_calibration(sweep: Sweep) -> bool:
 
 
 def print_plan(sweep: Sweep, with_calibration: bool) -> float:
-    per = [runner.plan(sweep.run_settings(v, r), False)[1] for r, v in sweep.schedule()]
+    per = [plan.total_seconds(sweep.run_settings(v, r), False) for r, v in sweep.schedule()]
     total = sum(per) + (calibrate.estimated_seconds() if with_calibration else 0)
     sc = sweep.base.scenario(sweep.scenario)
     values = ", ".join(fmt_value(v) for v in sweep.values)
@@ -130,7 +131,7 @@ def run(sweep: Sweep) -> int:
     if sweep.tune_dir.exists():
         raise TuneError(f"{sweep.tune_dir} exists already; choose another TUNE_ID or leave it empty")
     url = base.database_url or database.provision()
-    base.database_url = url
+    sweep.base = base = dataclasses.replace(base, database_url=url)
     try:
         budget = budgets.read_budget(url)
     except psycopg2.Error as exc:
