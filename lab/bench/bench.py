@@ -472,10 +472,10 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
     for text, ok in verdicts:
         lines.append(f"- {'PASS' if ok else 'MISS'}: {text}")
     if generator_bound:
-        lines.append(f"- WARNING: the load generator was near 100 % CPU for {', '.join(generator_bound)}: "
+        lines.append(f"- WARNING: the load generator was near 100% CPU for {', '.join(generator_bound)}: "
                      "those figures are the generator's limit, not the server's.")
     if unsaturated:
-        lines.append(f"- WARNING: the server used under {SATURATED_CPU:.0f} % of its CPUs for "
+        lines.append(f"- WARNING: the server used under {SATURATED_CPU:.0f}% of its CPUs for "
                      f"{', '.join(unsaturated)}: something else was the limit (a busy machine or the "
                      "database), so those figures understate the server; rerun on a quiet machine.")
     if errors:
