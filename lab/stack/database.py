@@ -604,7 +604,7 @@ def provision(dbname: str | None = None) -> str:
 def add_home_flag(parser: argparse.ArgumentParser) -> None:
     """--pg-home DIR: sets LAB_PG_HOME for this command (the module doc says what the home holds)."""
     parser.add_argument("--pg-home", type=_set_home, default=None, metavar="DIR",
-                        help="PostgreSQL's home: data, log, binaries copy (env LAB_PG_HOME)")
+                        help="PostgreSQL's home: data, log, binaries copy [LAB_PG_HOME]")
 
 
 def _set_home(raw: str) -> str:
