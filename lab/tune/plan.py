@@ -114,6 +114,11 @@ def parse_values(text: str, param: Param) -> list[float]:
     return values
 
 
+def slo_ms(raw: str) -> float:
+    """SLO_P99_MS: the p99 a recommended value must stay under (flag, env, or the default)."""
+    return _number(raw, "SLO_P99_MS", DEFAULT_SLO_MS, 0.001, 3_600_000)
+
+
 def _number(raw: str, name: str, default: float, low: float, high: float) -> float:
     try:
         value = knobs.number(raw, name, low, high)
@@ -167,7 +172,7 @@ def sweep_from(args: argparse.Namespace) -> Sweep:
     if scenario not in catalogue.SCENARIOS:
         raise TuneError(f"SCENARIO={scenario!r} is unknown; choose from {', '.join(catalogue.SCENARIOS)}")
     values = parse_values(args.values or param.defaults, param)
-    slo = _number(args.slo_p99_ms, "SLO_P99_MS", DEFAULT_SLO_MS, 0.001, 3_600_000)
+    slo = slo_ms(args.slo_p99_ms)
     reps = int(_number(args.reps, "REPS", DEFAULT_REPS, 1, 100))
     if args.reps.strip() and float(args.reps) != reps:
         raise TuneError(f"REPS must be a whole number, got {args.reps!r}")

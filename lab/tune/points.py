@@ -17,7 +17,8 @@ from lab.tune.plan import Param
 from lab.tune.recommend import Point, Recommendation
 
 
-def _entry(data: Results, server: str, scenario: str) -> Entry | None:
+def entry_of(data: Results, server: str, scenario: str) -> Entry | None:
+    """A copy of the results entry of this server x scenario, if the run has one."""
     for e in data.get("results") or []:
         if e.get("server") == server and e.get("scenario") == scenario:
             return e.copy()
@@ -137,7 +138,7 @@ def read_point(tune_dir: Path, rec: dict[str, Any], servers: Sequence[str], scen
         if error:
             errors.append(error)
         for s in servers:
-            entry = _entry(data, s, scenario)
+            entry = entry_of(data, s, scenario)
             if entry is not None:
                 per_server[s].append(entry)
     rec["errors"] = errors

@@ -20,8 +20,8 @@ from lab.results import build as results
 from lab.stack import database
 from lab.tune import budget as budgets
 from lab.tune import pages
-from lab.tune.plan import DEFAULT_SLO_MS, PARAMS, Sweep, TuneError, _number, reproduce
-from lab.tune.points import _entry, decide, point_figures, read_point, read_run
+from lab.tune.plan import PARAMS, Sweep, TuneError, reproduce, slo_ms
+from lab.tune.points import decide, entry_of, point_figures, read_point, read_run
 from loadtests import catalogue
 
 SCHEMA = "serverlab-tune"
@@ -49,7 +49,7 @@ def rebuild(tune_arg: str, slo: str) -> int:
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise TuneError(f"{tune_arg} is not a tune folder (no tune.json); pass reports/<tune-id>")
     if slo.strip():
-        doc["slo_p99_ms"] = _number(slo, "SLO_P99_MS", DEFAULT_SLO_MS, 0.001, 3_600_000)
+        doc["slo_p99_ms"] = slo_ms(slo)
     param = PARAMS[doc["param"]]
     for rec in doc["points"]:
         read_point(tune_dir, rec, doc["servers"], doc["scenario"], param)
@@ -179,7 +179,7 @@ def run(sweep: Sweep) -> int:
                                        f"with {code}; see {s.run_id}/results.json")
                 exit_status = 1
             data, _error = read_run(sweep.tune_dir / s.run_id)
-            this = {srv: point_figures(value, _entry(data, srv, sweep.scenario), sweep.param)
+            this = {srv: point_figures(value, entry_of(data, srv, sweep.scenario), sweep.param)
                     for srv in sweep.servers}
             say(f"{tag}: {point_line(sweep, this)}")
             files.write_json(sweep.tune_dir / "tune.json", doc, default=str)
