@@ -22,8 +22,9 @@ pytestmark = pytest.mark.timeout(400)
 
 def capacity_run(database_url: str, reports: Path, *args: str) -> dict[str, Any]:
     env = {**os.environ, "LAB_DATABASE_URL": database_url}
-    cmd = [sys.executable, "-m", "lab", "load", "--profile", "capacity", "--servers", "asyncio", "--scenarios",
-           "capacity-json", "--reports-dir", str(reports), "--step-seconds", "1.5", "--warmup", "1", *args]
+    cmd = [sys.executable, "-m", "lab", "load", "--profile", "capacity", "--servers", "asyncio",
+           "--scenarios", "capacity-json", "--reports-dir", str(reports), "--step-seconds", "1.5",
+           "--warmup", "1", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode in (0, 1), out[-4000:]
