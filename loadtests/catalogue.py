@@ -125,7 +125,7 @@ PROFILES: dict[str, Profile] = {
         Profile("quick", ("json", "db", "io", "hold", "writes"), 2, 1, 4,
                 "every server, the core scenarios, four interleaved repetitions: the default of `make load`",
                 SERVER_CPU),
-        Profile("capacity", ("capacity-json", "capacity-db", "capacity-io"), 2, 1, 1,
+        Profile("capacity", ("capacity-json", "capacity-db", "capacity-io"), 2, 2, 1,
                 "every server, offered rates stepped past the knee: capacity at the SLO", SERVER_CPU),
         Profile("full", tuple(SCENARIOS), 30, 5, 5,
                 "every server, every scenario and shape, five repetitions", SERVER_CPU),

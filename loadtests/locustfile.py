@@ -64,7 +64,9 @@ def _env_float(name: str, default: float) -> float:
     return float(raw) if raw.strip() else default
 
 
-OPEN_MAX_INFLIGHT = int(_env_float("LAB_OPEN_MAX_INFLIGHT", 1000))
+# Past a server's knee, requests in flight would grow without bound, each on a new connection that the
+# server must accept: a cap keeps the overload a server's problem (dropped, counted) not a connection storm.
+OPEN_MAX_INFLIGHT = int(_env_float("LAB_OPEN_MAX_INFLIGHT", 256))
 LATE_MS = _env_float("LAB_LATE_MS", 10.0)
 RATES = tuple(float(r) for r in os.environ.get("LAB_RATES", "").split(",") if r.strip())
 
@@ -152,17 +154,21 @@ class Recorder:
             index = int((when - self.measure_start) / _env_float("LAB_DURATION", 10))
             step = self.steps.get(index)
             if step is None:
-                step = self.steps[index] = [0, 0, _hdr(TIMELINE_DIGITS), 0, 0, 0, None]
+                step = self.steps[index] = [0, 0, _hdr(TIMELINE_DIGITS), 0, 0, 0, None, _hdr(TIMELINE_DIGITS)]
             slots.append(step)
         return slots
 
-    def offer(self, when: float, late: bool) -> None:
-        """An open-model request started (late: more than LATE_MS after its scheduled time)."""
+    def offer(self, when: float, lag: float) -> None:
+        """An open-model request started `lag` seconds after its scheduled time (late: over LATE_MS)."""
         self.open_model = True
+        late = lag * 1000 > LATE_MS
         if self.phase_at(when) == "measure":
-            for slot in self._slots(when, when):
+            slots = self._slots(when, when)
+            for slot in slots:
                 slot[3] += 1
                 slot[4] += late
+            if len(slots) > 1:
+                slots[1][7].record_value(min(HDR_HIGHEST_US, max(HDR_LOWEST_US, round(lag * 1e6))))
             self.offered += 1
             self.late += late
 
@@ -245,9 +251,9 @@ class Recorder:
             "timeline": [[s, v[0], v[1], _encode(v[2])] for s, v in sorted(self.timeline.items())],
             "open_model": self.open_model,
             # per step of offered rate: [index, requests, failures, hdr, offered, late, dropped,
-            # uncorrected hdr]
-            "steps": [[i, *v[:2], _encode(v[2]), *v[3:6], None if v[6] is None else _encode(v[6])]
-                      for i, v in sorted(self.steps.items())],
+            # uncorrected hdr, start-lag hdr]
+            "steps": [[i, *v[:2], _encode(v[2]), *v[3:6], None if v[6] is None else _encode(v[6]),
+                       _encode(v[7])] for i, v in sorted(self.steps.items())],
             "offered": self.offered, "late": self.late, "dropped": self.dropped,
             "late_ms": LATE_MS, "max_inflight": OPEN_MAX_INFLIGHT,
             "latency_ok_uncorrected_us": _encode(self.ok_uncorrected) if self.open_model else None,
@@ -478,14 +484,20 @@ class MixedUser(LabUser):
         place_order(self)
 
 
+_OPEN_BEGAN: list[float] = []  # when the open-model user started offering
+
+
 def current_rate(when: float) -> float | None:
-    """The offered rate at `when`: the first step's through the warm-up, then one step per LAB_DURATION
-    seconds of the measured phase; None once the last step is over."""
+    """The offered rate at `when`: through the warm-up a ramp from a fifth of the first step's rate to
+    all of it (a cold client opening every connection at once would storm the server), then one step
+    per LAB_DURATION seconds of the measured phase; None once the last step is over."""
     if not RATES:
         return None
     start = RECORDER.measure_start
     if start is None or when < start:
-        return RATES[0]
+        warmup = max(0.1, _env_float("LAB_WARMUP", 2))
+        began = _OPEN_BEGAN[0] if _OPEN_BEGAN else when
+        return RATES[0] * min(1.0, 0.2 + 0.8 * (when - began) / warmup)
     step = int((when - start) / _env_float("LAB_DURATION", 10))
     return RATES[step] if step < len(RATES) else None
 
@@ -503,6 +515,7 @@ class OpenUser(LabUser):
         rng = random.Random()
         inflight = [0]
         due = time.time()
+        _OPEN_BEGAN[:] = [due]
         for _ in range(10**9):  # bounded; the shape stops this user when the last step ends
             rate = current_rate(due)
             if not rate:
@@ -516,7 +529,7 @@ class OpenUser(LabUser):
             if inflight[0] >= OPEN_MAX_INFLIGHT:
                 RECORDER.drop(due)
                 continue
-            RECORDER.offer(due, (time.time() - due) * 1000 > LATE_MS)
+            RECORDER.offer(due, time.time() - due)
             inflight[0] += 1
             gevent.spawn(self._one, path, due, inflight)
 

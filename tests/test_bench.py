@@ -14,7 +14,7 @@ from lab.bench.bench import Sample, Series
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parent.parent
-ARGS = argparse.Namespace(reps=3, duration=3.0, connections=64, pool_size=10)
+ARGS = argparse.Namespace(reps=3, duration=3.0, connections=64, pool_size=10, budget=None)
 
 
 def series(*cpu_us: float, rps: float = 10_000.0, errors: int = 0) -> Series:

@@ -155,7 +155,7 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
     return p
 
 
-def _int_knob(raw: str, name: str, low: int, high: int) -> int | None:
+def int_knob(raw: str, name: str, low: int, high: int) -> int | None:
     try:
         return knobs.integer(raw, name, low, high)
     except ValueError as exc:
@@ -197,17 +197,17 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
     shape = args.shape.strip() or None
     if shape and shape not in catalogue.SHAPES:
         raise RunError(f"SHAPE={shape!r} is unknown; choose from {', '.join(catalogue.SHAPES)}")
-    users = _int_knob(args.users, "USERS", 1, 100_000)
+    users = int_knob(args.users, "USERS", 1, 100_000)
     duration = _float_knob(args.duration, "DURATION", 1, 24 * 3600) or prof.duration
     warmup = _float_knob(args.warmup, "WARMUP", 0, 3600)
-    reps = _int_knob(args.reps, "REPS", 1, 100) or prof.reps
-    workers = _int_knob(args.locust_workers, "LOCUST_WORKERS", 0, 64) or 0
+    reps = int_knob(args.reps, "REPS", 1, 100) or prof.reps
+    workers = int_knob(args.locust_workers, "LOCUST_WORKERS", 0, 64) or 0
     try:
         server_cpu = (cpu_budget.parse(args.server_cpu) if args.server_cpu.strip()
                       else prof.server_cpu)
     except cpu_budget.BudgetError as exc:
         raise RunError(str(exc)) from None
-    period = _int_knob(args.cpu_period_us, "LAB_SERVER_CPU_PERIOD_US", cpu_budget.MIN_PERIOD_US,
+    period = int_knob(args.cpu_period_us, "LAB_SERVER_CPU_PERIOD_US", cpu_budget.MIN_PERIOD_US,
                        cpu_budget.MAX_PERIOD_US) or cpu_budget.DEFAULT_PERIOD_US
     server_cpus: list[int] | None = parse_cpus(args.server_cpus)
     load_cpus: list[int] | None = parse_cpus(args.load_cpus)
@@ -225,7 +225,7 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
     if server_cpus and load_cpus and set(server_cpus) & set(load_cpus):
         say(f"warning: server CPUs {server_cpus} and load CPUs {load_cpus} overlap: the generator and the "
             "server will compete for them")
-    remote = _int_knob(args.remote_workers, "LOCUST_REMOTE_WORKERS", 0, 1000) or 0
+    remote = int_knob(args.remote_workers, "LOCUST_REMOTE_WORKERS", 0, 1000) or 0
     if (workers or remote) and any(catalogue.SCENARIOS[n].open_model for n in scenarios):
         raise RunError("the capacity (open-model) scenarios run in one Locust process: drop LOCUST_WORKERS "
                        "and LOCUST_REMOTE_WORKERS for them, or run them apart")
@@ -242,7 +242,7 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         server_env={k: environ[k] for k in SERVER_KNOBS if environ.get(k)},
         run_id=check_run_id(args.run_id), remote_workers=remote,
         master_bind=args.master_bind.strip() or "127.0.0.1",
-        master_port=_int_knob(args.master_port, "LOCUST_MASTER_PORT", 0, 65535) or 0,
+        master_port=int_knob(args.master_port, "LOCUST_MASTER_PORT", 0, 65535) or 0,
         target_host=args.target_host.strip() or "127.0.0.1",
     )
 

@@ -290,7 +290,11 @@ def verdict(scenario: str, entries: Sequence[Entry]) -> Verdict:
     v.generator_bound = [e["server"] for e in entries if e.get("generator_bound")]
     v.failing = [e["server"] for e in entries if (e.get("failures") or 0) > 0]
     bound = [e["server"] for e in ranked if e.get("generator_bound")]
-    if not ranked:
+    if not ranked and open_model:
+        why = [f"{e['server']}: {' '.join(e['capacity'].get('notes') or [])}" for e in entries
+               if e.get("capacity")]
+        v.sentences.append(f"No capacity at the SLO could be measured: {'; '.join(why)}.")
+    elif not ranked:
         v.sentences.append("No server produced figures to compare.")
     elif len(ranked) == 1:
         e = ranked[0]

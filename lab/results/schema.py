@@ -81,6 +81,50 @@ class Writes(TypedDict, total=False):
     message: str
 
 
+class Cost(TypedDict, total=False):
+    """An entry's `cost`: CPU per successful request over the repetitions."""
+
+    cpu_us_per_request: Rates
+    cpu_source: str | list[str]
+    cpu_budget: dict[str, Any] | None
+
+
+class RepetitionCost(TypedDict, total=False):
+    cpu_seconds: float | None
+    cpu_source: str
+    cpu_us_per_request: float | None
+
+
+class OpenModel(TypedDict, total=False):
+    """`open_model` of an entry (steps: medians over repetitions) or of a repetition (plus its own lags)."""
+
+    offered: int
+    late: int
+    dropped: int
+    steps: list[dict[str, Any]]
+    late_ms: dict[str, Any] | None
+    latency_uncorrected_ms: Latency | None
+
+
+class Capacity(TypedDict, total=False):
+    """An entry's `capacity`: at SLO, over repetitions."""
+
+    median: float | None
+    values: list[float]
+    slo_p99_ms: float
+    limited_by: str
+    knee_rates: list[float]
+    notes: list[str]
+
+
+class RepetitionCapacity(TypedDict, total=False):
+    capacity_rps: float | None
+    slo_p99_ms: float
+    limited_by: str
+    knee_rate: float | None
+    note: str | None
+
+
 class Window(TypedDict, total=False):
     start: float
     end: float
@@ -114,6 +158,10 @@ class Repetition(TypedDict, total=False):
     resource_timeline: dict[str, list[Any]]
     sampler: dict[str, Any] | None
     locust_exit_code: int | None
+    cost: RepetitionCost
+    open_model: OpenModel | None
+    capacity: RepetitionCapacity | None
+    cpu_budget: dict[str, Any] | None
 
 
 class Entry(TypedDict, total=False):
@@ -157,6 +205,9 @@ class Entry(TypedDict, total=False):
     saturation: Saturation | None
     writes: Writes | None
     repetitions: list[Repetition]
+    cost: Cost
+    open_model: OpenModel | None
+    capacity: Capacity | None
 
 
 class Run(TypedDict, total=False):
