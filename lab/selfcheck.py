@@ -22,9 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lab.fmt import fmt_seconds
 from lab.load import plan, runner
 from lab.load import settings as load_settings
-from lab.load.settings import RunError, Settings, fmt_seconds, say
+from lab.load.settings import RunError, Settings, say
 from lab.report import compare
 from lab.results import stats
 

@@ -20,6 +20,8 @@ import pytest
 from lab.report import compare
 from lab.results import headline
 
+pytestmark = pytest.mark.unit
+
 DATA = Path(__file__).parent / "data" / "reports"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -109,6 +111,21 @@ def test_different_machines_warn_and_same_machine_does_not(runs: tuple[Path, Pat
     assert not c.different_machines and c.settings == [] and not c.only_a and not c.only_b
     assert "different-machines" not in compare.render_html(c)
     assert "None: both runs used the same settings." in compare.render_md(c)
+
+
+def test_a_package_version_change_is_named_as_the_likely_cause(runs: tuple[Path, Path]) -> None:
+    a = load(runs[0])
+    b = copy.deepcopy(a)
+    b["run"]["id"] = "fixture-a-upgraded"
+    a["run"]["machine"]["packages"] = {"aiohttp": "3.9.1", "gevent": "24.2.1"}
+    b["run"]["machine"]["packages"] = {"aiohttp": "3.10.0", "gevent": "24.2.1"}
+    c = compare.compare(a, b)
+    assert compare.version_changes(c.machine) == ["aiohttp 3.9.1 -> 3.10.0"]
+    note = "Package versions differ (aiohttp 3.9.1 -> 3.10.0): the likely cause of a change."
+    assert f"**{note}**" in compare.render_md(c)
+    assert 'data-warning="versions"' in compare.render_html(c)
+    same = compare.compare(a, copy.deepcopy(a))
+    assert compare.version_changes(same.machine) == [] and "likely cause" not in compare.render_md(same)
 
 
 def test_present_in_one_run_only(runs: tuple[Path, Path]) -> None:

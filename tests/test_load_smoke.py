@@ -25,9 +25,10 @@ REPO = Path(__file__).resolve().parents[1]
 SMOKE_SCENARIOS = ("json", "db")
 BUDGET_SECONDS = 180  # the whole smoke run, 4 servers x 2 scenarios x 2 repetitions
 ORDER = ("p50", "p90", "p95", "p99", "p99_9", "max")
-pytestmark = pytest.mark.timeout(BUDGET_SECONDS + 300)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(BUDGET_SECONDS + 300)]
 RUNNER_KNOBS = ("PROFILE", "SERVERS", "SCENARIOS", "USERS", "DURATION", "WARMUP", "REPS", "SHAPE",
-                "LOCUST_WORKERS", "RUN_ID", "CALIBRATE", "LAB_REPORTS_DIR")
+                "LOCUST_WORKERS", "RUN_ID", "CALIBRATE", "LAB_REPORTS_DIR", "LAB_SERVER_CPUS",
+                "LAB_LOAD_CPUS")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_every_server_and_scenario_ran_cleanly(smoke_run: dict[str, Any]) -> Non
     assert set(entries(data)) == {(m, s) for m in MODELS for s in SMOKE_SCENARIOS}
     assert data["run"]["profile"] == "smoke"
     assert data["run"]["wall_seconds"] < BUDGET_SECONDS, f"smoke took {data['run']['wall_seconds']}s"
-    assert data["run"]["machine"]["cpus"] >= 1
+    assert data["run"]["machine"]["cpus"] == os.cpu_count()  # this machine's facts, not a default
     assert "-m lab load" in data["run"]["command"]
 
 
@@ -117,7 +118,8 @@ def test_raw_files_and_run_files_are_kept(smoke_run: dict[str, Any]) -> None:
     run_dir: Path = smoke_run["run_dir"]
     settings = json.loads((run_dir / "settings.json").read_text(encoding="utf-8"))
     assert settings["profile"] == "smoke" and settings["command"].startswith(".venv/bin/python -m lab load")
-    assert settings["server_cpus"] is None or settings["load_cpus"] is not None
+    pinned = ([0], [1]) if len(os.sched_getaffinity(0)) >= 2 else (None, None)  # the defaults, or no pinning
+    assert (settings["server_cpus"], settings["load_cpus"]) == pinned
     assert (run_dir / "machine.json").is_file() and (run_dir / "calibration.json").is_file()
     for server in MODELS:
         for scenario in SMOKE_SCENARIOS:

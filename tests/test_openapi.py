@@ -13,6 +13,8 @@ from servers import contract
 from servers.settings import DEFAULT_PORTS, MODELS, Settings
 from tests.contract_client import OPENAPI_PATH, openapi, openapi_document
 
+pytestmark = pytest.mark.unit
+
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 

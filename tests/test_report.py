@@ -22,8 +22,11 @@ from typing import Any
 
 import pytest
 
+from lab import fmt
 from lab.report import run_report as report
 from lab.results import headline
+
+pytestmark = pytest.mark.unit
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
@@ -250,14 +253,14 @@ def test_ranking_of_four_servers_marks_ties() -> None:
 
 
 def test_number_words() -> None:
-    assert [headline.fmt_num(v) for v in (2259.7, 45.83, 7.987, 5, 0.0312, None)] == \
+    assert [fmt.fmt_num(v) for v in (2259.7, 45.83, 7.987, 5, 0.0312, None)] == \
         ["2,260", "45.8", "7.99", "5", "0.0312", "-"]
     assert headline.times(1 / 3, "memory") == "a third of the memory"
     assert headline.times(0.51, "memory") == "half the memory"
     assert headline.times(2.01, "memory") == "twice the memory"
     assert headline.times(2.4, "memory") == "2.4x the memory"
-    assert headline.fmt_pct(0.00005) == "<0.01%" and headline.fmt_pct(0.0058) == "0.58%"
-    assert headline.fmt_bytes(45752320) == "43.6 MiB"
+    assert fmt.fmt_pct(0.00005) == "<0.01%" and fmt.fmt_pct(0.0058) == "0.58%"
+    assert fmt.fmt_bytes(45752320) == "43.6 MiB"
 
 
 # --- the report files --------------------------------------------------------------------------------------
@@ -278,9 +281,9 @@ def test_report_files_tables_agree_and_hold_the_figures(run_a: Path) -> None:
     e = next(x for x in data["results"] if x["server"] == "threaded" and x["scenario"] == "writes")
     assert writes["rps"] == "844" and writes["spread"] == "30%"
     assert writes["CPU µs/req"] == "162" and writes["capacity"] == "-"
-    assert writes["p50 ms"] == headline.fmt_num(e["latency_ms"]["p50"]) == "11.8"
+    assert writes["p50 ms"] == fmt.fmt_num(e["latency_ms"]["p50"]) == "11.8"
     assert writes["p99 ms"] == "272" and writes["p99.9 ms"] == "601" and writes["max ms"] == "608"
-    assert writes["peak RSS"] == "29.1 MiB" and writes["threads"] == headline.fmt_num(e["threads_peak"])
+    assert writes["peak RSS"] == "29.1 MiB" and writes["threads"] == fmt.fmt_num(e["threads_peak"])
     assert writes["clients"] == "20" and writes["db conns"] == "10"
     assert html["json"][0][-1] == "generator-bound" and html["writes"][1][-1] == ""
     assert html["db"][1][header.index("failed")] == "0.29%"

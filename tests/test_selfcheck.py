@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
 def test_a_a_is_silent_and_a_b_is_found(database_url: str, tmp_path: Path) -> None:
     env = {**os.environ, "LAB_DATABASE_URL": database_url}
-    cmd = [sys.executable, "-m", "lab", "selfcheck", "--servers", "asyncio", "--scenarios", "json", "--reps", "6",
-           "--duration", "1", "--warmup", "1", "--reports-dir", str(tmp_path), "--run-id", "check"]
+    cmd = [sys.executable, "-m", "lab", "selfcheck", "--servers", "asyncio", "--scenarios", "json",
+           "--reps", "6", "--duration", "1", "--warmup", "1", "--reports-dir", str(tmp_path),
+           "--run-id", "check"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=540, check=False)
     out = done.stdout + done.stderr
     doc = json.loads((tmp_path / "check" / "selfcheck.json").read_text(encoding="utf-8"))

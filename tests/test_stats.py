@@ -10,6 +10,8 @@ import pytest
 
 from lab.results import stats
 
+pytestmark = pytest.mark.unit
+
 
 def test_full_separation_of_four_and_four_is_two_in_seventy() -> None:
     # Of the C(8, 4) = 70 ways to split eight values, only "all low" and "all high" are as extreme.

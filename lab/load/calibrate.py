@@ -33,7 +33,7 @@ from typing import Any, cast
 
 import psutil
 
-from lab import machine
+from lab import files, machine
 from lab.load.locust_job import LocustJob
 from lab.load.settings import RunError, parse_cpus
 from lab.stack import procs
@@ -199,10 +199,7 @@ def measure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers:
         stop_target(target)
     store = _read_store()
     store["entries"][entry["key"]] = entry
-    path().parent.mkdir(parents=True, exist_ok=True)
-    tmp = path().with_name(".calibration.json.tmp")
-    tmp.write_text(json.dumps(store, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path())
+    files.write_json(path(), store)
     return entry
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from lab.fmt import fmt_seconds
 from lab.load import calibrate
-from lab.load.settings import Settings, fmt_seconds, say
+from lab.load.settings import Settings, say
 from lab.stack import cpu_budget
 from loadtests import catalogue
 

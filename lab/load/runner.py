@@ -33,10 +33,12 @@ from typing import Any
 import psutil
 import psycopg2
 
-from lab import machine
+from lab import files, machine
+from lab.cpus import pin
+from lab.fmt import fmt_seconds
 from lab.load import calibrate, plan, probe, sampler
 from lab.load.locust_job import STOP_TIMEOUT, LocustJob, generator_now
-from lab.load.settings import RunError, Settings, build_parser, fmt_seconds, from_args, say
+from lab.load.settings import RunError, Settings, build_parser, from_args, say
 from lab.load.writes import WRITE_SCENARIOS, check_writes
 from lab.report import run_report as report
 from lab.results import build as results
@@ -329,12 +331,6 @@ def process_tree(pid: int) -> list[int]:
         return []
 
 
-def pin(pids: list[int], cpus: list[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            psutil.Process(pid).cpu_affinity(cpus)
-
-
 def throttle_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
     """The kernel's throttling counters over one repetition."""
     out = {k: after.get(k) for k in ("cores", "period_us", "quota_us", "cgroup_version")}
@@ -368,10 +364,7 @@ def server_config(url: str) -> dict[str, Any] | None:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    files.write_json(path, data, default=str)
 
 
 def point_latest(reports_dir: Path, run_dir: Path) -> None:

@@ -9,17 +9,14 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab import cpus as cpu_lists
 from lab import knobs
+from lab.knobs import SERVER_KNOBS
 from lab.stack import cpu_budget
 from loadtests import catalogue
-from servers import settings as server_settings
 from servers.settings import MODELS
 
 REPO = Path(__file__).resolve().parents[2]
-# What a run passes on to every server it starts: the servers' own knobs, less where they listen and
-# which database and application_name they use (the runner sets those per server).
-SERVER_KNOBS = tuple(v for v in server_settings.env_vars()
-                     if v not in {"LAB_HOST", "LAB_PORT", "LAB_DATABASE_URL", "LAB_APP_NAME"})
 ARRIVALS = ("uniform", "poisson")
 
 
@@ -32,25 +29,18 @@ def say(message: str) -> None:
 
 
 def parse_cpus(text: str) -> list[int]:
-    """`0`, `0-1`, `0,2-3` -> CPU numbers; RunError with the knob's name when malformed."""
-    cpus: list[int] = []
     try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            cpus.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise RunError(f"CPU list {text!r} is malformed; write it like 0, 0-1 or 0,2-3") from None
-    if not cpus:
-        raise RunError(f"CPU list {text!r} is empty")
-    return sorted(set(cpus))
+        return cpu_lists.parse_cpus(text)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
 
 
 def check_run_id(raw: str) -> str:
     """A run folder's name: letters, digits, '-', '_' and '.'; '' means 'make one up'."""
-    text = raw.strip()
-    if text and (text in {".", "..", "latest"} or not all(c.isalnum() or c in "-_." for c in text)):
-        raise RunError(f"RUN_ID={text!r}: use letters, digits, '-', '_' and '.' only (and not 'latest')")
-    return text
+    try:
+        return knobs.run_id(raw)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
 
 
 def _csv_list(text: str) -> list[str]:
@@ -256,7 +246,3 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         target_host=args.target_host.strip() or "127.0.0.1",
     )
 
-
-def fmt_seconds(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

@@ -17,9 +17,11 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from lab import files
+from lab.fmt import fmt_pct
 from lab.report import run_report as report
 from lab.results import headline, stats
-from lab.results.headline import FIGURES, fmt_pct
+from lab.results.headline import FIGURES
 
 COMPARED = ("cpu_per_req", "rss_per_conn", "capacity", "rps", "ok_rps", "p50", "p90", "p99", "p99_9", "max",
             "failure_rate", "rss_peak", "rss_mean", "threads", "client_conns", "db_conns", "cpu")
@@ -86,6 +88,17 @@ def machine_diff(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[tuple[str, 
     diff = _diff(fa, fb)
     different = any(k.split(".")[0] in MACHINE_FACTS for k, _, _ in diff)
     return diff, different
+
+
+def version_changes(machine: list[tuple[str, Any, Any]]) -> list[str]:
+    """'aiohttp 3.9.1 -> 3.10.0' for each package whose version differs: the likely cause of a change."""
+    return [f"{k.removeprefix('packages.')} {x or 'absent'} -> {y or 'absent'}"
+            for k, x, y in machine if k.startswith("packages.")]
+
+
+def _versions_note(c: Comparison) -> str:
+    changes = version_changes(c.machine)
+    return f"Package versions differ ({'; '.join(changes)}): the likely cause of a change." if changes else ""
 
 
 @dataclass
@@ -199,6 +212,8 @@ def render_md(c: Comparison) -> str:
     out = [f"# serverlab comparison: {c.a_id} (A) vs {c.b_id} (B)", "",
            f"A: {_v(c.a['run'].get('command'))}", "", f"B: {_v(c.b['run'].get('command'))}", "",
            "## Settings that differ", ""]
+    if _versions_note(c):
+        out += [f"**{_versions_note(c)}**", ""]
     if c.settings:
         out += report.md_table(["setting", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.settings],
                                right_from=3)
@@ -254,6 +269,8 @@ def render_html(c: Comparison) -> str:
         f'<p class="sub">A: <code>{escape(_v(c.a["run"].get("command")))}</code><br>'
         f'B: <code>{escape(_v(c.b["run"].get("command")))}</code></p></header>')
     add('<section class="card" id="settings"><h2>Settings that differ</h2>')
+    if _versions_note(c):
+        add(f'<p class="warn" data-warning="versions">{escape(_versions_note(c))}</p>')
     add(_table(["setting", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.settings]) if c.settings
         else "<p>None: both runs used the same settings.</p>")
     add('</section><section class="card" id="machines"><h2>Machines</h2>')
@@ -304,8 +321,8 @@ def build(a_arg: str | Path, b_arg: str | Path, out: Path | None = None) -> tupl
     out = out or default_out(a_dir, b_dir)
     out.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out / "compare.html", out / "compare.md"
-    html_path.write_text(render_html(c), encoding="utf-8")
-    md_path.write_text(render_md(c), encoding="utf-8")
+    files.write_text(html_path, render_html(c))
+    files.write_text(md_path, render_md(c))
     return html_path, md_path, c
 
 
@@ -321,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except report.ReportError as exc:
         print(f"lab compare: {exc}", file=sys.stderr)
         return 2
+    if _versions_note(c):
+        print(_versions_note(c))
     if c.settings:
         print("settings that differ: " + ", ".join(k for k, _, _ in c.settings))
     if c.different_machines:

@@ -26,13 +26,15 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from lab.files import write_text
+from lab.fmt import fmt_bytes, fmt_ms, fmt_num, fmt_pct, fmt_us
 from lab.load import sampler
 from lab.report import svgplot
 from lab.results import build as results
-from lab.results.headline import Verdict, fmt_bytes, fmt_ms, fmt_num, fmt_pct, fmt_us, verdict
+from lab.results.headline import Verdict, verdict
 
 REPO = Path(__file__).resolve().parents[2]
-OUTPUTS = frozenset({"results.json", "results.json.tmp", "index.html", "summary.md", "screenshot.png"})
+OUTPUTS = frozenset({"results.json", ".results.json.tmp", "index.html", "summary.md", "screenshot.png"})
 KNOWN_SERVERS = ("threaded", "gevent", "asyncio", "multiproc")
 PLOT_KINDS = ("rps", "cost", "latency-percentiles", "throughput-time", "latency-time", "rss-time",
               "connections-time", "db-time", "cpu-time")
@@ -786,9 +788,7 @@ def build(run_dir: Path) -> tuple[Path, Path]:
     data = load_results(run_dir)
     html_path, md_path = run_dir / "index.html", run_dir / "summary.md"
     for path, text in ((html_path, render_html(data, run_dir)), (md_path, render_md(data))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        write_text(path, text)
     return html_path, md_path
 
 

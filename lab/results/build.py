@@ -20,6 +20,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from lab import files
 from lab.load import sampler
 
 SCHEMA = "serverlab-results"
@@ -782,9 +783,7 @@ def build(run_dir: Path) -> dict[str, Any]:
 def write(run_dir: Path) -> Path:
     data = build(run_dir)
     out = Path(run_dir) / "results.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    files.write_json(out, data)
     return out
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from lab.fmt import fmt_bytes, fmt_ms, fmt_num, fmt_pct, fmt_us
 from lab.results import stats
 
 FAILURE_FLOOR = 0.001  # 0.1 percentage point
@@ -30,44 +31,6 @@ Entry = dict[str, Any]
 
 
 # --- numbers as people read them ----------------------------------------------------------------------
-
-
-def fmt_num(v: float | None, digits: int = 3) -> str:
-    """Three significant digits, thousands separated: 2,260 / 45.8 / 7.99; '-' for no figure."""
-    if v is None:
-        return "-"
-    a = abs(v)
-    if a >= 10 ** (digits - 1) or float(v).is_integer():
-        return f"{v:,.0f}"
-    decimals = digits - 1 - int(f"{a:e}".split("e")[1])
-    return f"{v:,.{max(0, decimals)}f}"
-
-
-def fmt_us(v: float | None) -> str:
-    return "-" if v is None else f"{fmt_num(v)} µs"
-
-
-def fmt_ms(v: float | None) -> str:
-    return "-" if v is None else f"{fmt_num(v)} ms"
-
-
-def fmt_bytes(v: float | None) -> str:
-    if v is None:
-        return "-"
-    for size, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if abs(v) >= size:
-            return f"{fmt_num(v / size)} {unit}"
-    return f"{v:.0f} B"
-
-
-def fmt_pct(v: float | None, signed: bool = False) -> str:
-    """A fraction as percent: 0.032 -> 3.2%; tiny non-zero rates are not rounded to zero."""
-    if v is None:
-        return "-"
-    if v and abs(v) < 0.0001:
-        return "<0.01%" if v > 0 else ">-0.01%"
-    text = fmt_num(v * 100, 2 if abs(v) < 1 else 3)
-    return f"{'+' if signed and v > 0 else ''}{text}%"
 
 
 FRACTIONS = ((1 / 4, "a quarter of"), (1 / 3, "a third of"), (1 / 2, "half"), (2 / 3, "two thirds of"),
