@@ -84,5 +84,5 @@ def run(plan: Plan, database_url: str, log_dir: Path, say: Callable[[str], None]
         "block_ms": plan.block_ms,
         "clients": plan.block_clients,
         "pace_ms": PACE * 1000,
-        "seconds": plan.block_seconds,
+        "phase_seconds": plan.block_seconds,
     }

@@ -20,14 +20,14 @@ VERDICT_CSS = """
 table.claims td{white-space:normal;text-align:left;vertical-align:top}
 table.claims td.fig{min-width:220px}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:14px}
-svg.chart{width:100%;height:auto;background:#fff}
+svg.chart{width:100%;height:auto;background:#fff}figure{margin:0}
 svg .grid{stroke:#e7eaee}svg .axis{stroke:#8a94a0}svg .tick,svg .legend{font-size:11px;fill:#4b5563}
 svg .axis-label{font-size:12px;fill:#4b5563}svg .series{stroke-width:2}
 svg .whisker{stroke:#1f2328;stroke-width:1.2;fill:none}
 """
 
 
-def _machine_line(data: dict[str, Any]) -> str:
+def machine_line(data: dict[str, Any]) -> str:
     m = data.get("machine") or {}
     mem = (m.get("memory_bytes") or 0) / 2**30
     return (
@@ -51,7 +51,7 @@ def claim_rows(data: dict[str, Any]) -> list[list[str]]:
 # --- Markdown -----------------------------------------------------------------------------------
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     clean = [[str(c).replace("|", "\\|").replace("\n", " ") for c in row] for row in rows]
     return [
         "| " + " | ".join(header) + " |",
@@ -64,20 +64,20 @@ def render_md(data: dict[str, Any]) -> str:
     out = [
         f"# Claims measured: {data['id']}",
         "",
-        f"Machine: {_machine_line(data)}; {_load_line(data)}.",
+        f"Machine: {machine_line(data)}; {_load_line(data)}.",
         f"Command: `{data['command']}` (size {data['size']}), {data['wall_seconds']:.0f} s wall.",
         "",
     ]
     if data.get("problems"):
         out += ["**Problems:**", *(f"- {p}" for p in data["problems"]), ""]
     out += ["## The claims", ""]
-    out += _md_table(["Folk claim", "Measured here", "Verdict", "Method"], claim_rows(data))
+    out += md_table(["Folk claim", "Measured here", "Verdict", "Method"], claim_rows(data))
     notes = [(c["folk"], c["note"]) for c in data.get("claims", []) if c.get("note")]
     if notes:
         out += ["", "Notes:", *(f"- *{folk}* {note}" for folk, note in notes)]
     for title, header, rows in detail_tables(data):
         out += ["", f"## {title}", ""]
-        out += _md_table(header, rows)
+        out += md_table(header, rows)
     return "\n".join(out) + "\n"
 
 
@@ -209,6 +209,29 @@ def _k(v: float | None) -> float | None:
 # --- charts -------------------------------------------------------------------------------------
 
 
+# Short chart labels: eight bars share 640 units of width.
+SHORT = {
+    "thread-event": "thr Event",
+    "thread-condition": "thr Cond",
+    "greenlet-switch": "greenlet",
+    "gevent-event": "gev Event",
+    "asyncio-sleep0": "aio sleep0",
+    "asyncio-event": "aio Event",
+    "uvloop-sleep0": "uv sleep0",
+    "uvloop-event": "uv Event",
+    "thread": "thr",
+    "thread-512k": "thr512k",
+    "greenlet": "green",
+    "asyncio-task": "task",
+}
+
+
+def figure(svg: str) -> str:
+    """The chart under a heading taken from its own <title>."""
+    title = svg.split("<title>", 1)[1].split("</title>", 1)[0] if "<title>" in svg else ""
+    return f"<figure><h3>{title}</h3>{svg}</figure>"
+
+
 def charts(data: dict[str, Any]) -> list[str]:
     ex = data.get("experiments") or {}
     pal = svgplot.PALETTE
@@ -219,8 +242,8 @@ def charts(data: dict[str, Any]) -> list[str]:
         out.append(
             svgplot.bar_chart(
                 "switch",
-                "µs per switch",
-                names,
+                "µs per switch, median and range over repetitions",
+                [SHORT.get(n, n) for n in names],
                 [
                     svgplot.Bars(
                         "µs per switch",
@@ -236,7 +259,7 @@ def charts(data: dict[str, Any]) -> list[str]:
         )
     if ok(ex.get("memory")):
         rows = ex["memory"]["rows"]
-        groups = [f"{r['kind']} ×{r['n']:,}" for r in rows]
+        groups = [f"{SHORT.get(r['kind'], r['kind'])} {svgplot.short(r['n'])}" for r in rows]
         out.append(
             svgplot.bar_chart(
                 "memory",
@@ -363,7 +386,7 @@ def charts(data: dict[str, Any]) -> list[str]:
 # --- HTML ---------------------------------------------------------------------------------------
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "wide") -> str:
+def table(header: Sequence[str], rows: Sequence[Sequence[str]], cls: str = "wide") -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in r) + "</tr>" for r in rows)
     return (
@@ -379,7 +402,7 @@ def render_html(data: dict[str, Any]) -> str:
         f"<title>serverlab claims {escape(data['id'])}</title>"
         f"<style>{CSS}{VERDICT_CSS}</style></head><body><main>",
         f"<header><h1>The folklore, measured: {escape(data['id'])}</h1>",
-        f'<p class="sub">{escape(_machine_line(data))}<br>{escape(_load_line(data))}<br>'
+        f'<p class="sub">{escape(machine_line(data))}<br>{escape(_load_line(data))}<br>'
         f"<code>{escape(data['command'])}</code> (size {escape(data['size'])}), "
         f"{data['wall_seconds']:.0f} s wall</p></header>",
     ]
@@ -404,10 +427,10 @@ def render_html(data: dict[str, Any]) -> str:
     )
     h.append(
         '<section class="card" id="charts"><h2>Charts</h2><div class="charts">'
-        + "".join(charts(data))
+        + "".join(figure(svg) for svg in charts(data))
         + "</div></section>"
     )
     for title, header, trows in detail_tables(data):
-        h.append(f'<section class="card"><h2>{escape(title)}</h2>{_table(header, trows)}</section>')
+        h.append(f'<section class="card"><h2>{escape(title)}</h2>{table(header, trows)}</section>')
     h.append("</main></body></html>")
     return "\n".join(h)

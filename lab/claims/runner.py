@@ -74,7 +74,7 @@ def run(p: plan.Plan, out_dir: Path, command: str) -> dict[str, Any]:
             traceback.print_exc()
             result = {"error": f"{type(exc).__name__}: {exc}"}
             data["problems"].append(f"experiment {name} failed: {result['error']}")
-        result["seconds"] = time.monotonic() - t0
+        result["wall_seconds"] = time.monotonic() - t0
         data["experiments"][name] = result
     for name, result in data["experiments"].items():
         for key in ("variants",):
