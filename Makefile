@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-stamp
 apt_install = command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	echo "==> installing $(2) (apt-get)" && { apt-get install -y -qq $(2) >/dev/null 2>&1 || \
 	{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(2) >/dev/null 2>&1; }; }; } || true
-.PHONY: help venv test test-compose lint bench up down status logs clean load calibrate report compare tune claims
+.PHONY: help venv test test-compose lint bench up down status logs clean load calibrate report compare tune selfcheck claims
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,6 +46,9 @@ bench: venv ## rps of /json and /db per server, metrics on vs off, asyncio vs a 
 
 load: venv ## drive every server with the Locust scenarios (PROFILE SERVERS SCENARIOS USERS DURATION REPS ...)
 	$(PY) -m lab load $(LOAD_ARGS)
+
+selfcheck: venv ## A/A (same settings twice: no change) and A/B (pool 2 vs 10: a change) (SELFCHECK_ARGS)
+	$(PY) -m lab selfcheck $(SELFCHECK_ARGS)
 
 calibrate: venv ## measure what the load generator can drive on this machine
 	$(PY) -m lab calibrate --force

@@ -13,6 +13,7 @@ from lab.stack import stack
 COMMANDS: dict[str, tuple[str, str]] = {
     "load": ("lab.load.runner", "drive every server with the Locust scenarios (make load)"),
     "calibrate": ("lab.load.calibrate", "measure what the load generator can drive here"),
+    "selfcheck": ("lab.selfcheck", "A/A and A/B: the same twice is no change, a known change is found"),
     "results": ("lab.results.build", "rebuild results.json from a run's raw files"),
     "report": ("lab.report.run_report", "rebuild a run's index.html and summary.md"),
     "compare": ("lab.report.compare", "compare two runs (compare.html, compare.md)"),

@@ -42,7 +42,8 @@ from typing import Any
 import psycopg2
 
 from lab import knobs
-from lab.load import calibrate, runner
+from lab.load import calibrate, plan, runner
+from lab.load import settings as load_settings
 from lab.report import run_report as report
 from lab.report import svgplot
 from lab.results import build as results
@@ -108,7 +109,7 @@ class Sweep:
     servers: list[str]
     scenario: str
     slo_p99_ms: float
-    base: runner.Settings  # the runner's settings every run starts from (one repetition each)
+    base: load_settings.Settings  # the runner's settings every run starts from (one repetition each)
     tune_id: str
     rounds: int = 2  # REPS: passes over all values, each running every value once
     force: bool = False
@@ -123,7 +124,7 @@ class Sweep:
     def env_text(self, value: float) -> str:
         return env_text(self.param, value)
 
-    def run_settings(self, value: float, rnd: int) -> runner.Settings:
+    def run_settings(self, value: float, rnd: int) -> load_settings.Settings:
         """One run: this value, one repetition, into <tune>/<param>-<value>-r<round>/."""
         env = {**self.base.server_env, self.param.env_var: self.env_text(value)}
         return dataclasses.replace(self.base, run_id=f"{self.point_id(value)}-r{rnd}", reps=1,
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="concurrent users (default: the scenario's own) [USERS]")
     p.add_argument("--tune-id", default=env.get("TUNE_ID", ""),
                    help="name of the tune folder (default <date>-<time>-tune-<param>) [TUNE_ID]")
-    p.add_argument("--reports-dir", default=env.get("LAB_REPORTS_DIR", str(runner.REPO / "reports")),
+    p.add_argument("--reports-dir", default=env.get("LAB_REPORTS_DIR", str(load_settings.REPO / "reports")),
                    help="where the tune folder goes [LAB_REPORTS_DIR, default reports/]")
     p.add_argument("--calibrate", default=env.get("CALIBRATE", "auto"), choices=("auto", "force", "skip"),
                    help="the load generator's calibration, as for make load [CALIBRATE]")
@@ -255,12 +256,12 @@ def sweep_from(args: argparse.Namespace) -> Sweep:
     argv = ["--profile", RUNNER_PROFILE, "--servers", ",".join(servers), "--scenarios", scenario,
             "--duration", f"{duration:g}", "--warmup", f"{warmup:g}", "--reps", "1",
             "--calibrate", args.calibrate, "--reports-dir", args.reports_dir, "--users", args.users.strip(),
-            "--run-id", ""]
+            "--run-id", "", "--server-cpu", os.environ.get("LAB_SERVER_CPU") or "none"]
     if args.database_url:
         argv += ["--database-url", args.database_url]
     try:
-        base = runner.settings_from(runner.build_parser().parse_args(argv))
-    except runner.RunError as exc:
+        base = load_settings.from_args(load_settings.build_parser().parse_args(argv))
+    except load_settings.RunError as exc:
         raise TuneError(str(exc)) from None
     for value in values:  # each value against the servers' own limits (servers/settings.py)
         env = {**base.server_env, param.env_var: env_text(param, value)}
@@ -810,7 +811,7 @@ def write_reports(doc: dict[str, Any], tune_dir: Path) -> tuple[Path, Path]:
 def rebuild(tune_arg: str, slo: str) -> int:
     tune_dir = Path(tune_arg)
     if not tune_dir.is_dir():
-        tune_dir = Path(os.environ.get("LAB_REPORTS_DIR") or runner.REPO / "reports") / tune_arg
+        tune_dir = Path(os.environ.get("LAB_REPORTS_DIR") or load_settings.REPO / "reports") / tune_arg
     doc = results.read_json(tune_dir / "tune.json") if tune_dir.is_dir() else None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise TuneError(f"{tune_arg} is not a tune folder (no tune.json); pass reports/<tune-id>")
@@ -865,7 +866,7 @@ def new_doc(sweep: Sweep) -> dict[str, Any]:
 
 
 def print_plan(sweep: Sweep, with_calibration: bool) -> float:
-    per = [runner.plan(sweep.run_settings(v, r), False)[1] for r, v in sweep.schedule()]
+    per = [plan.total_seconds(sweep.run_settings(v, r), False) for r, v in sweep.schedule()]
     total = sum(per) + (calibrate.estimated_seconds() if with_calibration else 0)
     sc = sweep.base.scenario(sweep.scenario)
     values = ", ".join(fmt_value(v) for v in sweep.values)
@@ -874,8 +875,8 @@ def print_plan(sweep: Sweep, with_calibration: bool) -> float:
         f"{sweep.rounds} x {sweep.base.duration:g} s per value after {sweep.base.warmup:g} s warm-up, "
         f"SLO p99 {sweep.slo_p99_ms:g} ms")
     say(f"  {len(per)} runs ({sweep.rounds} round(s) over {len(sweep.values)} values, round-robin) x "
-        f"{len(sweep.servers)} server(s), ~{runner.fmt_seconds(per[0])} per run; planned total "
-        f"~{runner.fmt_seconds(total)}"
+        f"{len(sweep.servers)} server(s), ~{load_settings.fmt_seconds(per[0])} per run; planned total "
+        f"~{load_settings.fmt_seconds(total)}"
         + ("; calibration first" if with_calibration else ""))
     say(f"  into {sweep.tune_dir}/")
     return total
@@ -914,7 +915,7 @@ def run(sweep: Sweep) -> int:
     if sweep.tune_dir.exists():
         raise TuneError(f"{sweep.tune_dir} exists already; choose another TUNE_ID or leave it empty")
     url = base.database_url or database.provision()
-    base.database_url = url
+    sweep.base = base = base.replace(database_url=url)
     try:
         budget = read_budget(url)
     except psycopg2.Error as exc:
@@ -948,8 +949,8 @@ def run(sweep: Sweep) -> int:
             left = max(0.0, planned - (time.monotonic() - began))
             tag = f"[tune {i}/{len(runs)}] round {rnd}/{sweep.rounds} {sweep.param.name}={fmt_value(value)}"
             say(f"\n{tag} ({sweep.param.env_var}={sweep.env_text(value)}) on {', '.join(sweep.servers)} / "
-                f"{sweep.scenario}: tune {runner.fmt_seconds(time.monotonic() - began)} elapsed, "
-                f"~{runner.fmt_seconds(left)} left")
+                f"{sweep.scenario}: tune {load_settings.fmt_seconds(time.monotonic() - began)} elapsed, "
+                f"~{load_settings.fmt_seconds(left)} left")
             load = os.getloadavg()[0]
             code = runner.run(s, link_latest=False)
             rec = points[value]
@@ -978,8 +979,8 @@ def run(sweep: Sweep) -> int:
         doc["wall_seconds"] = round(doc["finished_at"] - doc["started_at"], 1)
         html_path, md_path = write_reports(doc, sweep.tune_dir)
     print_outcome(doc)
-    say(f"\ntune wall time {runner.fmt_seconds(doc['wall_seconds'])} "
-        f"(planned ~{runner.fmt_seconds(planned)})")
+    say(f"\ntune wall time {load_settings.fmt_seconds(doc['wall_seconds'])} "
+        f"(planned ~{load_settings.fmt_seconds(planned)})")
     dirs = [r["dir"] for p in doc["points"] for r in p["runs"]]
     say(f"wrote {html_path}\nwrote {md_path}\nruns: {', '.join(dirs)} under {sweep.tune_dir}")
     return exit_status
