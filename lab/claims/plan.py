@@ -126,7 +126,8 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "--size",
         default=g("LAB_CLAIMS_SIZE", "standard"),
         choices=sorted(PRESETS),
-        help="tiny (under a minute, for tests), quick (fewer steps and repetitions) or standard (the default, under 10 min on 2 cores) [LAB_CLAIMS_SIZE]",
+        help="tiny (under a minute, for tests), quick (fewer steps and repetitions) or standard "
+        "(the default, under 10 min on 2 cores) [LAB_CLAIMS_SIZE]",
     )
     p.add_argument(
         "--only",
