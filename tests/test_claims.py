@@ -181,3 +181,17 @@ def test_compare_two_claims_runs_and_link_from_the_main_report(
     assert f'href="../{b.name}/claims.html"' in link
     monkeypatch.setenv("LAB_REPORTS_DIR", str(tmp_path / "empty"))
     assert run_report.claims_link(tmp_path / "load-run") == ""
+
+
+def test_rebuild_rejudges_a_recorded_run(tiny_run: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    run = tmp_path / "claims-copy"
+    shutil.copytree(tiny_run[0], run)
+    (run / "claims.html").unlink()
+    done = subprocess.run([sys.executable, "-m", "lab", "claims", "--rebuild", str(run)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "claims.json").read_text())["claims"] == tiny_run[1]["claims"]
+    assert (run / "claims.html").read_text().startswith("<!DOCTYPE html>")
+    missing = subprocess.run([sys.executable, "-m", "lab", "claims", "--rebuild", str(tmp_path / "nope")],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

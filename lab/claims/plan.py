@@ -166,6 +166,12 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         help="where the claims-<time> folder goes [LAB_REPORTS_DIR, default reports/]",
     )
     p.add_argument(
+        "--rebuild",
+        default="",
+        metavar="RUN",
+        help="judge the claims again and rewrite claims.md/.html from RUN's claims.json (no measuring)",
+    )
+    p.add_argument(
         "--out",
         default=g("LAB_CLAIMS_OUT", ""),
         help="write into this folder instead of reports/claims-<time> [LAB_CLAIMS_OUT]",

@@ -17,7 +17,7 @@ VERDICT_CSS = """
 .verdict.off{background:var(--warn-bg);color:var(--warn)}
 .verdict.refuted{background:var(--bad-bg);color:var(--bad)}
 .verdict.inconclusive,.verdict.missing{background:#eef0f3;color:var(--muted)}
-table.claims td{white-space:normal;text-align:left;vertical-align:top}
+table.claims td,table.claims th{white-space:normal;text-align:left;vertical-align:top}
 table.claims td.fig{min-width:220px}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:14px}
 svg.chart{width:100%;height:auto;background:#fff}figure{margin:0}

@@ -91,6 +91,19 @@ def run(p: plan.Plan, out_dir: Path, command: str) -> dict[str, Any]:
     return data
 
 
+def rebuild(run_dir: Path) -> int:
+    """Judge a recorded run's claims again (after a rule changed) and rewrite its three files."""
+    source = run_dir / "claims.json"
+    if not source.is_file():
+        print(f"make claims: {source} does not exist; pass a reports/claims-<time> folder", file=sys.stderr)
+        return 2
+    data = json.loads(source.read_text())
+    data["claims"] = verdict.judge(data["experiments"])
+    write(run_dir, data)
+    _say(f"rewrote {run_dir / 'claims.html'}, claims.md, claims.json from the recorded figures")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -98,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"make claims: {exc}", file=sys.stderr)
         return 2
+    if args.rebuild:
+        return rebuild(Path(args.rebuild))
     out_dir = (
         Path(args.out).absolute()
         if args.out

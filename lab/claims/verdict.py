@@ -280,6 +280,7 @@ def _gil(r: dict[str, Any]) -> list[Claim]:
             "The same loop in 1, 2 and 4 forked processes started together; throughput over "
             "one thread's; the CPU time the children got says how many cores they had.",
             proc_judged,
+            f"Per core the processes got: {p2 / got if got else math.nan:.2f}× one thread's throughput. "
             f"Served: multiproc /cpu with 2 workers ran {served['multiproc 2 workers vs 1']:.2f}× the "
             "requests of 1 worker (2 clients each; the clients share the same cores).",
         ),
