@@ -134,9 +134,10 @@ def _memory(r: dict[str, Any]) -> list[Claim]:
 
     thread, green, small = largest("thread"), largest("greenlet"), largest("thread-512k")
     virt = thread["virt"]["median"] / KiB / KiB if thread else None
-    stack = (r.get("stack_limit_bytes") or 0) / KiB / KiB
+    limit = r.get("stack_limit_bytes") or 0
+    stack = f"{limit / KiB / KiB:g} MiB" if limit > 0 else "default (RLIMIT_STACK is unlimited)"
     note = (
-        f"Virtual size per thread: {stats.fmt(virt, 'MiB')}; that is the {stack:g} MiB stack each "
+        f"Virtual size per thread: {stats.fmt(virt, 'MiB')}; that is the {stack} stack each "
         "thread reserves (RLIMIT_STACK), address space the kernel backs with memory only when "
         "touched. RSS counts the pages actually touched. The kernel's own per-thread memory "
         "(a 16 KiB kernel stack and its task struct) is in neither figure."
