@@ -43,7 +43,7 @@ def marks(c: compare.Comparison, server: str, scenario: str) -> dict[str, tuple[
 def test_better_worse_and_within_noise(runs: tuple[Path, Path]) -> None:
     c = compare.compare(load(runs[0]), load(runs[1]))
     faster = marks(c, "asyncio", "writes")
-    assert faster["rps"] == ("215", "630", "+193%", "better")  # far beyond the larger spread, 54 %
+    assert faster["rps"] == ("216", "630", "+191%", "better")  # every repetition apart (p = 2/70), 2.9x
     assert faster["p99"][3] == "within noise" and faster["peak RSS"][3] == "within noise"
     slower = marks(c, "threaded", "writes")
     assert slower["p99"] == ("272 ms", "1,500 ms", "+451%", "worse")
@@ -57,9 +57,18 @@ def test_better_worse_and_within_noise(runs: tuple[Path, Path]) -> None:
     eb = copy.deepcopy(ea)
     eb["client_connections_peak"] = ea["client_connections_peak"] * 3
     eb["cpu_percent"]["mean"] = ea["cpu_percent"]["mean"] / 3
+    for i, r in enumerate(eb["repetitions"]):  # the rule tests the repetitions
+        r["resources"]["client_connections_peak"] = (ea["client_connections_peak"] + i) * 3
+        r["resources"]["cpu_percent_mean"] = ea["cpu_percent"]["mean"] / 3 - i
     assert headline.compare_figure(headline.FIGURES["client_conns"], ea, eb)[0] == "higher"
     assert headline.compare_figure(headline.FIGURES["cpu"], ea, eb)[0] == "lower"
-    eb["failure_rate"] = 0.0005  # from none to some is a change, however small
+    eb["failure_rate"] = 0.0005  # a few failures in one run: not a change by the rule
+    for r in eb["repetitions"]:
+        r["failure_rate"] = 0.0005
+    assert headline.compare_figure(headline.FIGURES["failure_rate"], ea, eb)[0] == "within noise"
+    eb["failure_rate"] = 0.01  # 1 % in every repetition against none: worse
+    for r in eb["repetitions"]:
+        r["failure_rate"] = 0.01
     assert headline.compare_figure(headline.FIGURES["failure_rate"], ea, eb)[0] == "worse"
 
 
@@ -115,9 +124,10 @@ def test_markdown_and_html_agree(runs: tuple[Path, Path], tmp_path: Path) -> Non
     for p in c.pairs:
         assert f'data-pair="{p.server}/{p.scenario}"' in html
         for r in p.rows:
-            assert f"| {r.figure} | {r.a} | {r.b} | {r.change} | {r.mark} |" in md
+            assert f"| {r.figure} | {r.a} | {r.b} | {r.change} | {r.mark} | {r.confidence} |" in md
             assert (f'<td>{r.figure}</td><td>{r.a}</td><td>{r.b}</td><td>{r.change}</td>'
-                    f'<td><span class="mark {r.mark.replace(" ", "-")}">{r.mark}</span></td>') in html
+                    f'<td><span class="mark {r.mark.replace(" ", "-")}">{r.mark}</span></td>'
+                    f'<td class="conf">{r.confidence}</td>') in html
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -132,7 +142,8 @@ def test_cli_writes_beside_run_a_and_accepts_run_ids(runs: tuple[Path, Path]) ->
     out = a.parent / "compare-run-a-vs-run-b"
     assert f"wrote {out / 'compare.html'}" in done.stdout and f"wrote {out / 'compare.md'}" in done.stdout
     assert "warning: the runs were made on different machines: cpu_model, cpus, kernel" in done.stdout
-    assert "asyncio/writes: rps better (+193%)" in done.stdout and "only in B: gevent/json" in done.stdout
+    assert "asyncio/writes: rps better (+191%; p=0.029, x2.91, [2.21-4.12])" in done.stdout
+    assert "only in B: gevent/json" in done.stdout
     shutil.rmtree(out)
     done = run_cli("run-b", "run-a", env={"LAB_REPORTS_DIR": str(a.parent)})
     assert done.returncode == 0, done.stderr

@@ -39,7 +39,7 @@ import psutil
 
 from lab import machine
 from lab.bench import instructions as bench_instructions
-from lab.stack import database, procs
+from lab.stack import cpu_budget, database, procs
 from servers.settings import MODELS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,7 +100,7 @@ class Series:
     def generator_bound(self) -> bool:
         return any(s.generator_cpu >= GENERATOR_BOUND_CPU for s in self.samples)
 
-    def unsaturated(self, server_cores: int) -> bool:
+    def unsaturated(self, server_cores: float) -> bool:
         """The server had CPU to spare: something else (a busy machine, the database) was the limit."""
         return statistics.median(s.server_cpu for s in self.samples) < SATURATED_CPU * server_cores
 
@@ -285,8 +285,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="seconds of load per target under callgrind")
     p.add_argument("--reports-dir", default=env.get("LAB_REPORTS_DIR", str(REPO / "reports")),
                    help="where the bench-<time> folder goes [LAB_REPORTS_DIR, default reports/]")
+    p.add_argument("--server-cpu", default=env.get("LAB_SERVER_CPU", "none"),
+                   help="CPU budget per server in cores (a cgroup quota, as make load sets it), or none "
+                        "[LAB_SERVER_CPU, default none]: with make load's budget the CPU per request of the "
+                        "two can be set side by side")
     p.add_argument("--no-check", action="store_true", help="report only; exit 0 even if a target is missed")
     args = p.parse_args(argv)
+    try:
+        args.budget = cpu_budget.parse(args.server_cpu)
+    except cpu_budget.BudgetError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
 
     if shutil.which("wrk") is None:
         print("make bench needs wrk, the load generator: `apt-get install wrk` "
@@ -310,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = database.provision()
 
     targets: dict[str, Target] = {}
+    budgets: list[cpu_budget.CpuBudget] = []
     started: list[procs.ServerProcess] = []
     bare: subprocess.Popen[bytes] | None = None
     base_env = {"LAB_POOL_SIZE": str(args.pool_size)}
@@ -334,6 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if server_cpus:
             for t in targets.values():
                 pin(t.pid, server_cpus)
+        if args.budget is not None:
+            for t in targets.values():
+                budgets.append(cpu_budget.CpuBudget(args.budget).create())
+                budgets[-1].add([p.pid for p in tree(t.pid)])
         pg = database.status()
         if load_cpus and pg.running and pg.pid and not os.environ.get("LAB_DATABASE_URL"):
             pin(pg.pid, load_cpus)  # backends fork from the postmaster and inherit this
@@ -357,12 +371,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{sample.cpu_us:6.1f} us cpu/req  server cpu {sample.server_cpu:4.0f}%  "
                       f"wrk cpu {sample.generator_cpu:3.0f}%  errors {sample.errors}  ~{left:.0f}s left",
                       flush=True)
+    except cpu_budget.BudgetError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     finally:
         for server in started:
             procs.stop_server(server)
         if bare is not None:
             bare.terminate()
             bare.wait(10)
+        for budget in budgets:
+            budget.remove()
 
     instructions: dict[str, float] | None = None
     if args.instructions:
@@ -398,7 +417,7 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
         f"pool size {args.pool_size}",
         "",
         f"Servers pinned to CPUs {server_cpus or 'all'}; wrk and the embedded PostgreSQL to CPUs "
-        f"{load_cpus or 'all'}.",
+        f"{load_cpus or 'all'}; {cpu_budget.describe(args.budget)}.",
         "Figures are medians of the repetitions; spread is (max - min) / median. CPU per request is the",
         "server's process-tree CPU time over the requests completed: the verdicts use it (see lab/bench/).",
         "",
@@ -421,7 +440,7 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
         for label, s in (("/json", on), ("/json metrics off", off), ("/db", db)):
             if s.generator_bound:
                 generator_bound.append(f"{model} {label}")
-            if s.unsaturated(cores if model == "multiproc" else 1):
+            if s.unsaturated(args.budget or (cores if model == "multiproc" else 1)):
                 unsaturated.append(f"{model} {label}")
         lines.append(f"| {model} | {on.median:.0f} ({on.spread:.0%}) | "
                      f"{on.cpu_us:.1f} ({on.cpu_spread:.0%}) | "
