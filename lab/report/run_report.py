@@ -669,6 +669,7 @@ def render_html(data: dict[str, Any], run_dir: Path) -> str:
     add(f'<header><h1>serverlab report: {escape(run_id)}</h1><p class="sub">{escape(_subtitle(data))} · '
         f'<span class="status {"ok" if data.get("ok") else "problem"}">{escape(_status(data))}</span></p>'
         "</header>")
+    add(claims_link(run_dir))
 
     toc = [("verdicts", "Verdicts")]
     if problems or warnings:
@@ -781,6 +782,16 @@ def render_md(data: dict[str, Any]) -> str:
 
 
 # --- entry point -------------------------------------------------------------------------------------------
+
+
+def claims_link(run_dir: Path) -> str:
+    """A link to the newest `make claims` page under reports/, or "" when there is none."""
+    pages = sorted(reports_dir().glob("claims-*/claims.html"), key=lambda p: p.parent.name)
+    if not pages:
+        return ""
+    href = os.path.relpath(pages[-1], run_dir)
+    return (f'<p class="meta">The folklore about threads, greenlets and event loops, measured on this '
+            f'machine: <a href="{escape(href)}">{escape(pages[-1].parent.name)}</a> (make claims).</p>')
 
 
 def build(run_dir: Path) -> tuple[Path, Path]:
