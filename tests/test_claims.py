@@ -21,6 +21,8 @@ from lab.report import run_report
 from lab.stack import procs
 from tests.conftest import REPO, ServerFactory
 
+pytestmark = pytest.mark.e2e  # the whole command at tiny size, real servers and processes
+
 
 @pytest.fixture(scope="module")
 def tiny_run(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
