@@ -236,8 +236,8 @@ def test_latency_and_memory_words() -> None:
     b = entry("threaded", [1000.0, 1005.0, 1010.0, 1015.0], p99=12.5, rss=[45e6, 45.1e6, 45.2e6, 45.3e6])
     v = headline.verdict("s", [a, b])
     assert v.text.startswith("asyncio served 2.1x the successful requests/s of threaded (2,115 vs 1,008; "
-                             "p=0.029, x0.476, [0.472-0.481]); asyncio used a third of the memory of threaded "
-                             "(14.6 MiB vs 43.2 MiB peak RSS); p99 within noise (12 ms vs 12.5 ms).")
+                             "p=0.029, x0.476, [0.472-0.481]); asyncio used a third of the memory of "
+                             "threaded (14.6 MiB vs 43.2 MiB peak RSS); p99 within noise (12 ms vs 12.5 ms).")
     few = headline.verdict("s", [entry("asyncio", [2100.0] * 4, count=50),
                                  entry("threaded", [1000.0] * 4, count=50)])
     assert "p99 not compared (fewer than 100 successful requests)" in few.text
