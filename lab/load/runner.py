@@ -47,6 +47,10 @@ from loadtests import catalogue
 from servers.settings import redact
 
 PROGRESS_SECONDS = 2.0
+# Every server of a scenario gets a short closed-loop burst on the scenario's code path before its first
+# repetition (pool connections opened, code paths and caches warm), so that rep 1 is no colder than rep 4
+# and each repetition's own Locust warm-up only has to open its connections.
+WARM_SECONDS, WARM_CONNECTIONS = 0.5, 16
 RAW_FORMAT = 2  # version of the raw files' layout; lab/results/build.py reads it (1: one server at a time)
 
 
@@ -172,6 +176,9 @@ class Runner:
             assert live.server is not None
             live.meta["server_pid"], live.meta["server_url"] = live.server.pid, live.server.url
             live.meta["server_config"] = server_config(live.server.url)
+            if not sc.open_model:
+                probe.probe(self.s.target_host, live.server.port, sc.path, seconds=WARM_SECONDS,
+                            connections=WARM_CONNECTIONS, cpus=self.s.load_cpus)
             if sc.open_model:
                 live.rates = self.s.rates or self.probe_rates(live, sc)
                 live.meta["rates"] = list(live.rates)
