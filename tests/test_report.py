@@ -297,7 +297,7 @@ def test_every_plot_is_there_and_has_data(run_a: Path) -> None:
     parsed = parse_html(html_path)
     expected = {f"{s}/{k}" for s in ("json", "writes", "db") for k in report.PLOT_KINDS}
     ids = [p["data-plot"] for p in parsed.plots]
-    assert len(ids) == len(expected) == 27 and set(ids) == expected
+    assert len(ids) == len(expected) == 30 and set(ids) == expected
     for plot in parsed.plots:
         assert "data-empty" not in plot, plot["data-plot"]
         marks = parsed.marks[plot["data-plot"]]

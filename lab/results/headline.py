@@ -266,6 +266,10 @@ def _cost(v: Verdict, usable: Sequence[Entry]) -> None:
         lead = (f"{low['server']} and {next_['server']} tie on CPU per request "
                 f"({_confidence(fig, next_, low)})")
     v.sentences.append(f"{lead}. CPU per request: {_order(costed, fig, False)}.")
+    conn = FIGURES["rss_per_conn"]
+    held = sorted((e for e in usable if conn.value(e)), key=lambda e: conn.value(e) or 0.0)
+    if len(held) >= 2:
+        v.sentences.append(f"Memory per open connection: {_order(held, conn, False)}.")
 
 
 def _throughput(v: Verdict, ranked: Sequence[Entry], fig: Figure, noun: str) -> None:
