@@ -175,6 +175,7 @@ class Runner:
             self.start_server(live)
             assert live.server is not None
             live.meta["server_pid"], live.meta["server_url"] = live.server.pid, live.server.url
+            live.meta["rss_idle_bytes"] = tree_rss(live.server.pid)  # before any client connects
             live.meta["server_config"] = server_config(live.server.url)
             if not sc.open_model:
                 probe.probe(self.s.target_host, live.server.port, sc.path, seconds=WARM_SECONDS,
@@ -336,6 +337,15 @@ def process_tree(pid: int) -> list[int]:
         return [root.pid, *(c.pid for c in root.children(recursive=True))]
     except psutil.Error:
         return []
+
+
+def tree_rss(pid: int) -> int | None:
+    """The RSS of a process and its descendants, in bytes."""
+    total = 0
+    for child in process_tree(pid):
+        with contextlib.suppress(psutil.Error):
+            total += psutil.Process(child).memory_info().rss
+    return total or None
 
 
 def throttle_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
