@@ -13,8 +13,7 @@ CONSTRAINTS := constraints.txt
 apt_install = command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	echo "==> installing $(2) (apt-get)" && { apt-get install -y -qq $(2) >/dev/null 2>&1 || \
 	{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(2) >/dev/null 2>&1; }; }; } || true
-.PHONY: help venv lock test-fast test test-compose lint bench up down status logs clean load calibrate report compare tune \
-	selfcheck
+.PHONY: help venv lock test-fast test test-compose lint bench up down status logs clean load calibrate report compare tune selfcheck claims
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -70,7 +69,10 @@ calibrate: venv ## measure what the load generator can drive on this machine
 report: venv ## rebuild a run's report from its raw files (RUN=<run-id>, default: the latest)
 	$(PY) -m lab report reports/$(or $(RUN),latest)
 
-compare: venv ## compare two runs (A=<run-id> B=<run-id>)
+claims: venv ## the folklore on threads, greenlets and event loops, measured here (CLAIMS_ARGS, LAB_CLAIMS_*)
+	$(PY) -m lab claims $(CLAIMS_ARGS)
+
+compare: venv ## compare two runs (A=<run-id> B=<run-id>; two claims runs work too)
 	@if [ -z "$(A)" ] || [ -z "$(B)" ]; then echo "usage: make compare A=<run-id> B=<run-id> (run ids: ls reports/)"; exit 2; fi
 	$(PY) -m lab compare $(A) $(B)
 

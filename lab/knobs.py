@@ -9,9 +9,11 @@ from typing import Any
 
 from servers import settings
 
-# The servers' knobs the lab passes through unchanged; the lab sets these others per server itself.
+# The servers' knobs the lab passes through unchanged; the lab sets these others per server itself,
+# and a lab-only one (the blocking endpoint of make claims) is never forwarded from a person's shell.
 PER_SERVER = frozenset({"LAB_HOST", "LAB_PORT", "LAB_DATABASE_URL", "LAB_APP_NAME"})
-SERVER_KNOBS = tuple(var for var in settings.env_vars() if var not in PER_SERVER)
+LAB_ONLY = frozenset({"LAB_ALLOW_BLOCKING"})
+SERVER_KNOBS = tuple(var for var in settings.env_vars() if var not in PER_SERVER | LAB_ONLY)
 
 
 def number(raw: object, name: str, low: float, high: float, kind: type[float] = float) -> float | None:

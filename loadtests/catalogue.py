@@ -43,9 +43,9 @@ class Scenario:
     spawn_rate: float  # users started per second
     shape: str  # one of SHAPES
     uses_db: bool  # does the server touch PostgreSQL for it
+    path: str  # the open model's one request; else a GET on the scenario's code path (the warm-up)
     description: str
     open_model: bool = False  # requests start on a schedule of offered rates (capacity scenarios)
-    path: str = ""  # the one request of an open-model scenario
 
 
 @dataclass(frozen=True)
@@ -62,38 +62,38 @@ class Stage:
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("json", "JsonUser", 50, 200, "steady", False,
+        Scenario("json", "JsonUser", 50, 200, "steady", False, "/json",
                  "GET /json as fast as possible: the framework's own cost per request"),
-        Scenario("plaintext", "PlaintextUser", 50, 200, "steady", False,
+        Scenario("plaintext", "PlaintextUser", 50, 200, "steady", False, "/plaintext",
                  "GET /plaintext as fast as possible: the smallest response there is"),
-        Scenario("db", "DbUser", 50, 200, "steady", True,
+        Scenario("db", "DbUser", 50, 200, "steady", True, "/db",
                  "GET /db: one random World row per request"),
-        Scenario("queries", "QueriesUser", 50, 200, "steady", True,
+        Scenario("queries", "QueriesUser", 50, 200, "steady", True, "/queries?queries=20",
                  "GET /queries?queries=20: twenty sequential queries per request"),
-        Scenario("updates", "UpdatesUser", 20, 80, "steady", True,
+        Scenario("updates", "UpdatesUser", 20, 80, "steady", True, "/db",
                  "GET /updates?queries=5: five reads and five committed writes per request"),
-        Scenario("fortunes", "FortunesUser", 50, 200, "steady", True,
+        Scenario("fortunes", "FortunesUser", 50, 200, "steady", True, "/fortunes",
                  "GET /fortunes: a query, a sort and an escaped HTML template"),
-        Scenario("io", "IoUser", 200, 400, "steady", False,
+        Scenario("io", "IoUser", 200, 400, "steady", False, "/io?ms=50",
                  "GET /io?ms=50 from many users: waiting, where green threads and coroutines shine"),
-        Scenario("cpu", "CpuUser", 20, 80, "steady", False,
+        Scenario("cpu", "CpuUser", 20, 80, "steady", False, "/cpu?n=20000",
                  "GET /cpu?n=20000: pure-Python work, where the GIL bites and processes win"),
-        Scenario("hold", "HoldUser", 50, 200, "steady", True,
+        Scenario("hold", "HoldUser", 50, 200, "steady", True, "/hold?ms=20",
                  "GET /hold?ms=20 from more users than pool connections: pool size and semaphores"),
-        Scenario("writes", "WritesUser", 20, 80, "steady", True,
+        Scenario("writes", "WritesUser", 20, 80, "steady", True, "/db",
                  "POST /orders with a unique Idempotency-Key: durable writes, every ack checked"),
-        Scenario("mixed", "MixedUser", 100, 100, "steady", True,
+        Scenario("mixed", "MixedUser", 100, 100, "steady", True, "/db",
                  "a realistic blend: reads, pages, waits, a little CPU and some writes, with think time"),
-        Scenario("connections", "ConnectionsUser", CONNECTIONS_USERS, 250, "steady", False,
+        Scenario("connections", "ConnectionsUser", CONNECTIONS_USERS, 250, "steady", False, "/json",
                  f"{CONNECTIONS_USERS} mostly idle keep-alive users (one /json every ~5 s each): "
                  "memory and threads per open connection [LAB_CONNECTIONS_USERS]"),
-        Scenario("ramp", "DbUser", 100, 100, "ramp", True,
+        Scenario("ramp", "DbUser", 100, 100, "ramp", True, "/db",
                  f"GET /db in {RAMP_STEPS} equal steps up to the peak users: where the server saturates"),
-        Scenario("spike", "DbUser", 200, 400, "spike", True,
+        Scenario("spike", "DbUser", 200, 400, "spike", True, "/db",
                  "GET /db at a fifth of the peak users, a sudden spike to the peak, then back"),
-        *(Scenario(f"capacity-{name}", "OpenUser", 1, 1, "rates", db, f"offered {path} at stepped rates "
-                   "(open model): p50 and p99 against the offered rate, and the capacity at the SLO",
-                   open_model=True, path=path)
+        *(Scenario(f"capacity-{name}", "OpenUser", 1, 1, "rates", db, path, f"offered {path} at stepped "
+                   "rates (open model): p50 and p99 against the offered rate, and the capacity at the SLO",
+                   open_model=True)
           for name, path, db in (("json", "/json", False), ("db", "/db", True), ("io", "/io?ms=50", False))),
     )
 }
@@ -122,7 +122,7 @@ PROFILES: dict[str, Profile] = {
                 "every server, two short scenarios: proves the pipeline end to end (CI)", SERVER_CPU),
         # Four short repetitions, interleaved across the servers: the fewest with which a rank test can
         # call a difference (p < 0.05) at all. Five scenarios, one per axis the models differ on.
-        Profile("quick", ("json", "db", "io", "hold", "writes"), 2, 1, 4,
+        Profile("quick", ("json", "db", "io", "hold", "writes"), 2, 0.5, 4,
                 "every server, the core scenarios, four interleaved repetitions: the default of `make load`",
                 SERVER_CPU),
         Profile("capacity", ("capacity-json", "capacity-db", "capacity-io"), 2, 2, 1,

@@ -14,7 +14,6 @@ import pytest
 from lab.stack import cpu_budget
 
 pytestmark = pytest.mark.integration
-
 BUSY = "import time\nend = time.time() + 30\nwhile time.time() < end: pass\n"  # bounded: 30 s at most
 
 

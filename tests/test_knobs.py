@@ -24,9 +24,10 @@ def test_bounded_numbers_name_the_knob_and_its_range() -> None:
 
 
 def test_server_knobs_are_the_servers_own_but_those_set_per_server() -> None:
-    assert set(knobs.SERVER_KNOBS) == set(settings.env_vars()) - knobs.PER_SERVER
+    assert set(knobs.SERVER_KNOBS) == set(settings.env_vars()) - knobs.PER_SERVER - knobs.LAB_ONLY
     assert "LAB_POOL_SIZE" in knobs.SERVER_KNOBS and "LAB_PORT" not in knobs.SERVER_KNOBS
-    assert set(settings.env_vars()) >= knobs.PER_SERVER  # no stale name
+    assert "LAB_ALLOW_BLOCKING" not in knobs.SERVER_KNOBS  # lab-only: never forwarded from a shell
+    assert set(settings.env_vars()) >= knobs.PER_SERVER | knobs.LAB_ONLY  # no stale name
 
 
 def test_env_flags_default_to_their_variable_and_say_so() -> None:

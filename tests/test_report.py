@@ -148,7 +148,8 @@ def test_clear_winner_in_plain_words(run_a: Path) -> None:
     assert v.winner == "threaded"
     # 844 vs 216 rps: every threaded repetition above every asyncio one (p = 2/70).
     assert v.text.startswith("threaded served 3.9x the successful requests/s of asyncio (844 vs 216; "
-                             "p=0.029, x0.256, [0.164-0.379]) at two thirds of the memory")
+                             "p=0.029, x0.256, [0.164-0.379]); threaded used two thirds of the memory of "
+                             "asyncio")
     assert v.cheapest == "threaded" and "CPU per request: threaded 162 µs > asyncio 304 µs." in v.text
     assert "p99 3.8x lower for threaded (272 ms vs 1,035 ms)" in v.text
 
@@ -209,7 +210,9 @@ def test_fewer_than_four_repetitions_call_no_winner() -> None:
     v = headline.verdict("s", [entry("asyncio", [2000.0, 2100.0, 2050.0]),
                                entry("threaded", [1000.0, 1010.0, 1020.0])])
     assert v.winner is None
-    assert "not tested (3 repetition(s) on one side; a difference needs 4 a side)" in v.text
+    assert v.text.startswith("asyncio and threaded are not judged on successful requests/s (2,050 vs 1,010: "
+                             "not tested (3 repetition(s) on one side; a difference needs 4 a side)); memory "
+                             "not judged")
 
 
 def test_cost_per_request_decides_when_the_generator_was_the_limit() -> None:
@@ -233,8 +236,8 @@ def test_latency_and_memory_words() -> None:
     b = entry("threaded", [1000.0, 1005.0, 1010.0, 1015.0], p99=12.5, rss=[45e6, 45.1e6, 45.2e6, 45.3e6])
     v = headline.verdict("s", [a, b])
     assert v.text.startswith("asyncio served 2.1x the successful requests/s of threaded (2,115 vs 1,008; "
-                             "p=0.029, x0.476, [0.472-0.481]) at a third of the memory (14.6 MiB vs 43.2 MiB "
-                             "peak RSS); p99 within noise (12 ms vs 12.5 ms).")
+                             "p=0.029, x0.476, [0.472-0.481]); asyncio used a third of the memory of "
+                             "threaded (14.6 MiB vs 43.2 MiB peak RSS); p99 within noise (12 ms vs 12.5 ms).")
     few = headline.verdict("s", [entry("asyncio", [2100.0] * 4, count=50),
                                  entry("threaded", [1000.0] * 4, count=50)])
     assert "p99 not compared (fewer than 100 successful requests)" in few.text
@@ -294,7 +297,7 @@ def test_every_plot_is_there_and_has_data(run_a: Path) -> None:
     parsed = parse_html(html_path)
     expected = {f"{s}/{k}" for s in ("json", "writes", "db") for k in report.PLOT_KINDS}
     ids = [p["data-plot"] for p in parsed.plots]
-    assert len(ids) == len(expected) == 27 and set(ids) == expected
+    assert len(ids) == len(expected) == 30 and set(ids) == expected
     for plot in parsed.plots:
         assert "data-empty" not in plot, plot["data-plot"]
         marks = parsed.marks[plot["data-plot"]]

@@ -43,7 +43,7 @@ from lab.knobs import env_flag
 from lab.stack import cpu_budget, database, procs
 from servers.settings import MODELS
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 OVERHEAD_LIMIT = 0.05
 BARE_RATIO_MIN = 0.90
 GENERATOR_BOUND_CPU = 90.0  # % of one core
@@ -269,8 +269,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_flag(p, "--reports-dir", "LAB_REPORTS_DIR", str(REPO / "reports"),
              "where the bench-<time> folder goes (default reports/)", env)
     env_flag(p, "--server-cpu", "LAB_SERVER_CPU", "none",
-             "CPU budget per server in cores (a cgroup quota, as make load sets it), or none (default): "
-             "with make load's budget the CPU per request of the two can be set side by side", env)
+             "CPU budget per server in cores (a cgroup quota, as make load sets it), or none (default): with "
+             "make load's budget the CPU per request of the two can be set side by side", env)
     p.add_argument("--no-check", action="store_true", help="report only; exit 0 even if a target is missed")
     args = p.parse_args(argv)
     try:
@@ -398,12 +398,13 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
     def get(name: str, path: str) -> Series | None:
         return results.get((name, path))
 
+    budget: float | None = vars(args).get("budget")  # cores per server; None: unbudgeted
     lines = [
         f"# make bench: {args.reps} x {args.duration:g} s per figure, wrk -t1 -c{args.connections}, "
         f"pool size {args.pool_size}",
         "",
         f"Servers pinned to CPUs {server_cpus or 'all'}; wrk and the embedded PostgreSQL to CPUs "
-        f"{load_cpus or 'all'}; {cpu_budget.describe(args.budget)}.",
+        f"{load_cpus or 'all'}; {cpu_budget.describe(budget)}.",
         "Figures are medians of the repetitions; spread is (max - min) / median. CPU per request is the",
         "server's process-tree CPU time over the requests completed: the verdicts use it (see lab/bench/).",
         "",
@@ -426,7 +427,7 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
         for label, s in (("/json", on), ("/json metrics off", off), ("/db", db)):
             if s.generator_bound:
                 generator_bound.append(f"{model} {label}")
-            if s.unsaturated(args.budget or (cores if model == "multiproc" else 1)):
+            if s.unsaturated(budget or (cores if model == "multiproc" else 1)):
                 unsaturated.append(f"{model} {label}")
         lines.append(f"| {model} | {on.median:.0f} ({on.spread:.0%}) | "
                      f"{on.cpu_us:.1f} ({on.cpu_spread:.0%}) | "

@@ -15,6 +15,7 @@ EST_LOCUST_START = 1.6  # interpreter and imports until the first user spawns; t
 EST_LOCUST_WORKERS_START = 2.0  # extra for a master waiting for its workers
 EST_LOCUST_STOP = 0.8
 EST_PROBE = 1.5  # the quick probe before a capacity scenario, per server
+EST_WARM = 0.6  # the warm-up burst before a closed-loop scenario's repetitions, per server
 
 
 def measured_seconds(s: Settings, sc: catalogue.Scenario) -> float:
@@ -38,6 +39,8 @@ def scenario_seconds(s: Settings, name: str) -> float:
     per_server = s.reps * rep_seconds(s, sc) + EST_SERVER_START + EST_SERVER_STOP
     if sc.open_model and not s.rates:
         per_server += EST_PROBE
+    elif not sc.open_model:
+        per_server += EST_WARM
     return per_server * len(s.servers)
 
 

@@ -47,6 +47,10 @@ from loadtests import catalogue
 from servers.settings import redact
 
 PROGRESS_SECONDS = 2.0
+# Every server of a scenario gets a short closed-loop burst on the scenario's code path before its first
+# repetition (pool connections opened, code paths and caches warm), so that rep 1 is no colder than rep 4
+# and each repetition's own Locust warm-up only has to open its connections.
+WARM_SECONDS, WARM_CONNECTIONS = 0.5, 16
 RAW_FORMAT = 2  # version of the raw files' layout; lab/results/build.py reads it (1: one server at a time)
 
 
@@ -171,7 +175,11 @@ class Runner:
             self.start_server(live)
             assert live.server is not None
             live.meta["server_pid"], live.meta["server_url"] = live.server.pid, live.server.url
+            live.meta["rss_idle_bytes"] = tree_rss(live.server.pid)  # before any client connects
             live.meta["server_config"] = server_config(live.server.url)
+            if not sc.open_model:
+                probe.probe(self.s.target_host, live.server.port, sc.path, seconds=WARM_SECONDS,
+                            connections=WARM_CONNECTIONS, cpus=self.s.load_cpus)
             if sc.open_model:
                 live.rates = self.s.rates or self.probe_rates(live, sc)
                 live.meta["rates"] = list(live.rates)
@@ -329,6 +337,15 @@ def process_tree(pid: int) -> list[int]:
         return [root.pid, *(c.pid for c in root.children(recursive=True))]
     except psutil.Error:
         return []
+
+
+def tree_rss(pid: int) -> int | None:
+    """The RSS of a process and its descendants, in bytes."""
+    total = 0
+    for child in process_tree(pid):
+        with contextlib.suppress(psutil.Error):
+            total += psutil.Process(child).memory_info().rss
+    return total or None
 
 
 def throttle_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import files
+from lab.claims import compare as claims_compare
 from lab.fmt import fmt_pct
 from lab.report import run_report as report
 from lab.results import headline, stats
@@ -333,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("b", help="run B: reports/<run-id> or a run id")
     p.add_argument("--out", type=Path, help="output folder (default: compare-<A>-vs-<B> beside run A)")
     args = p.parse_args(argv)
+    if claims_compare.both_claims(args.a, args.b):  # two `make claims` runs, not load runs
+        out = ["--out", str(args.out)] if args.out else []
+        return claims_compare.main([str(args.a), str(args.b), *out])
     try:
         html_path, md_path, c = build(args.a, args.b, args.out)
     except report.ReportError as exc:

@@ -36,8 +36,8 @@ from lab.results.headline import Verdict, verdict
 REPO = Path(__file__).resolve().parents[2]
 OUTPUTS = frozenset({"results.json", ".results.json.tmp", "index.html", "summary.md", "screenshot.png"})
 KNOWN_SERVERS = ("threaded", "gevent", "asyncio", "multiproc")
-PLOT_KINDS = ("rps", "cost", "latency-percentiles", "throughput-time", "latency-time", "rss-time",
-              "connections-time", "db-time", "cpu-time")
+PLOT_KINDS = ("rps", "cost", "memory-per-connection", "latency-percentiles", "throughput-time",
+              "latency-time", "rss-time", "connections-time", "db-time", "cpu-time")
 CAPACITY_PLOT_KINDS = ("capacity-p99", "capacity-p50", "capacity-achieved")  # open-model scenarios, first
 MAX_POINTS = 300
 LOG_RATIO = 30  # latency charts use a log scale when the largest value is this many times the least
@@ -420,6 +420,18 @@ def _cost_plot(scenario: str, entries: Sequence[Entry], palette: dict[str, str])
                                   bars, y_label="µs", fmt_value=fmt_us))
 
 
+def _conn_plot(scenario: str, entries: Sequence[Entry], palette: dict[str, str]) -> Plot:
+    pid = f"{scenario}/memory-per-connection"
+    kib = [(e.get("memory") or {}).get("rss_per_connection_bytes") for e in entries]
+    bars = [svgplot.Bars(e["server"], [None if v is None else v / 1024], palette[e["server"]])
+            for e, v in zip(entries, kib, strict=True)]
+    note = ("(peak - baseline RSS of the server tree) / peak open client connections, mean of the "
+            "repetitions")
+    chart = svgplot.bar_chart(pid, f"{scenario}: memory per open client connection", ["RSS per connection"],
+                              bars, y_label="KiB", fmt_value=lambda v: fmt_bytes(v * 1024))
+    return Plot(pid, "Cost: memory per open connection", note, chart)
+
+
 def capacity_plots(scenario: str, entries: Sequence[Entry], palette: dict[str, str]) -> list[Plot]:
     """Latency against offered rate, one curve per server, the SLO as a line: the knee is where a curve
     crosses it."""
@@ -466,6 +478,7 @@ def _summary_plots(scenario: str, entries: Sequence[Entry], palette: dict[str, s
              svgplot.bar_chart(rps_id, f"{scenario}: requests per second", ["all requests", "successful"],
                                rps, y_label="requests/s", fmt_value=fmt_num)),
         _cost_plot(scenario, entries, palette),
+        _conn_plot(scenario, entries, palette),
         Plot(lat_id, "Latency percentiles", "successful requests, all repetitions merged (HDR histogram)",
              svgplot.bar_chart(lat_id, f"{scenario}: latency percentiles",
                                ["p50", "p90", "p99", "p99.9", "max"], lat, y_label="ms", fmt_value=fmt_ms,
@@ -669,6 +682,7 @@ def render_html(data: dict[str, Any], run_dir: Path) -> str:
     add(f'<header><h1>serverlab report: {escape(run_id)}</h1><p class="sub">{escape(_subtitle(data))} · '
         f'<span class="status {"ok" if data.get("ok") else "problem"}">{escape(_status(data))}</span></p>'
         "</header>")
+    add(claims_link(run_dir))
 
     toc = [("verdicts", "Verdicts")]
     if problems or warnings:
@@ -781,6 +795,16 @@ def render_md(data: dict[str, Any]) -> str:
 
 
 # --- entry point -------------------------------------------------------------------------------------------
+
+
+def claims_link(run_dir: Path) -> str:
+    """A link to the newest `make claims` page under reports/, or "" when there is none."""
+    pages = sorted(reports_dir().glob("claims-*/claims.html"), key=lambda p: p.parent.name)
+    if not pages:
+        return ""
+    href = os.path.relpath(pages[-1], run_dir)
+    return (f'<p class="meta">The folklore about threads, greenlets and event loops, measured on this '
+            f'machine: <a href="{escape(href)}">{escape(pages[-1].parent.name)}</a> (make claims).</p>')
 
 
 def build(run_dir: Path) -> tuple[Path, Path]:

@@ -141,13 +141,16 @@ def client_connections(sample: dict[str, Any]) -> int | float | None:
     return None
 
 
-def resources(samples: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
-    """What the server cost during the measured window, from the sampler's file."""
+def resources(samples: list[dict[str, Any]], start: float, end: float,
+              idle_rss: int | None = None) -> dict[str, Any]:
+    """What the server cost during the measured window, from the sampler's file. `idle_rss`: the
+    server's RSS when it had started and no client had ever connected (the runner records it); the
+    baseline of memory per connection, since a server serves several repetitions and RSS rarely falls."""
     inside = _window(samples, start, end)
     before = [s for s in samples if s.get("t", 0) < start and not s.get("server_gone")]
-    # Baseline memory: the last sample before any client connected (else the first sample).
+    # Else (raw files before it was recorded): the last sample before any client connected.
     idle = [s for s in before if not client_connections(s)]
-    baseline = (idle[-1] if idle else (samples[0] if samples else {})).get("rss_bytes")
+    baseline = idle_rss or (idle[-1] if idle else (samples[0] if samples else {})).get("rss_bytes")
     rss = _values(inside, "rss_bytes")
     conns = [c for c in (client_connections(s) for s in inside) if c is not None]
     peak_conn = _peak(conns)
@@ -482,7 +485,7 @@ def build_rep(rep_dir: Path, meta: dict[str, Any], calibration: dict[str, Any] |
             problems.append(str(exc))
     else:
         problems.append(f"no samples: {samples_path} is missing")
-    res = resources(samples, start, end)
+    res = resources(samples, start, end, meta.get("rss_idle_bytes"))
     if samples and records and window and not res["samples"]:
         problems.append("the sampler recorded no sample inside the measured window")
     gen = generator_cpu(run, start, end)

@@ -186,16 +186,24 @@ def and_join(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _memory(top: Entry, other: Entry) -> tuple[str | None, str]:
-    """('a third of the memory' or None when within noise, '(15 MiB vs 45 MiB peak RSS)')."""
+def tested(fig: Figure, a: Entry, b: Entry) -> bool:
+    """Could the rule judge this figure at all (enough repetitions, enough requests)?"""
+    decision = judge(fig, a, b)[2]
+    return decision is not None and decision.p is not None
+
+
+def _memory(top: Entry, other: Entry) -> str:
+    """'{top} used a third of the memory of {other} (15 MiB vs 45 MiB peak RSS)', or similar / not judged."""
     fig = FIGURES["rss_peak"]
     a, b = fig.value(top), fig.value(other)
     if a is None or b is None or not b:
-        return None, "(memory not measured)"
+        return "memory not measured"
     detail = f"({fmt_bytes(a)} vs {fmt_bytes(b)} peak RSS)"
+    if not tested(fig, other, top):
+        return f"memory not judged {detail}"
     if not differs(fig, other, top):
-        return None, detail
-    return times(a / b, "memory"), detail
+        return f"{top['server']} and {other['server']} used similar memory {detail}"
+    return f"{top['server']} used {times(a / b, 'memory')} of {other['server']} {detail}"
 
 
 def _latency_phrase(a: Entry, b: Entry, key: str = "p99") -> str:
@@ -247,7 +255,9 @@ def _cost(v: Verdict, usable: Sequence[Entry]) -> None:
             v.sentences.append(f"CPU per request: {costed[0]['server']} {fig.fmt(fig.value(costed[0]))}.")
         return
     low, next_ = costed[0], costed[1]
-    if differs(fig, next_, low):
+    if not tested(fig, next_, low):
+        lead = f"CPU per request not judged ({_confidence(fig, next_, low)})"
+    elif differs(fig, next_, low):
         v.cheapest = low["server"]
         r = (fig.value(next_) or 0.0) / (fig.value(low) or 1.0)
         lead = (f"{low['server']} spent the least CPU per request, {ratio(1 / r)} of {next_['server']}'s "
@@ -256,26 +266,30 @@ def _cost(v: Verdict, usable: Sequence[Entry]) -> None:
         lead = (f"{low['server']} and {next_['server']} tie on CPU per request "
                 f"({_confidence(fig, next_, low)})")
     v.sentences.append(f"{lead}. CPU per request: {_order(costed, fig, False)}.")
+    conn = FIGURES["rss_per_conn"]
+    held = sorted((e for e in usable if conn.value(e)), key=lambda e: conn.value(e) or 0.0)
+    if len(held) >= 2:
+        v.sentences.append(f"Memory per open connection: {_order(held, conn, False)}.")
 
 
 def _throughput(v: Verdict, ranked: Sequence[Entry], fig: Figure, noun: str) -> None:
     top, second = ranked[0], ranked[1]
     a, b = fig.value(top) or 0.0, fig.value(second) or 0.0
     names = f"{top['server']} and {second['server']}"
-    share, detail = _memory(top, second)
-    used = (f"{top['server']} used {share} of {second['server']} {detail}" if share
-            else f"{names} used similar memory {detail}")
+    used = _memory(top, second)
     lat = _latency_phrase(top, second)
-    if not differs(fig, second, top):
+    if not tested(fig, second, top):
+        v.sentences.append(f"{names} are not judged on {noun} ({fig.fmt(a)} vs {fig.fmt(b)}: "
+                           f"{_confidence(fig, second, top)}); {used}; {lat}.")
+    elif not differs(fig, second, top):
         v.tie = [e["server"] for e in ranked if not differs(fig, e, top)]
         v.sentences.append(f"{and_join(v.tie)} tie on {noun} ({fig.fmt(a)} vs {fig.fmt(b)}: "
                            f"{_confidence(fig, second, top)}); {used}; {lat}.")
     else:
         v.winner = top["server"]
         more = f"{ratio(a / b)} the {noun} of" if a >= 1.5 * b else f"{a / b - 1:.0%} more {noun} than"
-        mem = f"at {share} {detail}" if share else f"with similar memory {detail}"
         v.sentences.append(f"{top['server']} served {more} {second['server']} ({fig.fmt(a)} vs {fig.fmt(b)}; "
-                           f"{_confidence(fig, second, top)}) {mem}; {lat}.")
+                           f"{_confidence(fig, second, top)}); {used}; {lat}.")
 
 
 def verdict(scenario: str, entries: Sequence[Entry]) -> Verdict:

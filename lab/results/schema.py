@@ -82,47 +82,35 @@ class Writes(TypedDict, total=False):
 
 
 class Cost(TypedDict, total=False):
-    """An entry's `cost`: CPU per successful request over the repetitions."""
+    """What a request costs the server: in an entry `cpu_us_per_request` is Rates, in a repetition a float."""
 
-    cpu_us_per_request: Rates
-    cpu_source: str | list[str]
+    cpu_us_per_request: Any
+    cpu_seconds: float | None
+    cpu_source: Any  # a repetition's source, or the entry's sorted list of them
     cpu_budget: dict[str, Any] | None
 
 
-class RepetitionCost(TypedDict, total=False):
-    cpu_seconds: float | None
-    cpu_source: str
-    cpu_us_per_request: float | None
-
-
-class OpenModel(TypedDict, total=False):
-    """`open_model` of an entry (steps: medians over repetitions) or of a repetition (plus its own lags)."""
-
-    offered: int
-    late: int
-    dropped: int
-    steps: list[dict[str, Any]]
-    late_ms: dict[str, Any] | None
-    latency_uncorrected_ms: Latency | None
-
-
 class Capacity(TypedDict, total=False):
-    """An entry's `capacity`: at SLO, over repetitions."""
+    """Capacity at SLO: a repetition's `capacity_rps` and `knee_rate`, an entry's `median` and `values`."""
 
+    capacity_rps: float | None
     median: float | None
     values: list[float]
     slo_p99_ms: float
-    limited_by: str
-    knee_rates: list[float]
+    limited_by: Any  # a repetition's word, or the entry's sorted list of them
+    knee_rate: float | None
+    knee_rates: list[float | None]
+    note: str
     notes: list[str]
 
 
-class RepetitionCapacity(TypedDict, total=False):
-    capacity_rps: float | None
-    slo_p99_ms: float
-    limited_by: str
-    knee_rate: float | None
-    note: str | None
+class OpenModel(TypedDict, total=False):
+    offered: int
+    late: int
+    dropped: int
+    late_ms: float | None
+    latency_uncorrected_ms: Latency | None
+    steps: list[dict[str, Any]]
 
 
 class Window(TypedDict, total=False):
@@ -149,6 +137,10 @@ class Repetition(TypedDict, total=False):
     latency_ms: Latency | None
     latency_failed_ms: Latency | None
     locust_processes: int
+    cost: Cost
+    open_model: OpenModel | None
+    capacity: Capacity | None
+    cpu_budget: dict[str, Any] | None
     resources: dict[str, Any]
     generator: dict[str, Any]
     acks_recorded: int | None
@@ -158,10 +150,6 @@ class Repetition(TypedDict, total=False):
     resource_timeline: dict[str, list[Any]]
     sampler: dict[str, Any] | None
     locust_exit_code: int | None
-    cost: RepetitionCost
-    open_model: OpenModel | None
-    capacity: RepetitionCapacity | None
-    cpu_budget: dict[str, Any] | None
 
 
 class Entry(TypedDict, total=False):
@@ -189,6 +177,9 @@ class Entry(TypedDict, total=False):
     failures_by_kind: dict[str, int]
     latency_ms: Latency | None
     latency_hdr: str | None
+    cost: Cost
+    open_model: OpenModel | None
+    capacity: Capacity | None
     memory: Memory
     threads_peak: float | None
     processes_peak: float | None
@@ -205,9 +196,6 @@ class Entry(TypedDict, total=False):
     saturation: Saturation | None
     writes: Writes | None
     repetitions: list[Repetition]
-    cost: Cost
-    open_model: OpenModel | None
-    capacity: Capacity | None
 
 
 class Run(TypedDict, total=False):
