@@ -63,7 +63,8 @@ def test_the_knee_of_a_saturated_server_is_the_servers(database_url: str, tmp_pa
     (e,) = run["data"]["results"]
     first, second = e["open_model"]["steps"]
     assert first["meets_slo"] and not second["meets_slo"]
-    assert second["achieved_rps"] < 1500 and (second["p99_ms"] > 200 or second["failure_share"] > 0.01)
+    # It cannot serve what was offered: it falls well short, or its latency or failures say so.
+    assert second["achieved_rps"] < 0.9 * 2000 and (second["p99_ms"] > 200 or second["failure_share"] > 0.01)
     assert e["capacity"]["median"] == 40.0
     # Past the knee a closed-loop generator would have waited; the open one counts what it could not start.
     assert second["dropped"] > 0 or second["p99_ms"] > second["p50_ms"]

@@ -47,7 +47,8 @@ def smoke_run(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> di
     assert latest.is_symlink(), f"reports/latest missing:\n{out[-3000:]}"
     run_dir = latest.resolve()
     data = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    return {"data": data, "run_dir": run_dir, "reports": reports, "output": out, "wall": wall}
+    return {"data": data, "run_dir": run_dir, "reports": reports, "output": out, "wall": wall,
+            "ended": time.time()}
 
 
 def entries(data: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -184,7 +185,10 @@ def test_progress_was_shown_and_nothing_left_running(smoke_run: dict[str, Any]) 
     for meta_path in smoke_run["run_dir"].glob("*/*/scenario.json"):
         pid = json.loads(meta_path.read_text(encoding="utf-8"))["server_pid"]
         with contextlib.suppress(psutil.Error):
-            cmd = " ".join(psutil.Process(pid).cmdline())
-            if "servers" in cmd and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            proc = psutil.Process(pid)
+            cmd = " ".join(proc.cmdline())
+            # A process started after the run ended only reuses the pid (another program's server).
+            if ("servers" in cmd and proc.status() != psutil.STATUS_ZOMBIE
+                    and proc.create_time() < smoke_run["ended"]):
                 leftovers.append(f"{pid}: {cmd[:200]}")
     assert not leftovers, "processes of the smoke run are still running:\n" + "\n".join(leftovers)
