@@ -29,7 +29,7 @@ COMPARED = ("cpu_per_req", "rss_per_conn", "capacity", "rps", "ok_rps", "p50", "
 FLAGGED = frozenset({"better", "worse", "higher", "lower"})  # what a compare calls a change
 # Different in every run, or derived from the rest (the commands are shown on their own):
 IGNORED_SETTINGS = frozenset({"run_id", "run_token", "argv", "command", "planned_seconds"})
-SERVER_CONFIG_IGNORED = frozenset({"port", "pid"})  # differ on every start
+SERVER_CONFIG_IGNORED = frozenset({"port", "pid", "app_name"})  # differ on every start (app_name: per run)
 MACHINE_FACTS = ("cpu_model", "cpus", "memory_bytes", "kernel", "python", "packages")  # a difference warns
 RPS_FIGURES = frozenset({"rps", "ok_rps", "capacity"})
 
@@ -189,9 +189,10 @@ def rules() -> str:
             f"(p < {stats.ALPHA:g}; at least {stats.MIN_REPS} repetitions a side) and the medians differ by "
             f"at least the figure's minimum effect ({effects}; failure rate {headline.FAILURE_FLOOR:.1%} "
             f"absolute). Confidence: p, the ratio of medians B/A and its 95% bootstrap interval. Latency "
-            f"percentiles need enough requests (p99: {headline.MIN_COUNT['p99']}); p99.9 and max are shown, "
-            "not judged. Connections and CPU % have no better direction: higher or lower. Throughput of a "
-            "generator-bound entry is not compared; CPU per request is.")
+            f"percentiles need enough requests (p99: {headline.MIN_COUNT['p99']}) and, under a CPU budget, a "
+            "move of more than two quota periods; p99.9 and max are shown, not judged. Connections and CPU % "
+            "have no better direction: higher or lower. Throughput of a generator-bound entry is not "
+            "compared; CPU per request is.")
 
 
 RULES = rules()

@@ -43,7 +43,7 @@ MAX_POINTS = 300
 LOG_RATIO = 30  # latency charts use a log scale when the largest value is this many times the least
 TIE_RULE = ("A server wins, or is cheaper, only when its repetitions differ from the other's by a "
             "Mann-Whitney U test (p < 0.05, at least 4 repetitions a side) and by the figure's minimum "
-            "effect (10% for throughput and CPU per request); otherwise it is a tie, printed with its "
+            "effect (15% for throughput and CPU per request); otherwise it is a tie, printed with its "
             "confidence. A result limited by the load generator claims no throughput winner: CPU per "
             "request decides (rules: lab/results/headline.py, lab/results/stats.py).")
 

@@ -5,8 +5,9 @@ repetition-level values of the two sides differ by a Mann-Whitney U test (p < 0.
 medians differ by at least the figure's minimum effect (FIGURES[...].min_effect). Anything else is a
 tie, printed with its confidence. Further:
 - a latency percentile is only judged when both sides have at least MIN_COUNT requests behind it
-  (p99 of 50 requests is just their second-slowest); p99.9 and max are shown, never judged: a few
-  repetitions cannot pin them down;
+  (p99 of 50 requests is just their second-slowest), and, under a CPU budget, when it moved by more
+  than two quota periods (a throttled server answers in its next period, so latency moves in steps of
+  one); p99.9 and max are shown, never judged: a few repetitions cannot pin them down;
 - failure rate: also at least FAILURE_FLOOR apart (absolute);
 - a load-generator-bound entry never wins (or loses) on throughput: the verdict compares CPU time
   per request instead, which does not depend on the generator outrunning the server;
@@ -24,7 +25,9 @@ from lab.fmt import fmt_bytes, fmt_ms, fmt_num, fmt_pct, fmt_us
 from lab.results import stats
 
 FAILURE_FLOOR = 0.001  # 0.1 percentage point
-MIN_COUNT = {"p50": 10, "p90": 10, "p95": 20, "p99": 100, "p99_9": 1000, "max": 1}
+# Successful requests a repetition needs before its percentile is judged: a p99 of 450 requests is their
+# fifth-slowest, which moves by tens of per cent between repetitions of the same thing.
+MIN_COUNT = {"p50": 10, "p90": 50, "p95": 100, "p99": 1000, "p99_9": 10_000, "max": 1}
 PERCENTILE_LABELS = {"p50": "p50", "p90": "p90", "p95": "p95", "p99": "p99", "p99_9": "p99.9", "max": "max"}
 
 Entry = dict[str, Any]
@@ -103,25 +106,26 @@ def _lat(key: str, min_effect: float | None) -> Figure:
 
 
 FIGURES: dict[str, Figure] = {f.key: f for f in (
-    Figure("rps", "rps", ("rps", "median"), ("rps",), +1, 0.10, fmt_num),
-    Figure("ok_rps", "ok rps", ("ok_rps", "median"), ("ok_rps",), +1, 0.10, fmt_num),
+    Figure("rps", "rps", ("rps", "median"), ("rps",), +1, 0.15, fmt_num),
+    Figure("ok_rps", "ok rps", ("ok_rps", "median"), ("ok_rps",), +1, 0.15, fmt_num),
     Figure("capacity", "capacity at SLO (rps)", ("capacity", "median"), ("capacity", "capacity_rps"), +1,
-           0.10, fmt_num),
+           0.15, fmt_num),
     Figure("cpu_per_req", "CPU per request", ("cost", "cpu_us_per_request", "median"),
-           ("cost", "cpu_us_per_request"), -1, 0.10, fmt_us),
+           ("cost", "cpu_us_per_request"), -1, 0.15, fmt_us),
     Figure("rss_per_conn", "RSS per connection", ("memory", "rss_per_connection_bytes"),
-           ("resources", "rss_per_connection_bytes"), -1, 0.25, fmt_bytes),
+           ("resources", "rss_per_connection_bytes"), -1, 0.50, fmt_bytes),
     _lat("p50", 0.20), _lat("p90", 0.25), _lat("p99", 0.30), _lat("p99_9", None), _lat("max", None),
     Figure("failure_rate", "failure rate", ("failure_rate",), ("failure_rate",), -1, 0.0, fmt_pct),
     Figure("rss_peak", "peak RSS", ("memory", "rss_peak_bytes"), ("resources", "rss_peak_bytes"), -1,
            0.10, fmt_bytes),
     Figure("rss_mean", "mean RSS", ("memory", "rss_mean_bytes"), ("resources", "rss_mean_bytes"), -1,
            0.10, fmt_bytes),
-    Figure("threads", "peak threads", ("threads_peak",), ("resources", "threads_peak"), -1, 0.10, fmt_num),
+    # Peaks of counts follow connection churn (a thread per connection lives until its socket closes).
+    Figure("threads", "peak threads", ("threads_peak",), ("resources", "threads_peak"), -1, 0.25, fmt_num),
     Figure("client_conns", "peak client connections", ("client_connections_peak",),
-           ("resources", "client_connections_peak"), 0, 0.10, fmt_num),
+           ("resources", "client_connections_peak"), 0, 0.25, fmt_num),
     Figure("db_conns", "peak db connections", ("db_connections_peak",), ("resources", "db_connections_peak"),
-           0, 0.10, fmt_num),
+           0, 0.25, fmt_num),
     Figure("cpu", "CPU mean (% of a core)", ("cpu_percent", "mean"), ("resources", "cpu_percent_mean"), 0,
            0.10, fmt_num),
 )}
@@ -137,13 +141,13 @@ def judge(fig: Figure, a: Entry, b: Entry) -> tuple[str, float | None, stats.Dec
     change = (vb - va) / va if va else (0.0 if vb == va else None)
     if fig.rep_path is None:
         return "not compared", change, None
-    if fig.key in MIN_COUNT:
-        counts = [_path(e, ("latency_ms", "count")) or 0 for e in (a, b)]
-        if min(counts) < MIN_COUNT[fig.key]:
-            return "not compared", change, None
+    if fig.key in MIN_COUNT and min(rep_counts(a) + rep_counts(b)) < MIN_COUNT[fig.key]:
+        return "not compared", change, None
     decision = stats.decide(fig.values(a), fig.values(b), fig.min_effect)
     changed = decision.changed
     if fig.key == "failure_rate" and abs(vb - va) < FAILURE_FLOOR:
+        changed = False
+    if fig.key in MIN_COUNT and abs(vb - va) < quantum_ms(a, b):
         changed = False
     if not changed:
         return "within noise", change, decision
@@ -151,6 +155,24 @@ def judge(fig: Figure, a: Entry, b: Entry) -> tuple[str, float | None, stats.Dec
     if fig.better == 0:
         return ("higher" if up else "lower"), change, decision
     return ("better" if up == (fig.better > 0) else "worse"), change, decision
+
+
+def rep_counts(e: Entry) -> list[int]:
+    """Successful requests behind each repetition's percentiles (the entry's share where not recorded)."""
+    reps = e.get("repetitions") or []
+    counts = [_path(r, ("latency_ms", "count")) for r in reps]
+    if reps and all(isinstance(c, int) for c in counts):
+        return [int(c) for c in counts]
+    total = _path(e, ("latency_ms", "count")) or 0
+    return [int(total) // max(1, len(reps))]
+
+
+def quantum_ms(*entries: Entry) -> float:
+    """The latency step a CPU budget imposes: a throttled server answers in its next period, so latency
+    moves in periods; a latency difference under two of the longer period is no difference."""
+    periods = [_number(_path(e, ("cost", "cpu_budget", "period_us"))) for e in entries
+               if _path(e, ("cost", "cpu_budget", "cores"))]
+    return 2 * max((p for p in periods if p), default=0.0) / 1000
 
 
 def compare_figure(fig: Figure, a: Entry, b: Entry) -> tuple[str, float | None]:
@@ -211,7 +233,7 @@ def _latency_phrase(a: Entry, b: Entry, key: str = "p99") -> str:
     mark, _ = compare_figure(fig, b, a)  # from b to a: 'better' means a has the lower latency
     va, vb = fig.value(a), fig.value(b)
     if mark == "not compared":
-        return f"{label} not compared (fewer than {MIN_COUNT[key]} successful requests)"
+        return f"{label} not compared (fewer than {MIN_COUNT[key]:,} successful requests a repetition)"
     if mark == "within noise":
         return f"{label} within noise ({fmt_ms(va)} vs {fmt_ms(vb)})"
     assert va is not None and vb is not None
