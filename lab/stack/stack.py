@@ -28,6 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 # Settings passed to every server; a change between two `up`s restarts the servers it affects.
 SERVER_KNOBS = ("LAB_POOL_SIZE", "LAB_MAX_INFLIGHT", "LAB_ACQUIRE_TIMEOUT", "LAB_MAX_CONNECTIONS",
+                "LAB_REQUEST_TIMEOUT", "LAB_KEEPALIVE_TIMEOUT", "LAB_READY_TIMEOUT",
                 "LAB_WORKERS", "LAB_UVLOOP", "LAB_METRICS", "LAB_LOG_LEVEL")
 
 
