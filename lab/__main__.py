@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("lab.report.compare", "compare two runs (compare.html, compare.md)"),
     "tune": ("lab.tune.sweep", "sweep a server knob and recommend a value"),
     "bench": ("lab.bench.bench", "wrk side by side: rps, CPU and instructions per request"),
+    "faults": ("lab.faults.suite", "every server through overload, database faults, slow clients, bad input"),
     "database": ("lab.stack.database", "the embedded PostgreSQL alone: up, down, status, url"),
 }
 STACK = ("up", "down", "status", "logs", "clean")

@@ -41,8 +41,9 @@ _TEXT_REPLY = Reply(200, contract.HELLO, contract.TEXT)
 # Errors that mean "the database is unreachable or broken", answered 503 rather than 500.
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
 # Of those, the ones where a session that worked was lost: a read may run once more on a new one.
+# (InternalClientError: "cannot switch to state ...", asyncpg's protocol on a session ended mid-query.)
 LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, asyncpg.ConnectionFailureError,
-        ConnectionResetError, BrokenPipeError)
+        asyncpg.InterfaceError, asyncpg.InternalClientError, ConnectionResetError, BrokenPipeError)
 SWEEP_SECONDS = 0.02  # while requests wait for a slot or a connection, how often overdue waits end
 
 
@@ -198,10 +199,13 @@ class AsyncApp:
                 try:
                     try:
                         reply = await self._handlers[name](request, route)
-                    except LOST as exc:
+                    except LOST:
                         if name not in contract.READS:
                             raise
-                        self._log_db_error(exc)  # a read: once more, on another session
+                        # A read: once more, on a new session. Sessions lost together (a restart,
+                        # a mass termination) may not look closed yet: replace every pooled one.
+                        if self.pool is not None:
+                            await self.pool.expire_connections()
                         reply = await self._handlers[name](request, route)
                 except DB_ERRORS as exc:
                     self._log_db_error(exc)
@@ -462,15 +466,14 @@ class AsyncApp:
 
 
 def _version_reply(request: web.Request) -> Reply:
-    """HTTP/2.0 request lines get 505, HTTP/0.9 ones 400: aiohttp's parser lets both through.
+    """HTTP/2.0 and HTTP/0.9 request lines get 400, as HTTP/1.2 does: aiohttp's parser lets
+    those two through.
 
     aiohttp answers in the request's version; the reply must say HTTP/1.1, so this overwrites
     the cached value of the `version` property (a private detail of aiohttp's `reify`)."""
     version = request.version
     request._cache["version"] = HttpVersion11
-    if version.major == 2:
-        return contract.malformed_http(f"HTTP/{version.major}.{version.minor} is not spoken here", 505)
-    return contract.malformed_http(f"unsupported protocol version HTTP/{version.major}.{version.minor}")
+    return contract.malformed_http(f"HTTP/{version.major}.{version.minor} is not spoken here")
 
 
 async def _read_body(request: web.Request) -> bytes:

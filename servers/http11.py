@@ -4,7 +4,7 @@ One set of rules, chosen so that the sync servers answer malformed HTTP as aioht
 for the async ones (the contract suite and `make faults` hold all four to the same statuses):
 CRLF line ends only, no obs-fold, no whitespace before a header's colon, visible ASCII in the
 request target, no control bytes in header values, a method the parsers know, HTTP/1.0 or
-HTTP/1.1 (HTTP/2.0 gets 505), exactly one Host in HTTP/1.1, never both Content-Length and
+HTTP/1.1 only, exactly one Host in HTTP/1.1, never both Content-Length and
 Transfer-Encoding, and chunked as the only transfer coding.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import select
 import socket
 from typing import BinaryIO
 
@@ -77,13 +78,10 @@ def parse_request_line(line: bytes) -> tuple[str, str, str]:
     if not _TARGET.fullmatch(target_b):
         raise HttpError(f"request target {target_b[:100]!r} must be visible ASCII (percent-encode the rest)")
     version = version_b.decode("latin-1")
-    match = _VERSION.fullmatch(version)
-    if match is None:
+    if _VERSION.fullmatch(version) is None:
         raise HttpError(f"malformed protocol version {version[:20]!r}")
     if version not in ("HTTP/1.1", "HTTP/1.0"):
-        if match.group(1) == "2":
-            raise HttpError(f"{version} is not spoken here", 505)
-        raise HttpError(f"unsupported protocol version {version}")
+        raise HttpError(f"{version} is not spoken here")
     return method, target_b.decode("ascii"), version
 
 
@@ -140,9 +138,12 @@ def send_now(sock: socket.socket, data: bytes) -> None:
 
 
 def peer_gone(sock: socket.socket) -> bool:
-    """True when the client has closed its side (EOF or reset) while its request runs."""
+    """True when the client has closed its side (EOF or reset) while its request runs. Never waits:
+    select() first, since a socket with a timeout would wait for data before even a MSG_DONTWAIT recv."""
     raw = getattr(sock, "_sock", sock)
     try:
+        if not select.select([raw], [], [], 0)[0]:
+            return False
         return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
         return False

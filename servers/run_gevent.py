@@ -246,6 +246,9 @@ class LabServer(WSGIServer):
                 if sock is not None and peer_gone(sock):
                     self.busy.stop(handler)
                     handler.gone = True  # type: ignore[attr-defined]
+                    # Cancel first: killed in psycogreen's wait, psycopg2 would only close its end, and
+                    # PostgreSQL would run the query on. Then the kill frees a wait in the pool queue.
+                    self.app.pool.cancel(id(greenlet))  # the pool knows holders by gevent's get_ident
                     greenlet.kill(block=False)  # type: ignore[attr-defined]
 
     def _end(self, handler: LabHandler, late: bool) -> None:
@@ -297,7 +300,9 @@ class LabServer(WSGIServer):
 
 
 def serve(settings: Settings) -> None:
-    app = make_app(settings, gevent.lock.BoundedSemaphore, lambda: gevent.lock.Semaphore(0))
+    hub = gevent.get_hub()
+    app = make_app(settings, gevent.lock.BoundedSemaphore, lambda: gevent.lock.Semaphore(0),
+                   lambda work: hub.threadpool.spawn(work))  # libpq's cancel would block the hub
     server = LabServer(settings, app)
     stop_requested = gevent.event.Event()
 

@@ -32,6 +32,7 @@ log = logging.getLogger("serverlab")
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 Handler = Callable[[Environ, Route], Reply]
+Background = Callable[[Callable[[], None]], object]  # runs a blocking call elsewhere
 
 STATUS_LINES = {int(s): f"{int(s)} {s.phrase}" for s in HTTPStatus}
 METRICS_TYPE = "text/plain; charset=utf-8"
@@ -68,7 +69,7 @@ class SyncApp:
 
     def __init__(
         self, settings: Settings, semaphore: Callable[[int], Any] = threading.BoundedSemaphore,
-        token: Callable[[], Token] = thread_token,
+        token: Callable[[], Token] = thread_token, background: Background | None = None,
     ) -> None:
         self.settings = settings
         self.pool = BlockingPool(
@@ -77,6 +78,7 @@ class SyncApp:
             settings.application_name,
             settings.acquire_timeout,
             token,
+            background,
         )
         self.ready_check = ReadyCheck(settings.database_url, settings.application_name,
                                       settings.ready_timeout)
@@ -161,7 +163,6 @@ class SyncApp:
             except psycopg2.Error as exc:
                 if not (lost(exc) and route.name in contract.READS):
                     raise
-                self._log_db_error(exc)
                 environ["serverlab.fresh"] = True  # a read: once more, on a new session
                 return handler(environ, route)
         except PoolTimeout:
@@ -292,14 +293,15 @@ class SyncApp:
 
 def make_app(
     settings: Settings, semaphore: Callable[[int], Any] = threading.BoundedSemaphore,
-    token: Callable[[], Token] = thread_token,
+    token: Callable[[], Token] = thread_token, background: Background | None = None,
 ) -> SyncApp:
     """The WSGI callable; its `.metrics`, `.pool` and `.raw_response` serve the runtimes.
 
     `semaphore` makes the in-flight limiter: anything with acquire(blocking=, timeout=) and
     release(); `token` makes the pool gate's one-shot wake-ups. gevent passes its native ones,
-    several times cheaper than threading's that monkey-patching makes cooperative."""
-    return SyncApp(settings, semaphore, token)
+    several times cheaper than threading's that monkey-patching makes cooperative, and a
+    `background` that runs blocking calls (query cancels) on a real OS thread."""
+    return SyncApp(settings, semaphore, token, background)
 
 
 def _param(environ: Environ, name: str) -> str | None:

@@ -61,8 +61,10 @@ class BlockingPool:
         application_name: str,
         timeout: float,
         token: Callable[[], Token] = thread_token,
+        background: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self.dsn = dsn
+        self.background = background or _in_thread  # where a cancel runs: it may block for long
         self.size = size
         self.application_name = application_name
         self.timeout = timeout
@@ -156,12 +158,12 @@ class BlockingPool:
             self.release(conn, broken)
 
     def cancel(self, holder: int) -> None:
-        """Cancel the query of the connection thread `holder` holds, if any (its client hung up).
-        psycopg2's cancel is safe from another thread: it asks PostgreSQL on a side channel."""
+        """Cancel the query of the connection thread (or greenlet) `holder` holds, if any (its client
+        hung up). psycopg2's cancel is safe from another thread: it asks PostgreSQL on a side channel,
+        blocking until PostgreSQL answers (forever, if it never does), so it runs in `background`."""
         conn = self._holders.get(holder)
         if conn is not None:
-            with suppress(psycopg2.Error):
-                conn.cancel()
+            self.background(lambda: _cancel_quietly(conn))
 
     def stats(self) -> tuple[int, int, int]:
         """(size, in use, waiting) for metrics.PoolStats."""
@@ -186,6 +188,15 @@ def _usable(conn: Connection) -> bool:
     except psycopg2.Error:
         return False
     return not conn.closed
+
+
+def _cancel_quietly(conn: Connection) -> None:
+    with suppress(psycopg2.Error):
+        conn.cancel()
+
+
+def _in_thread(work: Callable[[], None]) -> None:
+    threading.Thread(target=work, name="cancel", daemon=True).start()
 
 
 def _close_quietly(conn: Connection) -> None:

@@ -73,8 +73,9 @@ class FaultProxy:
     def __enter__(self) -> FaultProxy:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # --- faults ---------------------------------------------------------------------------
@@ -132,11 +133,16 @@ class FaultProxy:
             with self._lock:
                 self._pairs[pair] = 2
             for src, dst in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(src, dst, pair), name="proxy-pump",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._pump, args=(src, dst, pair), name="proxy-pump", daemon=True
+                ).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket,
-              pair: tuple[socket.socket, socket.socket]) -> None:
+    def _pump(
+        self, src: socket.socket, dst: socket.socket, pair: tuple[socket.socket, socket.socket]
+    ) -> None:
+        """Copy src to dst. EOF is passed on as EOF; a reset or error ends the pair with resets both
+        ways, as one TCP connection would (else the other side could wait forever)."""
+        broken = False
         try:
             while True:
                 data = src.recv(65536)
@@ -150,22 +156,30 @@ class FaultProxy:
                     time.sleep(self.delay_seconds)
                 dst.sendall(data)
         except OSError:
-            pass
-        finally:
-            with self._lock:
-                left = self._pairs.get(pair, 0) - 1
-                if left > 0:
-                    self._pairs[pair] = left
-                else:
-                    self._pairs.pop(pair, None)
-            if left == 0:
-                for sock in pair:
-                    sock.close()
+            broken = True
+        with self._lock:
+            left = 0 if broken else self._pairs.get(pair, 0) - 1
+            if left > 0:
+                self._pairs[pair] = left
+            else:
+                self._pairs.pop(pair, None)
+        if broken:
+            for sock in pair:
+                _abort(sock)
+        elif left == 0:
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
 
 
 def _abort(sock: socket.socket) -> None:
-    """Close with RST rather than FIN: the peer sees 'connection reset', as after a crash."""
+    """Close with RST rather than FIN: the peer sees 'connection reset', as after a crash. The
+    shutdown first wakes a pump blocked reading this socket (close alone would not, and would
+    leave the socket open while that read waits)."""
     with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(OSError):
         sock.close()

@@ -97,8 +97,14 @@ def exchange(url: str, raw: bytes, timeout: float = 10.0, check_close: bool = Tr
     return answer
 
 
-def request(url: str, method: str, target: str, body: bytes | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 10.0) -> Answer:
+def request(
+    url: str,
+    method: str,
+    target: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> Answer:
     """A well-formed request on a new connection (Connection: close)."""
     host, port = split_url(url)
     lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
