@@ -1,4 +1,5 @@
-"""The HTTP/1.1 request head, read strictly, for the two sync runtimes (threaded, gevent).
+"""The HTTP/1.1 wire pieces both sync runtimes (threaded, gevent) share: the request head, read
+strictly, the sweepers' socket moves, and the 503 over the connection cap.
 
 One set of rules, chosen so that the sync servers answer malformed HTTP as aiohttp's parser does
 for the async ones (the contract suite and `make faults` hold all four to the same statuses):
@@ -14,8 +15,12 @@ import contextlib
 import re
 import select
 import socket
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
+from servers import contract
+
+BACKLOG = 1024  # the listen backlog of both sync servers
+STOP_GRACE = 10.0  # seconds SIGTERM waits for in-flight requests
 MAX_LINE = 8190  # bytes of a request line or header line, CRLF excluded (aiohttp's limits)
 MAX_HEADERS = 100
 TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -155,3 +160,34 @@ def shut(sock: socket.socket) -> None:
     """End a connection from another thread or greenlet: its blocked read sees EOF at once."""
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
+
+
+def answer_over_limit(sock: socket.socket, app: Any, limit: int) -> None:
+    """Answer a connection over the cap with a 503 and close it. The request head is read
+    first so that closing does not reset the reply away before the client reads it."""
+    try:
+        sock.settimeout(2.0)
+        with sock.makefile("rb") as rfile:
+            line = rfile.readline(MAX_LINE + 1)
+            for _ in range(MAX_HEADERS):
+                if rfile.readline(MAX_LINE + 1) in (b"\r\n", b"\n", b""):
+                    break
+        reply = contract.connection_limit(limit)
+        app.metrics.observe(_route_name(line), reply.status, 0.0)
+        sock.sendall(app.raw_response(reply))
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+def _route_name(request_line: bytes) -> str | None:
+    parts = request_line.decode("latin-1").split(" ")
+    if len(parts) != 3:
+        return None
+    try:
+        return contract.route(parts[0], parts[1].split("?")[0]).name
+    except contract.ContractError:
+        return None

@@ -36,7 +36,10 @@ from gevent.pywsgi import WSGIHandler, WSGIServer
 from servers import contract
 from servers.deadlines import SWEEP_SECONDS, Busy, Deadlines
 from servers.http11 import (
+    BACKLOG,
+    STOP_GRACE,
     HttpError,
+    answer_over_limit,
     check_framing,
     early_garbage,
     parse_request_line,
@@ -46,7 +49,6 @@ from servers.http11 import (
     send_now,
     shut,
 )
-from servers.run_threaded import BACKLOG, STOP_GRACE, answer_over_limit
 from servers.settings import Settings
 from servers.sync_app import STATUS_LINES, SyncApp, make_app
 

@@ -26,9 +26,12 @@ from urllib.parse import unquote, urlsplit
 from servers import contract
 from servers.deadlines import SWEEP_SECONDS, Busy, Deadlines
 from servers.http11 import (
+    BACKLOG,
     MAX_HEADERS,
     MAX_LINE,
+    STOP_GRACE,
     HttpError,
+    answer_over_limit,
     check_framing,
     early_garbage,
     parse_request_line,
@@ -43,8 +46,6 @@ from servers.sync_app import SyncApp, make_app
 
 log = logging.getLogger("serverlab")
 
-BACKLOG = 1024
-STOP_GRACE = 10.0  # seconds SIGTERM waits for in-flight requests
 MAX_REJECTERS = 64  # threads answering 503 over the connection cap; beyond, just close
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -334,36 +335,6 @@ def _read_chunked(rfile: BinaryIO, limit: int) -> tuple[bytes, int, bool]:
         if len(chunk) < size + 2:
             raise ClientGone
         parts.append(chunk[:size])
-
-
-def answer_over_limit(sock: socket.socket, app: SyncApp, limit: int) -> None:
-    """Answer a connection over the cap with a 503 and close it. The request head is read
-    first so that closing does not reset the reply away before the client reads it."""
-    try:
-        sock.settimeout(2.0)
-        with sock.makefile("rb") as rfile:
-            line = rfile.readline(MAX_LINE + 1)
-            for _ in range(MAX_HEADERS):
-                if rfile.readline(MAX_LINE + 1) in (b"\r\n", b"\n", b""):
-                    break
-        reply = contract.connection_limit(limit)
-        app.metrics.observe(_route_name(line), reply.status, 0.0)
-        sock.sendall(app.raw_response(reply))
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-    finally:
-        _close(sock)
-
-
-def _route_name(request_line: bytes) -> str | None:
-    parts = request_line.decode("latin-1").split(" ")
-    if len(parts) != 3:
-        return None
-    try:
-        return contract.route(parts[0], parts[1].split("?")[0]).name
-    except contract.ContractError:
-        return None
 
 
 def _close(sock: socket.socket) -> None:
