@@ -143,12 +143,14 @@ def send_now(sock: socket.socket, data: bytes) -> None:
 
 
 def peer_gone(sock: socket.socket) -> bool:
-    """True when the client has closed its side (EOF or reset) while its request runs. Never waits:
-    select() first, since a socket with a timeout would wait for data before even a MSG_DONTWAIT recv."""
-    raw = getattr(sock, "_sock", sock)
+    """True when the client has closed its side (EOF or reset) while its request runs. Never waits.
+    (gevent's select() with a zero timeout would not look at all: it only asks the hub.)"""
+    raw = getattr(sock, "_sock", None)  # gevent's: the real, non-blocking socket under it
     try:
-        if not select.select([raw], [], [], 0)[0]:
-            return False
+        if raw is None:  # a plain socket with a timeout would wait for data even on MSG_DONTWAIT
+            if not select.select([sock], [], [], 0)[0]:
+                return False
+            raw = sock
         return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
     except BlockingIOError:
         return False

@@ -26,7 +26,7 @@ from tests.conftest import start_on_free_port
 
 def suite_env(model: str) -> dict[str, str]:
     env = {"LAB_POOL_SIZE": str(POOL_SIZE), "LAB_ACQUIRE_TIMEOUT": str(ACQUIRE_TIMEOUT),
-           "LAB_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT), "LAB_KEEPALIVE_TIMEOUT": "5",
+           "LAB_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
            "LAB_APP_NAME": f"faults-test-{model}"}
     if model == "multiproc":
         env["LAB_WORKERS"] = "2"

@@ -638,7 +638,8 @@ def schemathesis(t: Target) -> Result:
         [
             (
                 not failures,
-                "schemathesis reported failures or errors: " + " | ".join(out.strip().splitlines()[-4:]),
+                "schemathesis reported failures or errors: "
+                + " ".join(out.partition("ERRORS")[2].split("SUMMARY")[0].split())[:300],
             ),
         ],
     )

@@ -165,7 +165,6 @@ def run_model(
         "LAB_POOL_SIZE": str(POOL_SIZE),
         "LAB_ACQUIRE_TIMEOUT": str(ACQUIRE_TIMEOUT),
         "LAB_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
-        "LAB_KEEPALIVE_TIMEOUT": "5",
         "LAB_APP_NAME": app_name,
         "LAB_LOG_LEVEL": "warning",
     }
