@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+CONSTRAINTS := constraints.txt
 
 .DEFAULT_GOAL := help
 
@@ -12,19 +13,31 @@ STAMP := $(VENV)/.installed-stamp
 apt_install = command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	echo "==> installing $(2) (apt-get)" && { apt-get install -y -qq $(2) >/dev/null 2>&1 || \
 	{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(2) >/dev/null 2>&1; }; }; } || true
-.PHONY: help venv test test-compose lint bench up down status logs clean load calibrate report compare tune faults
+.PHONY: help venv lock test-fast test test-compose lint bench up down status logs clean load calibrate report compare tune selfcheck claims faults
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "==> creating the virtualenv in $(VENV) and installing serverlab (first run takes a minute)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
-	@$(PY) -m pip install --quiet -e '.[dev]'
+	@$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	@touch $(STAMP)
 
-venv: $(STAMP) ## create the virtualenv and install everything (skipped when up to date)
+venv: $(STAMP) ## create the virtualenv and install the pinned versions of constraints.txt (skipped when up to date)
+
+lock: ## refresh constraints.txt: the newest versions pyproject.toml allows, resolved in a scratch virtualenv
+	@rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	@.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	@.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	@{ sed -n '/^#/p' $(CONSTRAINTS); .lock-venv/bin/python -m pip freeze --exclude-editable --exclude serverlab; } \
+		> $(CONSTRAINTS).tmp && mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
+	@rm -rf .lock-venv
+	@echo "==> wrote $(CONSTRAINTS); \`git diff $(CONSTRAINTS)\` shows what changed, \`make venv\` installs it"
+
+test-fast: venv ## the unit tier only: no PostgreSQL, no servers, seconds (make test runs everything)
+	$(PY) -m pytest -q -m unit $(PYTEST_ARGS)
 
 # The embedded PostgreSQL is stopped afterwards unless it was running before (e.g. after `make up`).
 test: venv ## run the whole test suite (provisions an embedded PostgreSQL itself)
@@ -50,13 +63,19 @@ faults: venv ## every server through overload, DB faults, slow clients, bad inpu
 load: venv ## drive every server with the Locust scenarios (PROFILE SERVERS SCENARIOS USERS DURATION REPS ...)
 	$(PY) -m lab load $(LOAD_ARGS)
 
+selfcheck: venv ## A/A (same settings twice: no change) and A/B (pool 2 vs 10: a change) (SELFCHECK_ARGS)
+	$(PY) -m lab selfcheck $(SELFCHECK_ARGS)
+
 calibrate: venv ## measure what the load generator can drive on this machine
 	$(PY) -m lab calibrate --force
 
 report: venv ## rebuild a run's report from its raw files (RUN=<run-id>, default: the latest)
 	$(PY) -m lab report reports/$(or $(RUN),latest)
 
-compare: venv ## compare two runs (A=<run-id> B=<run-id>)
+claims: venv ## the folklore on threads, greenlets and event loops, measured here (CLAIMS_ARGS, LAB_CLAIMS_*)
+	$(PY) -m lab claims $(CLAIMS_ARGS)
+
+compare: venv ## compare two runs (A=<run-id> B=<run-id>; two claims runs work too)
 	@if [ -z "$(A)" ] || [ -z "$(B)" ]; then echo "usage: make compare A=<run-id> B=<run-id> (run ids: ls reports/)"; exit 2; fi
 	$(PY) -m lab compare $(A) $(B)
 
@@ -75,5 +94,5 @@ status: venv ## what runs, and its health
 logs: venv ## tail the logs (FOLLOW=0 prints the last lines and exits)
 	$(PY) -m lab logs $(if $(filter 0,$(FOLLOW)),--no-follow)
 
-clean: ## stop everything, remove the database data and the run folder (never reports/)
+clean: ## stop everything, remove the database's home (data, log, binaries copy) and the run folder (never reports/)
 	@if [ -x $(PY) ]; then $(PY) -m lab clean; else rm -rf .lab; fi

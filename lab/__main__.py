@@ -7,18 +7,20 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from lab.stack import stack
+from lab.stack import database, stack
 
 # command -> (module whose main(argv) runs it, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "load": ("lab.load.runner", "drive every server with the Locust scenarios (make load)"),
     "calibrate": ("lab.load.calibrate", "measure what the load generator can drive here"),
+    "selfcheck": ("lab.selfcheck", "A/A and A/B: the same twice is no change, a known change is found"),
     "results": ("lab.results.build", "rebuild results.json from a run's raw files"),
     "report": ("lab.report.run_report", "rebuild a run's index.html and summary.md"),
     "compare": ("lab.report.compare", "compare two runs (compare.html, compare.md)"),
-    "tune": ("lab.tune.sweep", "sweep a server knob and recommend a value"),
+    "tune": ("lab.tune.cli", "sweep a server knob and recommend a value"),
     "bench": ("lab.bench.bench", "wrk side by side: rps, CPU and instructions per request"),
     "faults": ("lab.faults.suite", "every server through overload, database faults, slow clients, bad input"),
+    "claims": ("lab.claims.runner", "the folklore on threads, greenlets and event loops, measured here"),
     "database": ("lab.stack.database", "the embedded PostgreSQL alone: up, down, status, url"),
 }
 STACK = ("up", "down", "status", "logs", "clean")
@@ -32,13 +34,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run
     parser = argparse.ArgumentParser(prog="python -m lab", description="serverlab control plane")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start PostgreSQL and the servers (LAB_SERVERS), wait until healthy")
-    sub.add_parser("down", help="stop the servers (graceful, then SIGKILL) and the embedded PostgreSQL")
-    sub.add_parser("status", help="what runs and its health")
-    logs = sub.add_parser("logs", help="tail the logs")
+    stacked = [
+        sub.add_parser("up", help="start PostgreSQL and the servers (LAB_SERVERS), wait until healthy"),
+        sub.add_parser("down", help="stop the servers (graceful, then SIGKILL) and the embedded PostgreSQL"),
+        sub.add_parser("status", help="what runs and its health"),
+        logs := sub.add_parser("logs", help="tail the logs"),
+        sub.add_parser("clean", help="stop everything; remove the database's home and the run folder"),
+    ]
     logs.add_argument("--no-follow", action="store_true", help="print the last lines and exit")
     logs.add_argument("-n", "--lines", type=int, default=50)
-    sub.add_parser("clean", help="stop everything; remove the database data and the run folder")
+    for command in stacked:
+        database.add_home_flag(command)
     for name, (_module, text) in COMMANDS.items():
         sub.add_parser(name, help=f"{text} (`python -m lab {name} --help`)", add_help=False)
     args = parser.parse_args(argv)

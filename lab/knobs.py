@@ -1,6 +1,19 @@
-"""Bounded numbers from environment variables and flags: one parser, one wording for every error."""
+"""Knobs (environment variables and flags): bounded numbers, env-backed flags, run ids, the servers' knobs."""
 
 from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from servers import settings
+
+# The servers' knobs the lab passes through unchanged; the lab sets these others per server itself,
+# and a lab-only one (the blocking endpoint of make claims) is never forwarded from a person's shell.
+PER_SERVER = frozenset({"LAB_HOST", "LAB_PORT", "LAB_DATABASE_URL", "LAB_APP_NAME"})
+LAB_ONLY = frozenset({"LAB_ALLOW_BLOCKING"})
+SERVER_KNOBS = tuple(var for var in settings.env_vars() if var not in PER_SERVER | LAB_ONLY)
 
 
 def number(raw: object, name: str, low: float, high: float, kind: type[float] = float) -> float | None:
@@ -22,3 +35,19 @@ def number(raw: object, name: str, low: float, high: float, kind: type[float] = 
 def integer(raw: object, name: str, low: int, high: int) -> int | None:
     value = number(raw, name, low, high, int)
     return None if value is None else int(value)
+
+
+def env_flag(parser: argparse.ArgumentParser, flag: str, var: str, default: str = "", help: str = "",
+             env: Mapping[str, str] = os.environ, **kwargs: Any) -> argparse.Action:
+    """A flag whose default is the environment variable `var` (else `default`); its help names `var`."""
+    action: argparse.Action = parser.add_argument(flag, default=env.get(var) or default,
+                                                  help=f"{help} [{var}]" if help else f"[{var}]", **kwargs)
+    return action
+
+
+def run_id(raw: str, name: str = "RUN_ID") -> str:
+    """A run (or tune) folder name as given, stripped; a ValueError naming the knob when it is not one."""
+    text = raw.strip()
+    if text and (text in {".", "..", "latest"} or not all(c.isalnum() or c in "-_." for c in text)):
+        raise ValueError(f"{name}={text!r}: use letters, digits, '-', '_' and '.' only (and not 'latest')")
+    return text

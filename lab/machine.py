@@ -9,7 +9,9 @@ from typing import Any
 
 import psutil
 
-PACKAGES = ("aiohttp", "asyncpg", "psycopg2-binary", "gevent", "locust", "uvloop", "pgserver")
+# The exact versions of what the servers and the load generator run on (constraints.txt pins them).
+PACKAGES = ("aiohttp", "asyncpg", "psycopg2-binary", "gevent", "greenlet", "psycogreen", "locust", "uvloop",
+            "pgserver")
 
 
 def cpu_model() -> str:

@@ -13,7 +13,12 @@ from dataclasses import dataclass, replace
 
 from lab import knobs
 
-SHAPES = ("steady", "ramp", "spike")
+SHAPES = ("steady", "ramp", "spike")  # closed-loop shapes; open-model scenarios step offered rates
+STEP_SECONDS = 2.0  # measured seconds per offered rate of a capacity scenario
+DEFAULT_SLO_P99_MS = 100.0
+# Offered rates of a capacity scenario as shares of the closed-loop rate a quick probe reached:
+# below, around and past the knee. RATES= replaces them.
+PROBE_SHARES = (0.25, 0.5, 0.7, 0.85, 1.0, 1.15, 1.3)
 RAMP_STEPS = 5
 SPIKE_BASE = 0.2  # users outside the spike, as a share of the peak
 # The spike: base load for 40 % of the run, peak for 20 %, base again for 40 %.
@@ -38,7 +43,9 @@ class Scenario:
     spawn_rate: float  # users started per second
     shape: str  # one of SHAPES
     uses_db: bool  # does the server touch PostgreSQL for it
+    path: str  # the open model's one request; else a GET on the scenario's code path (the warm-up)
     description: str
+    open_model: bool = False  # requests start on a schedule of offered rates (capacity scenarios)
 
 
 @dataclass(frozen=True)
@@ -49,42 +56,52 @@ class Stage:
     end: float
     users: int
     spawn_rate: float
+    rate: float | None = None  # offered requests/s (open model); None: closed-loop users
 
 
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("json", "JsonUser", 50, 200, "steady", False,
+        Scenario("json", "JsonUser", 50, 200, "steady", False, "/json",
                  "GET /json as fast as possible: the framework's own cost per request"),
-        Scenario("plaintext", "PlaintextUser", 50, 200, "steady", False,
+        Scenario("plaintext", "PlaintextUser", 50, 200, "steady", False, "/plaintext",
                  "GET /plaintext as fast as possible: the smallest response there is"),
-        Scenario("db", "DbUser", 50, 200, "steady", True,
+        Scenario("db", "DbUser", 50, 200, "steady", True, "/db",
                  "GET /db: one random World row per request"),
-        Scenario("queries", "QueriesUser", 50, 200, "steady", True,
+        Scenario("queries", "QueriesUser", 50, 200, "steady", True, "/queries?queries=20",
                  "GET /queries?queries=20: twenty sequential queries per request"),
-        Scenario("updates", "UpdatesUser", 20, 80, "steady", True,
+        Scenario("updates", "UpdatesUser", 20, 80, "steady", True, "/db",
                  "GET /updates?queries=5: five reads and five committed writes per request"),
-        Scenario("fortunes", "FortunesUser", 50, 200, "steady", True,
+        Scenario("fortunes", "FortunesUser", 50, 200, "steady", True, "/fortunes",
                  "GET /fortunes: a query, a sort and an escaped HTML template"),
-        Scenario("io", "IoUser", 200, 400, "steady", False,
+        Scenario("io", "IoUser", 200, 400, "steady", False, "/io?ms=50",
                  "GET /io?ms=50 from many users: waiting, where green threads and coroutines shine"),
-        Scenario("cpu", "CpuUser", 20, 80, "steady", False,
+        Scenario("cpu", "CpuUser", 20, 80, "steady", False, "/cpu?n=20000",
                  "GET /cpu?n=20000: pure-Python work, where the GIL bites and processes win"),
-        Scenario("hold", "HoldUser", 50, 200, "steady", True,
+        Scenario("hold", "HoldUser", 50, 200, "steady", True, "/hold?ms=20",
                  "GET /hold?ms=20 from more users than pool connections: pool size and semaphores"),
-        Scenario("writes", "WritesUser", 20, 80, "steady", True,
+        Scenario("writes", "WritesUser", 20, 80, "steady", True, "/db",
                  "POST /orders with a unique Idempotency-Key: durable writes, every ack checked"),
-        Scenario("mixed", "MixedUser", 100, 100, "steady", True,
+        Scenario("mixed", "MixedUser", 100, 100, "steady", True, "/db",
                  "a realistic blend: reads, pages, waits, a little CPU and some writes, with think time"),
-        Scenario("connections", "ConnectionsUser", CONNECTIONS_USERS, 250, "steady", False,
+        Scenario("connections", "ConnectionsUser", CONNECTIONS_USERS, 250, "steady", False, "/json",
                  f"{CONNECTIONS_USERS} mostly idle keep-alive users (one /json every ~5 s each): "
                  "memory and threads per open connection [LAB_CONNECTIONS_USERS]"),
-        Scenario("ramp", "DbUser", 100, 100, "ramp", True,
+        Scenario("ramp", "DbUser", 100, 100, "ramp", True, "/db",
                  f"GET /db in {RAMP_STEPS} equal steps up to the peak users: where the server saturates"),
-        Scenario("spike", "DbUser", 200, 400, "spike", True,
+        Scenario("spike", "DbUser", 200, 400, "spike", True, "/db",
                  "GET /db at a fifth of the peak users, a sudden spike to the peak, then back"),
+        *(Scenario(f"capacity-{name}", "OpenUser", 1, 1, "rates", db, path, f"offered {path} at stepped "
+                   "rates (open model): p50 and p99 against the offered rate, and the capacity at the SLO",
+                   open_model=True)
+          for name, path, db in (("json", "/json", False), ("db", "/db", True), ("io", "/io?ms=50", False))),
     )
 }
+
+
+# The default CPU budget per server, in cores: small enough that on a 2-core machine every server
+# saturates below what one Locust process can drive (measured: see loadtests/README.md).
+SERVER_CPU = 0.1
 
 
 @dataclass(frozen=True)
@@ -95,19 +112,23 @@ class Profile:
     warmup: float  # seconds at full load before measuring (not counted), per repetition
     reps: int
     description: str
+    server_cpu: float | None = None  # cores per server (cgroup quota); None: no budget
 
 
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile("smoke", ("json", "db"), 4, 1, 1,
-                "every server, two short scenarios: proves the pipeline end to end (CI)"),
-        # Two short repetitions rather than one longer: without a spread no difference can be
-        # told from noise. Five scenarios, one per axis the models differ on, fit in 6 minutes.
-        Profile("quick", ("json", "db", "io", "hold", "writes"), 3, 1, 2,
-                "every server, the core scenarios, two repetitions: the default of `make load`"),
-        Profile("full", tuple(SCENARIOS), 30, 5, 3,
-                "every server, every scenario and shape, three repetitions"),
+        Profile("smoke", ("json", "db"), 2, 1, 2,
+                "every server, two short scenarios: proves the pipeline end to end (CI)", SERVER_CPU),
+        # Four short repetitions, interleaved across the servers: the fewest with which a rank test can
+        # call a difference (p < 0.05) at all. Five scenarios, one per axis the models differ on.
+        Profile("quick", ("json", "db", "io", "hold", "writes"), 2, 0.5, 4,
+                "every server, the core scenarios, four interleaved repetitions: the default of `make load`",
+                SERVER_CPU),
+        Profile("capacity", ("capacity-json", "capacity-db", "capacity-io"), 2, 2, 1,
+                "every server, offered rates stepped past the knee: capacity at the SLO", SERVER_CPU),
+        Profile("full", tuple(SCENARIOS), 30, 5, 5,
+                "every server, every scenario and shape, five repetitions", SERVER_CPU),
     )
 }
 DEFAULT_PROFILE = "quick"
@@ -123,8 +144,14 @@ def scenario(name: str, users: int | None = None) -> Scenario:
     return replace(base, users=users, spawn_rate=max(1.0, base.spawn_rate * users / base.users))
 
 
-def schedule(shape: str, users: int, spawn_rate: float, duration: float) -> list[Stage]:
-    """The measured phase of a shape as stages (the warm-up before it runs at the first stage)."""
+def schedule(shape: str, users: int, spawn_rate: float, duration: float,
+             rates: tuple[float, ...] = ()) -> list[Stage]:
+    """The measured phase of a shape as stages (the warm-up before it runs at the first stage).
+    `rates`: shape "rates" (open model), one stage per offered rate, `duration` seconds each."""
+    if shape == "rates":
+        if not rates:
+            raise ValueError("the open-model shape needs offered rates")
+        return [Stage(i * duration, (i + 1) * duration, 1, 1.0, r) for i, r in enumerate(rates)]
     if shape == "steady":
         return [Stage(0.0, duration, users, spawn_rate)]
     if shape == "ramp":
@@ -140,6 +167,16 @@ def schedule(shape: str, users: int, spawn_rate: float, duration: float) -> list
             for lo, hi, peak in SPIKE_PHASES
         ]
     raise ValueError(f"unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
+
+
+def probe_rates(probed_rps: float) -> tuple[float, ...]:
+    """Offered rates around the closed-loop rate a quick probe reached (at least 10/s apart)."""
+    rates: list[float] = []
+    for share in PROBE_SHARES:
+        rate = max(10.0, round(probed_rps * share, -1))
+        if not rates or rate >= rates[-1] + 10:
+            rates.append(rate)
+    return tuple(rates)
 
 
 def spawn_seconds(users: int, spawn_rate: float) -> float:

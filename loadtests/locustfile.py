@@ -11,6 +11,13 @@ starts it as a subprocess (lab/load/runner.py). Environment, set by the runner:
       writes them. The process that runs the shape also writes shape.json (window, stages).
   LAB_RUN_TAG     prefix of the Idempotency-Key of every order; acknowledged orders go to
       acks-<host>-<pid>.tsv (key, id, status) so the runner can check them against the database
+  LAB_RATES, LAB_PATH, LAB_ARRIVAL  the open model (OpenUser): offered requests/s per step of
+      LAB_DURATION seconds, the request, uniform or poisson arrivals. LAB_OPEN_MAX_INFLIGHT caps the
+      requests in flight (a start refused for it is "dropped"); a start more than LAB_LATE_MS after its
+      scheduled time is "late" (the generator fell behind).
+
+Every process that sends requests also rewrites progress-<host>-<pid>.json in LAB_RECORD_DIR each
+second (phase, users, requests so far, the newest whole second's rate): the runner's live line.
 
 The shape first spawns the users of its first stage, waits LAB_WARMUP seconds at that load (not
 counted: Locust's stats are reset and the recorders start then), then runs the measured stages.
@@ -23,20 +30,19 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
-import locust.stats
+import gevent
 from hdrh.histogram import HdrHistogram
 from locust import FastHttpUser, LoadTestShape, between, constant, events, task
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests import catalogue
-
-locust.stats.CSV_STATS_FLUSH_INTERVAL_SEC = 1  # the runner's live progress reads the CSV history
 
 # HDR range and precision; the results builder reads them from each record.
 HDR_LOWEST_US = 1
@@ -49,7 +55,20 @@ RUN_TAG = os.environ.get("LAB_RUN_TAG", "manual")  # a worker takes the master's
 MEASURE_MESSAGE = "lab_measure"  # master -> workers: {"phase": "measure" | "tail", "at": epoch}
 RECORD_MESSAGE = "lab_record"  # worker -> master at test stop: {"record": {...}, "acks": "tsv"}
 RECORD_FORMAT = "serverlab-locust-record"
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: open-model fields (offered, late, dropped, uncorrected latency)
+PROGRESS_SECONDS = 1.0
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    return float(raw) if raw.strip() else default
+
+
+# Past a server's knee, requests in flight would grow without bound, each on a new connection that the
+# server must accept: a cap keeps the overload a server's problem (dropped, counted) not a connection storm.
+OPEN_MAX_INFLIGHT = int(_env_float("LAB_OPEN_MAX_INFLIGHT", 256))
+LATE_MS = _env_float("LAB_LATE_MS", 10.0)
+RATES = tuple(float(r) for r in os.environ.get("LAB_RATES", "").split(",") if r.strip())
 
 
 def _hdr(digits: int = HDR_DIGITS) -> HdrHistogram:
@@ -78,7 +97,10 @@ class Recorder:
     """Every request of this process: HDR histograms, counts, failures by kind, a timeline.
 
     Phases: "warmup" (counted apart, not measured), "measure", then "tail" (requests that finish
-    after the measured window, while users stop). Without a shape everything is measured.
+    after the measured window, while users stop). Without a shape everything is measured. An
+    open-model request belongs to the phase, and the second, of its scheduled start, and its latency
+    counts from that start (corrected for coordinated omission); the uncorrected latency, from when
+    it was sent, is kept beside.
     """
 
     def __init__(self) -> None:
@@ -92,7 +114,14 @@ class Recorder:
         self.kinds: dict[str, int] = {}
         self.by_name: dict[str, list[int]] = {}  # name -> [requests, failures]
         self.outside = {"warmup": [0, 0], "tail": [0, 0]}  # requests, failures outside the window
-        self.timeline: dict[int, list[Any]] = {}  # epoch second -> [requests, failures, hdr]
+        # epoch second -> [requests, failures, hdr, offered, late, dropped, uncorrected hdr]
+        self.timeline: dict[int, list[Any]] = {}
+        self.open_model = False
+        self.ok_uncorrected = _hdr()
+        self.offered = self.late = self.dropped = 0
+        self.done_at: dict[int, int] = {}  # epoch second -> requests completed (any phase): live rate
+        # open model, per step of offered rate (index from the measured phase's start): like a timeline slot
+        self.steps: dict[int, list[Any]] = {}
         self.acks: list[tuple[str, int, int]] = []  # every acknowledged order, whatever the phase
         self.role = "local"
         self.told = False  # the shape (or the master) has set the phase
@@ -105,30 +134,96 @@ class Recorder:
         elif phase == "tail" and self.phase == "measure":
             self.phase, self.measure_end = phase, when
 
-    def record(self, name: str, response_time_ms: float, failed: bool, kind: str) -> None:
-        if self.phase != "measure":
-            counts = self.outside[self.phase]
+    def phase_at(self, when: float) -> str:
+        """The phase a scheduled start falls in (open model)."""
+        if self.measure_start is None or when < self.measure_start:
+            return "warmup" if self.phase != "tail" else "tail"
+        return "tail" if self.measure_end is not None and when >= self.measure_end else "measure"
+
+    def _slot(self, second: int) -> list[Any]:
+        slot = self.timeline.get(second)
+        if slot is None:
+            slot = self.timeline[second] = [0, 0, _hdr(TIMELINE_DIGITS), 0, 0, 0, None]
+        return slot
+
+    def _slots(self, when: float | None, now: float) -> list[list[Any]]:
+        """The timeline slot of a request (its scheduled second for the open model) and, for the open
+        model, its step's too."""
+        slots = [self._slot(int(now if when is None else when))]
+        if when is not None and self.measure_start is not None:
+            index = int((when - self.measure_start) / _env_float("LAB_DURATION", 10))
+            step = self.steps.get(index)
+            if step is None:
+                step = self.steps[index] = [0, 0, _hdr(TIMELINE_DIGITS), 0, 0, 0, None, _hdr(TIMELINE_DIGITS)]
+            slots.append(step)
+        return slots
+
+    def offer(self, when: float, lag: float) -> None:
+        """An open-model request started `lag` seconds after its scheduled time (late: over LATE_MS)."""
+        self.open_model = True
+        late = lag * 1000 > LATE_MS
+        if self.phase_at(when) == "measure":
+            slots = self._slots(when, when)
+            for slot in slots:
+                slot[3] += 1
+                slot[4] += late
+            if len(slots) > 1:
+                slots[1][7].record_value(min(HDR_HIGHEST_US, max(HDR_LOWEST_US, round(lag * 1e6))))
+            self.offered += 1
+            self.late += late
+
+    def drop(self, when: float) -> None:
+        """An open-model request not started: OPEN_MAX_INFLIGHT requests were in flight."""
+        self.open_model = True
+        if self.phase_at(when) == "measure":
+            for slot in self._slots(when, when):
+                slot[3] += 1
+                slot[5] += 1
+            self.offered += 1
+            self.dropped += 1
+
+    def record(self, name: str, response_time_ms: float, failed: bool, kind: str,
+               intended: float | None = None) -> None:
+        now = time.time()
+        self.done_at[int(now)] = self.done_at.get(int(now), 0) + 1
+        phase = self.phase if intended is None else self.phase_at(intended)
+        if phase != "measure":
+            counts = self.outside[phase]
             counts[0] += 1
             counts[1] += failed
             return
-        us = min(HDR_HIGHEST_US, max(HDR_LOWEST_US, round(response_time_ms * 1000)))
+        uncorrected_us = min(HDR_HIGHEST_US, max(HDR_LOWEST_US, round(response_time_ms * 1000)))
+        us = uncorrected_us
+        if intended is not None:
+            us = min(HDR_HIGHEST_US, max(HDR_LOWEST_US, round((now - intended) * 1e6)))
         self.requests += 1
         per_name = self.by_name.setdefault(name, [0, 0])
         per_name[0] += 1
-        second = int(time.time())
-        slot = self.timeline.get(second)
-        if slot is None:
-            slot = self.timeline[second] = [0, 0, _hdr(TIMELINE_DIGITS)]
-        slot[0] += 1
         if failed:
             self.failures += 1
             per_name[1] += 1
-            slot[1] += 1
             self.kinds[kind] = self.kinds.get(kind, 0) + 1
             self.failed.record_value(us)
         else:
             self.ok.record_value(us)
-            slot[2].record_value(us)
+            if intended is not None:
+                self.ok_uncorrected.record_value(uncorrected_us)
+        for slot in self._slots(intended, now):
+            slot[0] += 1
+            slot[1] += failed
+            if not failed:
+                slot[2].record_value(us)
+                if intended is not None:
+                    if slot[6] is None:
+                        slot[6] = _hdr(TIMELINE_DIGITS)
+                    slot[6].record_value(uncorrected_us)
+
+    def progress(self, users: int) -> dict[str, Any]:
+        second = int(time.time()) - 1  # the newest whole second
+        return {"phase": self.phase, "users": users, "requests": self.requests, "failures": self.failures,
+                "last_second_rps": self.done_at.get(second, 0),
+                "offered_rps": (current_rate(time.time()) or 0.0) if self.open_model else None,
+                "late": self.late, "dropped": self.dropped}
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -151,8 +246,17 @@ class Recorder:
                     "timeline_digits": TIMELINE_DIGITS},
             "latency_ok_us": _encode(self.ok),
             "latency_failed_us": _encode(self.failed),
-            # [epoch second, requests, failures, encoded histogram of that second's successes]
+            # [epoch second, requests, failures, encoded histogram of that second's successes]; open
+            # model: the second of the scheduled start
             "timeline": [[s, v[0], v[1], _encode(v[2])] for s, v in sorted(self.timeline.items())],
+            "open_model": self.open_model,
+            # per step of offered rate: [index, requests, failures, hdr, offered, late, dropped,
+            # uncorrected hdr, start-lag hdr]
+            "steps": [[i, *v[:2], _encode(v[2]), *v[3:6], None if v[6] is None else _encode(v[6]),
+                       _encode(v[7])] for i, v in sorted(self.steps.items())],
+            "offered": self.offered, "late": self.late, "dropped": self.dropped,
+            "late_ms": LATE_MS, "max_inflight": OPEN_MAX_INFLIGHT,
+            "latency_ok_uncorrected_us": _encode(self.ok_uncorrected) if self.open_model else None,
         }
 
     def acks_tsv(self) -> str:
@@ -190,6 +294,8 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
     global RUN_TAG
     opts = environment.parsed_options
     RUN_TAG = str(getattr(opts, "lab_run_tag", "") or RUN_TAG)
+    if not isinstance(environment.runner, MasterRunner) and not _PROGRESS:
+        _PROGRESS.append(gevent.spawn(_write_progress, environment))
     if RECORDER.told:
         return
     if getattr(opts, "lab_duration", ""):  # a shape runs: warm-up until it says "measure"
@@ -212,15 +318,37 @@ def _on_init(environment: Environment, **_: Any) -> None:
 
 @events.request.add_listener
 def _on_request(name: str, response_time: float, response: Any = None,
-                exception: BaseException | None = None, **_: Any) -> None:
+                exception: BaseException | None = None, context: dict[str, Any] | None = None,
+                **_: Any) -> None:
     RECORDER.record(name, response_time or 0.0, exception is not None,
-                    failure_kind(response, exception) if exception is not None else "")
+                    failure_kind(response, exception) if exception is not None else "",
+                    (context or {}).get("intended"))
+
+
+def _write_progress(environment: Environment) -> None:
+    """progress-<host>-<pid>.json every second until the test stops (the runner's live line)."""
+    if not RECORD_DIR:
+        return
+    folder = Path(RECORD_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"progress-{socket.gethostname()}-{os.getpid()}.json"
+    tmp = folder / f".{path.name}.tmp"
+    for _ in range(int(7 * 24 * 3600 / PROGRESS_SECONDS)):  # bounded; killed at test stop long before
+        users = environment.runner.user_count if environment.runner is not None else 0
+        tmp.write_text(json.dumps(RECORDER.progress(users)))
+        tmp.replace(path)
+        gevent.sleep(PROGRESS_SECONDS)
+
+
+_PROGRESS: list[gevent.Greenlet] = []
 
 
 @events.test_stop.add_listener
 def _on_test_stop(environment: Environment, **_: Any) -> None:
     if RECORDER.role == "master":  # a master sends no requests; its workers report to it
         return
+    for greenlet in _PROGRESS:
+        greenlet.kill(block=False)
     RECORDER.set_phase("tail")
     if RECORDER.role == "worker" and environment.runner is not None:
         # Workers (on this machine or another) hand their record to the master, which writes it.
@@ -356,6 +484,62 @@ class MixedUser(LabUser):
         place_order(self)
 
 
+_OPEN_BEGAN: list[float] = []  # when the open-model user started offering
+
+
+def current_rate(when: float) -> float | None:
+    """The offered rate at `when`: through the warm-up a ramp from a fifth of the first step's rate to
+    all of it (a cold client opening every connection at once would storm the server), then one step
+    per LAB_DURATION seconds of the measured phase; None once the last step is over."""
+    if not RATES:
+        return None
+    start = RECORDER.measure_start
+    if start is None or when < start:
+        warmup = max(0.1, _env_float("LAB_WARMUP", 2))
+        began = _OPEN_BEGAN[0] if _OPEN_BEGAN else when
+        return RATES[0] * min(1.0, 0.2 + 0.8 * (when - began) / warmup)
+    step = int((when - start) / _env_float("LAB_DURATION", 10))
+    return RATES[step] if step < len(RATES) else None
+
+
+class OpenUser(LabUser):
+    """The open model: one user starts requests on a schedule (LAB_RATES), each in its own greenlet,
+    whatever the earlier ones take; at most OPEN_MAX_INFLIGHT in flight (one connection each)."""
+
+    concurrency = OPEN_MAX_INFLIGHT
+
+    @task
+    def arrivals(self) -> None:
+        path = os.environ.get("LAB_PATH") or "/json"
+        poisson = os.environ.get("LAB_ARRIVAL") == "poisson"
+        rng = random.Random()
+        inflight = [0]
+        due = time.time()
+        _OPEN_BEGAN[:] = [due]
+        for _ in range(10**9):  # bounded; the shape stops this user when the last step ends
+            rate = current_rate(due)
+            if not rate:
+                gevent.sleep(0.05)
+                due = time.time()
+                continue
+            due += rng.expovariate(rate) if poisson else 1.0 / rate
+            wait = due - time.time()
+            if wait > 0:
+                gevent.sleep(wait)
+            if inflight[0] >= OPEN_MAX_INFLIGHT:
+                RECORDER.drop(due)
+                continue
+            RECORDER.offer(due, time.time() - due)
+            inflight[0] += 1
+            gevent.spawn(self._one, path, due, inflight)
+
+    def _one(self, path: str, intended: float, inflight: list[int]) -> None:
+        try:
+            self.client.get(path, name=path, context={"intended": intended})
+        finally:
+            inflight[0] -= 1
+
+
 class ConnectionsUser(LabUser):
     """Mostly idle: one small request every ~5 s on a connection kept open in between."""
 
@@ -367,11 +551,6 @@ class ConnectionsUser(LabUser):
 
 
 # --- the load shape (only when the runner drives Locust) -------------------------------------------
-
-
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    return float(raw) if raw.strip() else default
 
 
 class LabShape(LoadTestShape):
@@ -386,7 +565,7 @@ class LabShape(LoadTestShape):
         self.spawn_rate = _env_float("LAB_SPAWN_RATE", self.users)
         self.duration = _env_float("LAB_DURATION", 10)
         self.warmup = _env_float("LAB_WARMUP", 2)
-        self.stages = catalogue.schedule(self.shape, self.users, self.spawn_rate, self.duration)
+        self.stages = catalogue.schedule(self.shape, self.users, self.spawn_rate, self.duration, RATES)
         first = self.stages[0]
         # Spawning that never completes (an overloaded generator) must not stall the run.
         self.spawn_deadline = catalogue.spawn_seconds(first.users, first.spawn_rate) * 3 + 15
@@ -411,7 +590,7 @@ class LabShape(LoadTestShape):
         assert self.measure_start is not None
         elapsed = now - self.measure_start
         cap = getattr(self.runner.environment.parsed_options, "run_time", None) if self.runner else None
-        if elapsed >= self.duration or (cap and now - self.began >= cap):
+        if elapsed >= self.stages[-1].end or (cap and now - self.began >= cap):
             self._set_phase("tail", now)
             self._write(now)
             return None
@@ -440,7 +619,7 @@ class LabShape(LoadTestShape):
             "duration": self.duration, "warmup": self.warmup, "began": self.began,
             "spawned_at": self.spawned_at, "spawn_complete": self.spawn_complete,
             "measure_start": self.measure_start, "measure_end": now,
-            "stages": [vars(s) for s in self.stages],
+            "stages": [vars(s) for s in self.stages], "rates": list(RATES),
         }
         (folder / "shape.json").write_text(json.dumps(data, indent=1))
 

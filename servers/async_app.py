@@ -161,6 +161,7 @@ class AsyncApp:
             "ready": self.ready,
             "metrics": self.render_metrics,
             "config": self.config,
+            "block": self.block,
         }
 
     def pool_stats(self) -> tuple[int, int, int]:
@@ -392,6 +393,14 @@ class AsyncApp:
     async def cpu(self, request: web.Request, route: Route) -> Reply:
         # Inline on purpose: it blocks the loop, which is what this endpoint exposes.
         return contract.cpu_reply(contract.int_param("n", request.query.get("n"), contract.CPU_N))
+
+    async def block(self, request: web.Request, route: Route) -> Reply:
+        """Lab only (LAB_ALLOW_BLOCKING=1): a blocking call inside the coroutine stalls the loop."""
+        if not self.settings.allow_blocking:
+            return contract.block_reply(None)
+        ms = contract.int_param("ms", request.query.get("ms"), contract.BLOCK_MS)
+        time.sleep(ms / 1000.0)  # blocking on purpose: that is what it shows
+        return contract.block_reply(ms)
 
     async def hold(self, request: web.Request, route: Route) -> Reply:
         ms = contract.int_param("ms", request.query.get("ms"), contract.HOLD_MS)

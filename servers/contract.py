@@ -29,6 +29,7 @@ MAX_QUERIES = 500
 IO_MS = (10, 0, 10_000)
 HOLD_MS = (10, 0, 10_000)
 CPU_N = (10_000, 1, 5_000_000)
+BLOCK_MS = (200, 0, 10_000)
 
 ITEM_MAX_CHARS = 200
 QTY_MAX = 1_000_000
@@ -215,6 +216,7 @@ ROUTES: dict[str, tuple[str, frozenset[str]]] = {
     "ready": ("/ready", frozenset({"GET"})),
     "metrics": ("/metrics", frozenset({"GET"})),
     "config": ("/config", frozenset({"GET"})),
+    "block": ("/block", frozenset({"GET"})),  # lab only, 404 unless LAB_ALLOW_BLOCKING=1
 }
 _EXACT = {path: name for name, (path, _) in ROUTES.items() if "{" not in path}
 _ORDER_PREFIX = "/orders/"
@@ -353,6 +355,14 @@ def cpu_work(n: int) -> int:
 
 def cpu_reply(n: int) -> Reply:
     return Reply(200, dumps({"n": n, "result": cpu_work(n)}))
+
+
+def block_reply(ms: int | None) -> Reply:
+    """GET /block: what was blocked, or (ms None) the 404 of a server without LAB_ALLOW_BLOCKING=1."""
+    if ms is None:
+        return error(404, "not_found", "/block is off: start the server with LAB_ALLOW_BLOCKING=1 "
+                     "(--allow-blocking 1); it is a lab-only endpoint for `make claims`")
+    return Reply(200, dumps({"blocked_ms": ms}))
 
 
 def hold_reply(ms: int) -> Reply:

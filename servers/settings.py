@@ -39,6 +39,7 @@ class Settings:
     metrics: bool = True  # record /metrics; off only to measure what it costs
     log_level: str = "info"
     app_name: str = ""  # application_name of its database sessions; "" means serverlab-<model>
+    allow_blocking: bool = False  # lab only (make claims): GET /block blocks its worker; else 404
 
     def public(self) -> dict[str, Any]:
         """Effective settings for /config and the start-up log: no secrets."""
@@ -85,6 +86,8 @@ _KNOBS: dict[str, tuple[str, str, type, str]] = {
     "log_level": ("LAB_LOG_LEVEL", "--log-level", str, "debug, info, warning or error"),
     "app_name": ("LAB_APP_NAME", "--app-name", str,
                  "application_name of the database sessions (default serverlab-<model>)"),
+    "allow_blocking": ("LAB_ALLOW_BLOCKING", "--allow-blocking", bool,
+                       "lab only: enable GET /block?ms=N, a call that blocks its worker (1/0; default 0)"),
 }
 
 

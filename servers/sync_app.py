@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -103,6 +104,7 @@ class SyncApp:
             "ready": self.ready,
             "metrics": self.render_metrics,
             "config": self.config,
+            "block": self.block,
         }
 
     # --- HTTP in and out ------------------------------------------------------------------
@@ -242,6 +244,17 @@ class SyncApp:
 
     def cpu(self, environ: Environ, route: Route) -> Reply:
         return contract.cpu_reply(contract.int_param("n", _param(environ, "n"), contract.CPU_N))
+
+    def block(self, environ: Environ, route: Route) -> Reply:
+        """Lab only (LAB_ALLOW_BLOCKING=1): sleep in the OS, unpatched, so under gevent it blocks
+        the hub as a C library call would."""
+        if not self.settings.allow_blocking:
+            return contract.block_reply(None)
+        ms = contract.int_param("ms", _param(environ, "ms"), contract.BLOCK_MS)
+        monkey = sys.modules.get("gevent.monkey")  # present only under gevent's runtime
+        sleep = monkey.get_original("time", "sleep") if monkey is not None else time.sleep
+        sleep(ms / 1000.0)
+        return contract.block_reply(ms)
 
     def hold(self, environ: Environ, route: Route) -> Reply:
         ms = contract.int_param("ms", _param(environ, "ms"), contract.HOLD_MS)

@@ -270,3 +270,15 @@ def pytest_runtest_makereport(
         for proc in _servers_of(item):
             report.sections.append((f"{proc.model} server log {proc.log_path} (last lines)", proc.log_tail()))
     return report
+
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test file names its tier (module-level pytestmark): `make test-fast` runs only `unit`."""
+    wrong = sorted({item.nodeid.split("::")[0] for item in items
+                    if sum(1 for tier in TIERS if item.get_closest_marker(tier)) != 1})
+    if wrong:
+        raise pytest.UsageError(f"tests without exactly one tier marker ({', '.join(TIERS)}): "
+                                f"{', '.join(wrong)}; add `pytestmark = pytest.mark.<tier>` to the file")

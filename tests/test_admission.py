@@ -6,8 +6,12 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from servers.admission import FAIL_FAST_SHARE, FairGate, HoldClock
 from servers.deadlines import Deadlines
+
+pytestmark = pytest.mark.unit
 
 
 def test_fair_gate_hands_slots_over_in_arrival_order() -> None:

@@ -20,6 +20,8 @@ import pytest
 from lab.report import compare
 from lab.results import headline
 
+pytestmark = pytest.mark.unit
+
 DATA = Path(__file__).parent / "data" / "reports"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +45,7 @@ def marks(c: compare.Comparison, server: str, scenario: str) -> dict[str, tuple[
 def test_better_worse_and_within_noise(runs: tuple[Path, Path]) -> None:
     c = compare.compare(load(runs[0]), load(runs[1]))
     faster = marks(c, "asyncio", "writes")
-    assert faster["rps"] == ("215", "630", "+193%", "better")  # far beyond the larger spread, 54 %
+    assert faster["rps"] == ("216", "630", "+191%", "better")  # every repetition apart (p = 2/70), 2.9x
     assert faster["p99"][3] == "within noise" and faster["peak RSS"][3] == "within noise"
     slower = marks(c, "threaded", "writes")
     assert slower["p99"] == ("272 ms", "1,500 ms", "+451%", "worse")
@@ -57,9 +59,18 @@ def test_better_worse_and_within_noise(runs: tuple[Path, Path]) -> None:
     eb = copy.deepcopy(ea)
     eb["client_connections_peak"] = ea["client_connections_peak"] * 3
     eb["cpu_percent"]["mean"] = ea["cpu_percent"]["mean"] / 3
+    for i, r in enumerate(eb["repetitions"]):  # the rule tests the repetitions
+        r["resources"]["client_connections_peak"] = (ea["client_connections_peak"] + i) * 3
+        r["resources"]["cpu_percent_mean"] = ea["cpu_percent"]["mean"] / 3 - i
     assert headline.compare_figure(headline.FIGURES["client_conns"], ea, eb)[0] == "higher"
     assert headline.compare_figure(headline.FIGURES["cpu"], ea, eb)[0] == "lower"
-    eb["failure_rate"] = 0.0005  # from none to some is a change, however small
+    eb["failure_rate"] = 0.0005  # a few failures in one run: not a change by the rule
+    for r in eb["repetitions"]:
+        r["failure_rate"] = 0.0005
+    assert headline.compare_figure(headline.FIGURES["failure_rate"], ea, eb)[0] == "within noise"
+    eb["failure_rate"] = 0.01  # 1 % in every repetition against none: worse
+    for r in eb["repetitions"]:
+        r["failure_rate"] = 0.01
     assert headline.compare_figure(headline.FIGURES["failure_rate"], ea, eb)[0] == "worse"
 
 
@@ -102,6 +113,21 @@ def test_different_machines_warn_and_same_machine_does_not(runs: tuple[Path, Pat
     assert "None: both runs used the same settings." in compare.render_md(c)
 
 
+def test_a_package_version_change_is_named_as_the_likely_cause(runs: tuple[Path, Path]) -> None:
+    a = load(runs[0])
+    b = copy.deepcopy(a)
+    b["run"]["id"] = "fixture-a-upgraded"
+    a["run"]["machine"]["packages"] = {"aiohttp": "3.9.1", "gevent": "24.2.1"}
+    b["run"]["machine"]["packages"] = {"aiohttp": "3.10.0", "gevent": "24.2.1"}
+    c = compare.compare(a, b)
+    assert compare.version_changes(c.machine) == ["aiohttp 3.9.1 -> 3.10.0"]
+    note = "Package versions differ (aiohttp 3.9.1 -> 3.10.0): the likely cause of a change."
+    assert f"**{note}**" in compare.render_md(c)
+    assert 'data-warning="versions"' in compare.render_html(c)
+    same = compare.compare(a, copy.deepcopy(a))
+    assert compare.version_changes(same.machine) == [] and "likely cause" not in compare.render_md(same)
+
+
 def test_present_in_one_run_only(runs: tuple[Path, Path]) -> None:
     c = compare.compare(load(runs[0]), load(runs[1]))
     assert c.only_a == ["asyncio/db", "threaded/db"] and c.only_b == ["gevent/json"]
@@ -115,9 +141,10 @@ def test_markdown_and_html_agree(runs: tuple[Path, Path], tmp_path: Path) -> Non
     for p in c.pairs:
         assert f'data-pair="{p.server}/{p.scenario}"' in html
         for r in p.rows:
-            assert f"| {r.figure} | {r.a} | {r.b} | {r.change} | {r.mark} |" in md
+            assert f"| {r.figure} | {r.a} | {r.b} | {r.change} | {r.mark} | {r.confidence} |" in md
             assert (f'<td>{r.figure}</td><td>{r.a}</td><td>{r.b}</td><td>{r.change}</td>'
-                    f'<td><span class="mark {r.mark.replace(" ", "-")}">{r.mark}</span></td>') in html
+                    f'<td><span class="mark {r.mark.replace(" ", "-")}">{r.mark}</span></td>'
+                    f'<td class="conf">{r.confidence}</td>') in html
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -132,7 +159,8 @@ def test_cli_writes_beside_run_a_and_accepts_run_ids(runs: tuple[Path, Path]) ->
     out = a.parent / "compare-run-a-vs-run-b"
     assert f"wrote {out / 'compare.html'}" in done.stdout and f"wrote {out / 'compare.md'}" in done.stdout
     assert "warning: the runs were made on different machines: cpu_model, cpus, kernel" in done.stdout
-    assert "asyncio/writes: rps better (+193%)" in done.stdout and "only in B: gevent/json" in done.stdout
+    assert "asyncio/writes: rps better (+191%; p=0.029, x2.91, [2.21-4.12])" in done.stdout
+    assert "only in B: gevent/json" in done.stdout
     shutil.rmtree(out)
     done = run_cli("run-b", "run-a", env={"LAB_REPORTS_DIR": str(a.parent)})
     assert done.returncode == 0, done.stderr

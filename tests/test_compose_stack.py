@@ -15,6 +15,8 @@ import pytest
 
 from lab.stack import stack
 
+pytestmark = pytest.mark.e2e
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -32,6 +32,8 @@ from servers import contract
 from servers.settings import MODELS
 from tests.contract_client import TIMEOUT, Client, Reply, check_common, metric_value
 
+pytestmark = pytest.mark.integration
+
 MAX = contract.MAX_BODY_BYTES
 
 

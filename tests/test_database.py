@@ -18,7 +18,9 @@ import pytest
 
 from lab.stack import database
 from lab.stack.database import PgConfig, PostgresError
-from lab.stack.procs import free_port
+from lab.stack.procs import free_port, port_in_use
+
+pytestmark = pytest.mark.integration
 
 IS_ROOT = os.geteuid() == 0
 
@@ -30,27 +32,6 @@ def counts(conn) -> dict[str, int]:
             cur.execute(f"SELECT count(*) FROM {table}")
             out[table] = cur.fetchone()[0]
         return out
-
-
-# --- URLs ------------------------------------------------------------------------------------
-
-
-def test_database_url_prefers_lab_database_url(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LAB_DATABASE_URL", "postgresql://someone@db.example:5432/elsewhere")
-    assert database.database_url() == "postgresql://someone@db.example:5432/elsewhere"
-    monkeypatch.delenv("LAB_DATABASE_URL")
-    monkeypatch.setenv("LAB_PG_PORT", "55001")
-    assert database.database_url() == "postgresql://serverlab@127.0.0.1:55001/serverlab"
-    assert database.embedded_url("other") == "postgresql://serverlab@127.0.0.1:55001/other"
-    monkeypatch.delenv("LAB_PG_PORT")
-    assert database.database_url() == "postgresql://serverlab@127.0.0.1:54320/serverlab"
-
-
-@pytest.mark.parametrize("value", ["abc", "0", "70000"])
-def test_bad_port_setting_says_which(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    monkeypatch.setenv("LAB_PG_PORT", value)
-    with pytest.raises(PostgresError, match="LAB_PG_PORT"):
-        PgConfig.from_env()
 
 
 # --- the session database --------------------------------------------------------------------
@@ -140,7 +121,7 @@ def test_embedded_stop_start_cycle(scratch: PgConfig, capsys: pytest.CaptureFixt
 
     assert database.stop(scratch) is True
     assert not database.is_running(scratch)
-    assert not database.port_in_use(scratch.port)
+    assert not port_in_use(scratch.port)
     assert database.stop(scratch) is False
 
     assert database.start(scratch) is True

@@ -23,6 +23,8 @@ from lab.stack.procs import ServerProcess
 from servers.settings import MODELS
 from tests.conftest import start_on_free_port
 
+pytestmark = pytest.mark.integration  # real servers, a real PostgreSQL, the lab's proxy
+
 
 def suite_env(model: str) -> dict[str, str]:
     env = {"LAB_POOL_SIZE": str(POOL_SIZE), "LAB_ACQUIRE_TIMEOUT": str(ACQUIRE_TIMEOUT),

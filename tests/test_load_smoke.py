@@ -23,11 +23,12 @@ from servers.settings import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE_SCENARIOS = ("json", "db")
-BUDGET_SECONDS = 180  # the whole smoke run, 4 servers x 2 scenarios
+BUDGET_SECONDS = 180  # the whole smoke run, 4 servers x 2 scenarios x 2 repetitions
 ORDER = ("p50", "p90", "p95", "p99", "p99_9", "max")
-pytestmark = pytest.mark.timeout(BUDGET_SECONDS + 300)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(BUDGET_SECONDS + 300)]
 RUNNER_KNOBS = ("PROFILE", "SERVERS", "SCENARIOS", "USERS", "DURATION", "WARMUP", "REPS", "SHAPE",
-                "LOCUST_WORKERS", "RUN_ID", "CALIBRATE", "LAB_REPORTS_DIR")
+                "LOCUST_WORKERS", "RUN_ID", "CALIBRATE", "LAB_REPORTS_DIR", "LAB_SERVER_CPUS",
+                "LAB_LOAD_CPUS")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_every_server_and_scenario_ran_cleanly(smoke_run: dict[str, Any]) -> Non
     assert set(entries(data)) == {(m, s) for m in MODELS for s in SMOKE_SCENARIOS}
     assert data["run"]["profile"] == "smoke"
     assert data["run"]["wall_seconds"] < BUDGET_SECONDS, f"smoke took {data['run']['wall_seconds']}s"
-    assert data["run"]["machine"]["cpus"] >= 1
+    assert data["run"]["machine"]["cpus"] == os.cpu_count()  # this machine's facts, not a default
     assert "-m lab load" in data["run"]["command"]
 
 
@@ -117,22 +118,63 @@ def test_raw_files_and_run_files_are_kept(smoke_run: dict[str, Any]) -> None:
     run_dir: Path = smoke_run["run_dir"]
     settings = json.loads((run_dir / "settings.json").read_text(encoding="utf-8"))
     assert settings["profile"] == "smoke" and settings["command"].startswith(".venv/bin/python -m lab load")
-    assert settings["server_cpus"] is None or settings["load_cpus"] is not None
+    pinned = ([0], [1]) if len(os.sched_getaffinity(0)) >= 2 else (None, None)  # the defaults, or no pinning
+    assert (settings["server_cpus"], settings["load_cpus"]) == pinned
     assert (run_dir / "machine.json").is_file() and (run_dir / "calibration.json").is_file()
     for server in MODELS:
         for scenario in SMOKE_SCENARIOS:
             rep = run_dir / server / scenario / "rep-1"
-            for name in ("locust_stats.csv", "locust_stats_history.csv", "locust.html", "samples.jsonl",
-                         "run.json", "records/shape.json"):
+            for name in ("locust_stats.csv", "locust.html", "samples.jsonl", "run.json",
+                         "records/shape.json"):
                 assert (rep / name).is_file(), rep / name
             assert list((rep / "records").glob("record-*.json")), rep
             assert (run_dir / server / scenario / f"{server}.log").is_file()
+
+
+def test_cost_per_request_under_the_cpu_budget(smoke_run: dict[str, Any]) -> None:
+    data = smoke_run["data"]
+    assert data["run"]["settings"]["server_cpu"] == 0.1  # the smoke profile's budget
+    for (server, scenario), e in entries(data).items():
+        where = f"{server}/{scenario}"
+        cost = e["cost"]
+        assert cost["cpu_budget"]["cores"] == 0.1 and cost["cpu_budget"]["periods"] > 0, where
+        values = cost["cpu_us_per_request"]["values"]
+        assert len(values) == e["reps"] and all(v > 0 for v in values), (where, values)
+        if os.geteuid() == 0:  # the budget's cgroup counts the CPU time exactly
+            assert cost["cpu_source"] == ["cgroup"], where
+        for rep in e["repetitions"]:
+            # The tree's CPU over the window / successful requests, from the rep's own figures.
+            ok = rep["requests"] - rep["failures"]
+            assert rep["cost"]["cpu_us_per_request"] == pytest.approx(rep["cost"]["cpu_seconds"] * 1e6 / ok,
+                                                                       rel=1e-3), where
+            assert rep["cpu_budget"]["periods"] > 0, where
+        # The budget is a ceiling: the server tree never used more than 0.1 core over a window
+        # (a margin for the sampler's 10 ms ticks and the window's edges).
+        assert e["cpu_percent"]["mean"] < 10 * 1.5, where
+
+
+def test_repetitions_are_interleaved_across_servers(smoke_run: dict[str, Any]) -> None:
+    run_dir: Path = smoke_run["run_dir"]
+    for scenario in SMOKE_SCENARIOS:
+        starts = []
+        for server in MODELS:
+            for rep_dir in (run_dir / server / scenario).glob("rep-*"):
+                run = json.loads((rep_dir / "run.json").read_text(encoding="utf-8"))
+                starts.append((run["started_at"], run["rep"], server))
+        order = [rep for _, rep, _ in sorted(starts)]
+        assert order == sorted(order), order  # every server's rep 1 before any rep 2
+        firsts = [server for _, rep, server in sorted(starts) if rep == 1]
+        seconds = [server for _, rep, server in sorted(starts) if rep == 2]
+        assert firsts != seconds and sorted(firsts) == sorted(seconds)  # rotated, all there
 
 
 def test_progress_was_shown_and_nothing_left_running(smoke_run: dict[str, Any]) -> None:
     out = smoke_run["output"]
     assert "planned total:" in out
     assert "measuring" in out and " rps" in out and "left" in out
+    # The live rate comes from the lab's own per-second records: a real figure while measuring.
+    live = [line for line in out.splitlines() if "measuring" in line and " users, " in line]
+    assert live and any(int(line.split(" users, ")[1].split(" rps")[0].replace(",", "")) > 0 for line in live)
     reports = str(smoke_run["reports"])
     leftovers = []
     for proc in psutil.process_iter(["pid", "cmdline"]):

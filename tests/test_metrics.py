@@ -6,7 +6,11 @@ import random
 import threading
 from bisect import bisect_left
 
+import pytest
+
 from servers.metrics import BUCKETS, Metrics, merge, render
+
+pytestmark = pytest.mark.unit
 
 
 def test_observations_land_in_counters_and_buckets() -> None:

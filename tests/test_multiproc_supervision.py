@@ -20,6 +20,8 @@ import pytest
 
 from tests.conftest import ServerFactory
 
+pytestmark = pytest.mark.integration
+
 T = TypeVar("T")
 
 

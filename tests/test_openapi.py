@@ -13,6 +13,8 @@ from servers import contract
 from servers.settings import DEFAULT_PORTS, MODELS, Settings
 from tests.contract_client import OPENAPI_PATH, openapi, openapi_document
 
+pytestmark = pytest.mark.unit
+
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 
 
@@ -80,6 +82,7 @@ def test_lab_parameter_limits_match_the_contract() -> None:
         ("io", "ms", contract.IO_MS),
         ("hold", "ms", contract.HOLD_MS),
         ("cpu", "n", contract.CPU_N),
+        ("block", "ms", contract.BLOCK_MS),
     ):
         schema = query_schema(doc, operation_id, name)
         default, low, high = limits
@@ -129,7 +132,7 @@ def test_responses_declare_headers_errors_and_overload(name: str) -> None:
             assert response["content"]["application/json"]["schema"] == {
                 "$ref": "#/components/schemas/Error"
             }, (name, code)
-    if name in {"io", "cpu", "hold", "orders", "order"}:
+    if name in {"io", "cpu", "hold", "orders", "order", "block"}:
         assert "400" in responses, name  # malformed or out-of-range input
     if name == "orders":
         assert "413" in responses

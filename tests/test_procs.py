@@ -17,6 +17,8 @@ from lab.stack import procs
 from lab.stack.procs import ServerProcess, StartError
 from tests.conftest import MODELS
 
+pytestmark = pytest.mark.integration
+
 
 def gone(pid: int) -> bool:
     """No such process, or a zombie (this machine's init may never reap orphans)."""

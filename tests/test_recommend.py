@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import pytest
 
+from lab.results.schema import Entry
+from lab.tune import budget as budgets
 from lab.tune import recommend
-from lab.tune.recommend import Budget, Demand, Point
+from lab.tune.budget import Budget, Demand
+from lab.tune.recommend import Point
+
+pytestmark = pytest.mark.unit
 
 SLO = 100.0
 
@@ -55,7 +60,7 @@ def test_cliff_where_the_collapse_is_failures() -> None:
                      failure_kind="http_503"))
     r = recommend.recommend(pts, SLO, "max_inflight")
     assert r.value == 8 and r.cliff_after == 8
-    assert any("max_inflight=16 failed 95 % of requests, mostly http_503" in n for n in r.notes)
+    assert any("max_inflight=16 failed 95% of requests, mostly http_503" in n for n in r.notes)
 
 
 def test_slo_never_met_names_the_lowest_p99_clearly() -> None:
@@ -106,13 +111,13 @@ def test_high_failures_rule_a_value_out() -> None:
                    failure_kind="http_503")
     r = recommend.recommend(pts, SLO, "pool_size")
     assert r.value == 1
-    assert any("pool_size=2 failed 5.0 % of requests, mostly http_503" in n for n in r.notes)
+    assert any("pool_size=2 failed 5% of requests, mostly http_503" in n for n in r.notes)
 
 
 def test_every_value_failing_recommends_nothing() -> None:
     r = recommend.recommend(curve((1, 100, 5, 10), (2, 150, 5, 10), failures=0.4), SLO, "pool_size")
     assert r.verdict == "none" and r.value is None
-    assert "every value of pool_size failed more than 1.0 % of requests" in r.sentence
+    assert "every value of pool_size failed more than 1% of requests" in r.sentence
 
 
 def test_no_points_and_broken_points() -> None:
@@ -138,7 +143,7 @@ def test_generator_bound_best_is_flagged() -> None:
 
 
 def test_point_from_a_results_entry() -> None:
-    entry = {  # the fields of a results.json entry that matter (lab/results/schema.md)
+    entry: Entry = {  # the fields of a results.json entry that matter (lab/results/schema.md)
         "status": "ok", "reps": 2, "rps": {"median": 2010.0}, "ok_rps": {"median": 2000.0, "spread": 0.031},
         "latency_ms": {"p50": 12.5, "p99": 48.0}, "failure_rate": 0.002,
         "failures_by_kind": {"http_503": 3, "timeout": 1}, "db_connections_peak": 10,
@@ -147,25 +152,27 @@ def test_point_from_a_results_entry() -> None:
     p = recommend.point_from_entry(10, entry)
     assert (p.ok_rps, p.rps, p.spread, p.p50_ms, p.p99_ms) == (2000.0, 2010.0, 0.031, 12.5, 48.0)
     assert p.failure_kind == "http_503" and p.db_connections_peak == 10 and p.ok and p.reps == 2
-    assert not recommend.point_from_entry(10, {**entry, "status": "problem"}).ok
+    broken = entry.copy()
+    broken["status"] = "problem"
+    assert not recommend.point_from_entry(10, broken).ok
 
 
 def test_connections_the_values_imply() -> None:
     budget = Budget(max_connections=300, others=5)
-    t = recommend.connection_total(10, [Demand("asyncio", 10, 1)], budget)
+    t = budgets.connection_total(10, [Demand("asyncio", 10, 1)], budget)
     assert (t.total, t.fits) == (17, True)
     assert t.describe("pool_size") == (
         "pool_size=10 implies 10 database connections for the asyncio server (10 per process x 1 process) + "
         "2 lab sessions + 5 other sessions open now = 17 of max_connections 300 (6%)")
-    big = recommend.connection_total(150, [Demand("asyncio", 150, 1), Demand("multiproc", 150, 2)], budget)
+    big = budgets.connection_total(150, [Demand("asyncio", 150, 1), Demand("multiproc", 150, 2)], budget)
     assert big.total == 300 + 2 + 5 and not big.fits  # one server at a time: the larger one counts
-    both = recommend.connection_total(150, big.demands, budget, concurrent=2)
+    both = budgets.connection_total(150, big.demands, budget, concurrent=2)
     assert both.servers_part == 450
     reserved = Budget(max_connections=100, reserved=3)
     assert reserved.limit == 97
-    assert recommend.largest_fitting_pool(2, reserved) == 47
-    assert not recommend.connection_total(48, [Demand("multiproc", 48, 2)], reserved).fits
-    assert recommend.connection_total(47, [Demand("multiproc", 47, 2)], reserved).fits
+    assert budgets.largest_fitting_pool(2, reserved) == 47
+    assert not budgets.connection_total(48, [Demand("multiproc", 48, 2)], reserved).fits
+    assert budgets.connection_total(47, [Demand("multiproc", 47, 2)], reserved).fits
 
 
 def test_a_pool_larger_than_the_load_uses_is_pointed_out() -> None:

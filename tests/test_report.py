@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -21,8 +22,11 @@ from typing import Any
 
 import pytest
 
+from lab import fmt
 from lab.report import run_report as report
 from lab.results import headline
+
+pytestmark = pytest.mark.unit
 
 DATA = Path(__file__).parent / "data"
 REPO = Path(__file__).resolve().parents[1]
@@ -142,93 +146,124 @@ def test_generator_bound_never_claims_a_throughput_winner(run_a: Path) -> None:
 def test_clear_winner_in_plain_words(run_a: Path) -> None:
     v = verdicts(run_a)["writes"]
     assert v.winner == "threaded"
-    # 837 vs 215 rps: far beyond the larger spread (54 %) of the repetitions.
-    assert v.text.startswith("threaded served 3.9x the rps of asyncio (837 vs 215 successful requests/s) at "
-                             "two thirds of the memory")
+    # 844 vs 216 rps: every threaded repetition above every asyncio one (p = 2/70).
+    assert v.text.startswith("threaded served 3.9x the successful requests/s of asyncio (844 vs 216; "
+                             "p=0.029, x0.256, [0.164-0.379]); threaded used two thirds of the memory of "
+                             "asyncio")
+    assert v.cheapest == "threaded" and "CPU per request: threaded 162 µs > asyncio 304 µs." in v.text
     assert "p99 3.8x lower for threaded (272 ms vs 1,035 ms)" in v.text
 
 
 def test_a_difference_within_the_spread_is_a_tie(run_a: Path) -> None:
     v = verdicts(run_a)["db"]
     assert v.winner is None and v.tie == ["asyncio", "threaded"]
-    assert ("asyncio and threaded tie on throughput (900 vs 855 successful requests/s, 5% apart: within the "
-            "19% noise") in v.text
+    # Overlapping repetitions: no rank test can call them different.
+    assert "asyncio and threaded tie on successful requests/s (900 vs 862: p=0.49, x0.958" in v.text
 
 
 def test_failures_and_problems_are_called_out(run_a: Path, run_b: Path) -> None:
     v = verdicts(run_a)["db"]
     assert v.failing == ["threaded"]
-    assert "Failures: threaded failed 0.58% of requests (http_503 ×18, ConnectionResetError ×2)." in v.text
+    assert "Failures: threaded failed 0.29% of requests (http_503 ×18, ConnectionResetError ×2)." in v.text
     v = verdicts(run_b)["json"]
     assert v.left_out == ["gevent"]
     assert "Problems, left out of the verdict: gevent (rep 1: the sampler recorded no sample" in v.text
 
 
-def entry(server: str, rps: list[float], *, p99: float = 10.0, rss: float = 50e6, bound: bool = False,
-          failures: int = 0, count: int = 10_000) -> dict[str, Any]:
-    """A minimal results.json entry for the verdict rules."""
-    med = sorted(rps)[len(rps) // 2] if len(rps) % 2 else sum(sorted(rps)[len(rps) // 2 - 1:][:2]) / 2
+def entry(server: str, rps: list[float], *, p99: float = 10.0, rss: float | list[float] = 50e6,
+          bound: bool = False, failures: int = 0, count: int = 10_000,
+          cost: list[float] | None = None) -> dict[str, Any]:
+    """A minimal results.json entry for the verdict rules: one repetition per rps value."""
+    med = statistics.median(rps)
     spread = headline.spread(rps)
     figures = {"median": med, "min": min(rps), "max": max(rps), "spread": spread, "values": rps}
+    rsses = rss if isinstance(rss, list) else [rss] * len(rps)
+    costs = cost or [100.0] * len(rps)
     return {"server": server, "scenario": "s", "problems": [], "generator_bound": bound,
             "rps": figures, "ok_rps": copy.deepcopy(figures), "failures": failures,
             "failure_rate": failures / count, "failures_by_kind": {"http_503": failures} if failures else {},
-            "latency_ms": {"p99": p99, "count": count}, "memory": {"rss_peak_bytes": rss},
-            "repetitions": [{"rps": v, "latency_ms": {"p99": p99}, "resources": {"rss_peak_bytes": rss}}
-                            for v in rps]}
+            "latency_ms": {"p99": p99, "count": count}, "memory": {"rss_peak_bytes": max(rsses)},
+            "cost": {"cpu_us_per_request": {"median": statistics.median(costs), "values": costs}},
+            "repetitions": [{"rps": v, "ok_rps": v, "latency_ms": {"p99": p99},
+                             "resources": {"rss_peak_bytes": m}, "cost": {"cpu_us_per_request": c}}
+                            for v, m, c in zip(rps, rsses, costs, strict=True)]}
 
 
-def test_tie_rule_at_the_edge_of_the_spread() -> None:
-    # Spreads 20 % and 10 %: 1,190 vs 1,000 (19 % apart) ties, 1,250 vs 1,000 (25 %) wins.
-    slow = entry("threaded", [900.0, 1000.0, 1100.0])
-    tie = headline.verdict("s", [entry("asyncio", [1190.0, 1200.0, 1180.0]), slow])
-    assert tie.winner is None and tie.tie == ["asyncio", "threaded"]
-    win = headline.verdict("s", [entry("asyncio", [1250.0, 1260.0, 1240.0]), slow])
-    assert win.winner == "asyncio" and win.text.startswith("asyncio served 25% more rps than threaded")
+def test_a_winner_needs_the_rank_test_and_the_minimum_effect() -> None:
+    slow = entry("threaded", [900.0, 1000.0, 1100.0, 950.0])
+    # Overlapping repetitions: a tie however large the medians' gap looks.
+    tie = headline.verdict("s", [entry("asyncio", [1190.0, 1200.0, 1050.0, 1000.0]), slow])
+    assert tie.winner is None and tie.tie == ["asyncio", "threaded"] and "p=0.14" in tie.text
+    # Every repetition apart and 28 % more: a winner, with its confidence.
+    win = headline.verdict("s", [entry("asyncio", [1250.0, 1260.0, 1240.0, 1230.0]), slow])
+    assert win.winner == "asyncio"
+    assert win.text.startswith("asyncio served 28% more successful requests/s than threaded (1,245 vs 975; "
+                               "p=0.029")
+    # Every repetition apart but only 4 % more: a clear but tiny difference is no win.
+    small = headline.verdict("s", [entry("asyncio", [1001.0, 1002.0, 1003.0, 1004.0]),
+                                   entry("threaded", [961.0, 962.0, 963.0, 964.0])])
+    assert small.winner is None and "p=0.029" in small.text
 
 
-def test_single_repetitions_fall_back_to_the_floor() -> None:
-    # No spread from one repetition: a 4 % difference is still a tie (RPS_FLOOR 5 %).
-    v = headline.verdict("s", [entry("asyncio", [1040.0]), entry("threaded", [1000.0])])
-    assert v.winner is None and "within the 5% noise" in v.text
+def test_fewer_than_four_repetitions_call_no_winner() -> None:
+    # A rank test over 3 and 3 values cannot reach p < 0.05: the verdict says so instead of guessing.
+    v = headline.verdict("s", [entry("asyncio", [2000.0, 2100.0, 2050.0]),
+                               entry("threaded", [1000.0, 1010.0, 1020.0])])
+    assert v.winner is None
+    assert v.text.startswith("asyncio and threaded are not judged on successful requests/s (2,050 vs 1,010: "
+                             "not tested (3 repetition(s) on one side; a difference needs 4 a side)); memory "
+                             "not judged")
+
+
+def test_cost_per_request_decides_when_the_generator_was_the_limit() -> None:
+    es = [entry("asyncio", [3000.0] * 4, bound=True, cost=[60.0, 61.0, 62.0, 63.0]),
+          entry("threaded", [2900.0] * 4, bound=True, cost=[90.0, 91.0, 92.0, 93.0])]
+    v = headline.verdict("s", es)
+    assert v.winner is None and v.cheapest == "asyncio"
+    assert "asyncio spent the least CPU per request, 0.67x of threaded's (p=0.029" in v.text
 
 
 def test_any_generator_bound_server_blocks_a_throughput_winner() -> None:
     # Even the slower server being generator-bound means the generator, not the servers, set the pace.
-    es = [entry("asyncio", [3000.0, 3010.0]), entry("threaded", [1000.0, 1001.0], bound=True)]
+    es = [entry("asyncio", [3000.0, 3010.0, 3020.0, 3030.0]),
+          entry("threaded", [1000.0, 1001.0, 1002.0, 1003.0], bound=True)]
     v = headline.verdict("s", es)
     assert v.winner is None and "no winner on throughput" in v.text and "served" not in v.text
 
 
 def test_latency_and_memory_words() -> None:
-    a = entry("asyncio", [2100.0, 2110.0], p99=12.0, rss=15e6)
-    b = entry("threaded", [1000.0, 1005.0], p99=12.5, rss=45e6)
+    a = entry("asyncio", [2100.0, 2110.0, 2120.0, 2130.0], p99=12.0, rss=[15e6, 15.1e6, 15.2e6, 15.3e6])
+    b = entry("threaded", [1000.0, 1005.0, 1010.0, 1015.0], p99=12.5, rss=[45e6, 45.1e6, 45.2e6, 45.3e6])
     v = headline.verdict("s", [a, b])
-    assert v.text == ("asyncio served 2.1x the rps of threaded (2,105 vs 1,002 successful requests/s) at a "
-                      "third of the memory "
-                      "(14.3 MiB vs 42.9 MiB peak RSS); p99 within noise (12 ms vs 12.5 ms).")
-    few = headline.verdict("s", [entry("asyncio", [2100.0], count=50), entry("threaded", [1000.0], count=50)])
+    assert v.text.startswith("asyncio served 2.1x the successful requests/s of threaded (2,115 vs 1,008; "
+                             "p=0.029, x0.476, [0.472-0.481]); asyncio used a third of the memory of "
+                             "threaded (14.6 MiB vs 43.2 MiB peak RSS); p99 within noise (12 ms vs 12.5 ms).")
+    few = headline.verdict("s", [entry("asyncio", [2100.0] * 4, count=50),
+                                 entry("threaded", [1000.0] * 4, count=50)])
     assert "p99 not compared (fewer than 100 successful requests)" in few.text
 
 
 def test_ranking_of_four_servers_marks_ties() -> None:
-    es = [entry("threaded", [1000.0, 1010.0]), entry("gevent", [3000.0, 3010.0]),
-          entry("asyncio", [3050.0, 3060.0]), entry("multiproc", [5000.0, 5010.0])]
+    es = [entry("threaded", [1000.0, 1010.0, 1020.0, 1030.0]),
+          entry("gevent", [3000.0, 3010.0, 3020.0, 3030.0]),
+          entry("asyncio", [3050.0, 3060.0, 3070.0, 3080.0]),
+          entry("multiproc", [5000.0, 5010.0, 5020.0, 5030.0])]
     v = headline.verdict("s", es)
     assert v.winner == "multiproc"
-    assert ("Order by successful requests/s: multiproc 5,005 > asyncio 3,055 ≈ gevent 3,005 > threaded 1,005."
+    # asyncio is above gevent in every repetition, but by under 2 %: not a difference.
+    assert ("Order by successful requests/s: multiproc 5,015 > asyncio 3,065 ≈ gevent 3,015 > threaded 1,015."
             in v.text)
 
 
 def test_number_words() -> None:
-    assert [headline.fmt_num(v) for v in (2259.7, 45.83, 7.987, 5, 0.0312, None)] == \
+    assert [fmt.fmt_num(v) for v in (2259.7, 45.83, 7.987, 5, 0.0312, None)] == \
         ["2,260", "45.8", "7.99", "5", "0.0312", "-"]
     assert headline.times(1 / 3, "memory") == "a third of the memory"
     assert headline.times(0.51, "memory") == "half the memory"
     assert headline.times(2.01, "memory") == "twice the memory"
     assert headline.times(2.4, "memory") == "2.4x the memory"
-    assert headline.fmt_pct(0.00005) == "<0.01%" and headline.fmt_pct(0.0058) == "0.58%"
-    assert headline.fmt_bytes(45752320) == "43.6 MiB"
+    assert fmt.fmt_pct(0.00005) == "<0.01%" and fmt.fmt_pct(0.0058) == "0.58%"
+    assert fmt.fmt_bytes(45752320) == "43.6 MiB"
 
 
 # --- the report files --------------------------------------------------------------------------------------
@@ -247,13 +282,14 @@ def test_report_files_tables_agree_and_hold_the_figures(run_a: Path) -> None:
     writes = dict(zip(header, html["writes"][1], strict=True))  # threaded
     data = load(run_a)
     e = next(x for x in data["results"] if x["server"] == "threaded" and x["scenario"] == "writes")
-    assert writes["rps"] == "837" and writes["spread"] == "28%"
-    assert writes["p50 ms"] == headline.fmt_num(e["latency_ms"]["p50"]) == "11.8"
+    assert writes["rps"] == "844" and writes["spread"] == "30%"
+    assert writes["CPU µs/req"] == "162" and writes["capacity"] == "-"
+    assert writes["p50 ms"] == fmt.fmt_num(e["latency_ms"]["p50"]) == "11.8"
     assert writes["p99 ms"] == "272" and writes["p99.9 ms"] == "601" and writes["max ms"] == "608"
-    assert writes["peak RSS"] == "29.1 MiB" and writes["threads"] == headline.fmt_num(e["threads_peak"])
+    assert writes["peak RSS"] == "29.1 MiB" and writes["threads"] == fmt.fmt_num(e["threads_peak"])
     assert writes["clients"] == "20" and writes["db conns"] == "10"
     assert html["json"][0][-1] == "generator-bound" and html["writes"][1][-1] == ""
-    assert html["db"][1][header.index("failed")] == "0.58%"
+    assert html["db"][1][header.index("failed")] == "0.29%"
 
 
 def test_every_plot_is_there_and_has_data(run_a: Path) -> None:
@@ -261,7 +297,7 @@ def test_every_plot_is_there_and_has_data(run_a: Path) -> None:
     parsed = parse_html(html_path)
     expected = {f"{s}/{k}" for s in ("json", "writes", "db") for k in report.PLOT_KINDS}
     ids = [p["data-plot"] for p in parsed.plots]
-    assert len(ids) == len(expected) == 24 and set(ids) == expected
+    assert len(ids) == len(expected) == 30 and set(ids) == expected
     for plot in parsed.plots:
         assert "data-empty" not in plot, plot["data-plot"]
         marks = parsed.marks[plot["data-plot"]]
@@ -368,7 +404,8 @@ def test_a_server_that_never_ran_still_gets_a_row(run_b: Path) -> None:
     gevent.update(problems=["server did not start: port in use"], repetitions=[], reps=0, requests=0,
                   failures=0, failure_rate=None, latency_ms=None, rps=nothing, ok_rps=dict(nothing),
                   threads_peak=None, client_connections_peak=None, db_connections_peak=None,
-                  memory=dict.fromkeys(gevent["memory"]), cpu_percent={"mean": None, "peak": None})
+                  memory=dict.fromkeys(gevent["memory"]), cpu_percent={"mean": None, "peak": None},
+                  cost={"cpu_us_per_request": dict(nothing)})
     (run_b / "results.json").write_text(json.dumps(data), encoding="utf-8")
     html_path, md_path = report.build(run_b)
     row = parse_html(html_path).tables["json"][2]

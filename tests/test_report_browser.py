@@ -25,7 +25,8 @@ import pytest
 from lab.report import run_report as report
 from tests.conftest import debian_tool
 
-pytestmark = pytest.mark.timeout(1800)  # the first test may wait for apt-get to install Chromium
+# the first test may wait for apt-get to install Chromium
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
 CHROMIUM = Path("/usr/bin/chromium")
 DATA = Path(__file__).parent / "data"

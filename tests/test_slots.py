@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from servers.async_app import Slots, loop_time
+
+pytestmark = pytest.mark.unit
 
 
 def run(coro: object) -> object:

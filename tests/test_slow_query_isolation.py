@@ -18,6 +18,8 @@ import pytest
 
 from lab.stack.procs import ServerProcess
 
+pytestmark = pytest.mark.integration
+
 HOLD_MS = 3000
 
 

@@ -18,8 +18,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lab.stack import procs
+from lab.stack import database, procs
 from servers import settings
+
+pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,8 +40,7 @@ def gone(pid: int) -> bool:
 
 @pytest.fixture
 def lab_env() -> Iterator[dict[str, str]]:
-    # Under the repo, not pytest's tmp dir: as root, PostgreSQL runs as another user, who cannot
-    # enter /tmp/pytest-of-root (mode 700).
+    # Under the repo, not pytest's tmp dir (mode 700 for root: PostgreSQL's home would move out of it).
     folder = Path(tempfile.mkdtemp(prefix="e2e-", dir=REPO / ".lab"))
     folder.chmod(0o755)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAB_")}
@@ -56,6 +57,7 @@ def lab_env() -> Iterator[dict[str, str]]:
         env["LAB_DATABASE_URL"] = os.environ["LAB_DATABASE_URL"]
     yield env
     make("down", env)  # whatever a test left, stopped
+    make("clean", env)  # and removed, with PostgreSQL's home when it is not under the folder
     shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -64,7 +66,7 @@ def state(env: dict[str, str]) -> dict:
 
 
 def postmaster_pid(env: dict[str, str]) -> int | None:
-    pidfile = Path(env["LAB_STATE_DIR"]) / "pgdata" / "postmaster.pid"
+    pidfile = database.PgConfig.from_env(env).data_dir / "postmaster.pid"
     return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
 
 

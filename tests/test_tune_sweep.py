@@ -5,7 +5,7 @@ connection for 20 ms), two 2 s repetitions per value run round-robin (four runs)
 `python -m lab tune` as a subprocess into a temporary reports folder, then checks the tune folder:
 tune.json, tune.html, tune.md, one normal run folder per run with the swept pool size applied, the
 figures combined across the runs, and a recommendation naming a swept value. About 30 s on the
-2-core lab machine. Bad input and the max_connections guard are checked too (no load for those)."""
+2-core lab machine. The max_connections guard is checked too (no load); bad input: test_tune_units."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ KNOBS = ("SERVER", "SERVERS", "PARAM", "VALUES", "SCENARIO", "SCENARIOS", "SLO_P
          "WARMUP", "USERS", "TUNE_ID", "FORCE", "CALIBRATE", "LAB_REPORTS_DIR", "SHAPE", "LOCUST_WORKERS",
          "RUN_ID", "PROFILE")
 VALUES = (2, 8)
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 def tune(args: list[str], env: dict[str, str] | None = None,
@@ -91,8 +91,11 @@ def test_every_point_is_a_normal_run_with_the_value_applied(sweep: dict[str, Any
 
 def test_recommendation_names_a_swept_value(sweep: dict[str, Any]) -> None:
     rec = sweep["doc"]["recommendations"]["asyncio"]
-    assert rec["value"] in VALUES
-    assert rec["sentence"].startswith(f"pool_size={rec['value']}:") or "came closest" in rec["sentence"]
+    assert rec["value"] in VALUES and rec["verdict"] in ("recommended", "slo_not_met")
+    if rec["verdict"] == "recommended":  # the default SLO is generous, but the CPU is shared
+        assert rec["sentence"].startswith(f"pool_size={rec['value']}: ")
+    else:
+        assert rec["sentence"].startswith("no value kept p99 under") and "came closest" in rec["sentence"]
     limit = sweep["doc"]["connections"]["budget"]["max_connections"]
     assert f"of max_connections {limit}" in rec["connections"]
 
@@ -120,26 +123,6 @@ def test_report_rebuilds_with_another_slo(sweep: dict[str, Any]) -> None:
     rec = doc["recommendations"]["asyncio"]
     assert rec["verdict"] == "slo_not_met" and rec["value"] in VALUES
     assert "no value kept p99 under the 0.01 ms SLO" in rec["sentence"]
-
-
-@pytest.mark.parametrize(("args", "message"), [
-    (["--param", "threads"], "PARAM='threads' is unknown; choose from pool_size"),
-    (["--values", "0,4"], "pool_size=0 is not valid for the asyncio server: LAB_POOL_SIZE / --pool-size "
-                          "must be from 1 to 1000"),
-    (["--values", "2,x"], "VALUES: 'x' is not a number"),
-    (["--values", "1.5"], "pool_size takes whole numbers"),
-    (["--param", "workers"], "PARAM=workers changes only the multiproc server"),
-    (["--server", "nginx"], "SERVER: unknown nginx"),
-    (["--scenario", "db,hold"], "a sweep runs one scenario"),
-    (["--slo-p99-ms", "-5"], "SLO_P99_MS must be from"),
-    (["--param", "acquire_timeout", "--values", "0.5,900"],
-     "LAB_ACQUIRE_TIMEOUT / --acquire-timeout must be"),
-])
-def test_bad_input_is_refused_clearly(args: list[str], message: str, tmp_path: Path) -> None:
-    proc = tune([*args, "--reports-dir", str(tmp_path), "--plan"], timeout=60)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
-    assert not any(tmp_path.iterdir())
 
 
 def test_values_beyond_max_connections_are_refused(database_url: str, tmp_path: Path) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import json
 import os
 import re
 import resource
@@ -37,12 +36,14 @@ from typing import Any
 
 import psutil
 
-from lab import machine
+from lab import files, machine
 from lab.bench import instructions as bench_instructions
-from lab.stack import database, procs
+from lab.cpus import parse_cpus, pin_tree
+from lab.knobs import env_flag
+from lab.stack import cpu_budget, database, procs
 from servers.settings import MODELS
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 OVERHEAD_LIMIT = 0.05
 BARE_RATIO_MIN = 0.90
 GENERATOR_BOUND_CPU = 90.0  # % of one core
@@ -100,28 +101,14 @@ class Series:
     def generator_bound(self) -> bool:
         return any(s.generator_cpu >= GENERATOR_BOUND_CPU for s in self.samples)
 
-    def unsaturated(self, server_cores: int) -> bool:
+    def unsaturated(self, server_cores: float) -> bool:
         """The server had CPU to spare: something else (a busy machine, the database) was the limit."""
         return statistics.median(s.server_cpu for s in self.samples) < SATURATED_CPU * server_cores
-
-
-def parse_cpus(text: str) -> list[int]:
-    cpus: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        cpus.extend(range(int(lo), int(hi or lo) + 1))
-    return cpus
 
 
 def tree(pid: int) -> list[psutil.Process]:
     root = psutil.Process(pid)
     return [root, *root.children(recursive=True)]
-
-
-def pin(pid: int, cpus: list[int]) -> None:
-    for proc in tree(pid):
-        with contextlib.suppress(psutil.Error):
-            proc.cpu_affinity(cpus)
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -240,7 +227,7 @@ def instructions_pass(models: list[str], url: str, args: argparse.Namespace, out
                 runs += 1
                 with serving(folder / f"run{runs}") as (pid, base, prefix):
                     if server_cpus:
-                        pin(pid, server_cpus)
+                        pin_tree(pid, server_cpus)
                     done = load(3, base + path) + load(extra, base + path)
                     pids = [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
                 return done, prefix, pids
@@ -249,7 +236,7 @@ def instructions_pass(models: list[str], url: str, args: argparse.Namespace, out
         else:
             with serving() as (pid, base, prefix):
                 if server_cpus:
-                    pin(pid, server_cpus)
+                    pin_tree(pid, server_cpus)
                 counted = bench_instructions.count(pid, prefix, functools.partial(load, target=base + path),
                                                    warmup=3, seconds=args.instructions_seconds)
         found[f"{name} {path}"] = counted.per_request
@@ -262,20 +249,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = os.environ
     p = argparse.ArgumentParser(prog="make bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default=env.get("LAB_BENCH_MODELS", ",".join(MODELS)),
-                   help="servers to measure [LAB_BENCH_MODELS]")
-    p.add_argument("--duration", type=float, default=float(env.get("LAB_BENCH_DURATION", "5")),
-                   help="seconds per measurement [LAB_BENCH_DURATION]")
-    p.add_argument("--reps", type=int, default=int(env.get("LAB_BENCH_REPS", "3")),
-                   help="repetitions per figure; the median is reported [LAB_BENCH_REPS]")
-    p.add_argument("--connections", type=int, default=int(env.get("LAB_BENCH_CONNECTIONS", "64")),
-                   help="open connections of the load generator [LAB_BENCH_CONNECTIONS]")
-    p.add_argument("--pool-size", type=int, default=int(env.get("LAB_POOL_SIZE", "10")),
-                   help="database pool size of every server and the bare handler [LAB_POOL_SIZE]")
-    p.add_argument("--server-cpus", default=env.get("LAB_SERVER_CPUS", "0"),
-                   help="CPUs for the servers, e.g. 0 or 0-1 [LAB_SERVER_CPUS]")
-    p.add_argument("--load-cpus", default=env.get("LAB_LOAD_CPUS", "1"),
-                   help="CPUs for the load generator [LAB_LOAD_CPUS]")
+    env_flag(p, "--models", "LAB_BENCH_MODELS", ",".join(MODELS), "servers to measure", env)
+    env_flag(p, "--duration", "LAB_BENCH_DURATION", "5", "seconds per measurement", env, type=float)
+    env_flag(p, "--reps", "LAB_BENCH_REPS", "3", "repetitions per figure; the median is reported", env,
+             type=int)
+    env_flag(p, "--connections", "LAB_BENCH_CONNECTIONS", "64", "open connections of the load generator", env,
+             type=int)
+    env_flag(p, "--pool-size", "LAB_POOL_SIZE", "10", "database pool size of every server and the bare "
+             "handler", env, type=int)
+    env_flag(p, "--server-cpus", "LAB_SERVER_CPUS", "0", "CPUs for the servers, e.g. 0 or 0-1", env)
+    env_flag(p, "--load-cpus", "LAB_LOAD_CPUS", "1", "CPUs for the load generator", env)
     p.add_argument("--instructions", action="store_true",
                    default=env.get("LAB_BENCH_INSTRUCTIONS", "") not in ("", "0"),
                    help="also count instructions per request under callgrind and judge the two targets on "
@@ -283,10 +266,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "[LAB_BENCH_INSTRUCTIONS=1]")
     p.add_argument("--instructions-seconds", type=float, default=8.0,
                    help="seconds of load per target under callgrind")
-    p.add_argument("--reports-dir", default=env.get("LAB_REPORTS_DIR", str(REPO / "reports")),
-                   help="where the bench-<time> folder goes [LAB_REPORTS_DIR, default reports/]")
+    env_flag(p, "--reports-dir", "LAB_REPORTS_DIR", str(REPO / "reports"),
+             "where the bench-<time> folder goes (default reports/)", env)
+    env_flag(p, "--server-cpu", "LAB_SERVER_CPU", "none",
+             "CPU budget per server in cores (a cgroup quota, as make load sets it), or none (default): with "
+             "make load's budget the CPU per request of the two can be set side by side", env)
     p.add_argument("--no-check", action="store_true", help="report only; exit 0 even if a target is missed")
     args = p.parse_args(argv)
+    try:
+        args.budget = cpu_budget.parse(args.server_cpu)
+    except cpu_budget.BudgetError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
 
     if shutil.which("wrk") is None:
         print("make bench needs wrk, the load generator: `apt-get install wrk` "
@@ -297,8 +288,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         print(f"unknown models {sorted(unknown)}; choose from {', '.join(MODELS)}", file=sys.stderr)
         return 2
-    server_cpus: list[int] | None = parse_cpus(args.server_cpus)
-    load_cpus: list[int] | None = parse_cpus(args.load_cpus)
+    try:
+        server_cpus: list[int] | None = parse_cpus(args.server_cpus)
+        load_cpus: list[int] | None = parse_cpus(args.load_cpus)
+    except ValueError as exc:
+        print(f"make bench: {exc} (LAB_SERVER_CPUS / LAB_LOAD_CPUS)", file=sys.stderr)
+        return 2
     if (os.cpu_count() or 1) < 2:
         print("warning: one CPU only: server and load generator share it; pinning is off")
         server_cpus = load_cpus = None
@@ -310,6 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     url = database.provision()
 
     targets: dict[str, Target] = {}
+    budgets: list[cpu_budget.CpuBudget] = []
     started: list[procs.ServerProcess] = []
     bare: subprocess.Popen[bytes] | None = None
     base_env = {"LAB_POOL_SIZE": str(args.pool_size)}
@@ -333,10 +329,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                      bare.pid)
         if server_cpus:
             for t in targets.values():
-                pin(t.pid, server_cpus)
+                pin_tree(t.pid, server_cpus)
+        if args.budget is not None:
+            for t in targets.values():
+                budgets.append(cpu_budget.CpuBudget(args.budget).create())
+                budgets[-1].add([p.pid for p in tree(t.pid)])
         pg = database.status()
         if load_cpus and pg.running and pg.pid and not os.environ.get("LAB_DATABASE_URL"):
-            pin(pg.pid, load_cpus)  # backends fork from the postmaster and inherit this
+            pin_tree(pg.pid, load_cpus)  # backends fork from the postmaster and inherit this
 
         plan: list[tuple[str, str]] = [(n, "/json") for n in targets if not n.startswith("bare")]
         plan += [(n, "/db") for n in targets if "metrics off" not in n]
@@ -357,12 +357,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{sample.cpu_us:6.1f} us cpu/req  server cpu {sample.server_cpu:4.0f}%  "
                       f"wrk cpu {sample.generator_cpu:3.0f}%  errors {sample.errors}  ~{left:.0f}s left",
                       flush=True)
+    except cpu_budget.BudgetError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
     finally:
         for server in started:
             procs.stop_server(server)
         if bare is not None:
             bare.terminate()
             bare.wait(10)
+        for budget in budgets:
+            budget.remove()
 
     instructions: dict[str, float] | None = None
     if args.instructions:
@@ -372,8 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         instructions = instructions_pass(models, url, args, out_dir, server_cpus, load_cpus)
     report = build_report(results, models, args, server_cpus, load_cpus, instructions)
-    (out_dir / "bench.md").write_text(report["markdown"])
-    (out_dir / "bench.json").write_text(json.dumps(report["data"], indent=2))
+    files.write_text(out_dir / "bench.md", report["markdown"])
+    files.write_json(out_dir / "bench.json", report["data"], indent=2)
     print()
     print(report["markdown"])
     print(f"saved {_shown(out_dir)}/bench.md and bench.json")
@@ -393,12 +398,13 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
     def get(name: str, path: str) -> Series | None:
         return results.get((name, path))
 
+    budget: float | None = vars(args).get("budget")  # cores per server; None: unbudgeted
     lines = [
         f"# make bench: {args.reps} x {args.duration:g} s per figure, wrk -t1 -c{args.connections}, "
         f"pool size {args.pool_size}",
         "",
         f"Servers pinned to CPUs {server_cpus or 'all'}; wrk and the embedded PostgreSQL to CPUs "
-        f"{load_cpus or 'all'}.",
+        f"{load_cpus or 'all'}; {cpu_budget.describe(budget)}.",
         "Figures are medians of the repetitions; spread is (max - min) / median. CPU per request is the",
         "server's process-tree CPU time over the requests completed: the verdicts use it (see lab/bench/).",
         "",
@@ -421,7 +427,7 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
         for label, s in (("/json", on), ("/json metrics off", off), ("/db", db)):
             if s.generator_bound:
                 generator_bound.append(f"{model} {label}")
-            if s.unsaturated(cores if model == "multiproc" else 1):
+            if s.unsaturated(budget or (cores if model == "multiproc" else 1)):
                 unsaturated.append(f"{model} {label}")
         lines.append(f"| {model} | {on.median:.0f} ({on.spread:.0%}) | "
                      f"{on.cpu_us:.1f} ({on.cpu_spread:.0%}) | "
@@ -485,10 +491,10 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
     for text, ok in verdicts:
         lines.append(f"- {'PASS' if ok else 'MISS'}: {text}")
     if generator_bound:
-        lines.append(f"- WARNING: the load generator was near 100 % CPU for {', '.join(generator_bound)}: "
+        lines.append(f"- WARNING: the load generator was near 100% CPU for {', '.join(generator_bound)}: "
                      "those figures are the generator's limit, not the server's.")
     if unsaturated:
-        lines.append(f"- WARNING: the server used under {SATURATED_CPU:.0f} % of its CPUs for "
+        lines.append(f"- WARNING: the server used under {SATURATED_CPU:.0f}% of its CPUs for "
                      f"{', '.join(unsaturated)}: something else was the limit (a busy machine or the "
                      "database), so those figures understate the server; rerun on a quiet machine.")
     if errors:

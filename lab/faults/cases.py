@@ -659,7 +659,10 @@ def soak(t: Target, seconds: float) -> Result:
     warm = [s for s in samples if s[0] >= min(60.0, seconds / 4)]
     third = max(1, len(warm) // 3)
     first, last = warm[:third] or samples[:1], warm[-third:] or samples[-1:]
-    mean = lambda rows, i: sum(r[i] for r in rows) / len(rows)  # noqa: E731
+
+    def mean(rows: list[tuple[float, float, int]], i: int) -> float:
+        return sum(r[i] for r in rows) / len(rows)
+
     figures: dict[str, Any] = {
         "seconds": seconds,
         "rss_first_mb": round(mean(first, 1), 1),

@@ -5,6 +5,9 @@ CPUs, worker count) against a canned-response server that costs next to nothing:
 Protocol on uvloop, pinned to the server CPUs, answering every request with a fixed HTTP/1.1 200.
 Whatever rps Locust reaches there is the generator's ceiling: a measured result near it (or with
 a Locust process near 100 % of a core) is flagged generator-bound, not passed off as the server's.
+Then the open model (OpenUser) offers the same target stepped rates: the highest rate at which it
+still starts (almost) every request on time is its sustainable rate, and a capacity step above it is
+never taken for a server's limit.
 
 The ceiling is stored in .lab/calibration.json (LAB_CALIBRATION_FILE) per (load CPUs, server
 CPUs, Locust workers) with the machine's facts, and reused while it is fresh: same CPU model,
@@ -30,14 +33,18 @@ from typing import Any, cast
 
 import psutil
 
-from lab import machine
+from lab import files, machine
+from lab.load.locust_job import LocustJob
+from lab.load.settings import RunError, parse_cpus
 from lab.stack import procs
 from loadtests import catalogue
 
 REPO = Path(__file__).resolve().parents[2]
-VERSION = 1
+VERSION = 3  # 2: the open model's sustainable rate; 3: judged by start lag
 DURATION = 8.0
 WARMUP = 2.0
+OPEN_RATES = (500.0, 1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0)
+OPEN_STEP = 1.5
 TARGET_BOUND_CPU = 90.0
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: canned\r\nContent-Type: application/json\r\n"
             b"Content-Length: 27\r\n\r\n" b'{"message":"Hello, World!"}')
@@ -61,7 +68,7 @@ def max_age_seconds() -> float:
 
 
 def estimated_seconds() -> float:
-    return 4.0 + WARMUP + DURATION + 4.0
+    return 4.0 + WARMUP + DURATION + 4.0 + 3.0 + 1.0 + OPEN_STEP * len(OPEN_RATES)
 
 
 # --- the canned target -------------------------------------------------------------------------------
@@ -177,9 +184,6 @@ def load_fresh(load_cpus: list[int] | None, server_cpus: list[int] | None,
 
 def measure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers: int,
             duration: float = DURATION, users: int | None = None) -> dict[str, Any]:
-    from lab.load import runner
-    from lab.results import build as results  # runner imports this module; import it when needed
-
     users = users or catalogue.SCENARIOS["json"].users
     out_dir = path().parent / "calibration-run"
     shutil.rmtree(out_dir, ignore_errors=True)
@@ -189,13 +193,27 @@ def measure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers:
           f"CPUs {load_cpus or 'all'}) against a canned target (CPUs {server_cpus or 'all'}), "
           f"{users} users, {duration:g}s ...", flush=True)
     target = start_target(port, server_cpus, out_dir / "target.log")
+    try:
+        entry = _measure(target, port, out_dir, load_cpus, server_cpus, workers, duration, users)
+    finally:
+        stop_target(target)
+    store = _read_store()
+    store["entries"][entry["key"]] = entry
+    files.write_json(path(), store)
+    return entry
+
+
+def _measure(target: subprocess.Popen[bytes], port: int, out_dir: Path, load_cpus: list[int] | None,
+             server_cpus: list[int] | None, workers: int, duration: float, users: int) -> dict[str, Any]:
+    from lab.results import build as results  # results imports the sampler, which is heavy: when needed
+
     target_proc = psutil.Process(target.pid)
     target_polls: list[tuple[float, float]] = []
-    job = runner.LocustJob(out_dir=out_dir, host=f"http://127.0.0.1:{port}", user_class="JsonUser",
+    job = LocustJob(out_dir=out_dir, host=f"http://127.0.0.1:{port}", user_class="JsonUser",
                            shape="steady", users=users, spawn_rate=float(users), duration=duration,
                            warmup=WARMUP, workers=workers, load_cpus=load_cpus, run_tag="calibration")
 
-    def tick(_job: runner.LocustJob) -> str | None:
+    def tick(_job: LocustJob) -> str | None:
         with contextlib.suppress(psutil.Error):
             t = target_proc.cpu_times()
             target_polls.append((time.time(), t.user + t.system))
@@ -206,7 +224,6 @@ def measure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers:
         outcome = job.wait(tick)
     finally:
         codes = job.stop() if job.popens else []
-        stop_target(target)
     if outcome != "ok" or (codes and codes[0] not in (0, None)):
         log = out_dir / "locust.log"
         raise CalibrationError(f"Locust did not finish the calibration run ({outcome}, exit {codes}); "
@@ -240,21 +257,55 @@ def measure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers:
         "target_bound": bool(target_cpu is not None and target_cpu >= TARGET_BOUND_CPU),
         "latency_ms": lat,
     }
+    entry.update(measure_open(port, out_dir, load_cpus, target))
     if entry["target_bound"]:
         print(f"warning: the canned target used {target_cpu:.0f}% of its CPU: the ceiling "
               f"({rps:.0f} rps) is the target's, so the real generator ceiling is higher", flush=True)
-    store = _read_store()
-    store["entries"][entry["key"]] = entry
-    path().parent.mkdir(parents=True, exist_ok=True)
-    tmp = path().with_name(".calibration.json.tmp")
-    tmp.write_text(json.dumps(store, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path())
     return entry
+
+
+def measure_open(port: int, out_dir: Path, load_cpus: list[int] | None,
+                 target: subprocess.Popen[bytes]) -> dict[str, Any]:
+    """The open model against the canned target: per offered rate, the share of late starts and
+    Locust's CPU; the sustainable rate is the highest before the first rate it could not keep."""
+    from lab.results import build as results
+
+    open_dir = out_dir / "open"
+    open_dir.mkdir(parents=True, exist_ok=True)
+    print(f"calibrating the open model: offered rates {', '.join(f'{r:g}' for r in OPEN_RATES)}/s, "
+          f"{OPEN_STEP:g}s each ...", flush=True)
+    job = LocustJob(out_dir=open_dir, host=f"http://127.0.0.1:{port}", user_class="OpenUser", shape="rates",
+                    users=1, spawn_rate=1.0, duration=OPEN_STEP, warmup=1.0, load_cpus=load_cpus,
+                    run_tag="calibration-open", rates=OPEN_RATES, path="/json")
+    try:
+        job.start()
+        outcome = job.wait(lambda _j: None if target.poll() is None else "the canned target died")
+    finally:
+        job.stop()
+    shape_file = job.records / "shape.json"
+    if outcome != "ok" or not shape_file.exists():
+        log = open_dir / "locust.log"
+        raise CalibrationError(f"Locust did not finish the open-model calibration ({outcome}); read {log}:\n"
+                               f"{procs.log_tail(log, 15)}")
+    shape = json.loads(shape_file.read_text(encoding="utf-8"))
+    run = {"generator": {"polls": job.polls, "load_pids": job.load_pids}}
+    acc = results.merge_steps(results.load_records(job.records))
+    steps = results.open_steps(shape, acc, shape["measure_start"], run, None, 1e9)
+    sustainable = None
+    for st in steps:
+        if st["generator_limited"]:
+            break
+        sustainable = st["rate"]
+    return {"open_sustainable_rps": sustainable, "open_lag_limit_ms": results.LAG_P99_LIMIT_MS,
+            "open_steps": [{k: st[k] for k in ("rate", "achieved_rps", "late_share", "start_lag_p99_ms",
+                                               "generator_cpu_percent", "p99_ms")} for st in steps]}
 
 
 def describe(entry: dict[str, Any]) -> str:
     gen = entry.get("generator_cpu_percent")
-    return (f"generator ceiling {entry['ceiling_rps']:.0f} rps ({entry['key']}), Locust at "
+    sustainable = entry.get("open_sustainable_rps")
+    return (f"generator ceiling {entry['ceiling_rps']:.0f} rps closed-loop, open model sustains "
+            f"{f'{sustainable:.0f}/s' if sustainable else 'no tested rate'} ({entry['key']}), Locust at "
             f"{gen if gen is not None else '?'}% of a core, canned target at "
             f"{entry.get('target_cpu_percent')}%; measured {entry['measured_at']}")
 
@@ -272,7 +323,6 @@ def ensure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers: 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from lab.load import runner
 
     env = os.environ
     p = argparse.ArgumentParser(prog="python -m lab calibrate", description=__doc__,
@@ -293,8 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         workers = int(args.locust_workers)
-        server_cpus: list[int] | None = runner.parse_cpus(args.server_cpus)
-        load_cpus: list[int] | None = runner.parse_cpus(args.load_cpus)
+        server_cpus: list[int] | None = parse_cpus(args.server_cpus)
+        load_cpus: list[int] | None = parse_cpus(args.load_cpus)
         if len(os.sched_getaffinity(0)) < 2:
             server_cpus = load_cpus = None
         ensure(load_cpus, server_cpus, workers, force=args.force)
@@ -302,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lab.load.calibrate: LOCUST_WORKERS must be an integer, got {args.locust_workers!r}",
               file=sys.stderr)
         return 2
-    except (CalibrationError, runner.RunError) as exc:
+    except (CalibrationError, RunError) as exc:
         print(f"lab.load.calibrate: {exc}", file=sys.stderr)
         return 1
     return 0

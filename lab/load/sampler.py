@@ -14,6 +14,8 @@ Per sample, for the server's whole process tree (re-listed every sample: multipr
 - uss_bytes, pss_bytes: from /proc/<pid>/smaps_rollup every `uss_every`-th sample (see the header),
   null in between and where the OS does not give them;
 - cpu_percent: CPU of the tree over the last interval, in percent of one core (200 = two cores busy);
+- cpu_seconds: the tree's CPU seconds since the sampler started (/proc, 10 ms ticks per process);
+  cgroup_cpu_seconds: the server's cgroup CPU counter where it has one (a CPU budget), exact;
 - tcp: the server's TCP sockets on its listening port(s), by state ({"ESTABLISHED": n, "TIME_WAIT": n,
   "LISTEN": n, ...}): the client side of the server, including connections not yet accepted and
   TIME_WAIT (which belongs to no process). Read with one netlink sock_diag query filtered in the kernel:
@@ -55,6 +57,8 @@ from urllib.parse import urlsplit
 
 import psutil
 import psycopg2
+
+from lab.stack.cpu_budget import read_usage
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_VERSION = 1
@@ -523,6 +527,7 @@ class Sampler:
         uss_every: int = DEFAULT_USS_EVERY,
         ports: Sequence[int] = (),
         budget_percent: float = DEFAULT_BUDGET_PERCENT,
+        cpu_usage_file: str | None = None,
     ) -> None:
         check_interval(interval, "interval")
         if not 1 <= uss_every <= 1000:
@@ -559,6 +564,8 @@ class Sampler:
         except OSError as exc:
             self.tcp_errors, self.tcp_last_error = 1, f"no sock_diag netlink: {exc}"
         self._next_discovery = 0.0
+        self.cpu_total = 0.0  # the tree's CPU seconds since the sampler started, from /proc (10 ms ticks)
+        self.cpu_usage_file = cpu_usage_file
 
     def close(self) -> None:
         if self.db:
@@ -611,6 +618,8 @@ class Sampler:
         tree = self.tree.measure(uss=uss)
         if not tree.root_alive:
             return {"t": round(t, 3), "server_gone": True}
+        self.cpu_total += tree.cpu_seconds
+        exact = read_usage(self.cpu_usage_file) if self.cpu_usage_file else None
         if uss:
             self.uss_stride.took(tree.uss_seconds)
         tcp = None
@@ -625,6 +634,8 @@ class Sampler:
             "uss_bytes": tree.uss,
             "pss_bytes": tree.pss,
             "cpu_percent": tree.cpu_percent,
+            "cpu_seconds": round(self.cpu_total, 4),
+            "cgroup_cpu_seconds": None if exact is None else round(exact, 6),
             "threads": tree.threads,
             "fds": tree.fds,
             "tcp": tcp,
@@ -799,6 +810,7 @@ def start_sampler(
     budget_percent: float | None = None,
     ports: Sequence[int] = (),
     cpus: Sequence[int] | None = None,
+    cpu_usage_file: str | Path | None = None,
     log_path: str | Path | None = None,
     ready_timeout: float = 15.0,
 ) -> subprocess.Popen[bytes]:
@@ -815,7 +827,7 @@ def start_sampler(
            "--max-seconds", str(max_seconds), "--exit-with-parent"]
     for flag, value in (("--app-name", app_name), ("--database-url", database_url),
                         ("--metrics-url", metrics_url), ("--interval", interval), ("--uss-every", uss_every),
-                        ("--budget-percent", budget_percent)):
+                        ("--budget-percent", budget_percent), ("--cpu-usage-file", cpu_usage_file)):
         if value is not None:
             cmd += [flag, str(value)]
     for gen in generator_pids:
@@ -900,6 +912,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, action="append", default=[],
                         help="the server's listening port (repeatable; found from its sockets when absent)")
     parser.add_argument("--exit-with-parent", action="store_true", help="stop when the parent process ends")
+    parser.add_argument("--cpu-usage-file", default=None,
+                        help="the server's cgroup CPU counter (cpuacct.usage or cpu.stat): exact CPU seconds")
     args = parser.parse_args(argv)
     stop = threading.Event()
     try:
@@ -913,7 +927,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           database_url=database_url if args.app_name else None,
                           metrics_url=args.metrics_url, generator_pids=args.generator_pid,
                           interval=interval, uss_every=args.uss_every, ports=args.port,
-                          budget_percent=args.budget_percent)
+                          budget_percent=args.budget_percent, cpu_usage_file=args.cpu_usage_file)
     except SamplerError as exc:
         print(f"sampler: {exc}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
 Writes compare.html and compare.md into <reports>/compare-<A>-vs-<B>/ (beside run A; --out to choose):
 the settings that differ first (usually why the figures differ), a warning when the machines differ,
 then per scenario x server every figure in A and B with the change from A to B, marked better, worse
-or within noise (noise rules: lab.results.headline). Servers or scenarios present in only one run are listed.
+or within noise by one rule over the repetitions (lab.results.stats: a rank test and a minimum effect),
+with the test's confidence. Servers or scenarios present in only one run are listed.
 """
 
 from __future__ import annotations
@@ -16,17 +17,21 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from lab import files
+from lab.claims import compare as claims_compare
+from lab.fmt import fmt_pct
 from lab.report import run_report as report
-from lab.results import headline
-from lab.results.headline import FIGURES, fmt_pct
+from lab.results import headline, stats
+from lab.results.headline import FIGURES
 
-COMPARED = ("rps", "ok_rps", "p50", "p90", "p99", "p99_9", "max", "failure_rate", "rss_peak", "rss_mean",
-            "rss_per_conn", "threads", "client_conns", "db_conns", "cpu")
+COMPARED = ("cpu_per_req", "rss_per_conn", "capacity", "rps", "ok_rps", "p50", "p90", "p99", "p99_9", "max",
+            "failure_rate", "rss_peak", "rss_mean", "threads", "client_conns", "db_conns", "cpu")
+FLAGGED = frozenset({"better", "worse", "higher", "lower"})  # what a compare calls a change
 # Different in every run, or derived from the rest (the commands are shown on their own):
 IGNORED_SETTINGS = frozenset({"run_id", "run_token", "argv", "command", "planned_seconds"})
 SERVER_CONFIG_IGNORED = frozenset({"port", "pid"})  # differ on every start
 MACHINE_FACTS = ("cpu_model", "cpus", "memory_bytes", "kernel", "python", "packages")  # a difference warns
-RPS_FIGURES = frozenset({"rps", "ok_rps"})
+RPS_FIGURES = frozenset({"rps", "ok_rps", "capacity"})
 
 Entry = dict[str, Any]
 
@@ -86,6 +91,17 @@ def machine_diff(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[tuple[str, 
     return diff, different
 
 
+def version_changes(machine: list[tuple[str, Any, Any]]) -> list[str]:
+    """'aiohttp 3.9.1 -> 3.10.0' for each package whose version differs: the likely cause of a change."""
+    return [f"{k.removeprefix('packages.')} {x or 'absent'} -> {y or 'absent'}"
+            for k, x, y in machine if k.startswith("packages.")]
+
+
+def _versions_note(c: Comparison) -> str:
+    changes = version_changes(c.machine)
+    return f"Package versions differ ({'; '.join(changes)}): the likely cause of a change." if changes else ""
+
+
 @dataclass
 class Row:
     figure: str
@@ -93,6 +109,7 @@ class Row:
     b: str
     change: str
     mark: str
+    confidence: str = ""
 
 
 @dataclass
@@ -114,18 +131,23 @@ def compare_entries(a: Entry, b: Entry) -> Pair:
     rows = []
     for key in COMPARED:
         fig = FIGURES[key]
-        mark, change = headline.compare_figure(fig, a, b)
+        if fig.value(a) is None and fig.value(b) is None:
+            continue  # e.g. capacity of a closed-loop scenario
+        mark, change, decision = headline.judge(fig, a, b)
         if key in RPS_FIGURES and bound and mark != "not compared":
             mark = "generator-bound"
-        rows.append(Row(fig.label, fig.fmt(fig.value(a)), fig.fmt(fig.value(b)), _change(change), mark))
+        rows.append(Row(fig.label, fig.fmt(fig.value(a)), fig.fmt(fig.value(b)), _change(change), mark,
+                        decision.confidence() if decision is not None else ""))
     pair = Pair(a["scenario"], a["server"], rows)
     for name, e in (("A", a), ("B", b)):
         if e.get("generator_bound"):
             pair.notes.append(f"{name}: limited by the load generator ({e.get('generator_bound_reason')}); "
                               "throughput is not compared")
         pair.notes += [f"{name}: problem: {p}" for p in e.get("problems") or []]
-    if a.get("reps", 0) < 2 or b.get("reps", 0) < 2:
-        pair.notes.append("a run has a single repetition: its noise is unknown, only the floors apply")
+    few = min(a.get("reps", 0), b.get("reps", 0))
+    if few < stats.MIN_REPS:
+        pair.notes.append(f"a run has {few} repetition(s): a difference needs {stats.MIN_REPS} a side to be "
+                          "told from noise, so nothing here is marked better or worse")
     return pair
 
 
@@ -160,17 +182,28 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> Comparison:
     )
 
 
-RULES = (f"rps: within noise when the difference is within the larger spread of the two runs' "
-         f"repetitions (at least {headline.RPS_FLOOR:.0%}); latency percentiles: within the larger spread of "
-         f"that percentile over repetitions (at least {headline.LATENCY_FLOOR:.0%}), and only compared with "
-         f"enough requests (p99: {headline.MIN_COUNT['p99']}, p99.9: {headline.MIN_COUNT['p99_9']}); memory, "
-         f"threads, connections, CPU: at least {headline.RESOURCE_FLOOR:.0%}; failure rate: "
-         f"{headline.FAILURE_FLOOR:.1%} absolute. Connections and CPU have no better direction: higher or "
-         "lower. Throughput of a generator-bound entry is not compared.")
+def rules() -> str:
+    effects = ", ".join(f"{FIGURES[k].label} {FIGURES[k].min_effect:.0%}" for k in COMPARED
+                        if FIGURES[k].rep_path is not None and FIGURES[k].min_effect)
+    return (f"A figure is marked only when the repetitions of A and B differ by a Mann-Whitney U test "
+            f"(p < {stats.ALPHA:g}; at least {stats.MIN_REPS} repetitions a side) and the medians differ by "
+            f"at least the figure's minimum effect ({effects}; failure rate {headline.FAILURE_FLOOR:.1%} "
+            f"absolute). Confidence: p, the ratio of medians B/A and its 95% bootstrap interval. Latency "
+            f"percentiles need enough requests (p99: {headline.MIN_COUNT['p99']}); p99.9 and max are shown, "
+            "not judged. Connections and CPU % have no better direction: higher or lower. Throughput of a "
+            "generator-bound entry is not compared; CPU per request is.")
+
+
+RULES = rules()
 
 
 def _v(v: Any) -> str:
     return report.value_text(v)
+
+
+def changes(c: Comparison) -> int:
+    """How many figures the comparison marks changed (better, worse, higher or lower)."""
+    return sum(r.mark in FLAGGED for p in c.pairs for r in p.rows)
 
 
 # --- Markdown ---------------------------------------------------------------------------------------------
@@ -180,6 +213,8 @@ def render_md(c: Comparison) -> str:
     out = [f"# serverlab comparison: {c.a_id} (A) vs {c.b_id} (B)", "",
            f"A: {_v(c.a['run'].get('command'))}", "", f"B: {_v(c.b['run'].get('command'))}", "",
            "## Settings that differ", ""]
+    if _versions_note(c):
+        out += [f"**{_versions_note(c)}**", ""]
     if c.settings:
         out += report.md_table(["setting", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.settings],
                                right_from=3)
@@ -201,8 +236,8 @@ def render_md(c: Comparison) -> str:
         out += [f"### Scenario {scenario}", ""]
         for p in (p for p in c.pairs if p.scenario == scenario):
             out += [f"**{p.server}**", ""]
-            out += report.md_table(["figure", "A", "B", "change", "mark"],
-                                   [[r.figure, r.a, r.b, r.change, r.mark] for r in p.rows])
+            out += report.md_table(["figure", "A", "B", "change", "mark", "confidence"],
+                                   [[r.figure, r.a, r.b, r.change, r.mark, r.confidence] for r in p.rows])
             out += [""] + [f"- {n}" for n in p.notes] + ([""] if p.notes else [])
     return "\n".join(out) + "\n"
 
@@ -215,8 +250,9 @@ CSS_EXTRA = """
 .mark.within-noise,.mark.not-compared{color:#5b6470}.mark.higher,.mark.lower{background:#eef1f5;color:#1f2328}
 .mark.generator-bound{background:#fff6d6;color:#8a5a00}
 .warn{background:#fff6d6;color:#8a5a00;border-radius:6px;padding:10px 14px;font-weight:600}
-.pairs{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:14px}
+.pairs{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:14px}
 .pair h3{margin:4px 0}
+td.conf{color:#5b6470;font-size:12px;white-space:nowrap}
 """
 
 
@@ -234,6 +270,8 @@ def render_html(c: Comparison) -> str:
         f'<p class="sub">A: <code>{escape(_v(c.a["run"].get("command")))}</code><br>'
         f'B: <code>{escape(_v(c.b["run"].get("command")))}</code></p></header>')
     add('<section class="card" id="settings"><h2>Settings that differ</h2>')
+    if _versions_note(c):
+        add(f'<p class="warn" data-warning="versions">{escape(_versions_note(c))}</p>')
     add(_table(["setting", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.settings]) if c.settings
         else "<p>None: both runs used the same settings.</p>")
     add('</section><section class="card" id="machines"><h2>Machines</h2>')
@@ -255,13 +293,14 @@ def render_html(c: Comparison) -> str:
             rows = "".join(
                 f'<tr data-figure="{escape(r.figure)}"><td>{escape(r.figure)}</td><td>{escape(r.a)}</td>'
                 f"<td>{escape(r.b)}</td><td>{escape(r.change)}</td>"
-                f'<td><span class="mark {r.mark.replace(" ", "-")}">{escape(r.mark)}</span></td></tr>'
+                f'<td><span class="mark {r.mark.replace(" ", "-")}">{escape(r.mark)}</span></td>'
+                f'<td class="conf">{escape(r.confidence)}</td></tr>'
                 for r in p.rows)
             notes = "".join(f'<li class="warning">{escape(n)}</li>' for n in p.notes)
             add(f'<div class="pair" data-pair="{escape(p.server)}/{escape(p.scenario)}">'
                 f"<h3>{escape(p.server)}</h3>"
                 '<div class="table-wrap"><table><thead><tr><th>figure</th><th>A</th><th>B</th><th>change</th>'
-                f"<th>mark</th></tr></thead><tbody>{rows}</tbody></table></div>"
+                f"<th>mark</th><th>confidence</th></tr></thead><tbody>{rows}</tbody></table></div>"
                 + (f'<ul class="notes">{notes}</ul>' if notes else "") + "</div>")
         add("</div>")
     add("</section></main></body></html>")
@@ -283,8 +322,8 @@ def build(a_arg: str | Path, b_arg: str | Path, out: Path | None = None) -> tupl
     out = out or default_out(a_dir, b_dir)
     out.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out / "compare.html", out / "compare.md"
-    html_path.write_text(render_html(c), encoding="utf-8")
-    md_path.write_text(render_md(c), encoding="utf-8")
+    files.write_text(html_path, render_html(c))
+    files.write_text(md_path, render_md(c))
     return html_path, md_path, c
 
 
@@ -295,11 +334,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("b", help="run B: reports/<run-id> or a run id")
     p.add_argument("--out", type=Path, help="output folder (default: compare-<A>-vs-<B> beside run A)")
     args = p.parse_args(argv)
+    if claims_compare.both_claims(args.a, args.b):  # two `make claims` runs, not load runs
+        out = ["--out", str(args.out)] if args.out else []
+        return claims_compare.main([str(args.a), str(args.b), *out])
     try:
         html_path, md_path, c = build(args.a, args.b, args.out)
     except report.ReportError as exc:
-        print(f"lab.report.compare: {exc}", file=sys.stderr)
+        print(f"lab compare: {exc}", file=sys.stderr)
         return 2
+    if _versions_note(c):
+        print(_versions_note(c))
     if c.settings:
         print("settings that differ: " + ", ".join(k for k, _, _ in c.settings))
     if c.different_machines:
@@ -310,8 +354,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for x in c.only_b:
         print(f"only in B: {x}")
     for pair in c.pairs:
-        marked = [f"{r.figure} {r.mark} ({r.change})" for r in pair.rows if r.mark in ("better", "worse")]
+        marked = [f"{r.figure} {r.mark} ({r.change}; {r.confidence})" for r in pair.rows if r.mark in FLAGGED]
         print(f"{pair.server}/{pair.scenario}: {'; '.join(marked) if marked else 'no change beyond noise'}")
+    print(f"{changes(c)} figure(s) marked changed across {len(c.pairs)} entries")
     print(f"wrote {html_path}\nwrote {md_path}")
     return 0
 

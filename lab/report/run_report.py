@@ -26,20 +26,26 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from lab.files import write_text
+from lab.fmt import fmt_bytes, fmt_ms, fmt_num, fmt_pct, fmt_us
 from lab.load import sampler
 from lab.report import svgplot
 from lab.results import build as results
-from lab.results.headline import Verdict, fmt_bytes, fmt_ms, fmt_num, fmt_pct, verdict
+from lab.results.headline import Verdict, verdict
 
 REPO = Path(__file__).resolve().parents[2]
-OUTPUTS = frozenset({"results.json", "results.json.tmp", "index.html", "summary.md", "screenshot.png"})
+OUTPUTS = frozenset({"results.json", ".results.json.tmp", "index.html", "summary.md", "screenshot.png"})
 KNOWN_SERVERS = ("threaded", "gevent", "asyncio", "multiproc")
-PLOT_KINDS = ("rps", "latency-percentiles", "throughput-time", "latency-time", "rss-time",
-              "connections-time", "db-time", "cpu-time")
+PLOT_KINDS = ("rps", "cost", "memory-per-connection", "latency-percentiles", "throughput-time",
+              "latency-time", "rss-time", "connections-time", "db-time", "cpu-time")
+CAPACITY_PLOT_KINDS = ("capacity-p99", "capacity-p50", "capacity-achieved")  # open-model scenarios, first
 MAX_POINTS = 300
 LOG_RATIO = 30  # latency charts use a log scale when the largest value is this many times the least
-TIE_RULE = ("A difference within the spread of repetitions is a tie, never a win; a result limited by the "
-            "load generator claims no throughput winner (rules: lab/results/headline.py).")
+TIE_RULE = ("A server wins, or is cheaper, only when its repetitions differ from the other's by a "
+            "Mann-Whitney U test (p < 0.05, at least 4 repetitions a side) and by the figure's minimum "
+            "effect (10% for throughput and CPU per request); otherwise it is a tie, printed with its "
+            "confidence. A result limited by the load generator claims no throughput winner: CPU per "
+            "request decides (rules: lab/results/headline.py, lab/results/stats.py).")
 
 Entry = dict[str, Any]
 
@@ -143,6 +149,21 @@ def _mem(key: str) -> Callable[[Entry], str]:
     return lambda e: fmt_bytes((e.get("memory") or {}).get(key))
 
 
+def _cost(e: Entry) -> str:
+    return fmt_num(((e.get("cost") or {}).get("cpu_us_per_request") or {}).get("median"))
+
+
+def _capacity(e: Entry) -> str:
+    cap = e.get("capacity") or {}
+    if not cap:
+        return "-"
+    limited = cap.get("limited_by") or []
+    value = fmt_num(cap.get("median"))
+    if "generator" in limited:
+        return f">= {value}" if cap.get("median") is not None else "generator-limited"
+    return f">= {value}" if "not reached" in limited else value
+
+
 def _note(e: Entry) -> str:
     flags = (("generator-bound", e.get("generator_bound")), ("problem", e.get("problems")))
     return ", ".join(name for name, on in flags if on)
@@ -154,6 +175,10 @@ COLUMNS = (
            lambda e: fmt_num(e["rps"]["median"])),
     Column("spread", "(max - min) / median of the repetitions' rps: the noise",
            lambda e: fmt_pct(e["rps"].get("spread"))),
+    Column("CPU µs/req", "server process tree CPU time per successful request, median of the repetitions",
+           _cost),
+    Column("capacity", "capacity at the SLO (open model): the highest offered rate whose p99 and failures "
+                       "stayed within the SLO", _capacity),
     Column("p50 ms", "latency of successful requests, all repetitions merged", _lat("p50")),
     Column("p90 ms", "", _lat("p90")),
     Column("p99 ms", "", _lat("p99")),
@@ -176,14 +201,28 @@ def table_rows(entries: Sequence[Entry]) -> list[list[str]]:
     return [[c.cell(e) for c in COLUMNS] for e in entries]
 
 
+def _budget_text(e: Entry) -> str:
+    budget = (e.get("cost") or {}).get("cpu_budget") or {}
+    cores = budget.get("cores")
+    return (f"CPU budget {fmt_num(cores)} core per server (quota {budget.get('quota_us')} µs per "
+            f"{budget.get('period_us')} µs)" if cores else "no CPU budget")
+
+
 def scenario_meta(entries: Sequence[Entry]) -> str:
     e = entries[0]
     reps = e.get("reps")
+    if e.get("open_model"):
+        steps = (e.get("open_model") or {}).get("steps") or []
+        return " · ".join(["open model (requests start on a schedule)",
+                           f"{len(steps)} offered rates, {fmt_num(e.get('duration_s'))} s each after "
+                           f"{fmt_num(e.get('warmup_s'))} s warm-up",
+                           f"SLO p99 < {fmt_num((e.get('capacity') or {}).get('slo_p99_ms'))} ms",
+                           f"{reps} repetition{'' if reps == 1 else 's'}", _budget_text(e)])
     return " · ".join([f"{e.get('shape') or '?'} shape", f"{e.get('users')} users",
                        f"{fmt_num(e.get('duration_s'))} s measured after "
                        f"{fmt_num(e.get('warmup_s'))} s warm-up",
                        f"{reps} repetition{'' if reps == 1 else 's'}",
-                       "uses the database" if e.get("uses_db") else "no database"])
+                       "uses the database" if e.get("uses_db") else "no database", _budget_text(e)])
 
 
 def scenario_notes(entries: Sequence[Entry]) -> list[tuple[str, str]]:
@@ -208,11 +247,40 @@ def scenario_notes(entries: Sequence[Entry]) -> list[tuple[str, str]]:
             notes.append(("info", f"{s}: saturation: the most successful requests/s, "
                                   f"{fmt_num(sat['ok_rps'])}, at {sat['users']} users "
                                   f"(p99 {fmt_ms(sat['p99_ms'])})"))
+        cap = e.get("capacity")
+        if cap:
+            notes.append(("warning" if "generator" in (cap.get("limited_by") or []) else "info",
+                          f"{s}: capacity at p99 < {fmt_num(cap.get('slo_p99_ms'))} ms: "
+                          + "; ".join(cap.get("notes") or [])))
+        om = e.get("open_model")
+        if om and (om.get("late") or om.get("dropped")):
+            notes.append(("info", f"{s}: of {om['offered']:,} scheduled starts, {om['late']:,} started late "
+                                  f"and {om['dropped']:,} were dropped (too many in flight); latency counts "
+                                  "from the scheduled start"))
         rejections = (e.get("pool") or {}).get("rejections")
         if rejections:
             notes.append(("info", f"{s}: {rejections:,} requests rejected with 503 by the pool, in-flight or "
                                   "connection limits"))
     return notes
+
+
+STEP_HEADER = ("server", "offered/s", "achieved/s", "p50 ms", "p99 ms", "p99 ms uncorrected",
+               "failed+dropped", "late starts", "Locust CPU %", "verdict")
+
+
+def step_rows(entries: Sequence[Entry]) -> list[list[str]]:
+    """Every offered rate of an open-model scenario: what each server did with it."""
+    rows = []
+    for e in entries:
+        for st in (e.get("open_model") or {}).get("steps") or []:
+            verdict_text = ("generator could not keep the rate" if st.get("generator_limited")
+                            else "meets the SLO" if st.get("meets_slo") else "misses the SLO")
+            rows.append([e["server"], fmt_num(st["rate"]), fmt_num(st.get("achieved_rps")),
+                         fmt_num(st.get("p50_ms")), fmt_num(st.get("p99_ms")),
+                         fmt_num(st.get("p99_uncorrected_ms")), fmt_pct(st.get("failure_share")),
+                         fmt_pct(st.get("late_share")), fmt_num(st.get("generator_cpu_percent")),
+                         verdict_text])
+    return rows
 
 
 def all_warnings(data: dict[str, Any]) -> list[str]:
@@ -338,6 +406,65 @@ class Plot:
     svg: str
 
 
+def _cost_plot(scenario: str, entries: Sequence[Entry], palette: dict[str, str]) -> Plot:
+    pid = f"{scenario}/cost"
+    bars = []
+    for e in entries:
+        c = (e.get("cost") or {}).get("cpu_us_per_request") or {}
+        bars.append(svgplot.Bars(e["server"], [c.get("median")], palette[e["server"]], [c.get("min")],
+                                 [c.get("max")]))
+    return Plot(pid, "Cost: CPU per request", "server process tree CPU time over the measured window / "
+                "successful requests; median of the repetitions, whiskers min to max. It does not depend "
+                "on the load generator outrunning the server",
+                svgplot.bar_chart(pid, f"{scenario}: CPU time per successful request", ["CPU per request"],
+                                  bars, y_label="µs", fmt_value=fmt_us))
+
+
+def _conn_plot(scenario: str, entries: Sequence[Entry], palette: dict[str, str]) -> Plot:
+    pid = f"{scenario}/memory-per-connection"
+    kib = [(e.get("memory") or {}).get("rss_per_connection_bytes") for e in entries]
+    bars = [svgplot.Bars(e["server"], [None if v is None else v / 1024], palette[e["server"]])
+            for e, v in zip(entries, kib, strict=True)]
+    note = ("(peak - baseline RSS of the server tree) / peak open client connections, mean of the "
+            "repetitions")
+    chart = svgplot.bar_chart(pid, f"{scenario}: memory per open client connection", ["RSS per connection"],
+                              bars, y_label="KiB", fmt_value=lambda v: fmt_bytes(v * 1024))
+    return Plot(pid, "Cost: memory per open connection", note, chart)
+
+
+def capacity_plots(scenario: str, entries: Sequence[Entry], palette: dict[str, str]) -> list[Plot]:
+    """Latency against offered rate, one curve per server, the SLO as a line: the knee is where a curve
+    crosses it."""
+    curves = [(e, (e.get("open_model") or {}).get("steps") or []) for e in entries]
+    slo = next((e["capacity"]["slo_p99_ms"] for e in entries if e.get("capacity")), None)
+    knees = "; ".join(f"{e['server']} {_capacity(e)}/s" for e in entries if e.get("capacity"))
+    plots = []
+    for kind, key, caption in (("capacity-p99", "p99_ms", "p99 against offered rate"),
+                               ("capacity-p50", "p50_ms", "p50 against offered rate")):
+        lines = [svgplot.Line(e["server"], [s["rate"] for s in steps], [s.get(key) for s in steps],
+                              palette[e["server"]]) for e, steps in curves]
+        rates = [s["rate"] for _, steps in curves for s in steps]
+        if slo is not None and rates and key == "p99_ms":
+            lines.append(svgplot.Line(f"SLO {fmt_num(slo)} ms", [min(rates), max(rates)], [slo, slo],
+                                      "#b42318"))
+        pid = f"{scenario}/{kind}"
+        note = ("latency from each request's scheduled start (coordinated omission corrected), per "
+                f"offered rate; capacity at SLO: {knees or '-'}")
+        chart = svgplot.line_chart(pid, f"{scenario}: {caption}", lines, x_label="offered requests/s",
+                                   y_label="ms", fmt_point=fmt_ms,
+                                   log_y=_log_wanted(v for ln in lines for v in ln.ys))
+        plots.append(Plot(pid, caption, note, chart))
+    lines = [svgplot.Line(e["server"], [s["rate"] for s in steps], [s.get("ok_rps") for s in steps],
+                          palette[e["server"]]) for e, steps in curves]
+    pid = f"{scenario}/capacity-achieved"
+    chart = svgplot.line_chart(pid, f"{scenario}: served against offered", lines,
+                               x_label="offered requests/s", y_label="successful requests/s",
+                               fmt_point=fmt_num)
+    note = "successful requests/s per offered rate: a server keeping up follows the diagonal"
+    plots.append(Plot(pid, "Served against offered", note, chart))
+    return plots
+
+
 def _summary_plots(scenario: str, entries: Sequence[Entry], palette: dict[str, str]) -> list[Plot]:
     rps_id, lat_id = f"{scenario}/rps", f"{scenario}/latency-percentiles"
     rps = [svgplot.Bars(e["server"], [e["rps"]["median"], e["ok_rps"]["median"]], palette[e["server"]],
@@ -350,6 +477,8 @@ def _summary_plots(scenario: str, entries: Sequence[Entry], palette: dict[str, s
         Plot(rps_id, "Throughput", "median of the repetitions; whiskers: min to max",
              svgplot.bar_chart(rps_id, f"{scenario}: requests per second", ["all requests", "successful"],
                                rps, y_label="requests/s", fmt_value=fmt_num)),
+        _cost_plot(scenario, entries, palette),
+        _conn_plot(scenario, entries, palette),
         Plot(lat_id, "Latency percentiles", "successful requests, all repetitions merged (HDR histogram)",
              svgplot.bar_chart(lat_id, f"{scenario}: latency percentiles",
                                ["p50", "p90", "p99", "p99.9", "max"], lat, y_label="ms", fmt_value=fmt_ms,
@@ -359,8 +488,9 @@ def _summary_plots(scenario: str, entries: Sequence[Entry], palette: dict[str, s
 
 def scenario_plots(run_dir: Path, scenario: str, entries: Sequence[Entry],
                    palette: dict[str, str]) -> list[Plot]:
-    """Every chart of a scenario, in PLOT_KINDS order."""
-    plots = _summary_plots(scenario, entries, palette)
+    """Every chart of a scenario, in PLOT_KINDS order (capacity curves first for open-model ones)."""
+    plots = capacity_plots(scenario, entries, palette) if any(e.get("open_model") for e in entries) else []
+    plots += _summary_plots(scenario, entries, palette)
     reps = [median_rep(e) or {} for e in entries]
     which = "each server's median repetition (by rps): " + ", ".join(
         f"{e['server']} rep {r.get('rep', '?')} of {e.get('reps')}"
@@ -560,6 +690,7 @@ def render_html(data: dict[str, Any], run_dir: Path) -> str:
     add(f'<header><h1>serverlab report: {escape(run_id)}</h1><p class="sub">{escape(_subtitle(data))} · '
         f'<span class="status {"ok" if data.get("ok") else "problem"}">{escape(_status(data))}</span></p>'
         "</header>")
+    add(claims_link(run_dir))
 
     toc = [("verdicts", "Verdicts")]
     if problems or warnings:
@@ -590,6 +721,9 @@ def render_html(data: dict[str, Any], run_dir: Path) -> str:
         if notes:
             add('<ul class="notes">' + "".join(f'<li class="{k}">{escape(t)}</li>' for k, t in notes)
                 + "</ul>")
+        steps = step_rows(entries)
+        if steps:
+            add("<h3>Offered rates</h3>" + html_table(STEP_HEADER, steps, cls="steps"))
         add('<div class="plots">')
         add("".join(f"<figure><figcaption>{escape(p.caption)}<span>{escape(p.note)}</span></figcaption>"
                     f"{p.svg}</figure>" for p in scenario_plots(run_dir, s, entries, palette)))
@@ -653,6 +787,9 @@ def render_md(data: dict[str, Any]) -> str:
         notes = scenario_notes(entries)
         if notes:
             out += ["", *(f"- {'PROBLEM: ' if k == 'problem' else ''}{t}" for k, t in notes)]
+        steps = step_rows(entries)
+        if steps:
+            out += ["", "Offered rates:", "", *md_table(STEP_HEADER, steps)]
         out.append("")
     out += ["## Settings", "", *md_table(["setting", "value"], settings_rows(data), right_from=2)]
     defs = scenario_def_rows(data)
@@ -671,14 +808,22 @@ def render_md(data: dict[str, Any]) -> str:
 # --- entry point -------------------------------------------------------------------------------------------
 
 
+def claims_link(run_dir: Path) -> str:
+    """A link to the newest `make claims` page under reports/, or "" when there is none."""
+    pages = sorted(reports_dir().glob("claims-*/claims.html"), key=lambda p: p.parent.name)
+    if not pages:
+        return ""
+    href = os.path.relpath(pages[-1], run_dir)
+    return (f'<p class="meta">The folklore about threads, greenlets and event loops, measured on this '
+            f'machine: <a href="{escape(href)}">{escape(pages[-1].parent.name)}</a> (make claims).</p>')
+
+
 def build(run_dir: Path) -> tuple[Path, Path]:
     """Write index.html and summary.md into the run folder; returns their paths."""
     data = load_results(run_dir)
     html_path, md_path = run_dir / "index.html", run_dir / "summary.md"
     for path, text in ((html_path, render_html(data, run_dir)), (md_path, render_md(data))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        write_text(path, text)
     return html_path, md_path
 
 
@@ -692,7 +837,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         html_path, md_path = build(run_dir)
         data = load_results(run_dir)
     except ReportError as exc:
-        print(f"lab.report.run_report: {exc}", file=sys.stderr)
+        print(f"lab report: {exc}", file=sys.stderr)
         return 2
     for s, entries in by_scenario(data):
         print(f"{s}: {verdict(s, entries).text}")

@@ -20,6 +20,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
+from lab import files
 from lab.load import sampler
 
 SCHEMA = "serverlab-results"
@@ -27,6 +28,10 @@ SCHEMA_VERSION = 1
 RECORD_FORMAT = "serverlab-locust-record"
 GENERATOR_CPU_LIMIT = 90.0  # % of one core for one Locust process: it is the bottleneck
 CEILING_SHARE = 0.85  # of the calibrated rps ceiling
+# Open model: the generator could not sustain a rate when its starts lagged the schedule by more than
+# this at p99 (a few late starts behind a burst of responses are counted, not disqualifying).
+LAG_P99_LIMIT_MS = 25.0
+FAILURE_SHARE_LIMIT = 0.01  # capacity at SLO: at most 1 % failed (or dropped) requests
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9}
 MAX_RESOURCE_POINTS = 240
 
@@ -136,13 +141,16 @@ def client_connections(sample: dict[str, Any]) -> int | float | None:
     return None
 
 
-def resources(samples: list[dict[str, Any]], start: float, end: float) -> dict[str, Any]:
-    """What the server cost during the measured window, from the sampler's file."""
+def resources(samples: list[dict[str, Any]], start: float, end: float,
+              idle_rss: int | None = None) -> dict[str, Any]:
+    """What the server cost during the measured window, from the sampler's file. `idle_rss`: the
+    server's RSS when it had started and no client had ever connected (the runner records it); the
+    baseline of memory per connection, since a server serves several repetitions and RSS rarely falls."""
     inside = _window(samples, start, end)
     before = [s for s in samples if s.get("t", 0) < start and not s.get("server_gone")]
-    # Baseline memory: the last sample before any client connected (else the first sample).
+    # Else (raw files before it was recorded): the last sample before any client connected.
     idle = [s for s in before if not client_connections(s)]
-    baseline = (idle[-1] if idle else (samples[0] if samples else {})).get("rss_bytes")
+    baseline = idle_rss or (idle[-1] if idle else (samples[0] if samples else {})).get("rss_bytes")
     rss = _values(inside, "rss_bytes")
     conns = [c for c in (client_connections(s) for s in inside) if c is not None]
     peak_conn = _peak(conns)
@@ -252,6 +260,141 @@ def generator_verdict(cpu_mean: float | None, rps: float | None,
     return bool(reasons), reasons, ceiling
 
 
+# --- cost -----------------------------------------------------------------------------------------------
+
+
+def _at(samples: Sequence[dict[str, Any]], key: str, t: float) -> float | None:
+    """A cumulative counter of the samples, interpolated linearly at time t; None outside them."""
+    points = [(s["t"], s[key]) for s in samples
+              if isinstance(s.get(key), int | float) and not s.get("server_gone")]
+    for (t0, v0), (t1, v1) in itertools.pairwise(points):
+        if t0 <= t <= t1:
+            return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+    return None
+
+
+def cpu_seconds(samples: Sequence[dict[str, Any]], start: float, end: float) -> tuple[float | None, str]:
+    """The server tree's CPU seconds over [start, end] and where they come from: the cgroup's exact
+    counter, else /proc's (10 ms ticks per process), else (raw files before cumulative counters) the
+    sampled CPU percentages integrated over the window."""
+    for key, source in (("cgroup_cpu_seconds", "cgroup"), ("cpu_seconds", "proc")):
+        a, b = _at(samples, key, start), _at(samples, key, end)
+        if a is not None and b is not None:
+            return max(0.0, b - a), source
+    inside = [s for s in samples if start < s.get("t", 0) <= end and not s.get("server_gone")]
+    if len(inside) < 2:
+        return None, "none"
+    total = sum((s.get("cpu_percent") or 0) / 100 * (s["t"] - p["t"]) for p, s in itertools.pairwise(inside))
+    return total * (end - start) / (inside[-1]["t"] - inside[0]["t"]), "percent"
+
+
+def cost(samples: Sequence[dict[str, Any]], start: float, end: float, ok_requests: int) -> dict[str, Any]:
+    cpu, source = cpu_seconds(samples, start, end)
+    per = round(cpu * 1e6 / ok_requests, 2) if cpu is not None and ok_requests else None
+    return {"cpu_seconds": None if cpu is None else round(cpu, 6), "cpu_source": source,
+            "cpu_us_per_request": per}
+
+
+# --- the open model ----------------------------------------------------------------------------------
+
+
+def merge_steps(records: Sequence[dict[str, Any]]) -> dict[int, list[Any]]:
+    """The processes' per-step accumulators: index -> [requests, failures, blobs, offered, late, dropped,
+    uncorrected blobs, start-lag blobs]."""
+    out: dict[int, list[Any]] = {}
+    for rec in records:
+        for index, n, fails, blob, offered, late, dropped, raw, lag in rec.get("steps") or []:
+            acc = out.setdefault(index, [0, 0, [], 0, 0, 0, [], []])
+            acc[7].append(lag)
+            acc[0] += n
+            acc[1] += fails
+            acc[2].append(blob)
+            acc[3] += offered
+            acc[4] += late
+            acc[5] += dropped
+            if raw:
+                acc[6].append(raw)
+    return out
+
+
+def open_steps(shape: dict[str, Any], acc: dict[int, list[Any]], start: float, run: dict[str, Any],
+               calibration: dict[str, Any] | None, slo_p99_ms: float) -> list[dict[str, Any]]:
+    """Per offered rate: what the server achieved, its latency (from the scheduled start, and
+    uncorrected), what failed or could not start, and whether the generator kept the rate."""
+    sustainable = (calibration or {}).get("open_sustainable_rps")
+    steps = []
+    for i, st in enumerate(shape.get("stages") or []):
+        rate = st.get("rate")
+        if rate is None:
+            continue
+        lo, hi = start + st["start"], start + st["end"]
+        span = hi - lo
+        n, fails, blobs, offered, late, dropped, raws, lags = acc.get(i) or [0, 0, [], 0, 0, 0, [], []]
+        lat = latency_ms(merge(blobs, digits=2))
+        raw = latency_ms(merge(raws, digits=2))
+        lag = latency_ms(merge(lags, digits=2))
+        lag_p99 = lag["p99"] if lag else None
+        gen = generator_cpu(run, lo, hi)["cpu_percent_mean"]
+        reasons = []
+        if lag_p99 is not None and lag_p99 > LAG_P99_LIMIT_MS:
+            reasons.append(f"its starts lagged the schedule by {lag_p99:g} ms at p99 (limit "
+                           f"{LAG_P99_LIMIT_MS:g} ms): the generator fell behind")
+        if gen is not None and gen >= GENERATOR_CPU_LIMIT:
+            reasons.append(f"Locust used {gen:.0f}% of a core")
+        if sustainable and rate > sustainable:
+            reasons.append(f"above the generator's calibrated sustainable rate ({sustainable:.0f}/s)")
+        failure_share = (fails + dropped) / offered if offered else None
+        p99 = lat["p99"] if lat else None
+        misses = []
+        if p99 is None or p99 >= slo_p99_ms:
+            misses.append(f"p99 {p99} ms >= {slo_p99_ms:g} ms" if p99 is not None
+                          else "no successful request")
+        if failure_share is not None and failure_share >= FAILURE_SHARE_LIMIT:
+            misses.append(f"{failure_share:.1%} failed or dropped")
+        steps.append({
+            "index": i, "rate": rate, "start_s": st["start"], "end_s": st["end"],
+            "offered": offered, "requests": n, "failures": fails, "late": late, "dropped": dropped,
+            "achieved_rps": round(n / span, 1) if span else None,
+            "ok_rps": round((n - fails) / span, 1) if span else None,
+            "failure_share": None if failure_share is None else round(failure_share, 6),
+            "late_share": round(late / offered, 6) if offered else None, "start_lag_p99_ms": lag_p99,
+            "p50_ms": lat["p50"] if lat else None, "p99_ms": p99, "max_ms": lat["max"] if lat else None,
+            "p50_uncorrected_ms": raw["p50"] if raw else None,
+            "p99_uncorrected_ms": raw["p99"] if raw else None,
+            "generator_cpu_percent": gen, "generator_limited": bool(reasons), "generator_reasons": reasons,
+            "meets_slo": not misses, "misses": misses,
+        })
+    return steps
+
+
+def capacity(steps: Sequence[dict[str, Any]], slo_p99_ms: float) -> dict[str, Any] | None:
+    """Capacity at SLO: the highest offered rate, stepping up, before the first step that misses the SLO
+    (p99 or failures). A step the generator could not sustain is never taken for the server's limit."""
+    if not steps:
+        return None
+    best: float | None = None
+    knee = None
+    for st in steps:
+        if st["generator_limited"]:
+            knee = st
+            break
+        if not st["meets_slo"]:
+            knee = st
+            break
+        best = st["rate"]
+    if knee is None:
+        limited_by, note = "not reached", (f"every offered rate up to {steps[-1]['rate']:g}/s met the SLO: "
+                                           "the capacity is at least that; offer more (RATES=)")
+    elif knee["generator_limited"]:
+        limited_by, note = "generator", (f"the generator could not sustain {knee['rate']:g}/s "
+                                         f"({'; '.join(knee['generator_reasons'])}): the server's capacity "
+                                         "is at least the rate before, not known beyond")
+    else:
+        limited_by, note = "server", f"at {knee['rate']:g}/s: {'; '.join(knee['misses'])}"
+    return {"capacity_rps": best, "slo_p99_ms": slo_p99_ms, "limited_by": limited_by,
+            "knee_rate": knee["rate"] if knee else None, "note": note}
+
+
 # --- one repetition -----------------------------------------------------------------------------
 
 
@@ -315,8 +458,11 @@ def build_rep(rep_dir: Path, meta: dict[str, Any], calibration: dict[str, Any] |
         timeline["p99_ms"].append(lat["p99"] if lat else None)
         timeline["max_ms"].append(lat["max"] if lat else None)
 
+    open_model = any(r.get("open_model") for r in records)
+    slo = float(meta.get("slo_p99_ms") or 100.0)
+    steps = open_steps(shape, merge_steps(records), start, run, calibration, slo) if open_model else []
     stages = []
-    for i, st in enumerate(shape.get("stages") or []):
+    for i, st in enumerate([] if open_model else shape.get("stages") or []):
         lo, hi = start + st["start"], start + st["end"]
         secs = [s for s in seconds if lo <= s + 0.5 < hi]
         cover = sum(_overlap(s, max(lo, start), min(hi, end)) for s in secs)
@@ -339,12 +485,18 @@ def build_rep(rep_dir: Path, meta: dict[str, Any], calibration: dict[str, Any] |
             problems.append(str(exc))
     else:
         problems.append(f"no samples: {samples_path} is missing")
-    res = resources(samples, start, end)
+    res = resources(samples, start, end, meta.get("rss_idle_bytes"))
     if samples and records and window and not res["samples"]:
         problems.append("the sampler recorded no sample inside the measured window")
     gen = generator_cpu(run, start, end)
     rps = round(requests / window, 1) if window else None
-    bound, reasons, ceiling = generator_verdict(gen["cpu_percent_mean"], rps, calibration)
+    cap = capacity(steps, slo) if open_model else None
+    if open_model:  # the ceiling is a closed-loop figure; the steps say whether the rate was kept
+        bound = bool(cap and cap["limited_by"] == "generator")
+        reasons = [cap["note"]] if bound and cap else []
+        ceiling = (calibration or {}).get("ceiling_rps")
+    else:
+        bound, reasons, ceiling = generator_verdict(gen["cpu_percent_mean"], rps, calibration)
 
     warnings = []
     remote = (run.get("locust") or {}).get("remote_workers") or 0
@@ -375,6 +527,18 @@ def build_rep(rep_dir: Path, meta: dict[str, Any], calibration: dict[str, Any] |
         "tail_requests": sum(r.get("tail", {}).get("requests", 0) for r in records),
         "latency_ms": latency_ms(ok_h),
         "latency_failed_ms": latency_ms(failed_h),
+        "cost": cost(samples, start, end, requests - failures),
+        "open_model": {
+            "offered": sum(r.get("offered", 0) for r in records),
+            "late": sum(r.get("late", 0) for r in records),
+            "dropped": sum(r.get("dropped", 0) for r in records),
+            "late_ms": max((r.get("late_ms") or 0 for r in records), default=None),
+            "latency_uncorrected_ms": latency_ms(merge(r["latency_ok_uncorrected_us"] for r in records
+                                                       if r.get("latency_ok_uncorrected_us"))),
+            "steps": steps,
+        } if open_model else None,
+        "capacity": cap,
+        "cpu_budget": run.get("cpu_budget"),
         "locust_processes": len(records),
         "resources": res,
         "generator": {**gen, "bound": bound, "reasons": reasons, "ceiling_rps": ceiling,
@@ -440,9 +604,16 @@ def build_entry(scen_dir: Path, calibration: dict[str, Any] | None) -> dict[str,
             kinds[k] = kinds.get(k, 0) + n
     rps = _spread([r["rps"] for r in reps if r["rps"] is not None])
     ok_rps = _spread([r["ok_rps"] for r in reps if r["ok_rps"] is not None])
+    cpu_per = _spread([c for r in reps if (c := r["cost"]["cpu_us_per_request"]) is not None])
+    caps = [r["capacity"] for r in reps if r["capacity"]]
     gen_cpu = [g for r in reps if (g := r["generator"]["cpu_percent_mean"]) is not None]
     gen_peak = [g for r in reps if (g := r["generator"]["cpu_percent_peak"]) is not None]
-    bound, reasons, ceiling = generator_verdict(max(gen_cpu) if gen_cpu else None, rps["median"], calibration)
+    reasons: list[str] = []
+    if meta.get("open_model"):
+        bound, ceiling = False, (calibration or {}).get("ceiling_rps")
+    else:
+        bound, reasons, ceiling = generator_verdict(max(gen_cpu) if gen_cpu else None, rps["median"],
+                                                    calibration)
     for r in reps:  # a repetition that was bound makes the figure suspect too
         if r["generator"]["bound"] and not bound:
             bound, reasons = True, [f"rep {r['rep']}: {x}" for x in r["generator"]["reasons"]]
@@ -484,6 +655,11 @@ def build_entry(scen_dir: Path, calibration: dict[str, Any] | None) -> dict[str,
         "failures_by_kind": dict(sorted(kinds.items())),
         "latency_ms": latency_ms(all_ok),
         "latency_hdr": encode(all_ok) if all_ok.get_total_count() else None,
+        "cost": {"cpu_us_per_request": cpu_per,
+                 "cpu_source": sorted({r["cost"]["cpu_source"] for r in reps}) or None,
+                 "cpu_budget": meta.get("cpu_budget")},
+        "open_model": _open_summary(reps) if meta.get("open_model") else None,
+        "capacity": _capacity_summary(caps) if caps else None,
         "memory": {
             "rss_peak_bytes": _max_of(reps, "rss_peak_bytes"),
             "rss_mean_bytes": _mean_of(reps, "rss_mean_bytes"),
@@ -519,6 +695,39 @@ def build_entry(scen_dir: Path, calibration: dict[str, Any] | None) -> dict[str,
         "writes": _writes_summary(writes) if writes else None,
         "repetitions": reps,
     }
+
+
+def _open_summary(reps: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The repetitions' steps as one curve: per offered rate, the median of each figure."""
+    by_rate: dict[float, list[dict[str, Any]]] = {}
+    for r in reps:
+        for st in (r.get("open_model") or {}).get("steps") or []:
+            by_rate.setdefault(st["rate"], []).append(st)
+    keys = ("achieved_rps", "ok_rps", "p50_ms", "p99_ms", "max_ms", "p50_uncorrected_ms",
+            "p99_uncorrected_ms", "failure_share", "late_share", "start_lag_p99_ms", "generator_cpu_percent")
+    steps = []
+    for rate in sorted(by_rate):
+        group = by_rate[rate]
+        step: dict[str, Any] = {"rate": rate, "reps": len(group)}
+        for key in keys:
+            vals = [s[key] for s in group if s.get(key) is not None]
+            step[key] = round(statistics.median(vals), 3) if vals else None
+        for key in ("offered", "requests", "failures", "late", "dropped"):
+            step[key] = sum(int(s.get(key) or 0) for s in group)
+        step["generator_limited"] = any(s["generator_limited"] for s in group)
+        step["meets_slo"] = all(s["meets_slo"] for s in group)
+        steps.append(step)
+    totals = {k: sum(int((r.get("open_model") or {}).get(k) or 0) for r in reps)
+              for k in ("offered", "late", "dropped")}
+    return {**totals, "steps": steps}
+
+
+def _capacity_summary(caps: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    values = [c["capacity_rps"] for c in caps if c["capacity_rps"] is not None]
+    limited = sorted({c["limited_by"] for c in caps})
+    return {"median": statistics.median(values) if values else None, "values": values,
+            "slo_p99_ms": caps[0]["slo_p99_ms"], "limited_by": limited,
+            "knee_rates": [c["knee_rate"] for c in caps], "notes": [c["note"] for c in caps]}
 
 
 def _writes_summary(checks: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -577,16 +786,14 @@ def build(run_dir: Path) -> dict[str, Any]:
 def write(run_dir: Path) -> Path:
     data = build(run_dir)
     out = Path(run_dir) / "results.json"
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(out)
+    files.write_json(out, data)
     return out
 
 
 def summary_lines(data: dict[str, Any]) -> list[str]:
     """A compact table for the terminal."""
-    lines = [f"{'server':<10} {'scenario':<12} {'rps':>8} {'spread':>7} {'p50':>8} {'p99':>8} {'p99.9':>8} "
-             f"{'fail%':>6} {'rss MB':>7} {'conns':>6} {'db':>4} {'cpu%':>5} {'gen%':>5}  note"]
+    lines = [f"{'server':<10} {'scenario':<14} {'rps':>8} {'spread':>7} {'p50':>8} {'p99':>8} {'p99.9':>8} "
+             f"{'fail%':>6} {'rss MB':>7} {'conns':>6} {'db':>4} {'cpu%':>5} {'us/req':>7} {'gen%':>5}  note"]
     for e in data["results"]:
         lat = e["latency_ms"] or {}
         rss = e["memory"]["rss_peak_bytes"]
@@ -596,14 +803,19 @@ def summary_lines(data: dict[str, Any]) -> list[str]:
             return format(v, spec) if isinstance(v, int | float) else "-".rjust(width)
 
         note = "GENERATOR-BOUND" if e["generator_bound"] else ""
+        cap = e.get("capacity")
+        if cap:
+            note = (f"capacity {fmt(cap['median'], '.0f').strip()}/s at p99<{cap['slo_p99_ms']:g}ms "
+                    f"({', '.join(cap['limited_by'])}) {note}").strip()
         if e["problems"]:
             note = (note + " PROBLEM").strip()
         lines.append(
-            f"{e['server']:<10} {e['scenario']:<12} {fmt(e['rps']['median'], '8.0f')} "
+            f"{e['server']:<10} {e['scenario']:<14} {fmt(e['rps']['median'], '8.0f')} "
             f"{fmt(e['rps']['spread'], '7.1%')} {fmt(lat.get('p50'), '8.2f')} {fmt(lat.get('p99'), '8.2f')} "
             f"{fmt(lat.get('p99_9'), '8.2f')} {fmt((e['failure_rate'] or 0) * 100, '6.2f')} "
             f"{fmt(rss / 1e6 if rss else None, '7.1f')} {fmt(e['client_connections_peak'], '6.0f')} "
             f"{fmt(e['db_connections_peak'], '4.0f')} {fmt(e['cpu_percent']['mean'], '5.0f')} "
+            f"{fmt(((e.get('cost') or {}).get('cpu_us_per_request') or {}).get('median'), '7.1f')} "
             f"{fmt(e['generator']['cpu_percent_mean'], '5.0f')}  {note}"
         )
     return lines

@@ -1,18 +1,16 @@
-"""Plain-words verdicts and the noise rules behind them, shared by the run and compare reports.
+"""Plain-words verdicts, and the figures they and `make compare` judge, shared by both reports.
 
-Noise rules (a difference within the noise is a tie, never a win):
-- throughput: the two figures' relative difference (larger / smaller - 1) against the larger `spread`
-  of the repetitions in results.json ((max - min) / median), at least RPS_FLOOR (one repetition has
-  no spread, and no two runs are identical);
-- latency percentiles: the same against the larger spread of that percentile over each side's
-  repetitions, at least LATENCY_FLOOR; a percentile is only compared when both sides have at least
-  MIN_COUNT requests behind it (p99 of 50 requests is just their second-slowest);
-- memory, CPU, threads and connections: the same against their repetitions' spread, at least
-  RESOURCE_FLOOR;
-- failure rate: a tie when both are under FAILURE_FLOOR apart (absolute) and neither side is zero
-  while the other is not.
-A load-generator-bound entry never wins (or loses) on throughput, and entries with problems are
-left out of the verdict.
+Every "better", "worse" or "winner" comes from one rule (lab.results.stats.decide): the
+repetition-level values of the two sides differ by a Mann-Whitney U test (p < 0.05) AND their
+medians differ by at least the figure's minimum effect (FIGURES[...].min_effect). Anything else is a
+tie, printed with its confidence. Further:
+- a latency percentile is only judged when both sides have at least MIN_COUNT requests behind it
+  (p99 of 50 requests is just their second-slowest); p99.9 and max are shown, never judged: a few
+  repetitions cannot pin them down;
+- failure rate: also at least FAILURE_FLOOR apart (absolute);
+- a load-generator-bound entry never wins (or loses) on throughput: the verdict compares CPU time
+  per request instead, which does not depend on the generator outrunning the server;
+- entries with problems are left out of the verdict.
 """
 
 from __future__ import annotations
@@ -22,9 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-RPS_FLOOR = 0.05
-LATENCY_FLOOR = 0.10
-RESOURCE_FLOOR = 0.10
+from lab.fmt import fmt_bytes, fmt_ms, fmt_num, fmt_pct, fmt_us
+from lab.results import stats
+
 FAILURE_FLOOR = 0.001  # 0.1 percentage point
 MIN_COUNT = {"p50": 10, "p90": 10, "p95": 20, "p99": 100, "p99_9": 1000, "max": 1}
 PERCENTILE_LABELS = {"p50": "p50", "p90": "p90", "p95": "p95", "p99": "p99", "p99_9": "p99.9", "max": "max"}
@@ -33,40 +31,6 @@ Entry = dict[str, Any]
 
 
 # --- numbers as people read them ----------------------------------------------------------------------
-
-
-def fmt_num(v: float | None, digits: int = 3) -> str:
-    """Three significant digits, thousands separated: 2,260 / 45.8 / 7.99; '-' for no figure."""
-    if v is None:
-        return "-"
-    a = abs(v)
-    if a >= 10 ** (digits - 1) or float(v).is_integer():
-        return f"{v:,.0f}"
-    decimals = digits - 1 - int(f"{a:e}".split("e")[1])
-    return f"{v:,.{max(0, decimals)}f}"
-
-
-def fmt_ms(v: float | None) -> str:
-    return "-" if v is None else f"{fmt_num(v)} ms"
-
-
-def fmt_bytes(v: float | None) -> str:
-    if v is None:
-        return "-"
-    for size, unit in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
-        if abs(v) >= size:
-            return f"{fmt_num(v / size)} {unit}"
-    return f"{v:.0f} B"
-
-
-def fmt_pct(v: float | None, signed: bool = False) -> str:
-    """A fraction as percent: 0.032 -> 3.2%; tiny non-zero rates are not rounded to zero."""
-    if v is None:
-        return "-"
-    if v and abs(v) < 0.0001:
-        return "<0.01%" if v > 0 else ">-0.01%"
-    text = fmt_num(v * 100, 2 if abs(v) < 1 else 3)
-    return f"{'+' if signed and v > 0 else ''}{text}%"
 
 
 FRACTIONS = ((1 / 4, "a quarter of"), (1 / 3, "a third of"), (1 / 2, "half"), (2 / 3, "two thirds of"),
@@ -87,7 +51,7 @@ def ratio(r: float) -> str:
     return f"{r:.2g}x" if r < 1 else f"{r:.0f}x" if r >= 10 else f"{r:.1f}x"
 
 
-# --- noise ------------------------------------------------------------------------------------------------
+# --- the figures and the rule -------------------------------------------------------------------------------
 
 
 def spread(values: Sequence[float | None]) -> float | None:
@@ -99,96 +63,104 @@ def spread(values: Sequence[float | None]) -> float | None:
     return (max(vals) - min(vals)) / med if med else None
 
 
-def relative_difference(a: float, b: float) -> float:
-    """How much larger the larger is than the smaller (0.2 = 20 % more); inf when one side is zero."""
-    lo, hi = sorted((abs(a), abs(b)))
-    if hi == 0:
-        return 0.0
-    return hi / lo - 1 if lo else float("inf")
-
-
 def _path(obj: Any, path: Sequence[str]) -> Any:
     for key in path:
         obj = obj.get(key) if isinstance(obj, dict) else None
     return obj
 
 
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
 @dataclass(frozen=True)
 class Figure:
-    """One figure of an entry: where it is, which direction is better, and its noise floor."""
+    """One figure of an entry: where it is, per repetition too, which way is better, and the smallest
+    change of its median that counts (min_effect: 0.10 = 10 %)."""
 
     key: str
     label: str
     path: tuple[str, ...]  # in an entry of results.json
-    rep_path: tuple[str, ...] | None  # in a repetition, for the spread; None: not per repetition
+    rep_path: tuple[str, ...] | None  # in a repetition; None: not judged (shown only)
     better: int  # +1 higher is better, -1 lower is better, 0 neither
-    floor: float
+    min_effect: float
     fmt: Callable[[float | None], str]
-    spread_path: tuple[str, ...] | None = None  # a spread results.json already gives
 
     def value(self, entry: Entry) -> float | None:
-        v = _path(entry, self.path)
-        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+        return _number(_path(entry, self.path))
 
-    def noise(self, *entries: Entry) -> float:
-        found = [self.floor]
-        for e in entries:
-            s = _path(e, self.spread_path) if self.spread_path else None
-            if s is None and self.rep_path:
-                s = spread([_path(r, self.rep_path) for r in e.get("repetitions") or []])
-            if isinstance(s, int | float):
-                found.append(float(s))
-        return max(found)
+    def values(self, entry: Entry) -> list[float]:
+        """The repetitions' values (what the rule tests)."""
+        if self.rep_path is None:
+            return []
+        found = (_number(_path(r, self.rep_path)) for r in entry.get("repetitions") or [])
+        return [v for v in found if v is not None]
 
 
-def _lat(key: str) -> Figure:
-    return Figure(key, PERCENTILE_LABELS[key], ("latency_ms", key), ("latency_ms", key), -1, LATENCY_FLOOR,
-                  fmt_ms)
+def _lat(key: str, min_effect: float | None) -> Figure:
+    return Figure(key, PERCENTILE_LABELS[key], ("latency_ms", key),
+                  ("latency_ms", key) if min_effect is not None else None, -1, min_effect or 0.0, fmt_ms)
 
 
 FIGURES: dict[str, Figure] = {f.key: f for f in (
-    Figure("rps", "rps", ("rps", "median"), ("rps",), +1, RPS_FLOOR, fmt_num, ("rps", "spread")),
-    Figure("ok_rps", "ok rps", ("ok_rps", "median"), ("ok_rps",), +1, RPS_FLOOR, fmt_num,
-           ("ok_rps", "spread")),
-    *(_lat(k) for k in ("p50", "p90", "p99", "p99_9", "max")),
-    Figure("failure_rate", "failure rate", ("failure_rate",), ("failure_rate",), -1, FAILURE_FLOOR, fmt_pct),
-    Figure("rss_peak", "peak RSS", ("memory", "rss_peak_bytes"), ("resources", "rss_peak_bytes"), -1,
-           RESOURCE_FLOOR, fmt_bytes),
-    Figure("rss_mean", "mean RSS", ("memory", "rss_mean_bytes"), ("resources", "rss_mean_bytes"), -1,
-           RESOURCE_FLOOR, fmt_bytes),
+    Figure("rps", "rps", ("rps", "median"), ("rps",), +1, 0.10, fmt_num),
+    Figure("ok_rps", "ok rps", ("ok_rps", "median"), ("ok_rps",), +1, 0.10, fmt_num),
+    Figure("capacity", "capacity at SLO (rps)", ("capacity", "median"), ("capacity", "capacity_rps"), +1,
+           0.10, fmt_num),
+    Figure("cpu_per_req", "CPU per request", ("cost", "cpu_us_per_request", "median"),
+           ("cost", "cpu_us_per_request"), -1, 0.10, fmt_us),
     Figure("rss_per_conn", "RSS per connection", ("memory", "rss_per_connection_bytes"),
-           ("resources", "rss_per_connection_bytes"), -1, RESOURCE_FLOOR, fmt_bytes),
-    Figure("threads", "peak threads", ("threads_peak",), ("resources", "threads_peak"), -1, RESOURCE_FLOOR,
-           fmt_num),
+           ("resources", "rss_per_connection_bytes"), -1, 0.25, fmt_bytes),
+    _lat("p50", 0.20), _lat("p90", 0.25), _lat("p99", 0.30), _lat("p99_9", None), _lat("max", None),
+    Figure("failure_rate", "failure rate", ("failure_rate",), ("failure_rate",), -1, 0.0, fmt_pct),
+    Figure("rss_peak", "peak RSS", ("memory", "rss_peak_bytes"), ("resources", "rss_peak_bytes"), -1,
+           0.10, fmt_bytes),
+    Figure("rss_mean", "mean RSS", ("memory", "rss_mean_bytes"), ("resources", "rss_mean_bytes"), -1,
+           0.10, fmt_bytes),
+    Figure("threads", "peak threads", ("threads_peak",), ("resources", "threads_peak"), -1, 0.10, fmt_num),
     Figure("client_conns", "peak client connections", ("client_connections_peak",),
-           ("resources", "client_connections_peak"), 0, RESOURCE_FLOOR, fmt_num),
+           ("resources", "client_connections_peak"), 0, 0.10, fmt_num),
     Figure("db_conns", "peak db connections", ("db_connections_peak",), ("resources", "db_connections_peak"),
-           0, RESOURCE_FLOOR, fmt_num),
+           0, 0.10, fmt_num),
     Figure("cpu", "CPU mean (% of a core)", ("cpu_percent", "mean"), ("resources", "cpu_percent_mean"), 0,
-           RESOURCE_FLOOR, fmt_num),
+           0.10, fmt_num),
 )}
 
 
-def compare_figure(fig: Figure, a: Entry, b: Entry) -> tuple[str, float | None]:
-    """(mark, relative change from a to b) for one figure: 'better', 'worse' (or for a figure with no
-    better direction 'higher', 'lower'), 'within noise', or 'not compared' (missing, too few requests)."""
+def judge(fig: Figure, a: Entry, b: Entry) -> tuple[str, float | None, stats.Decision | None]:
+    """(mark, relative change of the median from a to b, the test's decision) for one figure: 'better',
+    'worse' (for a figure with no better direction 'higher', 'lower'), 'within noise', or 'not compared'
+    (missing, too few requests, or a figure that is shown but not judged)."""
     va, vb = fig.value(a), fig.value(b)
     if va is None or vb is None:
-        return "not compared", None
+        return "not compared", None, None
     change = (vb - va) / va if va else (0.0 if vb == va else None)
+    if fig.rep_path is None:
+        return "not compared", change, None
     if fig.key in MIN_COUNT:
         counts = [_path(e, ("latency_ms", "count")) or 0 for e in (a, b)]
         if min(counts) < MIN_COUNT[fig.key]:
-            return "not compared", change
-    if fig.key == "failure_rate":
-        if abs(vb - va) < fig.floor and (va == 0) == (vb == 0):
-            return "within noise", change
-    elif relative_difference(va, vb) <= fig.noise(a, b):
-        return "within noise", change
-    up = vb > va
+            return "not compared", change, None
+    decision = stats.decide(fig.values(a), fig.values(b), fig.min_effect)
+    changed = decision.changed
+    if fig.key == "failure_rate" and abs(vb - va) < FAILURE_FLOOR:
+        changed = False
+    if not changed:
+        return "within noise", change, decision
+    up = decision.direction > 0
     if fig.better == 0:
-        return ("higher" if up else "lower"), change
-    return ("better" if up == (fig.better > 0) else "worse"), change
+        return ("higher" if up else "lower"), change, decision
+    return ("better" if up == (fig.better > 0) else "worse"), change, decision
+
+
+def compare_figure(fig: Figure, a: Entry, b: Entry) -> tuple[str, float | None]:
+    mark, change, _ = judge(fig, a, b)
+    return mark, change
+
+
+def differs(fig: Figure, a: Entry, b: Entry) -> bool:
+    """Do a and b differ on this figure by the rule (either way)?"""
+    return judge(fig, a, b)[0] in ("better", "worse", "higher", "lower")
 
 
 # --- the verdict of one scenario ------------------------------------------------------------------------
@@ -198,11 +170,12 @@ def compare_figure(fig: Figure, a: Entry, b: Entry) -> tuple[str, float | None]:
 class Verdict:
     scenario: str
     sentences: list[str] = field(default_factory=list)
-    winner: str | None = None  # throughput winner; None: tie, generator-bound, or nothing to compare
+    winner: str | None = None  # throughput (or capacity) winner; None: tie, generator-bound, or nothing
     tie: list[str] = field(default_factory=list)  # servers that tie on throughput at the top
     generator_bound: list[str] = field(default_factory=list)
     failing: list[str] = field(default_factory=list)  # servers with failed requests
     left_out: list[str] = field(default_factory=list)  # servers with problems
+    cheapest: str | None = None  # lowest CPU per request, by the rule; None: a tie or not measured
 
     @property
     def text(self) -> str:
@@ -213,20 +186,24 @@ def and_join(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def _rps(e: Entry) -> float:
-    return FIGURES["ok_rps"].value(e) or 0.0
+def tested(fig: Figure, a: Entry, b: Entry) -> bool:
+    """Could the rule judge this figure at all (enough repetitions, enough requests)?"""
+    decision = judge(fig, a, b)[2]
+    return decision is not None and decision.p is not None
 
 
-def _memory(top: Entry, other: Entry) -> tuple[str | None, str]:
-    """('a third of the memory' or None when within noise, '(15 MiB vs 45 MiB peak RSS)')."""
+def _memory(top: Entry, other: Entry) -> str:
+    """'{top} used a third of the memory of {other} (15 MiB vs 45 MiB peak RSS)', or similar / not judged."""
     fig = FIGURES["rss_peak"]
     a, b = fig.value(top), fig.value(other)
     if a is None or b is None or not b:
-        return None, "(memory not measured)"
+        return "memory not measured"
     detail = f"({fmt_bytes(a)} vs {fmt_bytes(b)} peak RSS)"
-    if relative_difference(a, b) <= fig.noise(top, other):
-        return None, detail
-    return times(a / b, "memory"), detail
+    if not tested(fig, other, top):
+        return f"memory not judged {detail}"
+    if not differs(fig, other, top):
+        return f"{top['server']} and {other['server']} used similar memory {detail}"
+    return f"{top['server']} used {times(a / b, 'memory')} of {other['server']} {detail}"
 
 
 def _latency_phrase(a: Entry, b: Entry, key: str = "p99") -> str:
@@ -244,19 +221,17 @@ def _latency_phrase(a: Entry, b: Entry, key: str = "p99") -> str:
     return f"{label} {ratio(r)} lower for {low['server']} ({figures})"
 
 
-def _ranking(ranked: Sequence[Entry]) -> str:
+def _order(ranked: Sequence[Entry], fig: Figure, mark_bound: bool) -> str:
+    """'a 5,005 > b 3,055 ≈ c 3,005': neighbours that do not differ by the rule are ≈."""
     parts = []
-    mark = not all(e.get("generator_bound") for e in ranked)  # when all are, the verdict already says so
     for i, e in enumerate(ranked):
-        text = f"{e['server']} {fmt_num(_rps(e))}"
-        if mark and e.get("generator_bound"):
+        text = f"{e['server']} {fig.fmt(fig.value(e))}"
+        if mark_bound and e.get("generator_bound"):
             text += " (generator-bound)"
         if i:
-            prev = ranked[i - 1]
-            tie = relative_difference(_rps(prev), _rps(e)) <= FIGURES["ok_rps"].noise(prev, e)
-            parts.append("≈" if tie else ">")
+            parts.append(">" if differs(fig, ranked[i - 1], e) else "≈")
         parts.append(text)
-    return "Order by successful requests/s: " + " ".join(parts) + "."
+    return " ".join(parts)
 
 
 def _failures(e: Entry) -> str:
@@ -266,51 +241,90 @@ def _failures(e: Entry) -> str:
     return f"{text} ({detail})" if detail else text
 
 
+def _confidence(fig: Figure, a: Entry, b: Entry) -> str:
+    decision = judge(fig, b, a)[2]
+    return decision.confidence() if decision is not None else "not tested"
+
+
+def _cost(v: Verdict, usable: Sequence[Entry]) -> None:
+    """The cost sentence: CPU time per request, lowest first (meaningful whoever set the pace)."""
+    fig = FIGURES["cpu_per_req"]
+    costed = sorted((e for e in usable if fig.value(e) is not None), key=lambda e: fig.value(e) or 0.0)
+    if len(costed) < 2:
+        if costed:
+            v.sentences.append(f"CPU per request: {costed[0]['server']} {fig.fmt(fig.value(costed[0]))}.")
+        return
+    low, next_ = costed[0], costed[1]
+    if not tested(fig, next_, low):
+        lead = f"CPU per request not judged ({_confidence(fig, next_, low)})"
+    elif differs(fig, next_, low):
+        v.cheapest = low["server"]
+        r = (fig.value(next_) or 0.0) / (fig.value(low) or 1.0)
+        lead = (f"{low['server']} spent the least CPU per request, {ratio(1 / r)} of {next_['server']}'s "
+                f"({_confidence(fig, next_, low)})")
+    else:
+        lead = (f"{low['server']} and {next_['server']} tie on CPU per request "
+                f"({_confidence(fig, next_, low)})")
+    v.sentences.append(f"{lead}. CPU per request: {_order(costed, fig, False)}.")
+    conn = FIGURES["rss_per_conn"]
+    held = sorted((e for e in usable if conn.value(e)), key=lambda e: conn.value(e) or 0.0)
+    if len(held) >= 2:
+        v.sentences.append(f"Memory per open connection: {_order(held, conn, False)}.")
+
+
+def _throughput(v: Verdict, ranked: Sequence[Entry], fig: Figure, noun: str) -> None:
+    top, second = ranked[0], ranked[1]
+    a, b = fig.value(top) or 0.0, fig.value(second) or 0.0
+    names = f"{top['server']} and {second['server']}"
+    used = _memory(top, second)
+    lat = _latency_phrase(top, second)
+    if not tested(fig, second, top):
+        v.sentences.append(f"{names} are not judged on {noun} ({fig.fmt(a)} vs {fig.fmt(b)}: "
+                           f"{_confidence(fig, second, top)}); {used}; {lat}.")
+    elif not differs(fig, second, top):
+        v.tie = [e["server"] for e in ranked if not differs(fig, e, top)]
+        v.sentences.append(f"{and_join(v.tie)} tie on {noun} ({fig.fmt(a)} vs {fig.fmt(b)}: "
+                           f"{_confidence(fig, second, top)}); {used}; {lat}.")
+    else:
+        v.winner = top["server"]
+        more = f"{ratio(a / b)} the {noun} of" if a >= 1.5 * b else f"{a / b - 1:.0%} more {noun} than"
+        v.sentences.append(f"{top['server']} served {more} {second['server']} ({fig.fmt(a)} vs {fig.fmt(b)}; "
+                           f"{_confidence(fig, second, top)}); {used}; {lat}.")
+
+
 def verdict(scenario: str, entries: Sequence[Entry]) -> Verdict:
     """The headline of one scenario from its results.json entries (one per server)."""
     v = Verdict(scenario)
     v.left_out = [e["server"] for e in entries if e.get("problems")]
-    usable = [e for e in entries if not e.get("problems") and FIGURES["ok_rps"].value(e) is not None]
-    ranked = sorted(usable, key=_rps, reverse=True)
+    open_model = any(e.get("capacity") for e in entries)
+    fig = FIGURES["capacity"] if open_model else FIGURES["ok_rps"]
+    noun = "capacity at the SLO" if open_model else "successful requests/s"
+    usable = [e for e in entries if not e.get("problems") and fig.value(e) is not None]
+    ranked = sorted(usable, key=lambda e: fig.value(e) or 0.0, reverse=True)
     v.generator_bound = [e["server"] for e in entries if e.get("generator_bound")]
     v.failing = [e["server"] for e in entries if (e.get("failures") or 0) > 0]
     bound = [e["server"] for e in ranked if e.get("generator_bound")]
-    if not ranked:
+    if not ranked and open_model:
+        why = [f"{e['server']}: {' '.join(e['capacity'].get('notes') or [])}" for e in entries
+               if e.get("capacity")]
+        v.sentences.append(f"No capacity at the SLO could be measured: {'; '.join(why)}.")
+    elif not ranked:
         v.sentences.append("No server produced figures to compare.")
     elif len(ranked) == 1:
         e = ranked[0]
         lat = (e.get("latency_ms") or {}).get("p99")
-        v.sentences.append(f"Only {e['server']} has figures: {fmt_num(_rps(e))} successful requests/s, "
+        v.sentences.append(f"Only {e['server']} has figures: {fig.fmt(fig.value(e))} {noun}, "
                            f"p99 {fmt_ms(lat)}.")
         if bound:
             v.sentences.append("Its throughput was limited by the load generator, not the server.")
+    elif bound:
+        v.sentences.append(f"Limited by the load generator, not the server ({and_join(bound)}): no winner on "
+                           f"throughput is claimed; CPU per request decides instead.")
     else:
-        top, second = ranked[0], ranked[1]
-        a, b = _rps(top), _rps(second)
-        noise = FIGURES["ok_rps"].noise(top, second)
-        names = f"{top['server']} and {second['server']}"
-        share, detail = _memory(top, second)
-        used = (f"{top['server']} used {share} of {second['server']} {detail}" if share
-                else f"{names} used similar memory {detail}")
-        lat = _latency_phrase(top, second)
-        if bound:
-            v.sentences.append(f"Limited by the load generator, not the server ({and_join(bound)}): no "
-                               f"winner on throughput is claimed. {used}; {lat}.")
-        elif relative_difference(a, b) <= noise:
-            v.tie = [e["server"] for e in ranked
-                     if relative_difference(a, _rps(e)) <= FIGURES["ok_rps"].noise(top, e)]
-            v.sentences.append(f"{and_join(v.tie)} tie on throughput ({fmt_num(a)} vs {fmt_num(b)} "
-                               "successful requests/s, "
-                               f"{relative_difference(a, b):.0%} apart: within the {noise:.0%} noise of "
-                               f"repetitions); {used}; {lat}.")
-        else:
-            v.winner = top["server"]
-            more = f"{ratio(a / b)} the rps of" if a >= 1.5 * b else f"{a / b - 1:.0%} more rps than"
-            mem = f"at {share} {detail}" if share else f"with similar memory {detail}"
-            v.sentences.append(f"{top['server']} served {more} {second['server']} "
-                               f"({fmt_num(a)} vs {fmt_num(b)} successful requests/s) {mem}; {lat}.")
-        if len(ranked) > 2:
-            v.sentences.append(_ranking(ranked))
+        _throughput(v, ranked, fig, noun)
+    if len(ranked) > 2 and not bound:
+        v.sentences.append(f"Order by {noun}: {_order(ranked, fig, False)}.")
+    _cost(v, usable)
     failing = [e for e in entries if (e.get("failures") or 0) > 0]
     if failing:
         v.sentences.append("Failures: " + "; ".join(_failures(e) for e in failing) + ".")

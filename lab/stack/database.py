@@ -6,10 +6,15 @@ pip package ships (driven with initdb/pg_ctl directly), creates the database and
 schema and seed. PostgreSQL refuses to run as root, so as root the server runs as the system user
 `serverlab-pg`, created on first use.
 
-Knobs: LAB_DATABASE_URL, LAB_PG_PORT (54320), LAB_PG_DATA (<repo>/.lab/pgdata),
-LAB_PG_MAX_CONNECTIONS (300), LAB_PG_BIN (a PostgreSQL bin dir instead of pgserver's);
-LAB_STATE_DIR (.lab) holds the data dir unless LAB_PG_DATA says otherwise.
-CLI: `python -m lab database {up,down,status,url}`.
+The PostgreSQL home holds the data dir, the log and (when needed) a copy of pgserver's binaries:
+the run folder LAB_STATE_DIR (.lab) by default. As root, when serverlab-pg cannot enter the run
+folder (a clone under a mode-700 home such as /root), the home is /var/lib/serverlab/<hash of the
+run folder's path> instead, and pgserver's binaries are copied there; `clean()` removes it.
+
+Knobs: LAB_DATABASE_URL, LAB_PG_PORT (54320), LAB_PG_HOME (see above; flag --pg-home),
+LAB_PG_DATA (<home>/pgdata), LAB_PG_MAX_CONNECTIONS (300), LAB_PG_BIN (a PostgreSQL bin dir
+instead of pgserver's).
+CLI: `python -m lab database {up,down,status,url,clean}`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -26,8 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -45,6 +51,8 @@ SCHEMA = REPO / "db" / "schema.sql"
 SEED = REPO / "db" / "seed.sql"
 SUPERUSER = "serverlab"
 PG_SYSTEM_USER = "serverlab-pg"  # runs the server when the lab runs as root
+HOMES = Path("/var/lib/serverlab")  # PostgreSQL homes of clones serverlab-pg cannot enter
+COPY = "pgserver-copy"  # the home's copy of pgserver's binaries, laid out as in site-packages
 DEFAULT_PORT = 54320
 DEFAULT_MAX_CONNECTIONS = 300
 START_TIMEOUT = 60  # seconds pg_ctl waits for the server to accept connections
@@ -70,14 +78,21 @@ class PgConfig:
     data_dir: Path
     port: int = DEFAULT_PORT
     max_connections: int = DEFAULT_MAX_CONNECTIONS
+    home: Path | None = None  # None: the data dir's parent
+    home_reason: str = ""  # why the home is not the run folder ("" when it is)
 
     @classmethod
-    def from_env(cls) -> PgConfig:
-        port = _int_env("LAB_PG_PORT", DEFAULT_PORT, 1, 65535)
-        max_conn = _int_env("LAB_PG_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1, 10_000)
-        state = Path(os.environ.get("LAB_STATE_DIR") or REPO / ".lab")
-        data = Path(os.environ.get("LAB_PG_DATA") or state / "pgdata").expanduser().absolute()
-        return cls(bin_dir=_bin_dir(), data_dir=data, port=port, max_connections=max_conn)
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> PgConfig:
+        port = _int_env("LAB_PG_PORT", DEFAULT_PORT, 1, 65535, env)
+        max_conn = _int_env("LAB_PG_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1, 10_000, env)
+        home, reason = pg_home(env)
+        data = Path(env.get("LAB_PG_DATA") or home / "pgdata").expanduser().absolute()
+        return cls(bin_dir=_bin_dir(env), data_dir=data, port=port, max_connections=max_conn, home=home,
+                   home_reason=reason)
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home or self.data_dir.parent
 
     @property
     def log_path(self) -> Path:
@@ -91,16 +106,40 @@ class PgConfig:
         return str(self.bin_dir / name)
 
 
-def _int_env(name: str, default: int, low: int, high: int) -> int:
+def _int_env(name: str, default: int, low: int, high: int, env: Mapping[str, str] = os.environ) -> int:
     try:
-        value = knobs.integer(os.environ.get(name), name, low, high)
+        value = knobs.integer(env.get(name), name, low, high)
     except ValueError as exc:
         raise PostgresError(str(exc)) from None
     return default if value is None else value
 
 
-def _bin_dir() -> Path:
-    raw = os.environ.get("LAB_PG_BIN")
+def pg_home(env: Mapping[str, str] = os.environ) -> tuple[Path, str]:
+    """(the PostgreSQL home, why it is not the run folder or "" when it is); see the module doc."""
+    raw = env.get("LAB_PG_HOME")
+    if raw:
+        return Path(raw).expanduser().absolute(), f"LAB_PG_HOME={raw}"
+    state = Path(env.get("LAB_STATE_DIR") or REPO / ".lab").expanduser().absolute()
+    closed = _closed_to_others(state) if os.geteuid() == 0 else None
+    if closed is None:
+        return state, ""
+    digest = hashlib.sha256(str(state).encode()).hexdigest()[:12]
+    mode = stat.filemode(closed.stat().st_mode)
+    return HOMES / digest, f"{PG_SYSTEM_USER} cannot enter {closed} (mode {mode})"
+
+
+def _closed_to_others(path: Path) -> Path | None:
+    """The first existing directory on the way to `path` that other users may not enter, if any."""
+    for step in [*reversed(path.parents), path]:
+        if not step.exists():
+            return None
+        if not step.stat().st_mode & stat.S_IXOTH:
+            return step
+    return None
+
+
+def _bin_dir(env: Mapping[str, str] = os.environ) -> Path:
+    raw = env.get("LAB_PG_BIN")
     if raw:
         path = Path(raw).expanduser().absolute()
         source = f"LAB_PG_BIN={raw}"
@@ -189,14 +228,77 @@ def _can_search(path: Path, who: _RunAs) -> bool:
     return bool(st.st_mode & stat.S_IXOTH)
 
 
+def _reachable(path: Path, who: _RunAs) -> bool:
+    return all(_can_search(p, who) for p in [*reversed(path.parents), path] if p.exists())
+
+
+def _with_binaries(cfg: PgConfig, who: _RunAs) -> PgConfig:
+    """cfg, with pgserver's binaries copied into the home when `who` cannot reach them where pip put them."""
+    install = cfg.bin_dir.parent
+    if who.uid == os.geteuid() or _reachable(cfg.bin_dir, who) or install.parent.name != "pgserver":
+        return cfg  # reachable, or not pgserver's (then _check_access says what to do)
+    copy = cfg.home_dir / COPY
+    bin_dir = copy / "pgserver" / "pginstall" / "bin"
+    postgres = (cfg.bin_dir / "postgres").stat()
+    source = f"{install} {postgres.st_size} {postgres.st_mtime_ns}\n"
+    stamp = copy / "source"
+    if stamp.exists() and stamp.read_text() == source:
+        return replace(cfg, bin_dir=bin_dir)
+    say(f"copying PostgreSQL's binaries from {install} to {copy}, where {who.name} can reach them")
+    tmp = copy.with_name(COPY + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for part in ("bin", "lib", "share"):  # not include/: headers are for building extensions
+        shutil.copytree(install / part, tmp / "pgserver" / "pginstall" / part, symlinks=True)
+    libs = install.parent.parent / "pgserver.libs"  # shared libraries the binaries find via $ORIGIN
+    if libs.is_dir():
+        shutil.copytree(libs, tmp / "pgserver.libs", symlinks=True)
+    for root, dirs, files in os.walk(tmp):  # readable (and where executable, runnable) by anyone
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o755)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                mode = os.stat(path).st_mode
+                os.chmod(path, mode | (0o755 if mode & stat.S_IXUSR else 0o644))
+    tmp.chmod(0o755)
+    (tmp / "source").write_text(source)
+    shutil.rmtree(copy, ignore_errors=True)
+    tmp.rename(copy)
+    return replace(cfg, bin_dir=bin_dir)
+
+
+def clean(cfg: PgConfig | None = None) -> list[Path]:
+    """Remove the (stopped) server's data dir, log, lock and binaries copy; a home under /var/lib/serverlab
+    goes entirely. Returns what was removed."""
+    cfg = cfg or PgConfig.from_env()
+    if is_running(cfg):
+        raise PostgresError(f"PostgreSQL of {cfg.data_dir} still runs: `python -m lab database down` first")
+    removed = []
+    home = cfg.home_dir
+    for path in (cfg.data_dir, cfg.log_path, cfg.lock_path, home / COPY, home / (COPY + ".tmp")):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(path)
+    if home.parent == HOMES and home.is_dir() and not any(home.iterdir()):
+        home.rmdir()
+        removed.append(home)
+    with contextlib.suppress(OSError):
+        HOMES.rmdir()  # only when empty: other clones' homes stay
+    return removed
+
+
 def _check_access(cfg: PgConfig, who: _RunAs) -> None:
     for parent in reversed(cfg.data_dir.parents):
         if parent.exists() and not _can_search(parent, who):
             raise PostgresError(
                 f"PostgreSQL runs as user {who.name} (it refuses root), and {who.name} cannot enter "
                 f"{parent} (mode {stat.filemode(parent.stat().st_mode)}), a parent of the data dir "
-                f"{cfg.data_dir}. Set LAB_PG_DATA to a directory outside it "
-                f"(e.g. LAB_PG_DATA=/var/tmp/serverlab/pgdata) or `chmod o+x {parent}`."
+                f"{cfg.data_dir}. Set LAB_PG_HOME (or LAB_PG_DATA) to a directory outside it "
+                f"(e.g. LAB_PG_HOME=/var/lib/serverlab/mine) or `chmod o+x {parent}`."
             )
     for path in [*reversed(cfg.bin_dir.parents), cfg.bin_dir]:
         if not _can_search(path, who):
@@ -207,8 +309,17 @@ def _check_access(cfg: PgConfig, who: _RunAs) -> None:
             )
 
 
+def _make_home(cfg: PgConfig, who: _RunAs) -> None:
+    if cfg.home_dir.parent == HOMES and not HOMES.exists():
+        HOMES.mkdir(parents=True, exist_ok=True)
+        HOMES.chmod(0o755)  # whatever the umask: serverlab-pg must get in
+    if not cfg.data_dir.parent.exists():
+        cfg.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        if who.uid != os.geteuid():
+            cfg.data_dir.parent.chmod(0o755)
+
+
 def _prepare_dirs(cfg: PgConfig, who: _RunAs) -> None:
-    cfg.data_dir.parent.mkdir(parents=True, exist_ok=True)
     if who.uid == os.geteuid():
         return
     _check_access(cfg, who)
@@ -349,6 +460,7 @@ def start(cfg: PgConfig | None = None) -> bool:
     """Start the embedded server; True if started, False if it was already running."""
     cfg = cfg or PgConfig.from_env()
     who = _run_as()
+    _make_home(cfg, who)
     with _locked(cfg):
         pid, port = _postmaster(cfg)
         if pid is not None:
@@ -364,6 +476,10 @@ def start(cfg: PgConfig | None = None) -> bool:
                 f"port {cfg.port} on 127.0.0.1 is already in use{port_user(cfg.port)}; "
                 f"set LAB_PG_PORT to a free port (or stop that program)"
             )
+        cfg = _with_binaries(cfg, who)
+        if cfg.home_reason:
+            parts = "data, log and binaries" if cfg.home_dir in cfg.bin_dir.parents else "data and log"
+            say(f"PostgreSQL's {parts} are in {cfg.home_dir}: {cfg.home_reason}")
         _prepare_dirs(cfg, who)
         _check_owner(cfg, who)
         if not (cfg.data_dir / "PG_VERSION").exists():
@@ -404,6 +520,7 @@ def stop(cfg: PgConfig | None = None) -> bool:
             say(f"PostgreSQL of {cfg.data_dir} is not running")
             return False
         who = _run_as()
+        cfg = _with_binaries(cfg, who)
         say(f"stopping PostgreSQL (pid {pid}) ...")
         ctl = [cfg.exe("pg_ctl"), "stop", "-D", str(cfg.data_dir), "-w", "-t", str(STOP_TIMEOUT)]
         done = _run([*ctl, "-m", "fast"], who, timeout=STOP_TIMEOUT + 15)
@@ -484,12 +601,25 @@ def provision(dbname: str | None = None) -> str:
     return url
 
 
+def add_home_flag(parser: argparse.ArgumentParser) -> None:
+    """--pg-home DIR: sets LAB_PG_HOME for this command (the module doc says what the home holds)."""
+    parser.add_argument("--pg-home", type=_set_home, default=None, metavar="DIR",
+                        help="PostgreSQL's home: data, log, binaries copy [LAB_PG_HOME]")
+
+
+def _set_home(raw: str) -> str:
+    os.environ["LAB_PG_HOME"] = raw
+    return raw
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab database", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status", "url"],
-                        help="up: start and provision; down: stop; status: show; url: print the URL")
+    parser.add_argument("command", choices=["up", "down", "status", "url", "clean"],
+                        help="up: start and provision; down: stop; status: show; url: print the URL; "
+                             "clean: stop, then remove the data, log and binaries copy")
     parser.add_argument("--dbname", default=None, help="database to provision with `up` (default serverlab)")
+    add_home_flag(parser)
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
@@ -505,6 +635,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             now = status()
             print(now.describe())
             return 0 if now.running or os.environ.get("LAB_DATABASE_URL") else 3
+        elif args.command == "clean":
+            if not os.environ.get("LAB_DATABASE_URL"):
+                stop()
+                for path in clean():
+                    say(f"removed {path}")
         else:
             print(database_url())
     except PostgresError as exc:

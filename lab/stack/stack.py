@@ -21,15 +21,13 @@ from typing import Any
 
 import psutil
 
+from lab import files
+from lab.knobs import SERVER_KNOBS  # passed to every server; a change restarts it
 from lab.stack import database, procs
 from servers.settings import DEFAULT_PORTS, MODELS, redact
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
-# Settings passed to every server; a change between two `up`s restarts the servers it affects.
-SERVER_KNOBS = ("LAB_POOL_SIZE", "LAB_MAX_INFLIGHT", "LAB_ACQUIRE_TIMEOUT", "LAB_MAX_CONNECTIONS",
-                "LAB_REQUEST_TIMEOUT", "LAB_KEEPALIVE_TIMEOUT", "LAB_READY_TIMEOUT",
-                "LAB_WORKERS", "LAB_UVLOOP", "LAB_METRICS", "LAB_LOG_LEVEL")
 
 
 class StackError(RuntimeError):
@@ -111,10 +109,7 @@ class State:
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        data = asdict(self)
-        tmp = folder / "state.json.tmp"
-        tmp.write_text(json.dumps(data, indent=2))
-        tmp.replace(folder / "state.json")
+        files.write_json(folder / "state.json", asdict(self), indent=2)
 
 
 # --- backend choice -------------------------------------------------------------------------
@@ -349,11 +344,15 @@ def clean(env: Mapping[str, str] = os.environ) -> int:
     """Stop everything, then remove the database data and the run folder (never reports/)."""
     down(env)
     folder = state_dir(env)
-    data = database.PgConfig.from_env().data_dir
-    for path in (data, folder):
-        if path.exists():
-            shutil.rmtree(path)
-            say(f"removed {path}")
+    try:
+        removed = database.clean(database.PgConfig.from_env(env))
+    except database.PostgresError as exc:
+        raise StackError(str(exc)) from None
+    for path in removed:
+        say(f"removed {path}")
+    if folder.exists():
+        shutil.rmtree(folder)
+        say(f"removed {folder}")
     return 0
 
 

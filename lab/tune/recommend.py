@@ -4,31 +4,29 @@ The rule (`recommend`): among the points measured cleanly, with at most MAX_FAIL
 failed and p99 within the SLO, find the best successful throughput; recommend the smallest value
 whose throughput is within noise of it. Noise for a pair of points is the larger of their
 repetitions' spreads ((max - min) / median of ok rps over the repetitions, as results.json defines
-it; lab.tune.sweep takes it over a value's round-robin runs), never below NOISE_FLOOR
+it; lab.tune.points takes it over a value's round-robin runs), never below NOISE_FLOOR
 (two short repetitions understate run-to-run variation, and a single repetition has no spread at
 all) and never above NOISE_CAP (beyond it the data cannot rank anything; a note says to add
 repetitions). When no value meets the SLO, the one with the lowest p99 is named instead, clearly
 marked as missing the SLO; when every value fails too often, nothing is recommended. A cliff (past
 the best value, throughput falls by CLIFF_DROP or more) and a curve still rising at the largest
 value are reported as notes.
-
-The database connections a value implies (`connection_total`) are pool size per process x
-processes per server x servers running at once, plus the lab's own sessions, plus the sessions
-other programs already hold, against PostgreSQL's max_connections.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from lab.fmt import fmt_ms, fmt_pct, fmt_rps, fmt_value
+from lab.results.schema import Entry
 
 NOISE_FLOOR = 0.05  # 5 %: the least difference in throughput the lab treats as real
 NOISE_CAP = 0.25
 NOISY = 0.10  # a spread above this gets a note: add repetitions
 MAX_FAILURE_RATE = 0.01  # a value failing more than 1 % of requests is not a candidate
 CLIFF_DROP = 0.30  # past the best value, a drop of 30 % or more in throughput is a cliff
-LAB_SESSIONS = 2  # the sampler's session, and one short-lived check (sessions count, orders check)
 
 
 @dataclass(frozen=True)
@@ -68,32 +66,12 @@ class Recommendation:
                 "cliff_after": self.cliff_after, "notes": list(self.notes)}
 
 
-def fmt_value(v: float) -> str:
-    return f"{v:g}"
-
-
-def fmt_rps(v: float | None) -> str:
-    return "-" if v is None else f"{v:,.0f}"
-
-
-def fmt_ms(v: float | None) -> str:
-    if v is None:
-        return "-"
-    if v == 0:
-        return "0"
-    return f"{v:.0f}" if v >= 10 else f"{v:.1f}" if v >= 1 else f"{v:.2f}"
-
-
-def fmt_pct(v: float | None) -> str:
-    return "-" if v is None else f"{v * 100:.0f} %" if v >= 0.1 else f"{v * 100:.1f} %"
-
-
 def noise_between(a: Point, b: Point) -> float:
     spreads = [s for s in (a.spread, b.spread) if s is not None]
     return min(NOISE_CAP, max([NOISE_FLOOR, *spreads]))
 
 
-def point_from_entry(value: float, entry: Mapping[str, Any]) -> Point:
+def point_from_entry(value: float, entry: Entry) -> Point:
     """A Point from one results.json entry (see lab/results/schema.md)."""
     ok_rps = entry.get("ok_rps") or {}
     lat = entry.get("latency_ms") or {}
@@ -153,20 +131,20 @@ def recommend(points: Sequence[Point], slo_p99_ms: float, param: str = "value") 
     if not within:
         closest = min(healthy, key=lambda p: (p.p99_ms if p.p99_ms is not None else float("inf"), p.value))
         sentence = (f"no value kept p99 under the {slo_p99_ms:g} ms SLO; {param}={fmt_value(closest.value)} "
-                    f"came closest with p99 {fmt_ms(closest.p99_ms)} ms at {fmt_rps(closest.ok_rps)} rps: "
+                    f"came closest with p99 {fmt_ms(closest.p99_ms)} at {fmt_rps(closest.ok_rps)} rps: "
                     "lower the load (USERS), relax SLO_P99_MS or sweep other values")
         if len(healthy) > 1:
             top, knee = _knee(healthy)
             noise = noise_between(knee, top)
             notes.append(f"ignoring the SLO, {param}={fmt_value(knee.value)} is the smallest value within "
                          f"noise ({noise:.0%}) of the best throughput, {fmt_rps(top.ok_rps)} rps at "
-                         f"{fmt_value(top.value)} (p99 {fmt_ms(knee.p99_ms)} ms there)")
+                         f"{fmt_value(top.value)} (p99 {fmt_ms(knee.p99_ms)} there)")
         return Recommendation("slo_not_met", closest.value, sentence, point=closest, notes=tuple(notes))
 
     best, chosen = _knee(within)
     noise = noise_between(chosen, best)
     name = f"{param}={fmt_value(chosen.value)}"
-    slo = f"p99 {fmt_ms(chosen.p99_ms)} ms under the {slo_p99_ms:g} ms SLO"
+    slo = f"p99 {fmt_ms(chosen.p99_ms)} under the {slo_p99_ms:g} ms SLO"
     if len(pts) == 1:
         sentence = (f"{name}: the only value swept, {fmt_rps(chosen.ok_rps)} rps with {slo}; sweep more "
                     "values to see where throughput levels off")
@@ -182,7 +160,7 @@ def recommend(points: Sequence[Point], slo_p99_ms: float, param: str = "value") 
     if faster:
         top = max(faster, key=lambda p: p.ok_rps or 0.0)
         notes.append(f"{param}={fmt_value(top.value)} reached {fmt_rps(top.ok_rps)} rps, more than the "
-                     f"recommendation, but its p99 of {fmt_ms(top.p99_ms)} ms breaks the SLO")
+                     f"recommendation, but its p99 of {fmt_ms(top.p99_ms)} breaks the SLO")
     cliff_after = None
     for p in pts:
         if p.value <= best.value or not p.ok:
@@ -213,82 +191,3 @@ def recommend(points: Sequence[Point], slo_p99_ms: float, param: str = "value") 
                      + ": run more repetitions (REPS) or longer ones (DURATION) for a sharper answer")
     return Recommendation("recommended", chosen.value, sentence, noise=noise, best=best, point=chosen,
                           cliff_after=cliff_after, notes=tuple(notes))
-
-
-# --- database connections ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Budget:
-    """PostgreSQL's connection limit and what is taken already."""
-
-    max_connections: int
-    reserved: int = 0  # slots the servers' role may not use (0 for a superuser)
-    others: int = 0  # client sessions other programs hold now
-    lab_sessions: int = LAB_SESSIONS
-
-    @property
-    def limit(self) -> int:
-        return self.max_connections - self.reserved
-
-
-@dataclass(frozen=True)
-class Demand:
-    """One value's database connections for one server: pool per process x processes."""
-
-    server: str
-    pool_size: int
-    processes: int
-
-    @property
-    def connections(self) -> int:
-        return self.pool_size * self.processes
-
-
-@dataclass(frozen=True)
-class ConnectionTotal:
-    value: float
-    demands: tuple[Demand, ...]
-    concurrent: int  # servers running at once
-    budget: Budget
-    extra: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def servers_part(self) -> int:
-        # The `concurrent` largest demands run together (the sweep runs servers one at a time: 1).
-        sizes = sorted((d.connections for d in self.demands), reverse=True)
-        return sum(sizes[: max(1, self.concurrent)])
-
-    @property
-    def total(self) -> int:
-        return self.servers_part + self.budget.lab_sessions + self.budget.others
-
-    @property
-    def fits(self) -> bool:
-        return self.total <= self.budget.limit
-
-    def describe(self, param: str) -> str:
-        top = max(self.demands, key=lambda d: d.connections)
-        per = (f"{top.pool_size} per process x {top.processes} processes" if top.processes > 1
-               else f"{top.pool_size} per process x 1 process")
-        at_once = "" if self.concurrent <= 1 else f" x {self.concurrent} servers at once"
-        reserved = (f" ({self.budget.reserved} of {self.budget.max_connections} reserved for superusers)"
-                    if self.budget.reserved else "")
-        noun = "connection" if self.servers_part == 1 else "connections"
-        return (f"{param}={fmt_value(self.value)} implies {self.servers_part} database {noun} for the "
-                f"{top.server} server ({per}{at_once}) + {self.budget.lab_sessions} lab sessions + "
-                f"{self.budget.others} other sessions open now = {self.total} of max_connections "
-                f"{self.budget.max_connections}{reserved} ({self.total / max(1, self.budget.limit):.0%})")
-
-
-def connection_total(value: float, demands: Sequence[Demand], budget: Budget,
-                     concurrent: int = 1) -> ConnectionTotal:
-    if not demands:
-        raise ValueError("connection_total needs at least one server's demand")
-    return ConnectionTotal(value, tuple(demands), concurrent, budget)
-
-
-def largest_fitting_pool(processes: int, budget: Budget, concurrent: int = 1) -> int:
-    """The largest pool size per process that still fits under the limit (0 when none does)."""
-    room = budget.limit - budget.lab_sessions - budget.others
-    return max(0, room // max(1, processes * max(1, concurrent)))

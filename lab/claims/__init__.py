@@ -1,0 +1,1 @@
+"""`make claims`: folklore about threads, green threads and event loops, measured on this machine."""

@@ -1,0 +1,38 @@
+"""CPU sets: `0,2-3` read into CPU numbers, and a process tree pinned to them."""
+
+from __future__ import annotations
+
+import contextlib
+
+import psutil
+
+
+def parse_cpus(text: str) -> list[int]:
+    """`0`, `0-1`, `0,2-3` -> sorted CPU numbers; a ValueError that shows the right form when malformed."""
+    cpus: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            cpus.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise ValueError(f"CPU list {text!r} is malformed; write it like 0, 0-1 or 0,2-3") from None
+    if not cpus:
+        raise ValueError(f"CPU list {text!r} is empty")
+    return sorted(set(cpus))
+
+
+def pin(pids: list[int], cpus: list[int]) -> None:
+    """Pin each process to `cpus`; processes that are gone are skipped."""
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).cpu_affinity(cpus)
+
+
+def pin_tree(pid: int, cpus: list[int]) -> None:
+    """Pin a process and all its descendants to `cpus`."""
+    try:
+        root = psutil.Process(pid)
+        pids = [root.pid, *(c.pid for c in root.children(recursive=True))]
+    except psutil.Error:
+        return
+    pin(pids, cpus)

@@ -1,0 +1,84 @@
+"""What a load run will do and how long it takes: the order of repetitions and the time estimate."""
+
+from __future__ import annotations
+
+from lab.fmt import fmt_seconds
+from lab.load import calibrate
+from lab.load.settings import Settings, say
+from lab.stack import cpu_budget
+from loadtests import catalogue
+
+# Planning estimates (seconds), measured on the 2-core lab machine.
+EST_SERVER_START = 1.0
+EST_SERVER_STOP = 0.5
+EST_LOCUST_START = 1.6  # interpreter and imports until the first user spawns; the sampler starts meanwhile
+EST_LOCUST_WORKERS_START = 2.0  # extra for a master waiting for its workers
+EST_LOCUST_STOP = 0.8
+EST_PROBE = 1.5  # the quick probe before a capacity scenario, per server
+EST_WARM = 0.6  # the warm-up burst before a closed-loop scenario's repetitions, per server
+
+
+def measured_seconds(s: Settings, sc: catalogue.Scenario) -> float:
+    """The measured phase of one repetition: the duration, or one step per offered rate."""
+    if sc.open_model:
+        return s.step_seconds * (len(s.rates) or len(catalogue.PROBE_SHARES))
+    return s.duration
+
+
+def rep_seconds(s: Settings, sc: catalogue.Scenario) -> float:
+    workers = s.locust_workers + s.remote_workers
+    start = EST_LOCUST_START + (EST_LOCUST_WORKERS_START if workers else 0)
+    first = catalogue.schedule(sc.shape, sc.users, sc.spawn_rate, 1.0, (1.0,))[0]
+    spawn = catalogue.spawn_seconds(first.users, first.spawn_rate)
+    return start + spawn + s.warmup + measured_seconds(s, sc) + EST_LOCUST_STOP
+
+
+def scenario_seconds(s: Settings, name: str) -> float:
+    """One scenario for every server: start them, every repetition of each, stop them."""
+    sc = s.scenario(name)
+    per_server = s.reps * rep_seconds(s, sc) + EST_SERVER_START + EST_SERVER_STOP
+    if sc.open_model and not s.rates:
+        per_server += EST_PROBE
+    elif not sc.open_model:
+        per_server += EST_WARM
+    return per_server * len(s.servers)
+
+
+def order(servers: tuple[str, ...], rep: int) -> list[str]:
+    """The servers' order in repetition `rep` (1-based): rotated each time, so that no server is always
+    first after a start or right after the same neighbour, and drift hits every server alike."""
+    k = (rep - 1) % len(servers)
+    return list(servers[k:] + servers[:k])
+
+
+def repetitions(s: Settings) -> list[tuple[str, int, str]]:
+    """(scenario, rep, server) in the order they run: per scenario, rep by rep, servers interleaved."""
+    return [(name, rep, server) for name in s.scenarios for rep in range(1, s.reps + 1)
+            for server in order(s.servers, rep)]
+
+
+def total_seconds(s: Settings, with_calibration: bool) -> float:
+    total = sum(scenario_seconds(s, name) for name in s.scenarios)
+    return total + (calibrate.estimated_seconds() if with_calibration else 0.0)
+
+
+def print_plan(s: Settings, with_calibration: bool) -> float:
+    total = total_seconds(s, with_calibration)
+    runs = len(repetitions(s))
+    say(f"plan: profile {s.profile}, {len(s.servers)} server(s) x {len(s.scenarios)} scenario(s) x {s.reps} "
+        f"repetition(s) = {runs} runs of {s.duration:g}s measured after {s.warmup:g}s warm-up, "
+        "repetitions interleaved across the servers")
+    for name in s.scenarios:
+        sc = s.scenario(name)
+        load = (f"offered rates {', '.join(f'{r:g}' for r in s.rates) if s.rates else 'from a probe'}, "
+                f"{s.step_seconds:g}s each" if sc.open_model else f"{sc.users:>5} users, {sc.shape:<6}")
+        say(f"  {name:<14} {load} ~{fmt_seconds(scenario_seconds(s, name))}  {sc.description}")
+    pin = (f"servers on CPUs {s.server_cpus}, Locust on CPUs {s.load_cpus}" if s.server_cpus
+           else "no pinning")
+    workers = f"a master and {s.locust_workers} workers" if s.locust_workers else "one process"
+    if s.remote_workers:
+        workers += f", waiting for {s.remote_workers} workers on other machines"
+    say(f"  {pin}; {cpu_budget.describe(s.server_cpu, s.cpu_period_us)}; Locust as {workers}"
+        + ("; calibration first" if with_calibration else ""))
+    say(f"planned total: ~{fmt_seconds(total)}")
+    return total

@@ -1,0 +1,248 @@
+"""The settings of one load run: a frozen dataclass built by one factory from flags and env vars."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab import cpus as cpu_lists
+from lab import knobs
+from lab.knobs import SERVER_KNOBS
+from lab.stack import cpu_budget
+from loadtests import catalogue
+from servers.settings import MODELS
+
+REPO = Path(__file__).resolve().parents[2]
+ARRIVALS = ("uniform", "poisson")
+
+
+class RunError(RuntimeError):
+    """A failure a person can act on; the message says what to do."""
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def parse_cpus(text: str) -> list[int]:
+    try:
+        return cpu_lists.parse_cpus(text)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+
+def check_run_id(raw: str) -> str:
+    """A run folder's name: letters, digits, '-', '_' and '.'; '' means 'make one up'."""
+    try:
+        return knobs.run_id(raw)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _csv_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+@dataclass(frozen=True)
+class Settings:
+    profile: str
+    servers: tuple[str, ...]
+    scenarios: tuple[str, ...]
+    users: int | None
+    duration: float
+    warmup: float
+    reps: int
+    shape: str | None
+    locust_workers: int
+    server_cpus: list[int] | None
+    load_cpus: list[int] | None
+    reports_dir: Path
+    calibrate: str  # auto | force | skip
+    server_cpu: float | None = None  # cores per server (cgroup quota); None: no budget
+    cpu_period_us: int = cpu_budget.DEFAULT_PERIOD_US
+    rates: tuple[float, ...] = ()  # offered rates of open-model (capacity) scenarios; (): probe first
+    step_seconds: float = catalogue.STEP_SECONDS  # measured seconds per offered rate
+    slo_p99_ms: float = catalogue.DEFAULT_SLO_P99_MS
+    arrival: str = "uniform"  # uniform | poisson
+    database_url: str | None = None
+    run_id: str = ""
+    remote_workers: int = 0  # workers on other machines the master waits for (started by hand)
+    master_bind: str = "127.0.0.1"
+    master_port: int = 0  # 0: a free port
+    target_host: str = "127.0.0.1"  # the servers' address as the load generator sees it
+    run_token: str = field(default_factory=lambda: secrets.token_hex(4))  # makes order keys unique
+    server_env: dict[str, str] = field(default_factory=dict)
+
+    def scenario(self, name: str) -> catalogue.Scenario:
+        sc = catalogue.scenario(name, self.users)
+        return dataclasses.replace(sc, shape=self.shape) if self.shape and not sc.open_model else sc
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def build_parser(prog: str = "python -m lab load", description: str | None = None) -> argparse.ArgumentParser:
+    env = os.environ
+    p = argparse.ArgumentParser(prog=prog, description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default=env.get("PROFILE") or catalogue.DEFAULT_PROFILE,
+                   help=f"{', '.join(catalogue.PROFILES)} [PROFILE, default {catalogue.DEFAULT_PROFILE}]")
+    p.add_argument("--servers", default=env.get("SERVERS", ""),
+                   help=f"comma-separated, default all: {','.join(MODELS)} [SERVERS]")
+    p.add_argument("--scenarios", default=env.get("SCENARIOS", ""),
+                   help="comma-separated, default the profile's; any of "
+                        f"{','.join(catalogue.SCENARIOS)} [SCENARIOS]")
+    p.add_argument("--users", default=env.get("USERS", ""),
+                   help="peak users for every selected closed-loop scenario (default: each scenario's own)"
+                        " [USERS]")
+    p.add_argument("--duration", default=env.get("DURATION", ""),
+                   help="measured seconds per repetition (default: the profile's) [DURATION]")
+    p.add_argument("--warmup", default=env.get("WARMUP", ""),
+                   help="seconds at full load before measuring, not counted (default: the profile's)"
+                        " [WARMUP]")
+    p.add_argument("--reps", default=env.get("REPS", ""),
+                   help="repetitions per server x scenario, interleaved across servers (default: the "
+                        "profile's) [REPS]")
+    p.add_argument("--shape", default=env.get("SHAPE", ""),
+                   help="override every closed-loop scenario's load shape: "
+                        f"{', '.join(catalogue.SHAPES)} [SHAPE]")
+    p.add_argument("--server-cpu", default=env.get("LAB_SERVER_CPU", ""),
+                   help="CPU budget per server in cores, enforced by a cgroup quota, e.g. 0.5; 'none' runs "
+                        "unbudgeted (default: the profile's) [LAB_SERVER_CPU]")
+    p.add_argument("--cpu-period-us", default=env.get("LAB_SERVER_CPU_PERIOD_US", ""),
+                   help=f"the quota's period in microseconds (default {cpu_budget.DEFAULT_PERIOD_US}) "
+                        "[LAB_SERVER_CPU_PERIOD_US]")
+    p.add_argument("--rates", default=env.get("RATES", ""),
+                   help="offered requests/s of the capacity scenarios' steps, e.g. 200,400,800 (default: "
+                        "derived from a quick probe of each server) [RATES]")
+    p.add_argument("--step-seconds", default=env.get("STEP_SECONDS", ""),
+                   help=f"measured seconds per offered rate (default {catalogue.STEP_SECONDS:g})"
+                        " [STEP_SECONDS]")
+    p.add_argument("--slo-p99-ms", default=env.get("SLO_P99_MS", ""),
+                   help=f"the latency budget of capacity at SLO (default {catalogue.DEFAULT_SLO_P99_MS:g}) "
+                        "[SLO_P99_MS]")
+    p.add_argument("--arrival", default=env.get("ARRIVAL", "uniform"), choices=ARRIVALS,
+                   help="open-model arrivals: evenly spaced or Poisson [ARRIVAL, default uniform]")
+    p.add_argument("--locust-workers", default=env.get("LOCUST_WORKERS", "0"),
+                   help="0: one Locust process; N: a master and N workers on this machine [LOCUST_WORKERS]")
+    p.add_argument("--remote-workers", default=env.get("LOCUST_REMOTE_WORKERS", "0"),
+                   help="Locust workers on other machines the master waits for; see loadtests/README.md "
+                        "[LOCUST_REMOTE_WORKERS]")
+    p.add_argument("--master-bind", default=env.get("LOCUST_MASTER_BIND", "127.0.0.1"),
+                   help="address the Locust master listens on for workers [LOCUST_MASTER_BIND]")
+    p.add_argument("--master-port", default=env.get("LOCUST_MASTER_PORT", "0"),
+                   help="port of the Locust master (0: any free one) [LOCUST_MASTER_PORT]")
+    p.add_argument("--target-host", default=env.get("LAB_TARGET_HOST", "127.0.0.1"),
+                   help="the servers' address for the load generator; anything but 127.0.0.1 makes the "
+                        "servers listen on all interfaces [LAB_TARGET_HOST]")
+    p.add_argument("--server-cpus", default=env.get("LAB_SERVER_CPUS", "0"),
+                   help="CPUs the servers are pinned to [LAB_SERVER_CPUS, default 0]")
+    p.add_argument("--load-cpus", default=env.get("LAB_LOAD_CPUS", "1"),
+                   help="CPUs Locust and the sampler are pinned to [LAB_LOAD_CPUS, default 1]")
+    p.add_argument("--reports-dir", default=env.get("LAB_REPORTS_DIR", str(REPO / "reports")),
+                   help="where run folders go [LAB_REPORTS_DIR, default reports/]")
+    p.add_argument("--calibrate", default=env.get("CALIBRATE", "auto"), choices=("auto", "force", "skip"),
+                   help="auto: reuse a fresh calibration, else measure; force: measure; skip: none"
+                        " [CALIBRATE]")
+    p.add_argument("--database-url", default=None,
+                   help="PostgreSQL to use (default: LAB_DATABASE_URL or the embedded one)")
+    p.add_argument("--run-id", default=env.get("RUN_ID", ""),
+                   help="name of the run folder (default <date>-<time>-<profile>) [RUN_ID]")
+    return p
+
+
+def int_knob(raw: str, name: str, low: int, high: int) -> int | None:
+    try:
+        return knobs.integer(raw, name, low, high)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+
+
+def _float_knob(raw: str, name: str, low: float, high: float, unit: str = "seconds") -> float | None:
+    try:
+        return knobs.number(raw, name, low, high)
+    except ValueError as exc:
+        raise RunError(f"{exc} ({unit})") from None
+
+
+def _rates(raw: str) -> tuple[float, ...]:
+    rates = []
+    for part in _csv_list(raw):
+        value = _float_knob(part, "RATES", 1, 1_000_000, "requests/s")
+        if value is not None:
+            rates.append(value)
+    if rates != sorted(rates) or len(set(rates)) != len(rates):
+        raise RunError(f"RATES={raw!r}: list the offered rates in increasing order, each once")
+    return tuple(rates)
+
+
+def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Settings:
+    """The one factory: flags (which default to env vars) -> validated Settings."""
+    environ = os.environ if env is None else env
+    if args.profile not in catalogue.PROFILES:
+        raise RunError(f"PROFILE={args.profile!r} is unknown; choose from {', '.join(catalogue.PROFILES)}")
+    prof = catalogue.PROFILES[args.profile]
+    servers = _csv_list(args.servers) or list(MODELS)
+    bad = [s for s in servers if s not in MODELS]
+    if bad:
+        raise RunError(f"SERVERS: unknown {', '.join(bad)}; choose from {', '.join(MODELS)}")
+    scenarios = _csv_list(args.scenarios) or list(prof.scenarios)
+    bad = [s for s in scenarios if s not in catalogue.SCENARIOS]
+    if bad:
+        raise RunError(f"SCENARIOS: unknown {', '.join(bad)}; choose from {', '.join(catalogue.SCENARIOS)}")
+    shape = args.shape.strip() or None
+    if shape and shape not in catalogue.SHAPES:
+        raise RunError(f"SHAPE={shape!r} is unknown; choose from {', '.join(catalogue.SHAPES)}")
+    users = int_knob(args.users, "USERS", 1, 100_000)
+    duration = _float_knob(args.duration, "DURATION", 1, 24 * 3600) or prof.duration
+    warmup = _float_knob(args.warmup, "WARMUP", 0, 3600)
+    reps = int_knob(args.reps, "REPS", 1, 100) or prof.reps
+    workers = int_knob(args.locust_workers, "LOCUST_WORKERS", 0, 64) or 0
+    try:
+        server_cpu = (cpu_budget.parse(args.server_cpu) if args.server_cpu.strip()
+                      else prof.server_cpu)
+    except cpu_budget.BudgetError as exc:
+        raise RunError(str(exc)) from None
+    period = int_knob(args.cpu_period_us, "LAB_SERVER_CPU_PERIOD_US", cpu_budget.MIN_PERIOD_US,
+                       cpu_budget.MAX_PERIOD_US) or cpu_budget.DEFAULT_PERIOD_US
+    server_cpus: list[int] | None = parse_cpus(args.server_cpus)
+    load_cpus: list[int] | None = parse_cpus(args.load_cpus)
+    usable = sorted(os.sched_getaffinity(0))
+    if len(usable) < 2:
+        say("warning: one CPU only: server and load generator share it; pinning is off")
+        server_cpus = load_cpus = None
+    for name, cpus in (("LAB_SERVER_CPUS", server_cpus), ("LAB_LOAD_CPUS", load_cpus)):
+        missing = sorted(set(cpus or []) - set(usable))
+        if missing:
+            raise RunError(f"{name}: CPUs {missing} are not available here (usable: {usable})")
+    if load_cpus and workers > len(load_cpus):
+        say(f"warning: {workers} Locust workers share {len(load_cpus)} load CPU(s) {load_cpus}: one Locust "
+            "process uses one core, so give LAB_LOAD_CPUS as many CPUs as workers")
+    if server_cpus and load_cpus and set(server_cpus) & set(load_cpus):
+        say(f"warning: server CPUs {server_cpus} and load CPUs {load_cpus} overlap: the generator and the "
+            "server will compete for them")
+    remote = int_knob(args.remote_workers, "LOCUST_REMOTE_WORKERS", 0, 1000) or 0
+    if (workers or remote) and any(catalogue.SCENARIOS[n].open_model for n in scenarios):
+        raise RunError("the capacity (open-model) scenarios run in one Locust process: drop LOCUST_WORKERS "
+                       "and LOCUST_REMOTE_WORKERS for them, or run them apart")
+    return Settings(
+        profile=prof.name, servers=tuple(servers), scenarios=tuple(scenarios), users=users,
+        duration=duration, warmup=prof.warmup if warmup is None else warmup, reps=reps, shape=shape,
+        locust_workers=workers, server_cpus=server_cpus, load_cpus=load_cpus,
+        reports_dir=Path(args.reports_dir).absolute(), calibrate=args.calibrate,
+        server_cpu=server_cpu, cpu_period_us=period, rates=_rates(args.rates),
+        step_seconds=_float_knob(args.step_seconds, "STEP_SECONDS", 0.5, 3600) or catalogue.STEP_SECONDS,
+        slo_p99_ms=_float_knob(args.slo_p99_ms, "SLO_P99_MS", 0.1, 600_000, "milliseconds")
+        or catalogue.DEFAULT_SLO_P99_MS,
+        arrival=args.arrival, database_url=args.database_url,
+        server_env={k: environ[k] for k in SERVER_KNOBS if environ.get(k)},
+        run_id=check_run_id(args.run_id), remote_workers=remote,
+        master_bind=args.master_bind.strip() or "127.0.0.1",
+        master_port=int_knob(args.master_port, "LOCUST_MASTER_PORT", 0, 65535) or 0,
+        target_host=args.target_host.strip() or "127.0.0.1",
+    )
+

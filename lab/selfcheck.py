@@ -1,0 +1,163 @@
+"""`make selfcheck`: does the lab tell a change from noise? Two checks, each a real pair of runs.
+
+    python -m lab selfcheck [--profile quick] [--servers ...] [--scenarios ...] [--reps N] [--duration S]
+        [--ab-server asyncio] [--skip-aa] [--skip-ab]
+
+- A/A: the same settings twice (by default the default `make load`), compared: nothing may be
+  marked better, worse, higher or lower. A mark here is noise the rule let through.
+- A/B: `hold` with LAB_POOL_SIZE=2 against 10 on one server (each request holds a pool connection
+  for 20 ms, so the pool caps throughput near pool/0.02 requests/s): the comparison must mark the
+  throughput change. Missing it means the rule is blind.
+Both write normal run folders and compare pages under reports/selfcheck-<time>/, and selfcheck.md /
+selfcheck.json there; the exit status is 0 only when both checks pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lab.fmt import fmt_seconds
+from lab.load import plan, runner
+from lab.load import settings as load_settings
+from lab.load.settings import RunError, Settings, say
+from lab.report import compare
+from lab.results import stats
+
+AB_SCENARIO = "hold"
+AB_POOLS = (2, 10)
+THROUGHPUT = frozenset({"rps", "ok rps"})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = load_settings.build_parser("python -m lab selfcheck", __doc__)
+    p.add_argument("--ab-server", default="asyncio", help="the server of the A/B check [default asyncio]")
+    p.add_argument("--ab-reps", default="", help=f"repetitions of the A/B runs (default: the A/A's, at least "
+                                                 f"{stats.MIN_REPS})")
+    p.add_argument("--skip-aa", action="store_true", help="run only the A/B check")
+    p.add_argument("--skip-ab", action="store_true", help="run only the A/A check")
+    return p
+
+
+def ab_settings(base: Settings, server: str, pool: int, reps: int) -> Settings:
+    return base.replace(servers=(server,), scenarios=(AB_SCENARIO,), reps=reps,
+                        server_env={**base.server_env, "LAB_POOL_SIZE": str(pool)}, run_id=f"ab-pool-{pool}")
+
+
+def run_pair(a: Settings, b: Settings, folder: Path) -> tuple[compare.Comparison | None, list[str]]:
+    """Two runs into `folder`, then their comparison; (None, problems) when a run failed."""
+    problems = []
+    dirs = []
+    for s in (a, b):
+        code = runner.run(s.replace(reports_dir=folder), link_latest=False)
+        run_dir = folder / s.run_id
+        if code != 0:
+            problems.append(f"run {s.run_id} exited {code}; read {run_dir}")
+        dirs.append(run_dir)
+    if problems:
+        return None, problems
+    _html, _md, c = compare.build(dirs[0], dirs[1])
+    return c, []
+
+
+def flagged(c: compare.Comparison) -> list[str]:
+    return [f"{p.server}/{p.scenario} {r.figure}: {r.mark} ({r.change}; {r.confidence})"
+            for p in c.pairs for r in p.rows if r.mark in compare.FLAGGED]
+
+
+def check_aa(base: Settings, folder: Path) -> dict[str, Any]:
+    say(f"\n== A/A: the same settings twice ({len(base.servers)} servers x {len(base.scenarios)} scenarios x "
+        f"{base.reps} repetitions); nothing may be marked")
+    c, problems = run_pair(base.replace(run_id="aa-1"), base.replace(run_id="aa-2"), folder)
+    if c is None:
+        return {"check": "A/A", "passed": False, "problems": problems}
+    marks = flagged(c)
+    bound = [f"{p.server}/{p.scenario}" for p in c.pairs if any(r.mark == "generator-bound" for r in p.rows)]
+    return {"check": "A/A", "passed": not marks, "marked": marks, "entries": len(c.pairs),
+            "figures": sum(len(p.rows) for p in c.pairs), "generator_bound": bound,
+            "compare": str(compare.default_out(folder / "aa-1", folder / "aa-2") / "compare.html")}
+
+
+def check_ab(base: Settings, folder: Path, server: str, reps: int) -> dict[str, Any]:
+    lo, hi = AB_POOLS
+    say(f"\n== A/B: {AB_SCENARIO} on {server} with LAB_POOL_SIZE={lo} against {hi}, {reps} repetitions; "
+        "the throughput change must be marked")
+    c, problems = run_pair(ab_settings(base, server, lo, reps), ab_settings(base, server, hi, reps), folder)
+    if c is None:
+        return {"check": "A/B", "passed": False, "problems": problems}
+    rows = [r for p in c.pairs for r in p.rows if r.figure in THROUGHPUT]
+    detected = [f"{r.figure}: {r.a} -> {r.b} ({r.change}; {r.confidence})"
+                for r in rows if r.mark == "better"]
+    page = compare.default_out(folder / f"ab-pool-{lo}", folder / f"ab-pool-{hi}") / "compare.html"
+    return {"check": "A/B", "passed": bool(detected), "detected": detected,
+            "throughput": [f"{r.figure}: {r.a} -> {r.b} ({r.change}): {r.mark}; {r.confidence}"
+                           for r in rows],
+            "compare": str(page)}
+
+
+def render_md(doc: dict[str, Any]) -> str:
+    out = [f"# serverlab self-check {doc['id']}: {'PASS' if doc['passed'] else 'FAIL'}", "",
+           f"Command: `{doc['command']}`; wall time {fmt_seconds(doc['wall_seconds'])}.", ""]
+    for check in doc["checks"]:
+        out += [f"## {check['check']}: {'pass' if check['passed'] else 'FAIL'}", ""]
+        for p in check.get("problems") or []:
+            out.append(f"- problem: {p}")
+        if check["check"] == "A/A" and "marked" in check:
+            out.append(f"- {len(check['marked'])} of {check['figures']} figures in {check['entries']} "
+                       "entries marked changed (0 expected)")
+            out += [f"  - {m}" for m in check["marked"]]
+            if check["generator_bound"]:
+                out.append(f"- generator-bound entries: {', '.join(check['generator_bound'])}")
+        if check["check"] == "A/B" and "throughput" in check:
+            out += [f"- {t}" for t in check["throughput"]]
+        if check.get("compare"):
+            out.append(f"- comparison: {check['compare']}")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        base = load_settings.from_args(args)
+        ab_reps = (load_settings.int_knob(args.ab_reps, "--ab-reps", 1, 100)
+                   or max(base.reps, stats.MIN_REPS))
+        runner.check_budget(base)
+    except RunError as exc:
+        print(f"lab selfcheck: {exc}", file=sys.stderr)
+        return 2
+    folder = base.reports_dir / (base.run_id or f"selfcheck-{time.strftime('%Y%m%d-%H%M%S')}")
+    if folder.exists():
+        print(f"lab selfcheck: {folder} exists already; choose another RUN_ID", file=sys.stderr)
+        return 2
+    folder.mkdir(parents=True)
+    base = base.replace(run_id="")
+    planned = 0.0
+    if not args.skip_aa:
+        planned += 2 * plan.total_seconds(base, False)
+    if not args.skip_ab:
+        planned += 2 * plan.total_seconds(ab_settings(base, args.ab_server, AB_POOLS[0], ab_reps), False)
+    say(f"self-check into {folder}: planned ~{fmt_seconds(planned)}")
+    began = time.monotonic()
+    checks = []
+    if not args.skip_aa:
+        checks.append(check_aa(base, folder))
+    if not args.skip_ab:
+        checks.append(check_ab(base, folder, args.ab_server, ab_reps))
+    doc = {"id": folder.name, "command": " ".join(["python -m lab selfcheck", *(argv or sys.argv[1:])]),
+           "checks": checks, "passed": bool(checks) and all(c["passed"] for c in checks),
+           "wall_seconds": round(time.monotonic() - began, 1)}
+    (folder / "selfcheck.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    text = render_md(doc)
+    (folder / "selfcheck.md").write_text(text, encoding="utf-8")
+    say("\n" + text)
+    return 0 if doc["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

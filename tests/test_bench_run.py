@@ -1,0 +1,40 @@
+"""lab/bench/bench.py, one real short run: wrk against two real servers over the session PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import debian_tool
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(600)
+def test_a_short_real_bench_writes_its_table_and_figures(database_url: str, tmp_path: Path) -> None:
+    debian_tool(Path("/usr/bin/wrk"), "wrk")
+    out = subprocess.run(
+        [sys.executable, "-m", "lab", "bench", "--models", "threaded,asyncio", "--reps", "1",
+         "--duration", "1",
+         "--no-check"],
+        capture_output=True, text=True, timeout=500, cwd=REPO,
+        env={**os.environ, "LAB_DATABASE_URL": database_url, "LAB_REPORTS_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    saved = next(line for line in out.stdout.splitlines() if line.startswith("saved "))
+    folder = Path(saved.split()[1]).parent
+    assert folder.parent == tmp_path
+    data = json.loads((folder / "bench.json").read_text())
+    for model in ("threaded", "asyncio"):
+        figures = data["servers"][model]
+        assert figures["json_rps"] > 0 and figures["db_rps"] > 0 and figures["json_cpu_us"] > 0
+    assert data["bare_db_rps"] > 0 and 0.3 < data["asyncio_vs_bare_db"] < 3
+    assert len(data["verdicts"]) == 3  # metrics cost twice, asyncio vs bare once
+    assert data["errors"] == {key: 0 for key in data["errors"]}
+    assert "| threaded |" in (folder / "bench.md").read_text()

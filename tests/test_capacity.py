@@ -1,0 +1,70 @@
+"""The open model end to end: `python -m lab load` with a capacity scenario against a real server.
+
+Requests start on a schedule of offered rates whatever the server does; latency counts from the
+scheduled start. Checks the steps, the coordinated-omission-corrected and uncorrected latencies, the
+late and dropped counts and the capacity at SLO, and that a saturated server's knee is found.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
+
+
+def capacity_run(database_url: str, reports: Path, *args: str) -> dict[str, Any]:
+    env = {**os.environ, "LAB_DATABASE_URL": database_url}
+    cmd = [sys.executable, "-m", "lab", "load", "--profile", "capacity", "--servers", "asyncio",
+           "--scenarios", "capacity-json", "--reports-dir", str(reports), "--step-seconds", "1.5",
+           "--warmup", "1", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode in (0, 1), out[-4000:]
+    data = json.loads(((reports / "latest").resolve() / "results.json").read_text(encoding="utf-8"))
+    return {"data": data, "out": out, "code": proc.returncode}
+
+
+@pytest.fixture(scope="module")
+def below_knee(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return capacity_run(database_url, tmp_path_factory.mktemp("cap"), "--rates", "50,150",
+                        "--server-cpu", "none")
+
+
+def test_every_offered_rate_is_a_step_the_server_kept_up_with(below_knee: dict[str, Any]) -> None:
+    assert below_knee["code"] == 0, below_knee["out"][-3000:]
+    (e,) = below_knee["data"]["results"]
+    steps = e["open_model"]["steps"]
+    assert [s["rate"] for s in steps] == [50.0, 150.0]
+    for s in steps:
+        # A server far below its knee answers what was offered, on time.
+        assert s["offered"] == pytest.approx(s["rate"] * 1.5, rel=0.1), s
+        assert s["achieved_rps"] == pytest.approx(s["rate"], rel=0.15), s
+        assert s["dropped"] == 0 and s["meets_slo"], s
+        # Measured from the scheduled start, a latency is never below the one measured from the send.
+        assert s["p99_ms"] >= s["p99_uncorrected_ms"] * 0.95, s
+    cap = e["capacity"]
+    assert cap["median"] == 150.0 and cap["limited_by"] == ["not reached"]
+    assert e["cost"]["cpu_us_per_request"]["median"] > 0
+    assert e["rps"]["median"] > 0 and e["generator_bound"] is False
+
+
+def test_the_knee_of_a_saturated_server_is_the_servers(database_url: str, tmp_path: Path) -> None:
+    # 0.05 core: asyncio answers a few hundred /json a second; 2,000 offered is far past its knee.
+    run = capacity_run(database_url, tmp_path, "--rates", "40,2000", "--server-cpu", "0.05",
+                       "--slo-p99-ms", "200")
+    (e,) = run["data"]["results"]
+    first, second = e["open_model"]["steps"]
+    assert first["meets_slo"] and not second["meets_slo"]
+    assert second["achieved_rps"] < 1500 and (second["p99_ms"] > 200 or second["failure_share"] > 0.01)
+    assert e["capacity"]["median"] == 40.0
+    # Past the knee a closed-loop generator would have waited; the open one counts what it could not start.
+    assert second["dropped"] > 0 or second["p99_ms"] > second["p50_ms"]
+    assert "capacity 40/s at p99<200ms" in run["out"]

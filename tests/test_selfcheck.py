@@ -1,0 +1,32 @@
+"""`make selfcheck` at smoke size, for real: the A/A pair must compare as no change and the A/B pair
+(hold, pool 2 against 10) must be marked. Real servers, PostgreSQL and Locust; about two minutes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+
+
+def test_a_a_is_silent_and_a_b_is_found(database_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "LAB_DATABASE_URL": database_url}
+    cmd = [sys.executable, "-m", "lab", "selfcheck", "--servers", "asyncio", "--scenarios", "json",
+           "--reps", "6", "--duration", "1", "--warmup", "1", "--reports-dir", str(tmp_path),
+           "--run-id", "check"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=540, check=False)
+    out = done.stdout + done.stderr
+    doc = json.loads((tmp_path / "check" / "selfcheck.json").read_text(encoding="utf-8"))
+    aa, ab = doc["checks"]
+    assert aa["check"] == "A/A" and aa["marked"] == [], out[-4000:]
+    assert aa["figures"] > 10 and aa["entries"] == 1
+    assert ab["check"] == "A/B" and ab["detected"], out[-4000:]
+    assert done.returncode == 0 and doc["passed"], out[-4000:]
+    assert (tmp_path / "check" / "compare-aa-1-vs-aa-2" / "compare.html").is_file()
+    assert "A/A: pass" in out and "A/B: pass" in out
