@@ -33,6 +33,14 @@ def markdown_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def _grid(results: list[Result]) -> tuple[list[str], list[list[str]]]:
+    """Verdicts at a glance: one row per case, one column per server."""
+    models = list(dict.fromkeys(r.model for r in results))
+    cases = list(dict.fromkeys(r.case for r in results))
+    found = {(r.case, r.model): MARK[r.passed] for r in results}
+    return models, [[case, *[found.get((case, m), "") for m in models]] for case in cases]
+
+
 def _bad_input_table(results: list[Result]) -> tuple[list[str], list[list[str]]]:
     tables = {r.model: r.figures.get("statuses", {}) for r in results if r.case == "bad_input"}
     models = list(tables)
@@ -54,7 +62,10 @@ def write(folder: Path, meta: dict[str, Any], results: list[Result]) -> list[Pat
         f"{'quick mode' if meta['quick'] else 'full mode'}; {meta['seconds']} s in all.\n\n"
         f"Reproduce: `{meta['command'].strip()}`\n\n"
     )
-    md = head + "## Cases\n\n" + markdown_table(results) + "\n"
+    grid_models, grid = _grid(results)
+    md = head + "| case | " + " | ".join(grid_models) + " |\n|---|" + "---|" * len(grid_models) + "\n"
+    md += "\n".join("| " + " | ".join(row) + " |" for row in grid) + "\n\n"
+    md += "## Cases\n\n" + markdown_table(results) + "\n"
     if rows:
         md += (
             "\n## Bad input: status per kind\n\n| kind | "
@@ -94,6 +105,18 @@ def _chart(results: list[Result]) -> str:
         bars,
         y_label="milliseconds",
     )
+
+
+def _grid_html(results: list[Result]) -> str:
+    models, rows = _grid(results)
+    out = ["<table><tr><th>case</th>", *[f"<th>{escape(m)}</th>" for m in models], "</tr>"]
+    for row in rows:
+        out.append(
+            f"<tr><td>{escape(row[0])}</td>"
+            + "".join(f"<td class='{v.lower()}'>{escape(v)}</td>" for v in row[1:])
+            + "</tr>"
+        )
+    return "".join(out) + "</table>"
 
 
 def _html(meta: dict[str, Any], results: list[Result], models: list[str], rows: list[list[str]]) -> str:
