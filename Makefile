@@ -13,7 +13,7 @@ CONSTRAINTS := constraints.txt
 apt_install = command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	echo "==> installing $(2) (apt-get)" && { apt-get install -y -qq $(2) >/dev/null 2>&1 || \
 	{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(2) >/dev/null 2>&1; }; }; } || true
-.PHONY: help venv lock test-fast test test-compose lint bench up down status logs clean load calibrate report compare tune selfcheck claims
+.PHONY: help venv lock test-fast test test-compose lint bench up down status logs clean load calibrate report compare tune selfcheck claims faults
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ lint: venv ## ruff and mypy
 bench: venv ## rps of /json and /db per server, metrics on vs off, asyncio vs a bare aiohttp handler
 	@$(call apt_install,wrk,wrk)
 	$(PY) -m lab bench $(BENCH_ARGS)
+
+faults: venv ## every server through overload, DB faults, slow clients, bad input (FAULTS_ARGS=--quick)
+	$(PY) -m lab faults $(FAULTS_ARGS)
 
 load: venv ## drive every server with the Locust scenarios (PROFILE SERVERS SCENARIOS USERS DURATION REPS ...)
 	$(PY) -m lab load $(LOAD_ARGS)

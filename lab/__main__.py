@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("lab.report.compare", "compare two runs (compare.html, compare.md)"),
     "tune": ("lab.tune.cli", "sweep a server knob and recommend a value"),
     "bench": ("lab.bench.bench", "wrk side by side: rps, CPU and instructions per request"),
+    "faults": ("lab.faults.suite", "every server through overload, database faults, slow clients, bad input"),
     "claims": ("lab.claims.runner", "the folklore on threads, greenlets and event loops, measured here"),
     "database": ("lab.stack.database", "the embedded PostgreSQL alone: up, down, status, url"),
 }

@@ -19,10 +19,13 @@ from http import HTTPStatus
 from typing import Any
 
 import asyncpg
-from aiohttp import HttpVersion11, web, web_protocol, web_server
+from aiohttp import HttpVersion10, HttpVersion11, web, web_protocol, web_server
 
 from servers import contract
+from servers.admission import HoldClock
 from servers.contract import ContractError, Reply, Route
+from servers.deadlines import SWEEP_SECONDS as DEADLINE_SWEEP
+from servers.deadlines import Deadlines
 from servers.metrics import Metrics
 from servers.settings import Settings
 
@@ -36,7 +39,11 @@ Handler = Callable[[web.Request, Route], Awaitable[Reply]]
 _JSON_REPLY = Reply(200, contract.JSON_BODY)
 _TEXT_REPLY = Reply(200, contract.HELLO, contract.TEXT)
 # Errors that mean "the database is unreachable or broken", answered 503 rather than 500.
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
+# Of those, the ones where a session that worked was lost: a read may run once more on a new one.
+# (InternalClientError: "cannot switch to state ...", asyncpg's protocol on a session ended mid-query.)
+LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, asyncpg.ConnectionFailureError,
+        asyncpg.InterfaceError, asyncpg.InternalClientError, ConnectionResetError, BrokenPipeError)
 SWEEP_SECONDS = 0.02  # while requests wait for a slot or a connection, how often overdue waits end
 
 
@@ -124,8 +131,13 @@ class AsyncApp:
         self.closing = False
         self.metrics = Metrics(settings.model, enabled=settings.metrics, pool_stats=self.pool_stats)
         self.refused: set[object] = set()  # connections opened beyond LAB_MAX_CONNECTIONS
+        self.deadlines = Deadlines(settings.request_timeout, settings.keepalive_timeout)
         self._slots = Slots(settings.max_inflight)
         self._connections = Slots(settings.pool_size)  # one per pooled connection lent out
+        self.clock = HoldClock()  # how long a request holds a connection: the fail-fast rule
+        self._lent: dict[int, float] = {}
+        self._ready_conn: asyncpg.Connection | None = None
+        self._ready_lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
         self._last_db_log = 0.0
         # Header dicts per content type; aiohttp copies them into each response.
@@ -146,6 +158,7 @@ class AsyncApp:
             "orders": self.create_order,
             "order": self.get_order,
             "health": self.health,
+            "ready": self.ready,
             "metrics": self.render_metrics,
             "config": self.config,
             "block": self.block,
@@ -163,7 +176,12 @@ class AsyncApp:
         started = time.perf_counter() if metrics.enabled else 0.0
         name = None
         refused = False
+        protocol = request.protocol
+        self.deadlines.busy(protocol)
         try:
+            if request.version != HttpVersion11 and request.version != HttpVersion10:
+                refused = True  # closes the connection, as the sync servers do for malformed HTTP
+                raise ContractError(_version_reply(request))
             route = contract.route(request.method, request.path)
             name = route.name
             length = request.content_length
@@ -180,7 +198,16 @@ class AsyncApp:
                 if limited:
                     metrics.active.add(id(request))
                 try:
-                    reply = await self._handlers[name](request, route)
+                    try:
+                        reply = await self._handlers[name](request, route)
+                    except LOST:
+                        if name not in contract.READS:
+                            raise
+                        # A read: once more, on a new session. Sessions lost together (a restart,
+                        # a mass termination) may not look closed yet: replace every pooled one.
+                        if self.pool is not None:
+                            await self.pool.expire_connections()
+                        reply = await self._handlers[name](request, route)
                 except DB_ERRORS as exc:
                     self._log_db_error(exc)
                     reply = contract.database_error(exc)
@@ -201,6 +228,7 @@ class AsyncApp:
             response.force_close()
         if started:
             metrics.record[name]((reply.status, time.perf_counter() - started))
+        self.deadlines.idle(protocol)
         return response
 
     def headers_for(self, content_type: str) -> dict[str, str]:
@@ -238,6 +266,8 @@ class AsyncApp:
             self.pool.terminate()
         if self._sweeper is not None:  # only now: waits queued while the pool closed must time out
             self._sweeper.cancel()
+        if self._ready_conn is not None:
+            self._ready_conn.terminate()
 
     async def acquire(self) -> asyncpg.Connection:
         """A pooled connection, or a 503 once LAB_ACQUIRE_TIMEOUT passes (give or take SWEEP_SECONDS).
@@ -250,14 +280,22 @@ class AsyncApp:
         if pool is None or self.closing:
             raise ContractError(contract.shutting_down())
         gate = self._connections
-        if not gate.try_take() and not await self._wait(gate):
-            self.metrics.reject("pool_timeout")
-            raise ContractError(contract.pool_timeout(self.settings.pool_size, self.settings.acquire_timeout))
+        if not gate.try_take():
+            size, timeout = self.settings.pool_size, self.settings.acquire_timeout
+            if self.clock.hopeless(gate.waiting, size, timeout):
+                self.metrics.reject("pool_fail_fast")
+                expected = self.clock.expected_wait(gate.waiting, size)
+                raise ContractError(contract.wait_too_long(gate.waiting, size, expected, timeout))
+            if not await self._wait(gate):
+                self.metrics.reject("pool_timeout")
+                raise ContractError(contract.pool_timeout(size, timeout))
         try:
-            return await pool.acquire()  # waits only to connect, bounded by the connect timeout
+            conn = await pool.acquire()  # waits only to connect, bounded by the connect timeout
         except BaseException:
             gate.give()
             raise
+        self._lent[id(conn)] = loop_time()
+        return conn
 
     async def release(self, conn: asyncpg.Connection) -> None:
         # The slot goes first: the next waiter then queues in asyncpg's pool for this very
@@ -265,6 +303,9 @@ class AsyncApp:
         # the loop iteration it would without the gate. Giving it after the release returns cost
         # one more iteration per request, ~15 % of /db's CPU time, though callgrind saw only 3 %.
         self._connections.give()
+        since = self._lent.pop(id(conn), None)
+        if since is not None:
+            self.clock.held(loop_time() - since)
         if self.pool is not None:
             await self.pool.release(conn)
 
@@ -371,7 +412,15 @@ class AsyncApp:
         return contract.hold_reply(ms)
 
     async def create_order(self, request: web.Request, route: Route) -> Reply:
-        order = contract.parse_order(await _read_body(request))
+        try:  # the body is part of the request: it must arrive within LAB_REQUEST_TIMEOUT too
+            async with asyncio.timeout(self.settings.request_timeout):
+                body = await _read_body(request)
+        except TimeoutError:
+            self.metrics.reject("request_timeout")
+            request.protocol.force_close()
+            raise ContractError(contract.request_timeout(self.settings.request_timeout)) from None
+        contract.check_json_type(request.headers.get("Content-Type"))
+        order = contract.parse_order(body)
         key = contract.parse_idempotency_key(request.headers.get("Idempotency-Key"))
         conn = await self.acquire()
         try:
@@ -381,7 +430,7 @@ class AsyncApp:
                     return contract.order_created_reply(row, replayed=False)
                 row = await conn.fetchrow(contract.SQL_ORDER_BY_KEY, key)
                 if row is not None:
-                    return contract.order_created_reply(row, replayed=True)
+                    return contract.order_created_reply(row, replayed=True, order=order)
         finally:
             await self.release(conn)
         raise RuntimeError(f"order with Idempotency-Key {key!r} neither inserted nor found")
@@ -396,12 +445,26 @@ class AsyncApp:
         return contract.order_reply(row, order_id)
 
     async def health(self, request: web.Request, route: Route) -> Reply:
-        conn = await self.acquire()
+        return contract.health_reply()  # alive: answering at all is the check
+
+    async def ready(self, request: web.Request, route: Route) -> Reply:
+        """SELECT 1 on a session of its own (outside the pool), within LAB_READY_TIMEOUT."""
+        timeout = self.settings.ready_timeout
         try:
-            await conn.fetchval(contract.SQL_HEALTH)
-        finally:
-            await self.release(conn)
-        return contract.health_reply()
+            async with asyncio.timeout(timeout):
+                async with self._ready_lock:
+                    if self._ready_conn is None or self._ready_conn.is_closed():
+                        self._ready_conn = await asyncpg.connect(
+                            self.settings.database_url,
+                            server_settings={"application_name": self.settings.application_name})
+                    await self._ready_conn.fetchval(contract.SQL_HEALTH)
+        except (TimeoutError, *DB_ERRORS) as exc:
+            conn, self._ready_conn = self._ready_conn, None
+            if conn is not None:
+                conn.terminate()
+            text = str(exc).strip()
+            return contract.not_ready(text.splitlines()[0] if text else f"no answer within {timeout:g} s")
+        return contract.ready_reply()
 
     async def render_metrics(self, request: web.Request, route: Route) -> Reply:
         others = self.metrics_peers() if self.metrics_peers is not None else ()
@@ -409,6 +472,17 @@ class AsyncApp:
 
     async def config(self, request: web.Request, route: Route) -> Reply:
         return contract.config_reply({**self.settings.public(), "pid": os.getpid()})
+
+
+def _version_reply(request: web.Request) -> Reply:
+    """HTTP/2.0 and HTTP/0.9 request lines get 400, as HTTP/1.2 does: aiohttp's parser lets
+    those two through.
+
+    aiohttp answers in the request's version; the reply must say HTTP/1.1, so this overwrites
+    the cached value of the `version` property (a private detail of aiohttp's `reify`)."""
+    version = request.version
+    request._cache["version"] = HttpVersion11
+    return contract.malformed_http(f"HTTP/{version.major}.{version.minor} is not spoken here")
 
 
 async def _read_body(request: web.Request) -> bytes:
@@ -464,11 +538,17 @@ def app_state(app: web.Application) -> AsyncApp:
 def json_errors_handler(state: AsyncApp) -> type[web_protocol.RequestHandler]:
     """aiohttp's per-connection protocol, except that HTTP it cannot parse gets the JSON 400 the
     sync servers send, not aiohttp's text page, and is logged at debug rather than as an error
-    with a traceback. RequestHandler has __slots__, so attach_connection_hooks switches each new
-    connection to this class rather than setting an attribute."""
+    with a traceback; and that arriving bytes start the receive deadline. RequestHandler has
+    __slots__, so attach_connection_hooks switches each new connection to this class rather than
+    setting an attribute."""
+    deadlines = state.deadlines
 
     class JsonErrorsHandler(web_protocol.RequestHandler):
         __slots__ = ()
+
+        def data_received(self, data: bytes) -> None:
+            deadlines.wake(self)  # an idle connection starts receiving; others are left be
+            super().data_received(data)
 
         def handle_error(self, request: web.BaseRequest, status: int = 500,
                          exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
@@ -490,29 +570,60 @@ def json_errors_handler(state: AsyncApp) -> type[web_protocol.RequestHandler]:
     return JsonErrorsHandler
 
 
-def attach_connection_hooks(app: web.Application, server: web_server.Server) -> None:
-    """Count open client connections in metrics; mark those beyond LAB_MAX_CONNECTIONS; answer
-    HTTP that cannot be parsed in JSON (json_errors_handler).
+def attach_connection_hooks(app: web.Application, server: web_server.Server) -> asyncio.Task[None]:
+    """Count open client connections in metrics; at LAB_MAX_CONNECTIONS close the longest-receiving
+    (else longest idle) connection, or mark the newcomer when all run requests; answer HTTP that
+    cannot be parsed in JSON (json_errors_handler); enforce the receive deadline and the
+    keep-alive idle timeout (a sweeper task, returned).
 
     aiohttp has no public connection hook, so this wraps the two methods each connection's
-    RequestHandler calls on its server. A marked connection's requests get a 503 and close.
+    RequestHandler calls on its server (and the protocol's data_received, above). A marked
+    connection's requests get a 503 and close.
     """
     state = app_state(app)
     metrics, limit, refused = state.metrics, state.settings.max_connections, state.refused
+    deadlines = state.deadlines
     made, lost = server.connection_made, server.connection_lost
     json_errors = json_errors_handler(state)
+    server_name = contract.server_header(state.settings.model)
+
+    def end(handler: Any, late: bool) -> None:
+        transport = handler.transport
+        if transport is None:
+            return
+        if late:
+            metrics.reject("request_timeout")
+            reply = contract.request_timeout(state.settings.request_timeout)
+            transport.write(contract.raw_response(reply, server_name, contract.http_date()))
+        transport.close()
 
     def connection_made(handler: Any, transport: asyncio.Transport) -> None:
         made(handler, transport)
         handler.__class__ = json_errors
         metrics.add_connection(1)
         if metrics.connections > limit:
-            refused.add(handler)
+            found = deadlines.victim()
+            if found is None:
+                refused.add(handler)
+            else:
+                end(*found)
+        deadlines.receiving(handler)  # the first request's deadline runs from the connection's start
 
     def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
         lost(handler, exc)
         metrics.add_connection(-1)
         refused.discard(handler)
+        deadlines.forget(handler)
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(DEADLINE_SWEEP)
+            late, expired = deadlines.overdue()
+            for handler in late:
+                end(handler, True)
+            for handler in expired:
+                end(handler, False)
 
     server.connection_made = connection_made  # type: ignore[method-assign]
     server.connection_lost = connection_lost  # type: ignore[method-assign]
+    return asyncio.get_running_loop().create_task(sweep())

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import formatdate
+from http import HTTPStatus
 
 JSON = "application/json"
 TEXT = "text/plain"
@@ -36,6 +37,7 @@ IDEMPOTENCY_KEY_MAX = 200
 _KEY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")  # visible ASCII, no spaces
 
 RETRY_AFTER_SECONDS = "1"
+_PHRASES = {int(s): s.phrase for s in HTTPStatus}
 
 
 # --- SQL (asyncpg's $n placeholders; `pyformat` converts for psycopg2) -------------------
@@ -150,12 +152,40 @@ def shutting_down() -> Reply:
     return unhealthy("the server is shutting down; retry on another instance")
 
 
+def not_ready(detail: str) -> Reply:
+    return unhealthy(f"database not ready: {detail}; check that PostgreSQL is up and "
+                     "LAB_DATABASE_URL is right")
+
+
+def request_timeout(seconds: float) -> Reply:
+    """408 for a request whose head and body did not arrive within LAB_REQUEST_TIMEOUT."""
+    return error(408, "request_timeout", f"the request did not arrive within {seconds:g} s; send it whole, "
+                 "promptly (LAB_REQUEST_TIMEOUT / --request-timeout on the server)")
+
+
+def wait_too_long(ahead: int, size: int, expected: float, timeout: float) -> Reply:
+    """The fail-fast 503: the queue ahead cannot be served before the acquire deadline."""
+    return overloaded(
+        f"{ahead} requests wait for {size} database connections, about {expected:.2f} s of work, more "
+        f"than the {timeout:g} s acquire timeout; retry later, or raise LAB_POOL_SIZE (--pool-size)"
+    )
+
+
 def too_large(length: int) -> Reply:
     return error(413, "payload_too_large", f"body is {length} bytes; the limit is {MAX_BODY_BYTES}")
 
 
 def internal(detail: str = "unexpected server error; see the server log") -> Reply:
     return error(500, "internal", detail)
+
+
+def raw_response(reply: Reply, server: str, date: str) -> bytes:
+    """A complete `Connection: close` response, for runtimes answering outside their app."""
+    lines = [f"HTTP/1.1 {reply.status} {_PHRASES.get(reply.status, 'Error')}", f"Server: {server}",
+             f"Date: {date}", f"Content-Type: {reply.content_type}", f"Content-Length: {len(reply.body)}"]
+    lines += [f"{k}: {v}" for k, v in reply.headers]
+    lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + reply.body
 
 
 def http_date(now: float | None = None) -> str:
@@ -183,6 +213,7 @@ ROUTES: dict[str, tuple[str, frozenset[str]]] = {
     "orders": ("/orders", frozenset({"POST"})),
     "order": ("/orders/{id}", frozenset({"GET"})),
     "health": ("/health", frozenset({"GET"})),
+    "ready": ("/ready", frozenset({"GET"})),
     "metrics": ("/metrics", frozenset({"GET"})),
     "config": ("/config", frozenset({"GET"})),
     "block": ("/block", frozenset({"GET"})),  # lab only, 404 unless LAB_ALLOW_BLOCKING=1
@@ -191,9 +222,11 @@ _EXACT = {path: name for name, (path, _) in ROUTES.items() if "{" not in path}
 _ORDER_PREFIX = "/orders/"
 
 # Endpoints that neither count against the in-flight limit nor need the database.
-UNLIMITED = frozenset({"health", "metrics", "config"})
-# Endpoints whose work holds a pool connection.
-USES_DB = frozenset({"db", "queries", "updates", "fortunes", "hold", "orders", "order", "health"})
+UNLIMITED = frozenset({"health", "ready", "metrics", "config"})
+# Endpoints whose work holds a pool connection (/ready has its own connection, outside the pool).
+USES_DB = frozenset({"db", "queries", "updates", "fortunes", "hold", "orders", "order"})
+# Endpoints that only read: after a lost connection they may run once more on a fresh one.
+READS = frozenset({"db", "queries", "fortunes", "order"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,6 +373,10 @@ def health_reply() -> Reply:
     return Reply(200, dumps({"status": "ok"}))
 
 
+def ready_reply() -> Reply:
+    return Reply(200, dumps({"status": "ready"}))
+
+
 def config_reply(settings: Mapping[str, object]) -> Reply:
     return Reply(200, dumps(dict(settings)))
 
@@ -353,6 +390,15 @@ class Order:
     qty: int
 
 
+def check_json_type(content_type: str | None) -> None:
+    """POST /orders takes application/json only (parameters such as charset=utf-8 are fine): 415 else."""
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        shown = f"Content-Type {content_type[:60]!r}" if content_type else "no Content-Type"
+        raise ContractError(error(415, "unsupported_media_type",
+                                  f"{shown}: send the order as JSON with Content-Type: application/json"))
+
+
 def parse_order(body: bytes) -> Order:
     """Validate a POST /orders body: {"item": non-empty string, "qty": positive integer}."""
     if len(body) > MAX_BODY_BYTES:
@@ -361,6 +407,9 @@ def parse_order(body: bytes) -> Order:
         data = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise bad_request(f"body must be JSON like {{\"item\": \"book\", \"qty\": 2}}: {exc}") from None
+    except RecursionError:  # e.g. 60 KB of "[": the parser's stack, not the server, gives out
+        raise bad_request("body nests arrays or objects too deeply; an order is one flat JSON object"
+                          ) from None
     if not isinstance(data, dict):
         raise bad_request("body must be a JSON object with fields item and qty")
     unknown = sorted(set(data) - {"item", "qty"})
@@ -373,6 +422,11 @@ def parse_order(body: bytes) -> Order:
         raise bad_request(f"item must be at most {ITEM_MAX_CHARS} characters, got {len(item)}")
     if "\x00" in item:
         raise bad_request("item must not contain NUL characters")
+    try:
+        item.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate such as "\ud800": valid JSON, not valid text
+        raise bad_request("item must be valid Unicode text (no unpaired surrogate escapes like \\ud800)"
+                          ) from None
     if isinstance(qty, bool) or not isinstance(qty, int):
         raise bad_request(f"qty must be an integer from 1 to {QTY_MAX}")
     if not 1 <= qty <= QTY_MAX:
@@ -400,9 +454,14 @@ def order_dict(row: Sequence[object]) -> dict[str, object]:
     return {"id": row[0], "item": row[1], "qty": row[2]}
 
 
-def order_created_reply(row: Sequence[object], replayed: bool) -> Reply:
-    """201 for a new order; 200 with Idempotent-Replayed for a key seen before."""
+def order_created_reply(row: Sequence[object], replayed: bool, order: Order | None = None) -> Reply:
+    """201 for a new order; 200 with Idempotent-Replayed for a key seen before with the same order;
+    422 when the key was used for a different order (as the IETF Idempotency-Key draft says)."""
     if replayed:
+        if order is not None and (row[1], row[2]) != (order.item, order.qty):
+            return error(422, "idempotency_key_reused",
+                         f"this Idempotency-Key was used for a different order (id {row[0]}); "
+                         "use a new key for a new order, or resend the first order unchanged")
         return Reply(200, dumps(order_dict(row)), JSON, (("Idempotent-Replayed", "true"),))
     return Reply(201, dumps(order_dict(row)), JSON, (("Location", f"/orders/{row[0]}"),))
 

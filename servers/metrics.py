@@ -15,7 +15,8 @@ from typing import Any
 from servers.contract import METRICS_LABELS
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-REJECTION_REASONS = ("pool_timeout", "inflight_timeout", "connection_limit")
+REJECTION_REASONS = ("pool_timeout", "pool_fail_fast", "inflight_timeout", "connection_limit",
+                     "request_timeout")
 UNMATCHED = "unmatched"  # the endpoint label of requests that matched no route
 
 # (pool size, connections in use, requests waiting for one)

@@ -43,11 +43,14 @@ async def run_app(app: web.Application, settings: Settings, sock: socket.socket 
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    # handler_cancellation: a request whose client hangs up is cancelled (its query with it).
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handler_cancellation=True,
+                           keepalive_timeout=settings.keepalive_timeout)
     await runner.setup()
+    sweeper = None
     try:
         assert runner.server is not None  # set by setup()
-        attach_connection_hooks(app, runner.server)
+        sweeper = attach_connection_hooks(app, runner.server)
         site: web.BaseSite
         if sock is None:
             site = web.TCPSite(
@@ -61,6 +64,8 @@ async def run_app(app: web.Application, settings: Settings, sock: socket.socket 
         log.info("shutting down: waiting up to %g s for requests in flight", SHUTDOWN_TIMEOUT)
     finally:
         await runner.cleanup()
+        if sweeper is not None:
+            sweeper.cancel()
     log.info("stopped")
 
 

@@ -4,9 +4,17 @@ servers/__main__.py has already run `monkey.patch_all()` and psycogreen's `patch
 before this module (or anything it imports) loads, so the sync app's locks, sleeps, sockets
 and psycopg2 queries all yield to the hub instead of blocking the process.
 
-Connections: the spawn pool holds max_connections handlers plus REJECT_SLOTS greenlets that
-answer a 503 to connections over the cap. When even those are busy, the pool stops gevent's
-accept loop, so further clients wait in the listen backlog (backpressure, not an error).
+Connections: the spawn pool holds max_connections handlers plus REJECT_SLOTS greenlets. At the cap
+the longest-receiving (else longest idle) connection is closed to make room; only when every
+connection runs a request does a newcomer get a 503. When even the reject slots are busy, the
+pool stops gevent's accept loop, so further clients wait in the listen backlog (backpressure).
+
+The request head is read by servers.http11's strict rules instead of pywsgi's own. pywsgi has no
+public hooks for that, so LabHandler overrides these of its methods, private or undocumented:
+read_requestline, read_request, get_environ, start_response, handle_one_response,
+_write_with_headers, _handle_client_error and _send_error_response_if_possible. A sweeper
+greenlet enforces the receive deadline (408) and the keep-alive idle timeout, and kills the
+greenlet of a request whose client hung up (its query is cancelled, its pool connection freed).
 """
 
 from __future__ import annotations
@@ -16,15 +24,31 @@ import logging
 import signal
 import socket
 from typing import Any
+from urllib.parse import urlsplit
 
 import gevent
 import gevent.event
 import gevent.lock
+from gevent import pywsgi
 from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from servers import contract
-from servers.run_threaded import BACKLOG, STOP_GRACE, TOKEN_CHARS, answer_over_limit
+from servers.deadlines import SWEEP_SECONDS, Busy, Deadlines
+from servers.http11 import (
+    BACKLOG,
+    STOP_GRACE,
+    HttpError,
+    answer_over_limit,
+    check_framing,
+    early_garbage,
+    parse_request_line,
+    peer_gone,
+    read_headers,
+    read_line,
+    send_now,
+    shut,
+)
 from servers.settings import Settings
 from servers.sync_app import STATUS_LINES, SyncApp, make_app
 
@@ -43,28 +67,89 @@ class _Unread:
         pass
 
 
+class _BodyThenBusy:
+    """wsgi.input that marks the connection busy once the app has read the body: until then the
+    request is still arriving, under the receive deadline."""
+
+    def __init__(self, inner: Any, handler: LabHandler) -> None:
+        self.inner = inner
+        self.handler = handler
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data: bytes = self.inner.read(size)
+        finally:
+            self.handler.server.deadlines.busy(self.handler)
+        return data
+
+
 class LabHandler(WSGIHandler):
     server: LabServer
     idle = True  # waiting for the next request line on a keep-alive connection
     client_error = ""  # what was wrong with the last malformed request, for its 400
+    served = 0  # requests begun on this connection
+    gone = False  # the client hung up while its request ran
+    _bad: HttpError | None = None  # a request line found malformed, raised in read_request
 
     def read_requestline(self) -> str:
+        """The request line by servers.http11's rules (errors wait for read_request, where pywsgi
+        turns them into a 400); the deadlines learn when a request begins to arrive."""
+        deadlines = self.server.deadlines
+        self._bad = None
+        if self.served:
+            deadlines.idle(self)
         self.idle = True
         try:
-            line: str = super().read_requestline()
+            begun = self.rfile.peek(1)
         finally:
             self.idle = False
-        return line
+        if not begun:
+            return ""
+        if self.served:
+            deadlines.receiving(self)
+        self.served += 1
+        if early_garbage(begun[:32]):
+            self._bad = HttpError(f"malformed request line starting {begun[:20]!r}")
+            return "-"
+        try:
+            line = read_line(self.rfile, "request line")
+            for _ in range(4):  # RFC 9112: ignore a few empty lines before a request
+                if line != b"":
+                    break
+                line = read_line(self.rfile, "request line")
+        except HttpError as exc:
+            self._bad = exc
+            return "-"
+        except EOFError:
+            return ""
+        return (line or b"").decode("latin-1")
 
     def read_request(self, raw_requestline: str) -> bool:
-        """pywsgi's parse, plus the checks `threaded` makes that pywsgi does not: the method is an
-        HTTP token and every header line has a name and a colon. ValueError: pywsgi answers 400."""
-        parsed: bool = super().read_request(raw_requestline)
-        if not self.command or not set(self.command) <= TOKEN_CHARS:
-            raise ValueError(f"malformed request line {raw_requestline[:100]!r}")
-        if self.headers.defects:  # e.g. a line without a colon ends the header section early
-            raise ValueError(f"malformed header section ({type(self.headers.defects[0]).__name__})")
-        return parsed
+        """Parse the head by servers.http11's rules and set what pywsgi's own parse sets.
+        ValueError (HttpError is one): pywsgi calls _handle_client_error."""
+        if self._bad is not None:
+            raise self._bad
+        method, target, version = parse_request_line(raw_requestline.encode("latin-1"))
+        try:
+            headers = read_headers(self.rfile)
+        except EOFError:
+            raise HttpError("the header section was cut off") from None
+        check_framing(version, headers)
+        if not target.startswith("/") and "://" in target:  # absolute-form
+            split = urlsplit(target)
+            target = (split.path or "/") + (f"?{split.query}" if split.query else "")
+        message = pywsgi.OldMessage()
+        for name, value in headers:
+            message[name] = value
+        self.requestline = raw_requestline
+        self.command, self.path, self.request_version = method, target, version
+        self.headers = message
+        length = message.get("content-length")
+        self.content_length = int(length) if length else None
+        connection = message.get("connection", "").lower()
+        self.close_connection = ("close" in connection) if version == "HTTP/1.1" else (
+            "keep-alive" not in connection)
+        return True
 
     def get_environ(self) -> dict[str, Any]:
         environ: dict[str, Any] = super().get_environ()
@@ -73,7 +158,19 @@ class LabHandler(WSGIHandler):
             # to discard it, so leave it on the wire and close the connection instead.
             self.wsgi_input = environ["wsgi.input"] = _Unread()
             self.close_connection = True
+        elif self.content_length or "HTTP_TRANSFER_ENCODING" in environ:
+            environ["wsgi.input"] = _BodyThenBusy(environ["wsgi.input"], self)
         return environ
+
+    def handle_one_response(self) -> None:
+        server = self.server
+        if not isinstance(self.environ.get("wsgi.input"), _BodyThenBusy):
+            server.deadlines.busy(self)
+        server.busy.start(self, gevent.getcurrent())
+        try:
+            super().handle_one_response()
+        finally:
+            server.busy.stop(self)
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         if self.close_connection or self.server.stopping:
@@ -96,18 +193,20 @@ class LabHandler(WSGIHandler):
         self._sendall(bytes(out) + data if data else bytes(out))
 
     def _handle_client_error(self, ex: Exception) -> tuple[str, bytes]:
-        """Malformed HTTP: the same 400 JSON body as `threaded`, not pywsgi's empty one."""
+        """Malformed HTTP: the same JSON body and status as `threaded`, not pywsgi's empty 400."""
         log.debug("invalid request from %s: %s", self.client_address, ex)
-        self.server.app.metrics.observe(None, 400, 0.0)
+        status = getattr(ex, "status", 400)
+        self.server.app.metrics.observe(None, status, 0.0)
         self.client_error = str(ex)[:200] or type(ex).__name__
-        return ("400", self.server.app.raw_response(contract.malformed_http(self.client_error)))
+        reply = contract.malformed_http(self.client_error, status)
+        return (str(status), self.server.app.raw_response(reply))
 
     def _send_error_response_if_possible(self, error_code: int) -> None:
         """pywsgi's, with the contract's JSON bodies rather than its text ones: a 400 for input
         that broke while the app read it (a malformed chunk), a 500 for an unexpected error."""
         self.close_connection = True
-        if self.response_length:
-            return  # part of a response went out already: closing is all that is left
+        if self.response_length or self.gone:
+            return  # part of a response went out already, or nobody listens: closing is all that is left
         app = self.server.app
         reply = contract.internal() if error_code >= 500 else contract.malformed_http(
             self.client_error or "malformed request")
@@ -132,23 +231,59 @@ class LabServer(WSGIServer):
         self.app = app
         self.stopping = False
         self.live: set[LabHandler] = set()
+        self.deadlines = Deadlines(settings.request_timeout, settings.keepalive_timeout)
+        self.busy = Busy()
+
+    def sweep_forever(self) -> None:
+        """Close late requests (408) and expired idle connections; end requests whose client left."""
+        while not self.stopping:
+            gevent.sleep(SWEEP_SECONDS)
+            late, expired = self.deadlines.overdue()
+            for handler in late:
+                self._end(handler, True)  # type: ignore[arg-type]
+            for handler in expired:
+                self._end(handler, False)  # type: ignore[arg-type]
+            for handler, greenlet in self.busy.older_than(SWEEP_SECONDS):
+                sock = getattr(handler, "socket", None)
+                if sock is not None and peer_gone(sock):
+                    self.busy.stop(handler)
+                    handler.gone = True  # type: ignore[attr-defined]
+                    # Cancel first: killed in psycogreen's wait, psycopg2 would only close its end, and
+                    # PostgreSQL would run the query on. Then the kill frees a wait in the pool queue.
+                    self.app.pool.cancel(id(greenlet))  # the pool knows holders by gevent's get_ident
+                    greenlet.kill(block=False)  # type: ignore[attr-defined]
+
+    def _end(self, handler: LabHandler, late: bool) -> None:
+        sock = getattr(handler, "socket", None)
+        if sock is None:
+            return
+        if late:
+            self.app.metrics.reject("request_timeout")
+            send_now(sock, self.app.raw_response(contract.request_timeout(self.settings.request_timeout)))
+        shut(sock)
 
     def handle(self, sock: socket.socket, address: Any) -> None:
         metrics = self.app.metrics
         if len(self.live) >= self.settings.max_connections:
-            metrics.reject("connection_limit")
-            answer_over_limit(sock, self.app, self.settings.max_connections)
-            return
+            found = self.deadlines.victim()
+            if found is None:
+                metrics.reject("connection_limit")
+                answer_over_limit(sock, self.app, self.settings.max_connections)
+                return
+            self._end(found[0], found[1])  # type: ignore[arg-type]
         # pywsgi writes the head and the body separately: without NODELAY, Nagle holds the
         # body until the client's delayed ACK (~40 ms per keep-alive request).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         handler = self.handler_class(sock, address, self)
         self.live.add(handler)
+        self.deadlines.receiving(handler)
         metrics.add_connection(1)
         try:
             handler.handle()
         finally:
             self.live.discard(handler)
+            self.deadlines.forget(handler)
+            self.busy.stop(handler)
             metrics.add_connection(-1)
 
     def graceful_stop(self) -> None:
@@ -167,7 +302,9 @@ class LabServer(WSGIServer):
 
 
 def serve(settings: Settings) -> None:
-    app = make_app(settings, gevent.lock.BoundedSemaphore)
+    hub = gevent.get_hub()
+    app = make_app(settings, gevent.lock.BoundedSemaphore, lambda: gevent.lock.Semaphore(0),
+                   lambda work: hub.threadpool.spawn(work))  # libpq's cancel would block the hub
     server = LabServer(settings, app)
     stop_requested = gevent.event.Event()
 
@@ -178,6 +315,7 @@ def serve(settings: Settings) -> None:
     gevent.signal_handler(signal.SIGTERM, on_signal)
     gevent.signal_handler(signal.SIGINT, on_signal)
     server.start()
+    gevent.spawn(server.sweep_forever)
     host, port = server.socket.getsockname()[:2]
     log.info("listening on http://%s:%d", host, port)
     try:

@@ -215,6 +215,7 @@ class Supervisor:
         signum = self.stop_signal or signal.SIGTERM
         log.info("%s: stopping %d workers (up to %g s)", signal.Signals(signum).name,
                  len(self._running()), STOP_TIMEOUT)
+        self.sock.close()  # new connections are refused once the workers close their copies too
         for pid in self._running():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

@@ -1,8 +1,13 @@
 """`threaded`: one OS thread per accepted connection, for the connection's whole life.
 
 A small hand-written HTTP/1.1 loop (keep-alive, Content-Length and chunked request bodies,
-`Expect: 100-continue`) in front of the WSGI app in servers.sync_app. Live connections are
-capped at max_connections; beyond it a client gets a 503 and the connection is closed.
+`Expect: 100-continue`) in front of the WSGI app in servers.sync_app; the request head is read by
+servers.http11's strict rules. Live connections are capped at max_connections: at the cap the
+longest-receiving (else longest idle) connection is closed to make room, and only when every
+connection runs a request does a newcomer get a 503. One sweeper thread enforces the receive
+deadline (408) and the keep-alive idle timeout, and cancels the database query of a request
+whose client hung up (psycopg2's cancel works from another thread; a request sleeping in /io
+cannot be interrupted, so it runs to its end).
 """
 
 from __future__ import annotations
@@ -19,23 +24,30 @@ from typing import Any, BinaryIO, cast
 from urllib.parse import unquote, urlsplit
 
 from servers import contract
+from servers.deadlines import SWEEP_SECONDS, Busy, Deadlines
+from servers.http11 import (
+    BACKLOG,
+    MAX_HEADERS,
+    MAX_LINE,
+    STOP_GRACE,
+    HttpError,
+    answer_over_limit,
+    check_framing,
+    early_garbage,
+    parse_request_line,
+    peer_gone,
+    read_headers,
+    read_line,
+    send_now,
+    shut,
+)
 from servers.settings import Settings
 from servers.sync_app import SyncApp, make_app
 
 log = logging.getLogger("serverlab")
 
-BACKLOG = 1024
-IDLE_TIMEOUT = 75.0  # seconds a keep-alive connection may sit idle (or a client stall mid-request)
-STOP_GRACE = 10.0  # seconds SIGTERM waits for in-flight requests
-MAX_LINE = 8192
-MAX_HEADERS = 100
 MAX_REJECTERS = 64  # threads answering 503 over the connection cap; beyond, just close
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-
-
-class BadRequest(Exception):
-    """Malformed HTTP: answered with a 400 JSON body, then the connection is closed."""
 
 
 class ClientGone(Exception):
@@ -51,10 +63,13 @@ class ThreadedServer:
         self._lock = threading.Lock()
         self._live: set[socket.socket] = set()
         self._rejecters = 0
+        self.deadlines = Deadlines(settings.request_timeout, settings.keepalive_timeout)
+        self.busy = Busy()
 
     # --- accepting ------------------------------------------------------------------------
 
     def serve_forever(self) -> None:
+        threading.Thread(target=self._sweep, name="sweeper", daemon=True).start()
         self.listener.settimeout(0.5)  # wake up to notice a stop request
         while not self.stopping.is_set():
             try:
@@ -73,9 +88,13 @@ class ThreadedServer:
     def _start(self, sock: socket.socket) -> None:
         with self._lock:
             full = len(self._live) >= self.settings.max_connections
+        if full and self._evict():
+            full = False
+        with self._lock:
             answer = full and self._rejecters < MAX_REJECTERS
             if not full:
                 self._live.add(sock)
+                self.deadlines.receiving(sock)
             elif answer:
                 self._rejecters += 1
         if full:
@@ -94,7 +113,23 @@ class ThreadedServer:
                 self._live.discard(sock)
                 if answer:
                     self._rejecters -= 1
+            self.deadlines.forget(sock)
             _close(sock)
+
+    def _evict(self) -> bool:
+        """At the cap: close the longest-receiving (else longest idle) connection to make room."""
+        found = self.deadlines.victim()
+        if found is None:
+            return False
+        sock, receiving = found
+        self._end(cast(socket.socket, sock), receiving)
+        return True
+
+    def _end(self, sock: socket.socket, late: bool) -> None:
+        if late:
+            self.app.metrics.reject("request_timeout")
+            send_now(sock, self.app.raw_response(contract.request_timeout(self.settings.request_timeout)))
+        shut(sock)
 
     def _reject(self, sock: socket.socket) -> None:
         try:
@@ -103,6 +138,19 @@ class ThreadedServer:
             with self._lock:
                 self._rejecters -= 1
 
+    def _sweep(self) -> None:
+        """Close late requests (408) and expired idle connections; cancel abandoned queries."""
+        while not self.stopping.wait(SWEEP_SECONDS):
+            late, expired = self.deadlines.overdue()
+            for sock in late:
+                self._end(cast(socket.socket, sock), True)
+            for sock in expired:
+                shut(cast(socket.socket, sock))
+            for sock, thread_id in self.busy.older_than(SWEEP_SECONDS):
+                if peer_gone(cast(socket.socket, sock)):
+                    self.busy.stop(sock)
+                    self.app.pool.cancel(cast(int, thread_id))
+
     # --- one connection -------------------------------------------------------------------
 
     def _serve_connection(self, sock: socket.socket) -> None:
@@ -110,51 +158,58 @@ class ThreadedServer:
         metrics.add_connection(1)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(IDLE_TIMEOUT)
+            # A backstop only: the sweeper enforces both timeouts to the tenth of a second.
+            sock.settimeout(max(self.settings.request_timeout, self.settings.keepalive_timeout) + 5)
             with cast(BinaryIO, sock.makefile("rb", buffering=65536)) as rfile:
+                first = True
                 while not self.stopping.is_set():
                     try:
-                        keep_alive = self._one_request(sock, rfile)
-                    except BadRequest as exc:
-                        reply = contract.malformed_http(str(exc))
-                        metrics.observe(None, 400, 0.0)
+                        keep_alive = self._one_request(sock, rfile, first)
+                    except HttpError as exc:
+                        reply = contract.malformed_http(str(exc), exc.status)
+                        metrics.observe(None, reply.status, 0.0)
                         sock.sendall(self.app.raw_response(reply))
                         break
                     if not keep_alive:
                         break
-        except (OSError, ClientGone):
+                    first = False
+        except (OSError, ClientGone, EOFError):
             pass  # timeouts, resets, clients that hang up mid-request
         except Exception:
             log.exception("unexpected error serving a connection")
         finally:
             with self._lock:
                 self._live.discard(sock)
+            self.deadlines.forget(sock)
+            self.busy.stop(sock)
             _close(sock)
             metrics.add_connection(-1)
 
-    def _one_request(self, sock: socket.socket, rfile: BinaryIO) -> bool:
+    def _one_request(self, sock: socket.socket, rfile: Any, first: bool) -> bool:
         """Read, run and answer one request; False when the connection should close."""
-        line = rfile.readline(MAX_LINE + 1)
-        for _ in range(4):  # RFC 9112: ignore a few empty lines before a request
-            if line not in (b"\r\n", b"\n"):
-                break
-            line = rfile.readline(MAX_LINE + 1)
-        if not line:
+        if not first:
+            self.deadlines.idle(sock)
+        begun = rfile.peek(1)  # waits for the first byte (or EOF, or the sweeper's shutdown)
+        if not begun:
             return False  # clean close between requests
-        if len(line) > MAX_LINE or not line.endswith(b"\n"):
-            raise BadRequest(f"request line longer than {MAX_LINE} bytes or not terminated")
-        parts = line.decode("latin-1").rstrip("\r\n").split(" ")
-        if len(parts) != 3 or not parts[0] or not set(parts[0]) <= TOKEN_CHARS:
-            raise BadRequest(f"malformed request line {line[:100]!r}")
-        method, target, version = parts
-        if version not in ("HTTP/1.1", "HTTP/1.0"):
-            raise BadRequest(f"unsupported protocol {version[:20]!r}; use HTTP/1.1")
-        if not target.startswith("/"):
-            if "://" not in target:
-                raise BadRequest(f"malformed request target {target[:100]!r}")
+        if not first:
+            self.deadlines.receiving(sock)
+        if early_garbage(begun[:32]):
+            raise HttpError(f"malformed request line starting {begun[:20]!r}")
+        line = read_line(rfile, "request line")
+        for _ in range(4):  # RFC 9112: ignore a few empty lines before a request
+            if line != b"":
+                break
+            line = read_line(rfile, "request line")
+        if not line:
+            return False
+        method, target, version = parse_request_line(line)
+        if not target.startswith("/") and "://" in target:
             split = urlsplit(target)  # absolute-form
             target = (split.path or "/") + (f"?{split.query}" if split.query else "")
         path, _, query = target.partition("?")
+        headers = read_headers(rfile)
+        check_framing(version, headers)
 
         environ: dict[str, Any] = {
             "REQUEST_METHOD": method,
@@ -170,13 +225,19 @@ class ThreadedServer:
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
         }
-        self._read_headers(rfile, environ)
+        for name, value in headers:
+            key = name.upper().replace("-", "_")
+            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+                key = "HTTP_" + key
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
 
         connection = environ.get("HTTP_CONNECTION", "").lower()
         keep_alive = ("close" not in connection) if version == "HTTP/1.1" else (
             "keep-alive" in connection
         )
         keep_alive = self._read_body(sock, rfile, environ) and keep_alive
+        self.deadlines.busy(sock)
+        self.busy.start(sock, threading.get_ident())
 
         status_headers: list[Any] = []
 
@@ -184,11 +245,14 @@ class ThreadedServer:
             status_headers[:] = [status, headers]
             return None
 
-        body = b"".join(self.app(environ, start_response))
-        status, headers = status_headers
+        try:
+            body = b"".join(self.app(environ, start_response))
+        finally:
+            self.busy.stop(sock)
+        status, response_headers = status_headers
         keep_alive = keep_alive and not self.stopping.is_set()
         head = [f"HTTP/1.1 {status}\r\n"]
-        head += [f"{name}: {value}\r\n" for name, value in headers]
+        head += [f"{name}: {value}\r\n" for name, value in response_headers]
         if not keep_alive:
             head.append("Connection: close\r\n")
         elif version == "HTTP/1.0":
@@ -198,49 +262,18 @@ class ThreadedServer:
         return keep_alive
 
     @staticmethod
-    def _read_headers(rfile: BinaryIO, environ: dict[str, Any]) -> None:
-        for _ in range(MAX_HEADERS + 1):
-            raw = rfile.readline(MAX_LINE + 1)
-            if raw in (b"\r\n", b"\n"):
-                return
-            if not raw:
-                raise ClientGone
-            if len(raw) > MAX_LINE:
-                raise BadRequest(f"header line longer than {MAX_LINE} bytes")
-            name, sep, value = raw.decode("latin-1").partition(":")
-            if not sep or not name or not set(name) <= TOKEN_CHARS:
-                raise BadRequest(f"malformed header line {raw[:100]!r}")
-            key = name.upper().replace("-", "_")
-            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                key = "HTTP_" + key
-            value = value.strip()
-            environ[key] = f"{environ[key]},{value}" if key in environ else value
-        raise BadRequest(f"more than {MAX_HEADERS} header lines")
-
-    @staticmethod
     def _read_body(sock: socket.socket, rfile: BinaryIO, environ: dict[str, Any]) -> bool:
         """Put the body in wsgi.input (unless it is over the limit); False if it stays unread."""
         limit = contract.MAX_BODY_BYTES
         expect = environ.get("HTTP_EXPECT", "").lower() == "100-continue"
-        encoding = environ.pop("HTTP_TRANSFER_ENCODING", None)
-        if encoding is not None:
-            if encoding.lower() != "chunked":
-                raise BadRequest(f"Transfer-Encoding {encoding[:40]!r} is not supported; use chunked")
+        if environ.pop("HTTP_TRANSFER_ENCODING", None) is not None:  # chunked: check_framing saw to it
             if expect:
                 sock.sendall(CONTINUE)
-            both = "CONTENT_LENGTH" in environ  # ambiguous framing: answer, then close
             body, length, complete = _read_chunked(rfile, limit)
             environ["CONTENT_LENGTH"] = str(length)  # over the limit: the app answers 413
             environ["wsgi.input"] = BytesIO(body)
-            return complete and not both
-        raw = environ.get("CONTENT_LENGTH", "")
-        if not raw:
-            environ["wsgi.input"] = BytesIO(b"")
-            return True
-        text = raw.strip()
-        if not text.isdigit() or len(text) > 18:
-            raise BadRequest(f"Content-Length must be a non-negative integer, got {raw[:40]!r}")
-        length = int(text)
+            return complete
+        length = int(environ.get("CONTENT_LENGTH") or 0)
         if length > limit:  # the app answers 413 without reading; the body stays on the wire
             environ["wsgi.input"] = BytesIO(b"")
             return False
@@ -287,9 +320,9 @@ def _read_chunked(rfile: BinaryIO, limit: int) -> tuple[bytes, int, bool]:
         try:
             size = int(line.split(b";", 1)[0].strip(), 16)
         except ValueError:
-            raise BadRequest(f"malformed chunk size line {line[:40]!r}") from None
+            raise HttpError(f"malformed chunk size line {line[:40]!r}") from None
         if size < 0:
-            raise BadRequest("negative chunk size")
+            raise HttpError("negative chunk size")
         if size == 0:
             for _ in range(MAX_HEADERS):  # trailers, ignored
                 if rfile.readline(MAX_LINE + 1) in (b"\r\n", b"\n", b""):
@@ -302,36 +335,6 @@ def _read_chunked(rfile: BinaryIO, limit: int) -> tuple[bytes, int, bool]:
         if len(chunk) < size + 2:
             raise ClientGone
         parts.append(chunk[:size])
-
-
-def answer_over_limit(sock: socket.socket, app: SyncApp, limit: int) -> None:
-    """Answer a connection over the cap with a 503 and close it. The request head is read
-    first so that closing does not reset the reply away before the client reads it."""
-    try:
-        sock.settimeout(2.0)
-        with sock.makefile("rb") as rfile:
-            line = rfile.readline(MAX_LINE + 1)
-            for _ in range(MAX_HEADERS):
-                if rfile.readline(MAX_LINE + 1) in (b"\r\n", b"\n", b""):
-                    break
-        reply = contract.connection_limit(limit)
-        app.metrics.observe(_route_name(line), reply.status, 0.0)
-        sock.sendall(app.raw_response(reply))
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
-    finally:
-        _close(sock)
-
-
-def _route_name(request_line: bytes) -> str | None:
-    parts = request_line.decode("latin-1").split(" ")
-    if len(parts) != 3:
-        return None
-    try:
-        return contract.route(parts[0], parts[1].split("?")[0]).name
-    except contract.ContractError:
-        return None
 
 
 def _close(sock: socket.socket) -> None:

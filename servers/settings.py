@@ -31,6 +31,9 @@ class Settings:
     max_inflight: int = 256  # requests in progress per process; more wait, then 503
     acquire_timeout: float = 1.0  # seconds to wait for a pool connection or in-flight slot
     max_connections: int = 2000  # open client connections per process (threads for threaded)
+    request_timeout: float = 10.0  # seconds to receive a whole request (head and body) once it starts
+    keepalive_timeout: float = 30.0  # seconds an idle keep-alive connection stays open
+    ready_timeout: float = 0.5  # seconds /ready waits for the database
     workers: int = 0  # multiproc only; 0 means the CPUs this process may use
     uvloop: bool = True  # asyncio and multiproc: use uvloop when installed
     metrics: bool = True  # record /metrics; off only to measure what it costs
@@ -70,6 +73,13 @@ _KNOBS: dict[str, tuple[str, str, type, str]] = {
         int,
         "open client connections per process",
     ),
+    "request_timeout": ("LAB_REQUEST_TIMEOUT", "--request-timeout", float,
+                        "seconds to receive a whole request (head and body), from its first byte "
+                        "(from the connection's start for the first request); then 408 and close"),
+    "keepalive_timeout": ("LAB_KEEPALIVE_TIMEOUT", "--keepalive-timeout", float,
+                          "seconds an idle keep-alive connection waits for its next request"),
+    "ready_timeout": ("LAB_READY_TIMEOUT", "--ready-timeout", float,
+                      "seconds /ready waits for the database before answering 503"),
     "workers": ("LAB_WORKERS", "--workers", int, "multiproc worker processes (0: one per CPU)"),
     "uvloop": ("LAB_UVLOOP", "--uvloop", bool, "use uvloop when installed (1/0)"),
     "metrics": ("LAB_METRICS", "--metrics", bool, "record metrics (1/0)"),
@@ -151,6 +161,10 @@ def _check(s: Settings) -> None:
     need(1 <= s.max_inflight <= 100_000, "max_inflight", "from 1 to 100000", s.max_inflight)
     need(0 < s.acquire_timeout <= 600, "acquire_timeout", "above 0 and at most 600", s.acquire_timeout)
     need(1 <= s.max_connections <= 1_000_000, "max_connections", "from 1 to 1000000", s.max_connections)
+    need(0 < s.request_timeout <= 3600, "request_timeout", "above 0 and at most 3600", s.request_timeout)
+    need(0 < s.keepalive_timeout <= 3600, "keepalive_timeout", "above 0 and at most 3600",
+         s.keepalive_timeout)
+    need(0 < s.ready_timeout <= 60, "ready_timeout", "above 0 and at most 60", s.ready_timeout)
     need(1 <= s.workers <= 256, "workers", "from 1 to 256", s.workers)
     need(len(s.app_name) <= 63 and s.app_name.isprintable(), "app_name",
          "at most 63 printable characters (PostgreSQL's limit)", s.app_name)

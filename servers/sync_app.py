@@ -21,16 +21,19 @@ import psycopg2
 import psycopg2.extras
 
 from servers import contract
+from servers.admission import Token, thread_token
 from servers.contract import ContractError, Reply, Route
 from servers.metrics import Metrics
+from servers.ready import ReadyCheck
 from servers.settings import Settings
-from servers.sync_pool import BlockingPool, PoolClosed, PoolTimeout
+from servers.sync_pool import BlockingPool, PoolClosed, PoolHopeless, PoolTimeout, lost
 
 log = logging.getLogger("serverlab")
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 Handler = Callable[[Environ, Route], Reply]
+Background = Callable[[Callable[[], None]], object]  # runs a blocking call elsewhere
 
 STATUS_LINES = {int(s): f"{int(s)} {s.phrase}" for s in HTTPStatus}
 METRICS_TYPE = "text/plain; charset=utf-8"
@@ -39,7 +42,6 @@ SQL_WORLD = contract.pyformat(contract.SQL_WORLD)
 SQL_UPDATE_WORLD = contract.pyformat(contract.SQL_UPDATE_WORLD)
 SQL_FORTUNES = contract.pyformat(contract.SQL_FORTUNES)
 SQL_HOLD = contract.pyformat(contract.SQL_HOLD)
-SQL_HEALTH = contract.pyformat(contract.SQL_HEALTH)
 SQL_INSERT_ORDER = contract.pyformat(contract.SQL_INSERT_ORDER)
 SQL_ORDER_BY_KEY = contract.pyformat(contract.SQL_ORDER_BY_KEY)
 SQL_ORDER_BY_ID = contract.pyformat(contract.SQL_ORDER_BY_ID)
@@ -67,7 +69,8 @@ class SyncApp:
     """The WSGI callable plus what the runtimes share with it (metrics, pool, headers)."""
 
     def __init__(
-        self, settings: Settings, semaphore: Callable[[int], Any] = threading.BoundedSemaphore
+        self, settings: Settings, semaphore: Callable[[int], Any] = threading.BoundedSemaphore,
+        token: Callable[[], Token] = thread_token, background: Background | None = None,
     ) -> None:
         self.settings = settings
         self.pool = BlockingPool(
@@ -75,8 +78,11 @@ class SyncApp:
             settings.pool_size,
             settings.application_name,
             settings.acquire_timeout,
-            semaphore,
+            token,
+            background,
         )
+        self.ready_check = ReadyCheck(settings.database_url, settings.application_name,
+                                      settings.ready_timeout)
         self.metrics = Metrics(settings.model, enabled=settings.metrics, pool_stats=self.pool.stats)
         self.server_header = contract.server_header(settings.model)
         self.date = DateCache()
@@ -95,6 +101,7 @@ class SyncApp:
             "orders": self.create_order,
             "order": self.get_order,
             "health": self.health,
+            "ready": self.ready,
             "metrics": self.render_metrics,
             "config": self.config,
             "block": self.block,
@@ -135,10 +142,7 @@ class SyncApp:
 
     def raw_response(self, reply: Reply) -> bytes:
         """A complete `Connection: close` response, for runtimes answering outside the app."""
-        lines = [f"HTTP/1.1 {STATUS_LINES[reply.status]}"]
-        lines += [f"{k}: {v}" for k, v in self.headers(reply)]
-        lines.append("Connection: close")
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + reply.body
+        return contract.raw_response(reply, self.server_header, self.date())
 
     def dispatch(self, route: Route, environ: Environ) -> Reply:
         raw_length = environ.get("CONTENT_LENGTH")
@@ -156,10 +160,20 @@ class SyncApp:
         if limited:
             active.add(key)
         try:
-            return handler(environ, route)
+            try:
+                return handler(environ, route)
+            except psycopg2.Error as exc:
+                if not (lost(exc) and route.name in contract.READS):
+                    raise
+                environ["serverlab.fresh"] = True  # a read: once more, on a new session
+                return handler(environ, route)
         except PoolTimeout:
             self.metrics.reject("pool_timeout")
             return contract.pool_timeout(self.settings.pool_size, self.settings.acquire_timeout)
+        except PoolHopeless as exc:
+            self.metrics.reject("pool_fail_fast")
+            return contract.wait_too_long(exc.ahead, self.settings.pool_size, exc.expected,
+                                          self.settings.acquire_timeout)
         except PoolClosed:
             return contract.shutting_down()
         except psycopg2.Error as exc:
@@ -176,10 +190,13 @@ class SyncApp:
             self._last_db_log = now
             log.warning("database error (answering 503): %s", str(exc).strip() or repr(exc))
 
+    def _conn(self, environ: Environ) -> Any:
+        return self.pool.connection(fresh=environ.get("serverlab.fresh", False))
+
     # --- endpoints ------------------------------------------------------------------------
 
     def db(self, environ: Environ, route: Route) -> Reply:
-        with self.pool.connection() as conn, conn.cursor() as cur:
+        with self._conn(environ) as conn, conn.cursor() as cur:
             cur.execute(SQL_WORLD, (contract.random_id(),))
             return contract.world_reply(cur.fetchone())
 
@@ -195,7 +212,7 @@ class SyncApp:
 
     def queries(self, environ: Environ, route: Route) -> Reply:
         ids = contract.random_ids(contract.clamp_queries(_param(environ, "queries")))
-        with self.pool.connection() as conn, conn.cursor() as cur:
+        with self._conn(environ) as conn, conn.cursor() as cur:
             rows = self._read_worlds(cur, ids)
         return contract.world_reply(None) if rows is None else contract.worlds_reply(rows)
 
@@ -203,7 +220,7 @@ class SyncApp:
         n = contract.clamp_queries(_param(environ, "queries"))
         ids = contract.random_ids(n, distinct=True)
         numbers = contract.new_numbers(n)
-        with self.pool.connection() as conn, conn.cursor() as cur:
+        with self._conn(environ) as conn, conn.cursor() as cur:
             if self._read_worlds(cur, ids) is None:
                 return contract.world_reply(None)
             changed = list(zip(ids, numbers, strict=True))
@@ -215,7 +232,7 @@ class SyncApp:
         return contract.worlds_reply(changed)
 
     def fortunes(self, environ: Environ, route: Route) -> Reply:
-        with self.pool.connection() as conn, conn.cursor() as cur:
+        with self._conn(environ) as conn, conn.cursor() as cur:
             cur.execute(SQL_FORTUNES)
             rows = cur.fetchall()
         return contract.fortunes_reply(rows)
@@ -241,15 +258,17 @@ class SyncApp:
 
     def hold(self, environ: Environ, route: Route) -> Reply:
         ms = contract.int_param("ms", _param(environ, "ms"), contract.HOLD_MS)
-        with self.pool.connection() as conn, conn.cursor() as cur:
+        with self._conn(environ) as conn, conn.cursor() as cur:
             cur.execute(SQL_HOLD, (ms / 1000.0,))
             cur.fetchone()
         return contract.hold_reply(ms)
 
     def create_order(self, environ: Environ, route: Route) -> Reply:
-        order = contract.parse_order(_read_body(environ))
+        body = _read_body(environ)  # first: a body that breaks while arriving is a 400, whatever its type
+        contract.check_json_type(environ.get("CONTENT_TYPE"))
+        order = contract.parse_order(body)
         key = contract.parse_idempotency_key(environ.get("HTTP_IDEMPOTENCY_KEY"))
-        with self.pool.connection() as conn, conn.cursor() as cur:
+        with self._conn(environ) as conn, conn.cursor() as cur:
             for _attempt in range(2):  # a replayed key's row can only vanish if deleted meanwhile
                 cur.execute(SQL_INSERT_ORDER, (order.item, order.qty, key))
                 row = cur.fetchone()  # committed: the connection is in autocommit mode
@@ -258,20 +277,21 @@ class SyncApp:
                 cur.execute(SQL_ORDER_BY_KEY, (key,))
                 row = cur.fetchone()
                 if row is not None:
-                    return contract.order_created_reply(row, replayed=True)
+                    return contract.order_created_reply(row, replayed=True, order=order)
         raise RuntimeError(f"order with Idempotency-Key {key!r} neither inserted nor found")
 
     def get_order(self, environ: Environ, route: Route) -> Reply:
         order_id = contract.parse_order_id(route.arg)
-        with self.pool.connection() as conn, conn.cursor() as cur:
+        with self._conn(environ) as conn, conn.cursor() as cur:
             cur.execute(SQL_ORDER_BY_ID, (order_id,))
             return contract.order_reply(cur.fetchone(), order_id)
 
     def health(self, environ: Environ, route: Route) -> Reply:
-        with self.pool.connection() as conn, conn.cursor() as cur:
-            cur.execute(SQL_HEALTH)
-            cur.fetchone()
-        return contract.health_reply()
+        return contract.health_reply()  # alive: answering at all is the check
+
+    def ready(self, environ: Environ, route: Route) -> Reply:
+        why = self.ready_check.check()
+        return contract.ready_reply() if why is None else contract.not_ready(why)
 
     def render_metrics(self, environ: Environ, route: Route) -> Reply:
         return Reply(200, self.metrics.render().encode(), METRICS_TYPE)
@@ -281,17 +301,20 @@ class SyncApp:
 
     def close(self) -> None:
         self.pool.close()
+        self.ready_check.close()
 
 
 def make_app(
-    settings: Settings, semaphore: Callable[[int], Any] = threading.BoundedSemaphore
+    settings: Settings, semaphore: Callable[[int], Any] = threading.BoundedSemaphore,
+    token: Callable[[], Token] = thread_token, background: Background | None = None,
 ) -> SyncApp:
     """The WSGI callable; its `.metrics`, `.pool` and `.raw_response` serve the runtimes.
 
-    `semaphore` makes the in-flight limiter and the pool's slots: anything with
-    acquire(blocking=, timeout=) and release(). gevent passes its native one, several times
-    cheaper than threading's Condition-based one that monkey-patching makes cooperative."""
-    return SyncApp(settings, semaphore)
+    `semaphore` makes the in-flight limiter: anything with acquire(blocking=, timeout=) and
+    release(); `token` makes the pool gate's one-shot wake-ups. gevent passes its native ones,
+    several times cheaper than threading's that monkey-patching makes cooperative, and a
+    `background` that runs blocking calls (query cancels) on a real OS thread."""
+    return SyncApp(settings, semaphore, token, background)
 
 
 def _param(environ: Environ, name: str) -> str | None:

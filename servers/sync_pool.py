@@ -1,21 +1,23 @@
-"""A small blocking psycopg2 connection pool with an acquire timeout.
+"""A small blocking psycopg2 connection pool: first come, first served, failing fast when hopeless.
 
-A semaphore of `size` slots bounds the connections lent out; idle connections wait in a
-list. Under `threaded` it blocks an OS thread; under `gevent` the runtime passes gevent's
-native semaphore (threading's would also be cooperative once monkey-patched, but its
-Condition-based wait costs several times more per waiter), and psycogreen makes the
-queries themselves cooperative.
+Requests queue for a connection in a FairGate (servers/admission.py). Under `threaded` a wait
+blocks an OS thread; under `gevent` the runtime passes a gevent token, so a wait parks a greenlet,
+and psycogreen makes the queries themselves cooperative. An idle connection is checked before it
+is lent (one non-blocking read): a session PostgreSQL ended meanwhile is replaced, not handed out.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
 
 import psycopg2
 import psycopg2.extensions
+
+from servers.admission import FairGate, HoldClock, Token, thread_token
 
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 Connection = psycopg2.extensions.connection
@@ -25,8 +27,28 @@ class PoolTimeout(Exception):
     """No connection became free within the acquire timeout."""
 
 
+class PoolHopeless(Exception):
+    """The queue ahead cannot be served before the acquire timeout: refused at once."""
+
+    def __init__(self, ahead: int, expected: float) -> None:
+        super().__init__(f"{ahead} waiting, about {expected:.2f} s")
+        self.ahead = ahead
+        self.expected = expected
+
+
 class PoolClosed(Exception):
     """The pool was closed (the server is shutting down)."""
+
+
+class ConnectFailed(psycopg2.OperationalError):
+    """A new session could not be opened (the database is down or unreachable)."""
+
+
+def lost(exc: BaseException) -> bool:
+    """True when a session that worked broke (ended by the server, a reset): worth one retry on a
+    new session. A failed connect is not: the next would fail the same way."""
+    return isinstance(exc, psycopg2.InterfaceError | psycopg2.OperationalError) and not isinstance(
+        exc, ConnectFailed | psycopg2.extensions.QueryCanceledError)
 
 
 class BlockingPool:
@@ -38,83 +60,87 @@ class BlockingPool:
         size: int,
         application_name: str,
         timeout: float,
-        semaphore: Callable[[int], Any] = threading.Semaphore,
+        token: Callable[[], Token] = thread_token,
+        background: Callable[[Callable[[], None]], object] | None = None,
     ) -> None:
         self.dsn = dsn
+        self.background = background or _in_thread  # where a cancel runs: it may block for long
         self.size = size
         self.application_name = application_name
         self.timeout = timeout
-        self._slots = semaphore(size)  # held by every lent-out connection
+        self.connect_timeout = max(2, math.ceil(timeout))  # libpq's unit is whole seconds, at least 2
+        self.clock = HoldClock()
+        self._gate = FairGate(size, token)  # one slot per lent-out connection
         self._lock = threading.Lock()
         self._idle: list[Connection] = []
-        self._in_use = 0
-        self._waiting = 0
+        self._lent: dict[int, float] = {}  # id(conn) -> when lent, for the hold clock
+        self._holders: dict[int, Connection] = {}  # thread (or greenlet) id -> the connection it holds
         self._closed = False
 
-    def acquire(self) -> Connection:
-        """A connection for this caller alone; PoolTimeout after `timeout` seconds of waiting."""
-        if not self._slots.acquire(blocking=False):
-            with self._lock:
-                self._waiting += 1
-            try:
-                got = self._slots.acquire(timeout=self.timeout)
-            finally:
-                with self._lock:
-                    self._waiting -= 1
-            if not got:
-                raise PoolTimeout(
-                    f"no database connection free within {self.timeout:g} s ({self.size} in use)"
-                )
+    def acquire(self, fresh: bool = False) -> Connection:
+        """A connection for this caller alone; PoolHopeless at once when the queue cannot be
+        served in time, PoolTimeout after `timeout` seconds of waiting. `fresh`: a new session."""
+        gate = self._gate
+        if not gate.try_take():
+            ahead = gate.waiting
+            if self.clock.hopeless(ahead, self.size, self.timeout):
+                raise PoolHopeless(ahead, self.clock.expected_wait(ahead, self.size))
+            if not gate.take(self.timeout):
+                raise PoolTimeout(f"no database connection free within {self.timeout:g} s "
+                                  f"({self.size} in use)")
+        conn = None
         with self._lock:
             closed = self._closed
-            conn = self._idle.pop() if self._idle and not closed else None
-            if not closed:
-                self._in_use += 1
+            if not closed and not fresh:
+                while self._idle and conn is None:
+                    conn = self._idle.pop()
+                    if not _usable(conn):
+                        _close_quietly(conn)
+                        conn = None
         if closed:
-            self._slots.release()
+            gate.give()
             raise PoolClosed("the database pool is closed; the server is stopping")
-        if conn is not None:
-            return conn
-        try:
-            conn = psycopg2.connect(self.dsn, application_name=self.application_name)
-            conn.autocommit = True
-        except BaseException:
-            self._give_back(None)
-            raise
+        if conn is None:
+            try:
+                conn = psycopg2.connect(self.dsn, application_name=self.application_name,
+                                        connect_timeout=self.connect_timeout)
+                conn.autocommit = True
+            except psycopg2.OperationalError as exc:
+                gate.give()
+                raise ConnectFailed(str(exc)) from exc
+            except BaseException:
+                gate.give()
+                raise
+        self._lent[id(conn)] = time.monotonic()
+        self._holders[threading.get_ident()] = conn
         return conn
 
     def release(self, conn: Connection, broken: bool = False) -> None:
         """Give a connection back; a broken one (or one left inside a transaction) is dropped."""
+        self._holders.pop(threading.get_ident(), None)
+        since = self._lent.pop(id(conn), None)
+        if since is not None:
+            self.clock.held(time.monotonic() - since)
         if not broken and not conn.closed and conn.info.transaction_status != _IDLE:
             try:  # autocommit: rollback() is a no-op, so say it in SQL
                 with conn.cursor() as cur:
                     cur.execute("ROLLBACK")
             except psycopg2.Error:
                 broken = True
-        drop = self._give_back(None if broken or conn.closed else conn)
-        if broken or conn.closed:
-            drop.append(conn)
-            if conn.closed:
-                # The server side went away (restart?): idle peers are likely dead too.
-                with self._lock:
-                    drop += self._idle
-                    self._idle = []
-        for dead in drop:
-            _close_quietly(dead)
-
-    def _give_back(self, conn: Connection | None) -> list[Connection]:
-        """Return a slot (and the connection to the idle list); what to close afterwards."""
+        keep = not (broken or conn.closed)
         with self._lock:
-            self._in_use -= 1
-            if conn is not None and not self._closed:
+            if keep and not self._closed:
                 self._idle.append(conn)
-                conn = None
-        self._slots.release()
-        return [] if conn is None else [conn]
+                keep = True
+            else:
+                keep = False
+        self._gate.give()
+        if not keep:
+            _close_quietly(conn)
 
     @contextmanager
-    def connection(self) -> Iterator[Connection]:
-        conn = self.acquire()
+    def connection(self, fresh: bool = False) -> Iterator[Connection]:
+        conn = self.acquire(fresh)
         broken = False
         try:
             yield conn
@@ -123,15 +149,25 @@ class BlockingPool:
             raise
         except Exception:
             raise
-        except BaseException:  # GreenletExit, KeyboardInterrupt: maybe mid-query, so drop it
+        except BaseException:  # GreenletExit, KeyboardInterrupt: maybe mid-query, so stop it, drop it
             broken = True
+            with suppress(psycopg2.Error):
+                conn.cancel()
             raise
         finally:
             self.release(conn, broken)
 
+    def cancel(self, holder: int) -> None:
+        """Cancel the query of the connection thread (or greenlet) `holder` holds, if any (its client
+        hung up). psycopg2's cancel is safe from another thread: it asks PostgreSQL on a side channel,
+        blocking until PostgreSQL answers (forever, if it never does), so it runs in `background`."""
+        conn = self._holders.get(holder)
+        if conn is not None:
+            self.background(lambda: _cancel_quietly(conn))
+
     def stats(self) -> tuple[int, int, int]:
         """(size, in use, waiting) for metrics.PoolStats."""
-        return (self.size, self._in_use, self._waiting)
+        return (self.size, self.size - self._gate.free, self._gate.waiting)
 
     def close(self) -> None:
         """Close idle connections now; lent-out ones close when given back."""
@@ -140,6 +176,27 @@ class BlockingPool:
             idle, self._idle = self._idle, []
         for conn in idle:
             _close_quietly(conn)
+
+
+def _usable(conn: Connection) -> bool:
+    """An idle connection is usable unless closed, or PostgreSQL ended its session meanwhile
+    (poll() reads what is pending without blocking: a terminated session's notice and EOF)."""
+    if conn.closed:
+        return False
+    try:
+        conn.poll()
+    except psycopg2.Error:
+        return False
+    return not conn.closed
+
+
+def _cancel_quietly(conn: Connection) -> None:
+    with suppress(psycopg2.Error):
+        conn.cancel()
+
+
+def _in_thread(work: Callable[[], None]) -> None:
+    threading.Thread(target=work, name="cancel", daemon=True).start()
 
 
 def _close_quietly(conn: Connection) -> None:

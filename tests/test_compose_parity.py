@@ -78,8 +78,8 @@ def test_stack_passes_every_server_knob() -> None:
 @pytest.mark.parametrize("model", settings.MODELS)
 def test_same_health_check(compose: dict[str, Any], model: str) -> None:
     test = " ".join(compose["services"][model]["healthcheck"]["test"])
-    assert f"http://127.0.0.1:{settings.DEFAULT_PORTS[model]}/health" in test
-    assert procs.HEALTH_PATH == "/health"
+    assert f"http://127.0.0.1:{settings.DEFAULT_PORTS[model]}/ready" in test
+    assert procs.HEALTH_PATH == "/ready"
 
 
 def test_compose_defaults_match_settings(compose: dict[str, Any]) -> None:

@@ -267,6 +267,16 @@ def test_unknown_path_is_404_json(client: Client, target: str) -> None:
 
 MALFORMED_HTTP = {
     "request line": b"GARBAGE\r\n\r\n",
+    "no host": b"GET /json HTTP/1.1\r\n\r\n",
+    "two hosts": b"GET /json HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "bare LF": b"GET /json HTTP/1.1\nHost: lab\n\n",
+    "obs-fold": b"GET /json HTTP/1.1\r\nHost: lab\r\nX-A: a\r\n b\r\n\r\n",
+    "CL and TE": b"POST /orders HTTP/1.1\r\nHost: lab\r\nContent-Length: 5\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "unknown method": b"BREW /json HTTP/1.1\r\nHost: lab\r\n\r\n",
+    "HTTP/2.0": b"GET /json HTTP/2.0\r\nHost: lab\r\n\r\n",
+    "non-ASCII target": b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: lab\r\n\r\n",
+    "long request line": b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: lab\r\n\r\n",
     "method": b"G(E)T /json HTTP/1.1\r\nHost: lab\r\n\r\n",
     "header line": b"GET /json HTTP/1.1\r\nHost: lab\r\nno colon here\r\n\r\n",
     "content length": b"POST /orders HTTP/1.1\r\nHost: lab\r\nContent-Length: ten\r\n\r\n",
@@ -371,6 +381,10 @@ BAD_ORDERS: dict[str, bytes] = {
     "qty_too_big": json.dumps({"item": "book", "qty": contract.QTY_MAX + 1}).encode(),
     "unknown_field": b'{"item": "book", "qty": 1, "price": 3}',
     "bad_utf8": b'{"item": "\xff", "qty": 1}',
+    "nested_60k": b"[" * 60_000,
+    "nested_objects": b'{"a":' * 5_000 + b"1" + b"}" * 5_000,
+    "lone_surrogate": b'{"item": "a\\ud800b", "qty": 1}',
+    "nan_qty": b'{"item": "book", "qty": NaN}',
 }
 
 
@@ -393,6 +407,19 @@ def test_bad_idempotency_key_is_400(client: Client, db: Any, key: str) -> None:
     assert orders_of_item(db, item) == 0
 
 
+@pytest.mark.parametrize(
+    "ctype", [None, "text/plain", "application/x-www-form-urlencoded", "application/jsonx"])
+def test_order_that_is_not_json_by_type_is_415(client: Client, db: Any, ctype: str | None) -> None:
+    item = new_item()
+    headers = {"Content-Type": ctype} if ctype else {}
+    body = json.dumps({"item": item, "qty": 1}).encode()
+    reply = client.request("POST", "/orders", body=body, headers=headers)
+    error = assert_error(reply, 415, "unsupported_media_type")
+    assert "application/json" in error["detail"]
+    assert orders_of_item(db, item) == 0
+    assert client.post_json("/orders", {"item": item, "qty": 1}).status == 201  # charset and all: fine
+
+
 def test_idempotency_key_replays_the_first_order(client: Client, db: Any) -> None:
     key = f"test-{uuid.uuid4()}"
     payload = {"item": new_item(), "qty": 2}
@@ -402,9 +429,10 @@ def test_idempotency_key_replays_the_first_order(client: Client, db: Any) -> Non
     assert again.status == 200, again.what
     assert again.header("Idempotent-Replayed") == "true"
     assert again.body == first.body
-    # Same key, another body: still the first order, never a second row.
+    # Same key, another order: 422 (the IETF Idempotency-Key draft's answer), never a second row.
     other = client.post_json("/orders", {"item": new_item(), "qty": 9}, {"Idempotency-Key": key})
-    assert other.status == 200 and other.body == first.body, other.what
+    body = assert_error(other, 422, "idempotency_key_reused")
+    assert str(first.json()["id"]) in body["detail"]
     order = first.json()
     assert orders_with_key(db, key) == [(order["id"], payload["item"], 2)]
 
@@ -462,6 +490,37 @@ def test_health(client: Client) -> None:
     reply = client.get("/health")
     assert reply.status == 200
     assert reply.body == contract.health_reply().body
+
+
+def test_ready(client: Client) -> None:
+    reply = client.get("/ready")
+    assert reply.status == 200
+    assert reply.body == contract.ready_reply().body
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_health_is_alive_and_ready_says_the_database_is_not(
+    server_factory: Any, database_url: str, model: str
+) -> None:
+    """Liveness and readiness are separate answers: a lost database makes /ready say 503 within
+    its own timeout, while /health still answers 200 (the process is fine)."""
+    from lab.faults.proxy import FaultProxy  # the lab's own TCP proxy between server and database
+
+    with FaultProxy.to_url(database_url) as proxy, started(
+        server_factory, model, env={"LAB_READY_TIMEOUT": "0.5"},
+        args=["--database-url", proxy.url_for(database_url)],
+    ) as proc:
+        client = Client(proc)
+        assert client.get("/ready").status == 200
+        proxy.blackhole()
+        began = time.monotonic()
+        reply = client.get("/ready")
+        waited = time.monotonic() - began
+        assert_error(reply, 503, "unhealthy")
+        assert waited < 1.5, f"/ready took {waited:.2f} s with a 0.5 s timeout"
+        assert client.get("/health").status == 200
+        proxy.heal()
+        assert poll(lambda: client.get("/ready").status == 200, timeout=10.0)
 
 
 def test_config_names_the_model_and_hides_secrets(
@@ -662,7 +721,7 @@ def test_no_free_in_flight_slot_gives_a_prompt_503(server_factory: Any, model: s
 SAME_EVERYWHERE: list[tuple[str, str, bytes | None]] = [
     ("GET", "/json", None), ("HEAD", "/json", None), ("GET", "/plaintext", None),
     ("GET", "/fortunes", None), ("GET", "/cpu?n=777", None), ("GET", "/io?ms=0", None),
-    ("GET", "/hold?ms=0", None), ("GET", "/health", None),
+    ("GET", "/hold?ms=0", None), ("GET", "/health", None), ("GET", "/ready", None),
     ("GET", "/io?ms=abc", None), ("GET", "/cpu?n=0", None), ("GET", "/hold?ms=10001", None),
     ("GET", "/nope", None), ("POST", "/json", b""), ("GET", "/orders", None),
     ("GET", "/orders/abc", None), ("GET", "/orders/999999999999999999", None),

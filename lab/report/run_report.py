@@ -666,6 +666,14 @@ def _subtitle(data: dict[str, Any]) -> str:
             f"started {when(run.get('started_at'))} · {fmt_num(run.get('wall_seconds'))} s wall")
 
 
+def latest_faults(run_dir: Path) -> tuple[str, str] | None:
+    """(link relative to run_dir, text) to the newest `make faults` report beside it, if any."""
+    found = sorted(reports_dir().glob("faults-*/faults.html"))
+    if not found:
+        return None
+    return os.path.relpath(found[-1], run_dir), f"latest make faults run: {found[-1].parent.name}"
+
+
 def render_html(data: dict[str, Any], run_dir: Path) -> str:
     run = data["run"]
     run_id = str(run.get("id") or run_dir.name)
@@ -734,6 +742,9 @@ def render_html(data: dict[str, Any], run_dir: Path) -> str:
         '<section class="card" id="reproduce"><h2>Reproduce</h2><p>Run it again with:</p>'
         f"<pre>{escape(value_text(run.get('command')))}</pre><p>Rebuild this report from the raw files:</p>"
         f"<pre>{escape(rebuild_command(run_id))}</pre></section></div></div>")
+    faults = latest_faults(run_dir)
+    if faults:
+        add(f'<p class="meta">Reliability: <a href="{escape(faults[0])}">{escape(faults[1])}</a></p>')
     add(f"<footer>Generated {escape(time.strftime('%Y-%m-%d %H:%M:%S'))} by lab/report/ from results.json "
         f"(schema {escape(value_text(data.get('schema_version')))}, built "
         f"{escape(value_text(data.get('generated_at')))}).</footer>")

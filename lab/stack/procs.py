@@ -26,7 +26,7 @@ from servers.settings import redact
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_TAIL_LINES = 30
-HEALTH_PATH = "/health"
+HEALTH_PATH = "/ready"  # a server is up once its database answers (/health: only alive)
 
 
 class StartError(RuntimeError):

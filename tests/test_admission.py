@@ -1,0 +1,82 @@
+"""Unit tests of the pieces the servers share for fairness and deadlines (no I/O): FairGate,
+HoldClock (servers/admission.py) and Deadlines (servers/deadlines.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from servers.admission import FAIL_FAST_SHARE, FairGate, HoldClock
+from servers.deadlines import Deadlines
+
+pytestmark = pytest.mark.unit
+
+
+def test_fair_gate_hands_slots_over_in_arrival_order() -> None:
+    gate = FairGate(1)
+    assert gate.try_take()
+    order: list[int] = []
+
+    def wait(n: int, ready: threading.Event) -> None:
+        ready.set()
+        if gate.take(5.0):
+            order.append(n)
+            gate.give()
+
+    threads = []
+    for n in range(5):
+        ready = threading.Event()
+        thread = threading.Thread(target=wait, args=(n, ready))
+        thread.start()
+        ready.wait(5)
+        deadline = time.monotonic() + 5
+        while gate.waiting < n + 1 and time.monotonic() < deadline:  # queued before the next one comes
+            time.sleep(0.001)
+        threads.append(thread)
+    assert not gate.try_take(), "a newcomer must not barge past the queue"
+    gate.give()
+    for thread in threads:
+        thread.join(5)
+    assert order == [0, 1, 2, 3, 4]
+    assert gate.free == 1 and gate.waiting == 0
+
+
+def test_fair_gate_wait_times_out_and_leaves_the_queue() -> None:
+    gate = FairGate(1)
+    assert gate.try_take()
+    assert gate.take(0.05) is False
+    assert gate.waiting == 0
+    gate.give()
+    assert gate.free == 1 and gate.try_take()
+
+
+def test_hold_clock_refuses_only_a_hopeless_wait() -> None:
+    clock = HoldClock()
+    assert not clock.hopeless(1000, 10, 1.0)  # no measurement yet: never refuse
+    for _ in range(200):
+        clock.held(0.5)
+    assert abs(clock.mean - 0.5) < 0.01
+    # 10 connections, 0.5 s each: 13 waiting clear in ~0.7 s, within 0.75 of a 1 s timeout.
+    assert not clock.hopeless(12, 10, 1.0)
+    assert clock.hopeless(20, 10, 1.0)
+    assert clock.expected_wait(20, 10) > FAIL_FAST_SHARE * 1.0
+
+
+def test_deadlines_separate_receiving_from_idle() -> None:
+    table = Deadlines(request_timeout=1.0, keepalive_timeout=5.0)
+    table.receiving("slow", since=100.0)
+    table.idle("quiet")
+    table.busy("quiet")  # its next request runs: no deadline
+    table.receiving("fresh", since=103.0)
+    late, expired = table.overdue(now=101.5)
+    assert late == ["slow"] and expired == []
+    assert table.overdue(now=101.5) == ([], [])  # taken out once
+    table.idle("ka")
+    table.wake("ka")  # bytes arrived on an idle connection: it is receiving now
+    assert table.is_receiving("ka")
+    table.wake("fresh")  # already receiving: its deadline stays
+    assert table.victim() == ("fresh", True)  # the longest-receiving goes first
+    assert table.victim() == ("ka", True)
+    assert table.victim() is None
