@@ -46,7 +46,8 @@ def test_better_worse_and_within_noise(runs: tuple[Path, Path]) -> None:
     c = compare.compare(load(runs[0]), load(runs[1]))
     faster = marks(c, "asyncio", "writes")
     assert faster["rps"] == ("216", "630", "+191%", "better")  # every repetition apart (p = 2/70), 2.9x
-    assert faster["p99"][3] == "within noise" and faster["peak RSS"][3] == "within noise"
+    # About 430 requests a repetition on A's side: a p99 that few requests cannot be judged.
+    assert faster["p99"][3] == "not compared" and faster["peak RSS"][3] == "within noise"
     slower = marks(c, "threaded", "writes")
     assert slower["p99"] == ("272 ms", "1,500 ms", "+451%", "worse")
     assert slower["rps"][3] == "within noise"
