@@ -456,7 +456,7 @@ class AsyncApp:
                     if self._ready_conn is None or self._ready_conn.is_closed():
                         self._ready_conn = await asyncpg.connect(
                             self.settings.database_url,
-                            server_settings={"application_name": self.settings.application_name})
+                            server_settings={"application_name": self.settings.ready_application_name})
                     await self._ready_conn.fetchval(contract.SQL_HEALTH)
         except (TimeoutError, *DB_ERRORS) as exc:
             conn, self._ready_conn = self._ready_conn, None

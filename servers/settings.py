@@ -53,6 +53,11 @@ class Settings:
         """How pg_stat_activity names this server's sessions (the lab counts them by it)."""
         return self.app_name or f"serverlab-{self.model}"
 
+    @property
+    def ready_application_name(self) -> str:
+        """The readiness check's own session: named apart, so the pool's sessions count as the pool."""
+        return f"{self.application_name}-ready"
+
 
 # field -> (env var, flag, type, help)
 _KNOBS: dict[str, tuple[str, str, type, str]] = {

@@ -81,7 +81,7 @@ class SyncApp:
             token,
             background,
         )
-        self.ready_check = ReadyCheck(settings.database_url, settings.application_name,
+        self.ready_check = ReadyCheck(settings.database_url, settings.ready_application_name,
                                       settings.ready_timeout)
         self.metrics = Metrics(settings.model, enabled=settings.metrics, pool_stats=self.pool.stats)
         self.server_header = contract.server_header(settings.model)

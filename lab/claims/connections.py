@@ -157,8 +157,10 @@ def pid_room() -> tuple[int, str]:
     return min(limits)
 
 
-def _diagnose(holder: Holder, proc: Any, use: dict[str, Any], probe: dict[str, Any], dropped: int) -> str:
-    """Name what stopped the ramp, from the client's errors, the server's state and its log."""
+def _diagnose(holder: Holder, proc: Any, use: dict[str, Any], probe: dict[str, Any], dropped: int,
+              cap: int) -> str:
+    """Name what stopped the ramp, from the client's errors, the server's state and its log. `cap`: the
+    server's LAB_MAX_CONNECTIONS per process."""
     log = proc.log_tail(200).lower()
     if not proc.alive():
         code = proc.popen.returncode
@@ -170,6 +172,12 @@ def _diagnose(holder: Holder, proc: Any, use: dict[str, Any], probe: dict[str, A
         return "fd limit of the client (this process): raise `ulimit -n`"
     if errs.get("limit"):
         return "max_connections setting: the server answered 503 (raise LAB_MAX_CONNECTIONS)"
+    if errs and len(holder.socks) + dropped >= cap:
+        # At its cap a server closes one connection to admit another (a newcomer still sending its
+        # request is closed with 408 first): the ramp cannot grow past the cap.
+        return (f"max_connections setting: {len(holder.socks):,} held at the server's cap of {cap:,} "
+                "per process; past it the server closes a connection for each new one (raise "
+                "LAB_MAX_CONNECTIONS)")
     if "too many open files" in log or (
         use["fd_limit"] and use["fds"] >= use["fd_limit"] * use["processes"] - 50
     ):
@@ -268,7 +276,8 @@ def ramp(
                     f"fresh /json p99 {probe['p99_ms'] or 0:.1f} ms {'ok' if ok else 'FAILED'}"
                 )
                 if not ok:
-                    out["stopped_by"] = _diagnose(holder, proc, use, probe, dropped)
+                    out["stopped_by"] = _diagnose(holder, proc, use, probe, dropped,
+                                                  plan.server_max_connections)
                     break
                 out["held"] = held
             else:

@@ -100,8 +100,8 @@ def terminate_sessions(t: Target) -> int:
         with conn.cursor() as cur:
             cur.execute(
                 "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = %s AND pid <> pg_backend_pid()",
-                (t.app_name,),
+                "WHERE application_name IN (%s, %s) AND pid <> pg_backend_pid()",
+                (t.app_name, f"{t.app_name}-ready"),  # the pool's sessions and the readiness check's
             )
             return int(cur.fetchone()[0])
     finally:
