@@ -141,34 +141,31 @@ class Recorder:
         return "tail" if self.measure_end is not None and when >= self.measure_end else "measure"
 
     def _slot(self, second: int) -> list[Any]:
+        """A second of the timeline: [requests, failures, histogram of successes]."""
         slot = self.timeline.get(second)
         if slot is None:
-            slot = self.timeline[second] = [0, 0, _hdr(TIMELINE_DIGITS), 0, 0, 0, None]
+            slot = self.timeline[second] = [0, 0, _hdr(TIMELINE_DIGITS)]
         return slot
 
-    def _slots(self, when: float | None, now: float) -> list[list[Any]]:
-        """The timeline slot of a request (its scheduled second for the open model) and, for the open
-        model, its step's too."""
-        slots = [self._slot(int(now if when is None else when))]
-        if when is not None and self.measure_start is not None:
-            index = int((when - self.measure_start) / _env_float("LAB_DURATION", 10))
-            step = self.steps.get(index)
-            if step is None:
-                step = self.steps[index] = [0, 0, _hdr(TIMELINE_DIGITS), 0, 0, 0, None, _hdr(TIMELINE_DIGITS)]
-            slots.append(step)
-        return slots
+    def _step(self, when: float) -> list[Any]:
+        """The open model's step a scheduled start falls in: [requests, failures, hdr, offered, late,
+        dropped, uncorrected hdr or None, start-lag hdr]."""
+        assert self.measure_start is not None
+        index = int((when - self.measure_start) / _env_float("LAB_DURATION", 10))
+        step = self.steps.get(index)
+        if step is None:
+            step = self.steps[index] = [0, 0, _hdr(TIMELINE_DIGITS), 0, 0, 0, None, _hdr(TIMELINE_DIGITS)]
+        return step
 
     def offer(self, when: float, lag: float) -> None:
         """An open-model request started `lag` seconds after its scheduled time (late: over LATE_MS)."""
         self.open_model = True
         late = lag * 1000 > LATE_MS
         if self.phase_at(when) == "measure":
-            slots = self._slots(when, when)
-            for slot in slots:
-                slot[3] += 1
-                slot[4] += late
-            if len(slots) > 1:
-                slots[1][7].record_value(min(HDR_HIGHEST_US, max(HDR_LOWEST_US, round(lag * 1e6))))
+            step = self._step(when)
+            step[3] += 1
+            step[4] += late
+            step[7].record_value(min(HDR_HIGHEST_US, max(HDR_LOWEST_US, round(lag * 1e6))))
             self.offered += 1
             self.late += late
 
@@ -176,9 +173,9 @@ class Recorder:
         """An open-model request not started: OPEN_MAX_INFLIGHT requests were in flight."""
         self.open_model = True
         if self.phase_at(when) == "measure":
-            for slot in self._slots(when, when):
-                slot[3] += 1
-                slot[5] += 1
+            step = self._step(when)
+            step[3] += 1
+            step[5] += 1
             self.offered += 1
             self.dropped += 1
 
@@ -208,15 +205,20 @@ class Recorder:
             self.ok.record_value(us)
             if intended is not None:
                 self.ok_uncorrected.record_value(uncorrected_us)
-        for slot in self._slots(intended, now):
+        # The timeline by the second of completion, or of the scheduled start for the open model.
+        slots = [self._slot(int(now if intended is None else intended))]
+        step = self._step(intended) if intended is not None else None
+        if step is not None:
+            slots.append(step)
+        for slot in slots:
             slot[0] += 1
             slot[1] += failed
             if not failed:
                 slot[2].record_value(us)
-                if intended is not None:
-                    if slot[6] is None:
-                        slot[6] = _hdr(TIMELINE_DIGITS)
-                    slot[6].record_value(uncorrected_us)
+        if step is not None and not failed:
+            if step[6] is None:
+                step[6] = _hdr(TIMELINE_DIGITS)
+            step[6].record_value(uncorrected_us)
 
     def progress(self, users: int) -> dict[str, Any]:
         second = int(time.time()) - 1  # the newest whole second

@@ -38,7 +38,6 @@ OUTPUTS = frozenset({"results.json", ".results.json.tmp", "index.html", "summary
 KNOWN_SERVERS = ("threaded", "gevent", "asyncio", "multiproc")
 PLOT_KINDS = ("rps", "cost", "memory-per-connection", "latency-percentiles", "throughput-time",
               "latency-time", "rss-time", "connections-time", "db-time", "cpu-time")
-CAPACITY_PLOT_KINDS = ("capacity-p99", "capacity-p50", "capacity-achieved")  # open-model scenarios, first
 MAX_POINTS = 300
 LOG_RATIO = 30  # latency charts use a log scale when the largest value is this many times the least
 TIE_RULE = ("A server wins, or is cheaper, only when its repetitions differ from the other's by a "
