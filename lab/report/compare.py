@@ -3,7 +3,8 @@
 Writes compare.html and compare.md into <reports>/compare-<A>-vs-<B>/ (beside run A; --out to choose):
 the settings that differ first (usually why the figures differ), a warning when the machines differ,
 then per scenario x server every figure in A and B with the change from A to B, marked better, worse
-or within noise by one rule over the repetitions (lab.results.stats: a rank test and a minimum effect),
+or within noise by one rule over the repetitions (lab.results.stats: a test against a minimum effect,
+corrected for the number of figures compared),
 with the test's confidence. Servers or scenarios present in only one run are listed.
 """
 
@@ -110,6 +111,7 @@ class Row:
     change: str
     mark: str
     confidence: str = ""
+    decision: stats.Decision | None = None  # the test behind the mark (None: not tested)
 
 
 @dataclass
@@ -126,18 +128,24 @@ def _change(change: float | None) -> str:
     return "±0%" if change == 0 else fmt_pct(change, signed=True)
 
 
-def compare_entries(a: Entry, b: Entry) -> Pair:
+def noise(entries: Sequence[Entry]) -> dict[str, stats.Noise | None]:
+    """Each compared figure's typical scatter between repetitions, pooled over all the entries given."""
+    return {key: stats.pooled_noise([FIGURES[key].values(e) for e in entries]) for key in COMPARED}
+
+
+def compare_entries(a: Entry, b: Entry, noises: dict[str, stats.Noise | None] | None = None) -> Pair:
     bound = [name for name, e in (("A", a), ("B", b)) if e.get("generator_bound")]
     rows = []
     for key in COMPARED:
         fig = FIGURES[key]
         if fig.value(a) is None and fig.value(b) is None:
             continue  # e.g. capacity of a closed-loop scenario
-        mark, change, decision = headline.judge(fig, a, b)
+        mark, change, decision = headline.judge(fig, a, b, (noises or {}).get(key))
         if key in RPS_FIGURES and bound and mark != "not compared":
             mark = "generator-bound"
         rows.append(Row(fig.label, fig.fmt(fig.value(a)), fig.fmt(fig.value(b)), _change(change), mark,
-                        decision.confidence() if decision is not None else ""))
+                        decision.confidence() if decision is not None else "",
+                        decision if mark != "generator-bound" else None))
     pair = Pair(a["scenario"], a["server"], rows)
     for name, e in (("A", a), ("B", b)):
         if e.get("generator_bound"):
@@ -169,14 +177,30 @@ def _key(e: Entry) -> tuple[str, str]:
     return e["scenario"], e["server"]
 
 
+def as_family(pairs: Sequence[Pair]) -> None:
+    """Judge every tested figure of a comparison as one family (stats.adjust): a change that is clear on
+    its own but not among all the figures tested at once goes back to within noise."""
+    rows = [r for p in pairs for r in p.rows]
+    for row, d in zip(rows, stats.adjust([r.decision for r in rows]), strict=True):
+        if d is None or row.decision is None:
+            continue
+        if row.decision.changed and not d.changed and row.mark in FLAGGED:
+            row.mark = "within noise"
+            row.confidence = f"{d.confidence()}; not significant among all figures tested"
+        row.decision = d
+
+
 def compare(a: dict[str, Any], b: dict[str, Any]) -> Comparison:
     ea, eb = {_key(e): e for e in a["results"]}, {_key(e): e for e in b["results"]}
     order = [k for k in ea if k in eb]
     machine, different = machine_diff(a, b)
+    noises = noise([*a["results"], *b["results"]])
+    pairs = [compare_entries(ea[k], eb[k], noises) for k in order]
+    as_family(pairs)
     return Comparison(
         a_id=str(a["run"].get("id")), b_id=str(b["run"].get("id")), a=a, b=b,
         settings=settings_diff(a, b), machine=machine, different_machines=different,
-        pairs=[compare_entries(ea[k], eb[k]) for k in order],
+        pairs=pairs,
         only_a=[f"{srv}/{scn}" for scn, srv in ea if (scn, srv) not in eb],
         only_b=[f"{srv}/{scn}" for scn, srv in eb if (scn, srv) not in ea],
     )
@@ -185,10 +209,14 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> Comparison:
 def rules() -> str:
     effects = ", ".join(f"{FIGURES[k].label} {FIGURES[k].min_effect:.0%}" for k in COMPARED
                         if FIGURES[k].rep_path is not None and FIGURES[k].min_effect)
-    return (f"A figure is marked only when the repetitions of A and B differ by a Mann-Whitney U test "
-            f"(p < {stats.ALPHA:g}; at least {stats.MIN_REPS} repetitions a side) and the medians differ by "
-            f"at least the figure's minimum effect ({effects}; failure rate {headline.FAILURE_FLOOR:.1%} "
-            f"absolute). Confidence: p, the ratio of medians B/A and its 95% bootstrap interval. Latency "
+    return (f"A figure is marked only when its repetitions show that it changed by more than the figure's "
+            f"minimum effect ({effects}; failure rate {headline.FAILURE_FLOOR:.1%} absolute): a t-test on "
+            f"the logs of the values (with the figure's scatter pooled over all entries where that is the "
+            f"larger), one-sided against that margin, at least {stats.MIN_REPS} repetitions "
+            f"a side, and p under {stats.ALPHA:g} after the Benjamini-Hochberg correction over every figure "
+            f"the comparison tests, so two runs of the same thing mark nothing in at least "
+            f"{1 - stats.ALPHA:.0%} of comparisons. Confidence: the ratio B/A of geometric means with its "
+            f"95% interval, and p. Latency "
             f"percentiles need enough requests (p99: {headline.MIN_COUNT['p99']}) and, under a CPU budget, a "
             "move of more than two quota periods; p99.9 and max are shown, not judged. Connections and CPU % "
             "have no better direction: higher or lower. Throughput of a generator-bound entry is not "

@@ -40,10 +40,11 @@ PLOT_KINDS = ("rps", "cost", "memory-per-connection", "latency-percentiles", "th
               "latency-time", "rss-time", "connections-time", "db-time", "cpu-time")
 MAX_POINTS = 300
 LOG_RATIO = 30  # latency charts use a log scale when the largest value is this many times the least
-TIE_RULE = ("A server wins, or is cheaper, only when its repetitions differ from the other's by a "
-            "Mann-Whitney U test (p < 0.05, at least 4 repetitions a side) and by the figure's minimum "
-            "effect (15% for throughput and CPU per request); otherwise it is a tie, printed with its "
-            "confidence. A result limited by the load generator claims no throughput winner: CPU per "
+TIE_RULE = ("A server wins, or is cheaper, only when its repetitions show it differs from the other's by "
+            "more than the figure's minimum effect (15% for throughput and CPU per request): a t-test on "
+            "the logs, one-sided against that margin, p < 0.05, at least 4 repetitions a side; otherwise "
+            "it is a tie, printed with its confidence (ratio, 95% interval, p). A result limited by the "
+            "load generator claims no throughput winner: CPU per "
             "request decides (rules: lab/results/headline.py, lab/results/stats.py).")
 
 Entry = dict[str, Any]

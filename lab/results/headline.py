@@ -1,9 +1,9 @@
 """Plain-words verdicts, and the figures they and `make compare` judge, shared by both reports.
 
 Every "better", "worse" or "winner" comes from one rule (lab.results.stats.decide): the
-repetition-level values of the two sides differ by a Mann-Whitney U test (p < 0.05) AND their
-medians differ by at least the figure's minimum effect (FIGURES[...].min_effect). Anything else is a
-tie, printed with its confidence. Further:
+repetition-level values of the two sides show that the figure differs by more than its minimum effect
+(FIGURES[...].min_effect; a one-sided t-test on the logs against that margin, p < 0.05). Anything else
+is a tie, printed with its confidence. Further:
 - a latency percentile is only judged when both sides have at least MIN_COUNT requests behind it
   (p99 of 50 requests is just their second-slowest), and, under a CPU budget, when it moved by more
   than two quota periods (a throttled server answers in its next period, so latency moves in steps of
@@ -131,7 +131,8 @@ FIGURES: dict[str, Figure] = {f.key: f for f in (
 )}
 
 
-def judge(fig: Figure, a: Entry, b: Entry) -> tuple[str, float | None, stats.Decision | None]:
+def judge(fig: Figure, a: Entry, b: Entry,
+          noise: stats.Noise | None = None) -> tuple[str, float | None, stats.Decision | None]:
     """(mark, relative change of the median from a to b, the test's decision) for one figure: 'better',
     'worse' (for a figure with no better direction 'higher', 'lower'), 'within noise', or 'not compared'
     (missing, too few requests, or a figure that is shown but not judged)."""
@@ -143,7 +144,7 @@ def judge(fig: Figure, a: Entry, b: Entry) -> tuple[str, float | None, stats.Dec
         return "not compared", change, None
     if fig.key in MIN_COUNT and min(rep_counts(a) + rep_counts(b)) < MIN_COUNT[fig.key]:
         return "not compared", change, None
-    decision = stats.decide(fig.values(a), fig.values(b), fig.min_effect)
+    decision = stats.decide(fig.values(a), fig.values(b), fig.min_effect, noise=noise)
     changed = decision.changed
     if fig.key == "failure_rate" and abs(vb - va) < FAILURE_FLOOR:
         changed = False
@@ -266,7 +267,8 @@ def _failures(e: Entry) -> str:
 
 
 def _confidence(fig: Figure, a: Entry, b: Entry) -> str:
-    decision = judge(fig, b, a)[2]
+    """The test's confidence, its ratio read as b over a (as the sentence reads: 'b served 28% more')."""
+    decision = judge(fig, a, b)[2]
     return decision.confidence() if decision is not None else "not tested"
 
 
