@@ -556,9 +556,15 @@ class ConnectionsUser(LabUser):
 
 
 class LabShape(LoadTestShape):
-    """Warm-up at the first stage's users, then catalogue.schedule(); stops by itself."""
+    """Warm-up at the first stage's users, then catalogue.schedule(); stops by itself.
+
+    Locust asks a shape for users once a second, which would round a 0.5 s warm-up up to a second and
+    add up to a second at each end of every repetition. The phases are therefore kept by a greenlet of
+    the shape's own (`_phases`: spawn seen within PHASE_POLL, warm-up and measure timed exactly), and
+    tick() only reads them."""
 
     use_common_options = True  # -t (run time) stays a hard cap
+    PHASE_POLL = 0.05  # seconds between looks at the spawned user count
 
     def __init__(self) -> None:
         super().__init__()
@@ -575,29 +581,45 @@ class LabShape(LoadTestShape):
         self.spawned_at: float | None = None
         self.measure_start: float | None = None
         self.spawn_complete = False
+        self.finished = False
+        self._timer: gevent.Greenlet | None = None
 
     def tick(self) -> tuple[int, float] | None:
-        now = time.time()
-        if self.measure_start is None:
-            first = self.stages[0]
-            if self.spawned_at is None:
-                if self.get_current_user_count() >= first.users:
-                    self.spawned_at, self.spawn_complete = now, True
-                elif now - self.began > self.spawn_deadline:
-                    self.spawned_at = now
-            if self.spawned_at is not None and now - self.spawned_at >= self.warmup:
-                self._start_measuring(now)
-            else:
-                return first.users, first.spawn_rate
-        assert self.measure_start is not None
-        elapsed = now - self.measure_start
-        cap = getattr(self.runner.environment.parsed_options, "run_time", None) if self.runner else None
-        if elapsed >= self.stages[-1].end or (cap and now - self.began >= cap):
-            self._set_phase("tail", now)
-            self._write(now)
+        if self._timer is None:
+            self.began = time.time()
+            self._timer = gevent.spawn(self._phases)
+        if self.finished:
             return None
+        if self.measure_start is None:
+            return self.stages[0].users, self.stages[0].spawn_rate
+        elapsed = time.time() - self.measure_start
         stage = next((s for s in self.stages if s.start <= elapsed < s.end), self.stages[-1])
         return stage.users, stage.spawn_rate
+
+    def _phases(self) -> None:
+        first = self.stages[0]
+        while self.spawned_at is None:
+            now = time.time()
+            if self.get_current_user_count() >= first.users:
+                self.spawned_at, self.spawn_complete = now, True
+            elif now - self.began > self.spawn_deadline:
+                self.spawned_at = now
+            else:
+                gevent.sleep(self.PHASE_POLL)
+        gevent.sleep(max(0.0, self.spawned_at + self.warmup - time.time()))
+        self._start_measuring(time.time())
+        assert self.measure_start is not None
+        cap = getattr(self.runner.environment.parsed_options, "run_time", None) if self.runner else None
+        end = self.measure_start + self.stages[-1].end
+        if cap:
+            end = min(end, self.began + cap)
+        gevent.sleep(max(0.0, end - time.time()))
+        now = time.time()
+        self._set_phase("tail", now)
+        self._write(now)
+        self.finished = True
+        if self.runner is not None:  # stop now, not at the next tick (up to a second later)
+            self.runner.quit()
 
     def _start_measuring(self, now: float) -> None:
         self.measure_start = now

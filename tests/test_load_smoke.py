@@ -132,6 +132,27 @@ def test_raw_files_and_run_files_are_kept(smoke_run: dict[str, Any]) -> None:
             assert (run_dir / server / scenario / f"{server}.log").is_file()
 
 
+def test_warm_up_and_measured_window_are_as_asked(smoke_run: dict[str, Any]) -> None:
+    """The shape keeps its phases by its own timer, not Locust's one-second ticks: the warm-up and the
+    measured window last what the profile says (within 0.2 s), and spawning is seen at once."""
+    settings = json.loads((smoke_run["run_dir"] / "settings.json").read_text(encoding="utf-8"))
+    for shape_file in smoke_run["run_dir"].glob("*/*/rep-*/records/shape.json"):
+        shape = json.loads(shape_file.read_text(encoding="utf-8"))
+        assert shape["spawn_complete"], shape_file
+        assert abs(shape["measure_start"] - shape["spawned_at"] - settings["warmup"]) < 0.2, shape
+        assert abs(shape["measure_end"] - shape["measure_start"] - settings["duration"]) < 0.2, shape
+        assert shape["spawned_at"] - shape["began"] < 1.0, shape
+
+
+def test_every_repetition_has_a_fresh_server(smoke_run: dict[str, Any]) -> None:
+    for meta_path in smoke_run["run_dir"].glob("*/*/scenario.json"):
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        reps = sorted(meta_path.parent.glob("rep-*/run.json"))
+        used = [json.loads(r.read_text(encoding="utf-8"))["server"]["pid"] for r in reps]
+        assert len(set(used)) == len(reps) >= 2 and used == meta["server_pids"], meta_path
+        assert meta["server_exit_codes"] == [0] * len(reps), meta_path
+
+
 def test_cost_per_request_under_the_cpu_budget(smoke_run: dict[str, Any]) -> None:
     data = smoke_run["data"]
     assert data["run"]["settings"]["server_cpu"] == 0.1  # the smoke profile's budget
@@ -182,8 +203,9 @@ def test_progress_was_shown_and_nothing_left_running(smoke_run: dict[str, Any]) 
         cmd = " ".join(proc.info["cmdline"] or [])
         if reports in cmd:
             leftovers.append(f"{proc.info['pid']}: {cmd[:200]}")
-    for meta_path in smoke_run["run_dir"].glob("*/*/scenario.json"):
-        pid = json.loads(meta_path.read_text(encoding="utf-8"))["server_pid"]
+    pids = [pid for meta_path in smoke_run["run_dir"].glob("*/*/scenario.json")
+            for pid in json.loads(meta_path.read_text(encoding="utf-8"))["server_pids"]]
+    for pid in pids:
         with contextlib.suppress(psutil.Error):
             proc = psutil.Process(pid)
             cmd = " ".join(proc.cmdline())

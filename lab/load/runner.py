@@ -2,9 +2,13 @@
 
     python -m lab load [--profile quick] [--servers a,b] [--scenarios x,y] [--reps N] [--server-cpu 0.1] ...
 
-Per scenario: every server is started fresh, pinned to the server CPUs and held to its CPU budget
-(a cgroup quota), then the repetitions run interleaved across the servers (rep 1 of each, then rep 2
-in a rotated order, ...) so that drift on the machine hits all of them alike. Per repetition: Locust
+Per scenario: every server is started, pinned to the server CPUs and held to its CPU budget (a cgroup
+quota), then the repetitions run interleaved across the servers (rep 1 of each, then rep 2 in a
+rotated order, ...) so that drift on the machine hits all of them alike. Each repetition after the
+first gets a fresh server process (LAB_FRESH_SERVER=no keeps one): a process can settle into a state
+of its own (threaded /db under the budget ran at 330 µs CPU per request in one process and 520 in
+the next, every repetition alike), and only repetitions over several processes let the verdicts see
+that as noise rather than call two runs different. Per repetition: Locust
 runs headless as a subprocess (pinned to the load CPUs; its load shape warms up first, uncounted,
 then measures), lab.load.sampler samples the server, and every raw file goes under
 reports/<run-id>/<server>/<scenario>/rep-<n>/. Capacity (open-model) scenarios first probe each server
@@ -83,6 +87,7 @@ class Live:
     server: procs.ServerProcess | None = None
     budget: cpu_budget.CpuBudget | None = None
     rates: tuple[float, ...] = ()
+    rss_idle: int | None = None  # the current process's RSS before any client connected
 
     @property
     def ok(self) -> bool:
@@ -135,6 +140,8 @@ class Runner:
                 for model in plan.order(self.s.servers, rep):
                     live = by_model[model]
                     self.progress.index += 1
+                    if live.ok and rep > 1 and self.s.fresh_server:
+                        self.restart(live, sc)
                     if live.ok:
                         self.run_rep_safely(live, sc, rep)
             for live in lives:
@@ -175,7 +182,8 @@ class Runner:
             self.start_server(live)
             assert live.server is not None
             live.meta["server_pid"], live.meta["server_url"] = live.server.pid, live.server.url
-            live.meta["rss_idle_bytes"] = tree_rss(live.server.pid)  # before any client connects
+            live.meta["server_pids"] = [live.server.pid]
+            live.meta["rss_idle_bytes"] = live.rss_idle = tree_rss(live.server.pid)  # before any client
             live.meta["server_config"] = server_config(live.server.url)
             if not sc.open_model:
                 probe.probe(self.s.target_host, live.server.port, sc.path, seconds=WARM_SECONDS,
@@ -188,6 +196,33 @@ class Runner:
         except (procs.StartError, RunError, cpu_budget.BudgetError, OSError) as exc:
             self.fail(live, str(exc))
         write_json(live.scen_dir / "scenario.json", live.meta)
+
+    def restart(self, live: Live, sc: catalogue.Scenario) -> None:
+        """A fresh process (and budget) for the next repetition, warmed up like the first."""
+        assert live.server is not None
+        try:
+            self.stop_server(live)
+            self.start_server(live)
+            assert live.server is not None
+            live.meta["server_pids"].append(live.server.pid)
+            live.rss_idle = tree_rss(live.server.pid)
+            if not sc.open_model:
+                probe.probe(self.s.target_host, live.server.port, sc.path, seconds=WARM_SECONDS,
+                            connections=WARM_CONNECTIONS, cpus=self.s.load_cpus)
+        except (procs.StartError, RunError, cpu_budget.BudgetError, OSError) as exc:
+            self.fail(live, f"restarting the server for the next repetition: {exc}")
+        write_json(live.scen_dir / "scenario.json", live.meta)
+
+    def stop_server(self, live: Live) -> None:
+        """Stop the server and release its budget, adding its throttling to the scenario's."""
+        if live.budget is not None:
+            live.meta["cpu_budget"] = add_throttling(live.meta.get("cpu_budget"), live.budget.stat())
+        if live.server is not None:
+            live.meta["server_exit_code"] = procs.stop_server(live.server)
+            live.meta.setdefault("server_exit_codes", []).append(live.meta["server_exit_code"])
+        if live.budget is not None:
+            live.budget.remove()
+            live.budget = None
 
     def probe_rates(self, live: Live, sc: catalogue.Scenario) -> tuple[float, ...]:
         assert live.server is not None
@@ -207,12 +242,7 @@ class Runner:
     def finish(self, live: Live) -> None:
         if live.meta["status"] == "running":  # Ctrl-C or SIGTERM on the way out
             live.meta["status"], live.meta["error"] = "interrupted", "the run was interrupted"
-        if live.budget is not None:
-            live.meta["cpu_budget"] = live.budget.stat()
-        if live.server is not None:
-            live.meta["server_exit_code"] = procs.stop_server(live.server)
-        if live.budget is not None:
-            live.budget.remove()
+        self.stop_server(live)
         write_json(live.scen_dir / "scenario.json", live.meta)
 
     def run_rep_safely(self, live: Live, sc: catalogue.Scenario, rep: int) -> None:
@@ -239,22 +269,24 @@ class Runner:
                         master_port=self.s.master_port, load_cpus=self.s.load_cpus, run_tag=tag,
                         rates=live.rates, path=sc.path, arrival=self.s.arrival)
         run: dict[str, Any] = {"rep": rep, "run_tag": tag, "status": "running", "error": None,
-                               "server": {"model": server.model, "pid": server.pid, "url": server.url}}
+                               "server": {"model": server.model, "pid": server.pid, "url": server.url},
+                               "rss_idle_bytes": live.rss_idle}
         label = (f"[{self.progress.index}/{self.progress.total_runs}] {server.model}/{sc.name} "
                  f"rep {rep}/{self.s.reps}")
         samp: subprocess.Popen[bytes] | None = None
-        last_print = [0.0]
+        last_print, last_phase = [0.0], [""]
         throttle_before = live.budget.stat() if live.budget else None
 
         def tick(j: LocustJob) -> str | None:
             if not server.alive():
                 return f"the server died (exit {server.popen.returncode})"
             now = time.monotonic()
-            if now - last_print[0] >= PROGRESS_SECONDS:
-                last_print[0] = now
+            line = live_line(j, time.time() - j.started)
+            phase = line.split(maxsplit=1)[0]
+            if now - last_print[0] >= PROGRESS_SECONDS or phase != last_phase[0]:  # and each new phase
+                last_print[0], last_phase[0] = now, phase
                 left = fmt_seconds(self.progress.remaining())
-                say(f"  {label} {live_line(j, time.time() - j.started)} | run "
-                    f"{fmt_seconds(self.progress.elapsed)} elapsed, ~{left} left")
+                say(f"  {label} {line} | run {fmt_seconds(self.progress.elapsed)} elapsed, ~{left} left")
             return None
 
         try:
@@ -346,6 +378,17 @@ def tree_rss(pid: int) -> int | None:
         with contextlib.suppress(psutil.Error):
             total += psutil.Process(child).memory_info().rss
     return total or None
+
+
+def add_throttling(total: dict[str, Any] | None, stat: dict[str, Any]) -> dict[str, Any]:
+    """One budget's stat added to the scenario's: the counters summed over its processes."""
+    if not total or "periods" not in total:
+        return dict(stat)
+    out = dict(stat)
+    for key in ("periods", "throttled_periods", "throttled_seconds"):
+        if isinstance(total.get(key), int | float) and isinstance(stat.get(key), int | float):
+            out[key] = round(total[key] + stat[key], 6)
+    return out
 
 
 def throttle_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:

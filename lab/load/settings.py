@@ -68,6 +68,7 @@ class Settings:
     step_seconds: float = catalogue.STEP_SECONDS  # measured seconds per offered rate
     slo_p99_ms: float = catalogue.DEFAULT_SLO_P99_MS
     arrival: str = "uniform"  # uniform | poisson
+    fresh_server: bool = True  # a new server process for every repetition (False: one per scenario)
     database_url: str | None = None
     run_id: str = ""
     remote_workers: int = 0  # workers on other machines the master waits for (started by hand)
@@ -127,6 +128,10 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
                         "[SLO_P99_MS]")
     p.add_argument("--arrival", default=env.get("ARRIVAL", "uniform"), choices=ARRIVALS,
                    help="open-model arrivals: evenly spaced or Poisson [ARRIVAL, default uniform]")
+    p.add_argument("--fresh-server", default=env.get("LAB_FRESH_SERVER", "yes"), choices=("yes", "no"),
+                   help="start a new server process for every repetition, so that the state a process "
+                        "settles into is part of the noise the verdicts see, not a difference between "
+                        "runs; 'no': one process per server and scenario [LAB_FRESH_SERVER, default yes]")
     p.add_argument("--locust-workers", default=env.get("LOCUST_WORKERS", "0"),
                    help="0: one Locust process; N: a master and N workers on this machine [LOCUST_WORKERS]")
     p.add_argument("--remote-workers", default=env.get("LOCUST_REMOTE_WORKERS", "0"),
@@ -238,7 +243,7 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         step_seconds=_float_knob(args.step_seconds, "STEP_SECONDS", 0.5, 3600) or catalogue.STEP_SECONDS,
         slo_p99_ms=_float_knob(args.slo_p99_ms, "SLO_P99_MS", 0.1, 600_000, "milliseconds")
         or catalogue.DEFAULT_SLO_P99_MS,
-        arrival=args.arrival, database_url=args.database_url,
+        arrival=args.arrival, fresh_server=args.fresh_server == "yes", database_url=args.database_url,
         server_env={k: environ[k] for k in SERVER_KNOBS if environ.get(k)},
         run_id=check_run_id(args.run_id), remote_workers=remote,
         master_bind=args.master_bind.strip() or "127.0.0.1",

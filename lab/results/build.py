@@ -485,7 +485,8 @@ def build_rep(rep_dir: Path, meta: dict[str, Any], calibration: dict[str, Any] |
             problems.append(str(exc))
     else:
         problems.append(f"no samples: {samples_path} is missing")
-    res = resources(samples, start, end, meta.get("rss_idle_bytes"))
+    idle = run.get("rss_idle_bytes") or meta.get("rss_idle_bytes")  # this repetition's process, if fresh
+    res = resources(samples, start, end, idle)
     if samples and records and window and not res["samples"]:
         problems.append("the sampler recorded no sample inside the measured window")
     gen = generator_cpu(run, start, end)
