@@ -34,13 +34,15 @@ def rep_seconds(s: Settings, sc: catalogue.Scenario) -> float:
 
 
 def scenario_seconds(s: Settings, name: str) -> float:
-    """One scenario for every server: start them, every repetition of each, stop them."""
+    """One scenario for every server: start them (again for each repetition when fresh), every
+    repetition of each, stop them."""
     sc = s.scenario(name)
-    per_server = s.reps * rep_seconds(s, sc) + EST_SERVER_START + EST_SERVER_STOP
+    starts = s.reps if s.fresh_server else 1
+    per_server = s.reps * rep_seconds(s, sc) + starts * (EST_SERVER_START + EST_SERVER_STOP)
     if sc.open_model and not s.rates:
         per_server += EST_PROBE
     elif not sc.open_model:
-        per_server += EST_WARM
+        per_server += starts * EST_WARM
     return per_server * len(s.servers)
 
 
