@@ -9,11 +9,11 @@ from lab.stack import cpu_budget
 from loadtests import catalogue
 
 # Planning estimates (seconds), measured on the 2-core lab machine.
-EST_SERVER_START = 1.0
-EST_SERVER_STOP = 0.5
-EST_LOCUST_START = 1.6  # interpreter and imports until the first user spawns; the sampler starts meanwhile
+EST_SERVER_START = 0.5
+EST_SERVER_STOP = 0.3
+EST_LOCUST_START = 0.9  # interpreter and imports until the first user spawns; the sampler starts meanwhile
 EST_LOCUST_WORKERS_START = 2.0  # extra for a master waiting for its workers
-EST_LOCUST_STOP = 0.8
+EST_LOCUST_STOP = 0.5
 EST_PROBE = 1.5  # the quick probe before a capacity scenario, per server
 EST_WARM = 0.6  # the warm-up burst before a closed-loop scenario's repetitions, per server
 
