@@ -162,6 +162,8 @@ def test_a_server_at_least_as_lean_as_its_reference_holds_and_a_heavier_one_is_m
     assert row in held["markdown"]
     assert "PASS: gevent: 0 non-2xx responses at -c64 on /json and /queries?queries=20" in held["markdown"]
     assert held["data"]["references"]["bare gevent+psycopg2"]["endpoints"]["/json"]["cpu_us"] == 100.0
+    samples = held["data"]["servers"]["gevent"]["metrics_off"]["/json"]["samples"]
+    assert [x["cpu_us"] for x in samples] == [90.0, 90.0, 90.0]
 
     missed = bench.build_report(pair_results(125.0, 100.0), ["gevent"], ARGS, [0], [1])
     assert missed["data"]["all_hold"] is False

@@ -538,6 +538,10 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
             unsaturated.append(f"{name} {path}")
         if name in models:
             data["servers"].setdefault(name, {"endpoints": {}})["endpoints"][path] = _figures(s)
+        elif name.endswith(" (metrics off)"):
+            model = name.removesuffix(" (metrics off)")
+            figures = data["servers"].setdefault(model, {"endpoints": {}})
+            figures.setdefault("metrics_off", {})[path] = _figures(s)
         elif name in BARE.values():
             data["references"].setdefault(name, {"endpoints": {}})["endpoints"][path] = _figures(s)
 
