@@ -53,7 +53,7 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check servers lab loadtests tests
 	$(VENV)/bin/mypy servers lab loadtests tests
 
-bench: venv ## rps of /json and /db per server, metrics on vs off, asyncio vs a bare aiohttp handler
+bench: venv ## CPU per request of every server vs its stack's bare reference (4 endpoints), metrics on vs off
 	@$(call apt_install,wrk,wrk)
 	$(PY) -m lab bench $(BENCH_ARGS)
 

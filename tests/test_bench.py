@@ -77,3 +77,125 @@ def test_a_process_that_left_no_totals_is_an_error_not_a_zero(tmp_path: Path) ->
 
     with pytest.raises(RuntimeError, match=r"callgrind\.out\.101"):
         bench_instructions.count_by_difference(run, 8.0)
+
+
+WRK_OUTPUT = """Running 2s test @ http://127.0.0.1:8001/db
+  1 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     7.02ms    1.10ms  21.37ms   88.51%
+    Req/Sec     9.14k   312.48     9.55k    80.00%
+  18190 requests in 2.00s, 2.89MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 17
+Requests/sec:   9088.71
+Transfer/sec:      1.44MB
+"""
+
+
+def test_wrk_counts_non_2xx_apart_from_socket_errors() -> None:
+    counts = bench.parse_wrk(WRK_OUTPUT, 2.0)
+    assert counts == bench.WrkCounts(9088.71, 18190, 17, 3)
+    assert counts.errors == 20
+
+
+def test_a_clean_wrk_run_counts_no_errors_and_a_failed_one_nothing() -> None:
+    clean = "\n".join(line for line in WRK_OUTPUT.splitlines()
+                      if "errors" not in line and "Non-2xx" not in line)
+    assert bench.parse_wrk(clean, 2.0) == bench.WrkCounts(9088.71, 18190, 0, 0)
+    assert bench.parse_wrk("unable to connect to 127.0.0.1:8001 Connection refused\n", 2.0) is None
+
+
+def test_endpoints_are_named_and_kept_in_the_bench_order() -> None:
+    assert bench.parse_endpoints("fortunes, json") == ["/json", "/fortunes"]
+    assert bench.parse_endpoints("json,db,queries,fortunes") == [
+        "/json", "/db", "/queries?queries=20", "/fortunes"]
+    with pytest.raises(ValueError, match="choose from json, db, queries, fortunes"):
+        bench.parse_endpoints("json,plaintext")
+    with pytest.raises(ValueError):
+        bench.parse_endpoints(" , ")
+
+
+def test_each_server_is_measured_next_to_its_stack_reference_and_each_reference_once() -> None:
+    plan = bench.plan_targets(["threaded", "gevent", "asyncio", "multiproc"], ["/json", "/db"])
+    assert plan[:3] == [("threaded", "/json"), ("threaded (metrics off)", "/json"),
+                        ("bare threaded+psycopg2", "/json")]
+    db = [name for name, path in plan if path == "/db"]
+    assert db == ["threaded", "bare threaded+psycopg2", "gevent", "bare gevent+psycopg2", "asyncio",
+                  "bare aiohttp+asyncpg", "multiproc"]  # multiproc shares asyncio's reference
+    assert len(plan) == len(set(plan)) == 4 * 2 + 4 + 3 * 2
+    assert bench.plan_targets(["gevent"], ["/fortunes"]) == [("gevent", "/fortunes"),
+                                                             ("bare gevent+psycopg2", "/fortunes")]
+
+
+def test_the_ratio_is_the_reference_cost_over_the_server_cost() -> None:
+    lean = series(50.0, 50.0, 50.0, rps=12_000.0)
+    heavy = series(80.0, 80.0, 80.0, rps=9_000.0)
+    assert bench.ratios(lean, heavy) == (1.6, 12_000.0 / 9_000.0)  # the server is leaner: above 1
+    assert bench.ratios(heavy, lean) == (0.625, 0.75)
+
+
+def test_the_estimate_counts_warm_ups_and_every_repetition() -> None:
+    one = bench.estimate_seconds(1, 3, 5.0)
+    assert bench.estimate_seconds(32, 3, 5.0) == pytest.approx(32 * one)
+    assert 16 < one < 18  # 1 s warm-up + 3 x 5 s, plus wrk's start-up each time
+
+
+def pair_results(server_us: float, reference_us: float, non2xx: int = 0,
+                 spread: float = 0.0) -> dict[tuple[str, str], Series]:
+    results: dict[tuple[str, str], Series] = {}
+    for name, path in bench.plan_targets(["gevent"], ["/json", "/queries?queries=20"]):
+        us = reference_us if name.startswith("bare") else server_us
+        results[(name, path)] = Series([Sample(5_000.0, 15_000, non2xx if name == "gevent" else 0, 97.0, 40.0,
+                                               us * (1 + d), non2xx if name == "gevent" else 0)
+                                        for d in (-spread / 2, 0.0, spread / 2)])
+    return results
+
+
+def test_a_server_at_least_as_lean_as_its_reference_holds_and_a_heavier_one_is_missed() -> None:
+    held = bench.build_report(pair_results(90.0, 100.0), ["gevent"], ARGS, [0], [1])
+    assert held["data"]["all_hold"] is True
+    pair = held["data"]["pairs"][1]
+    assert (pair["server"], pair["reference"], pair["endpoint"]) == (
+        "gevent", "bare gevent+psycopg2", "/queries?queries=20")
+    assert pair["ratio"] == pytest.approx(100 / 90) and pair["holds"] is True
+    row = "| gevent | bare gevent+psycopg2 | `/json` | 90.0 (0%) | 100.0 (0%) | **1.11x** |"
+    assert row in held["markdown"]
+    assert "PASS: gevent: 0 non-2xx responses at -c64 on /json and /queries?queries=20" in held["markdown"]
+    assert held["data"]["references"]["bare gevent+psycopg2"]["endpoints"]["/json"]["cpu_us"] == 100.0
+    samples = held["data"]["servers"]["gevent"]["metrics_off"]["/json"]["samples"]
+    assert [x["cpu_us"] for x in samples] == [90.0, 90.0, 90.0]
+
+    missed = bench.build_report(pair_results(125.0, 100.0), ["gevent"], ARGS, [0], [1])
+    assert missed["data"]["all_hold"] is False
+    assert ("MISS: gevent /json is 0.80x bare gevent+psycopg2's throughput per CPU (125.0 vs 100.0 us per "
+            "request; by rps 1.00x) (target at least 1.00x)") in missed["markdown"]
+    assert "not settled" not in missed["markdown"]
+    noisy = bench.build_report(pair_results(105.0, 100.0, spread=0.2), ["gevent"], ARGS, [0], [1])
+    assert "0.95x" in noisy["markdown"] and "not settled" in noisy["markdown"]
+
+
+def test_non_2xx_responses_miss_the_target_at_64_connections_and_are_only_shown_at_others() -> None:
+    at_64 = bench.build_report(pair_results(90.0, 100.0, non2xx=2), ["gevent"], ARGS, [0], [1])
+    assert at_64["data"]["all_hold"] is False
+    assert "MISS: gevent: 12 non-2xx responses at -c64" in at_64["markdown"]  # 2 x 3 reps x 2 endpoints
+    assert at_64["data"]["non2xx"]["gevent /json"] == 6
+    other = argparse.Namespace(**{**vars(ARGS), "connections": 256})
+    at_256 = bench.build_report(pair_results(90.0, 100.0, non2xx=2), ["gevent"], other, [0], [1])
+    assert at_256["data"]["all_hold"] is True
+    assert "NOTE: the non-2xx target holds at -c64; this run used -c256" in at_256["markdown"]
+
+
+def test_instruction_counts_replace_only_the_verdicts_they_count() -> None:
+    results = {**pair_results(90.0, 100.0)}
+    results = {(name.replace("gevent", "asyncio").replace("bare asyncio+psycopg2", "bare aiohttp+asyncpg"),
+                path): s for (name, path), s in results.items()}
+    counted = {"asyncio /json": 100_000.0, "asyncio (metrics off) /json": 99_000.0,
+               "asyncio /db": 400_000.0, "bare aiohttp+asyncpg /db": 300_000.0}
+    report = bench.build_report(results, ["asyncio"], ARGS, [0], [1], counted)
+    texts = [v["text"] for v in report["data"]["verdicts"]]
+    assert texts[0].startswith("asyncio: metrics cost +1.0% of /json throughput by instructions")
+    assert any(t.startswith("asyncio /json is 1.11x bare aiohttp+asyncpg's throughput per CPU")
+               for t in texts)
+    assert any(t.startswith("asyncio /db is 0.75x bare aiohttp+asyncpg's throughput by instructions")
+               for t in texts)
+    assert report["data"]["all_hold"] is False

@@ -1,20 +1,26 @@
-"""The reference for `make bench`: a bare aiohttp + asyncpg handler doing /db's query.
+"""The asyncio stack's reference for `make bench`: a bare aiohttp + asyncpg app.
 
-No contract, no limits, no metrics: the floor of per-request overhead that the asyncio
-server is measured against. `python -m lab.bench.bare_aiohttp --port N --database-url URL`.
+/json, /db, /queries, /fortunes, /health and /ready with the servers' SQL and bodies
+(servers.contract), on asyncpg's own pool. No contract limits, no metrics: the floor of
+per-request overhead that the asyncio (and multiproc) server is measured against.
+`python -m lab.bench.bare_aiohttp --port N --database-url URL`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import random
 
 import asyncpg
 from aiohttp import web
 
-from servers.contract import SQL_WORLD
+from servers import contract
+from servers.contract import Reply
+
+_HEADERS = {contract.JSON: {"Content-Type": contract.JSON}, contract.HTML: {"Content-Type": contract.HTML}}
+_JSON_REPLY = Reply(200, contract.JSON_BODY)
+_HEALTH = contract.health_reply()
+_READY = contract.ready_reply()
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -29,27 +35,54 @@ def make_app(database_url: str, pool_size: int) -> web.Application:
             database_url,
             min_size=pool_size,
             max_size=pool_size,
-            server_settings={"application_name": "serverlab-bare"},
+            server_settings={"application_name": "serverlab-bare-aiohttp"},
             reset=_no_reset,
         )
 
     async def close_pool(app: web.Application) -> None:
         await app["pool"].close()
 
+    def respond(reply: Reply) -> web.Response:
+        return web.Response(body=reply.body, status=reply.status, headers=_HEADERS[reply.content_type])
+
+    async def json(request: web.Request) -> web.Response:
+        return respond(_JSON_REPLY)
+
     async def db(request: web.Request) -> web.Response:
         async with app["pool"].acquire() as conn:
-            row = await conn.fetchrow(SQL_WORLD, random.randint(1, 10000))
-        body = json.dumps({"id": row[0], "randomNumber": row[1]}, separators=(",", ":"))
-        return web.Response(body=body.encode(), content_type="application/json")
+            row = await conn.fetchrow(contract.SQL_WORLD, contract.random_id())
+        return respond(contract.world_reply(row))
+
+    async def queries(request: web.Request) -> web.Response:
+        ids = contract.random_ids(contract.clamp_queries(request.query.get("queries")))
+        rows = []
+        async with app["pool"].acquire() as conn:
+            for world_id in ids:
+                row = await conn.fetchrow(contract.SQL_WORLD, world_id)
+                if row is None:
+                    return respond(contract.world_reply(None))
+                rows.append(row)
+        return respond(contract.worlds_reply(rows))
+
+    async def fortunes(request: web.Request) -> web.Response:
+        async with app["pool"].acquire() as conn:
+            rows = await conn.fetch(contract.SQL_FORTUNES)
+        return respond(contract.fortunes_reply(rows))
 
     async def health(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
+        return respond(_HEALTH)
+
+    async def ready(request: web.Request) -> web.Response:
+        return respond(_READY)  # the pool opened its connections before the app took requests
 
     app.on_startup.append(open_pool)
     app.on_cleanup.append(close_pool)
+    app.router.add_get("/json", json)
     app.router.add_get("/db", db)
+    app.router.add_get("/queries", queries)
+    app.router.add_get("/fortunes", fortunes)
     app.router.add_get("/health", health)
-    app.router.add_get("/ready", health)  # what the lab waits for at start
+    app.router.add_get("/ready", ready)  # what the lab waits for at start
     return app
 
 

@@ -1,11 +1,19 @@
-"""`make bench`: requests per second of /json and /db on every server, side by side in one run.
+"""`make bench`: every server side by side with wrk, and each against its stack's lean reference.
 
-Two figures are checked, each as a ratio of medians measured in the same run:
-- instrumentation cost: /json with metrics on vs off, per server (target: at most 5 %);
-- the asyncio server's /db against a bare aiohttp + asyncpg handler (lab/bench/bare_aiohttp.py)
-  doing the same query with the same pool size (target: at least 0.9x).
+Every server is measured on /json, /db, /queries?queries=20 and /fortunes (LAB_BENCH_ENDPOINTS
+picks fewer), and so is a bare reference of its stack, written for this bench and doing the same
+queries with the same bodies and pool size, minus the contract's limits, deadlines and metrics:
+- threaded against lab/bench/bare_threaded.py (socketserver threads + psycopg2, queue.Queue pool);
+- gevent against lab/bench/bare_gevent.py (stock gevent.pywsgi + psycogreen'd psycopg2);
+- asyncio and multiproc against lab/bench/bare_aiohttp.py (aiohttp + asyncpg). multiproc runs the
+  asyncio app in several processes, and CPU per request is per request whatever the number of
+  processes, so its floor is the same; what its workers cost is its own overhead and counts.
+Checked, each as a ratio of medians measured in the same run:
+- every server at least 1.0x its reference on every endpoint (reference CPU per request divided
+  by the server's), and no non-2xx response from any server at -c64 (the targets of issue 11);
+- instrumentation cost: /json with metrics on vs off, per server (target: at most 5 %).
 
-Both are judged on the server's CPU time per request (its whole process tree's CPU seconds over
+All are judged on the server's CPU time per request (its whole process tree's CPU seconds over
 the requests wrk completed), with requests per second shown beside. A saturated server's
 throughput on a dedicated core is 1 / (CPU per request), and CPU per request barely moves when
 other processes share the machine, whereas rps between repetitions varied by 10-40 % on the
@@ -13,7 +21,8 @@ shared 2-core lab machine: too noisy to settle a 5 % question.
 
 The load generator is wrk (C, one thread), pinned to its own CPUs; the servers are pinned to
 others, so the generator is not the limit (its CPU use is recorded and flagged if it was).
-Repetitions run round-robin over the targets so that drift on a noisy machine spreads evenly.
+Repetitions run round-robin over the targets, each server next to its reference, so that drift
+on a noisy machine spreads evenly.
 """
 
 from __future__ import annotations
@@ -39,13 +48,22 @@ import psutil
 from lab import files, machine
 from lab.bench import instructions as bench_instructions
 from lab.cpus import parse_cpus, pin_tree
+from lab.fmt import fmt_seconds
 from lab.knobs import env_flag
 from lab.stack import cpu_budget, database, procs
 from servers.settings import MODELS
 
 REPO = Path(__file__).resolve().parents[2]
 OVERHEAD_LIMIT = 0.05
-BARE_RATIO_MIN = 0.90
+REFERENCE_RATIO_MIN = 1.0
+TARGET_CONNECTIONS = 64  # the non-2xx target holds at this many open connections
+# name -> path measured; LAB_BENCH_ENDPOINTS picks among the names
+ENDPOINTS = {"json": "/json", "db": "/db", "queries": "/queries?queries=20", "fortunes": "/fortunes"}
+# a reference's kind (lab/bench/bare_<kind>.py) -> its target name
+BARE = {"threaded": "bare threaded+psycopg2", "gevent": "bare gevent+psycopg2",
+        "aiohttp": "bare aiohttp+asyncpg"}
+REFERENCE_OF = {"threaded": "threaded", "gevent": "gevent", "asyncio": "aiohttp", "multiproc": "aiohttp"}
+WRK_OVERHEAD = 0.3  # seconds per wrk run beyond its duration (start, connect, report), for estimates
 GENERATOR_BOUND_CPU = 90.0  # % of one core
 SATURATED_CPU = 80.0  # % of each server core below which the server was not the bottleneck
 
@@ -65,6 +83,7 @@ class Sample:
     server_cpu: float  # % of one core, whole process tree
     generator_cpu: float  # % of one core
     cpu_us: float  # server CPU microseconds per completed request
+    non2xx: int = 0  # of `errors`: answered, but not with 2xx or 3xx
 
 
 def _median_spread(values: list[float]) -> tuple[float, float]:
@@ -98,6 +117,10 @@ class Series:
         return sum(s.errors for s in self.samples)
 
     @property
+    def non2xx(self) -> int:
+        return sum(s.non2xx for s in self.samples)
+
+    @property
     def generator_bound(self) -> bool:
         return any(s.generator_cpu >= GENERATOR_BOUND_CPU for s in self.samples)
 
@@ -128,9 +151,33 @@ _NON2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _SOCKET = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
 
+@dataclass(frozen=True)
+class WrkCounts:
+    rps: float
+    requests: int
+    non2xx: int  # "Non-2xx or 3xx responses": answered with an error
+    socket_errors: int  # connect, read, write and timeout errors: not answered at all
+
+    @property
+    def errors(self) -> int:
+        return self.non2xx + self.socket_errors
+
+
+def parse_wrk(stdout: str, seconds: float) -> WrkCounts | None:
+    """wrk's report, read; None when it holds no throughput line (wrk failed)."""
+    rps_match = _RPS.search(stdout)
+    if rps_match is None:
+        return None
+    rps = float(rps_match.group(1))
+    requests = int(m.group(1)) if (m := _REQUESTS.search(stdout)) else round(rps * seconds)
+    non2xx = int(m.group(1)) if (m := _NON2XX.search(stdout)) else 0
+    socket_errors = sum(int(g) for g in m.groups()) if (m := _SOCKET.search(stdout)) else 0
+    return WrkCounts(rps, requests, non2xx, socket_errors)
+
+
 def run_wrk(url: str, seconds: float, connections: int,
-            cpus: list[int] | None) -> tuple[float, int, int, float]:
-    """One bounded wrk run: (requests/s, requests, errors, generator CPU % of one core)."""
+            cpus: list[int] | None) -> tuple[WrkCounts, float]:
+    """One bounded wrk run: its counts, and the generator's CPU in % of one core."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", url]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
 
@@ -142,32 +189,71 @@ def run_wrk(url: str, seconds: float, connections: int,
         cmd, capture_output=True, text=True, timeout=seconds + 30, preexec_fn=pin_self, check=False
     )
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if out.returncode != 0 or not _RPS.search(out.stdout):
+    counts = parse_wrk(out.stdout, seconds)
+    if out.returncode != 0 or counts is None:
         raise RuntimeError(f"wrk failed on {url}: {out.stderr.strip() or out.stdout.strip()}")
-    rps = float(_RPS.search(out.stdout).group(1))  # type: ignore[union-attr]
-    requests = int(m.group(1)) if (m := _REQUESTS.search(out.stdout)) else round(rps * seconds)
-    errors = 0
-    if m := _NON2XX.search(out.stdout):
-        errors += int(m.group(1))
-    if m := _SOCKET.search(out.stdout):
-        errors += sum(int(g) for g in m.groups())
     cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / seconds * 100
-    return rps, requests, errors, cpu
+    return counts, cpu
 
 
 def measure(target: Target, path: str, args: argparse.Namespace, load_cpus: list[int] | None) -> Sample:
     cpu_before = tree_cpu_seconds(target.pid)
-    rps, requests, errors, gen_cpu = run_wrk(target.url + path, args.duration, args.connections, load_cpus)
+    counts, gen_cpu = run_wrk(target.url + path, args.duration, args.connections, load_cpus)
     used = tree_cpu_seconds(target.pid) - cpu_before
-    return Sample(rps, requests, errors, used / args.duration * 100, gen_cpu, used * 1e6 / max(requests, 1))
+    return Sample(counts.rps, counts.requests, counts.errors, used / args.duration * 100, gen_cpu,
+                  used * 1e6 / max(counts.requests, 1), counts.non2xx)
 
 
-def start_bare(port: int, database_url: str, pool_size: int, log_dir: Path,
+def parse_endpoints(raw: str) -> list[str]:
+    """The paths named by LAB_BENCH_ENDPOINTS (json, db, queries, fortunes), in the bench's order."""
+    names = {n.strip() for n in raw.split(",") if n.strip()}
+    unknown = names - set(ENDPOINTS)
+    if unknown or not names:
+        raise ValueError(f"endpoints {sorted(unknown) if unknown else raw!r}: choose from "
+                         f"{', '.join(ENDPOINTS)} (comma-separated)")
+    return [path for name, path in ENDPOINTS.items() if name in names]
+
+
+def reference_of(model: str) -> str:
+    """The target name of `model`'s stack reference."""
+    return BARE[REFERENCE_OF[model]]
+
+
+def plan_targets(models: Sequence[str], paths: Sequence[str]) -> list[tuple[str, str]]:
+    """(target, path) in measuring order: per path, each server, its metrics-off twin on /json, then
+    its reference (once per path), so a pair is measured back to back within every repetition."""
+    plan: list[tuple[str, str]] = []
+    for path in paths:
+        for model in models:
+            plan.append((model, path))
+            if path == "/json":
+                plan.append((f"{model} (metrics off)", path))
+            if (reference_of(model), path) not in plan:
+                plan.append((reference_of(model), path))
+    return plan
+
+
+def estimate_seconds(figures: int, reps: int, duration: float) -> float:
+    """Wall time of the measuring part: a 1 s warm-up per figure, then reps x duration each."""
+    return figures * (1 + WRK_OVERHEAD + reps * (duration + WRK_OVERHEAD))
+
+
+def ratios(server: Series, reference: Series) -> tuple[float, float]:
+    """(reference CPU per request / server's, server rps / reference's): >= 1.0, the server is at
+    least as lean (as fast) as its reference."""
+    return reference.cpu_us / server.cpu_us, server.median / reference.median
+
+
+def start_bare(kind: str, port: int, database_url: str, pool_size: int, log_dir: Path,
                wrapper: Sequence[str] = (), health_timeout: float = 30.0) -> subprocess.Popen[bytes]:
-    log = open(log_dir / "bare.log", "wb")  # noqa: SIM115 - handed to the child
-    cmd = [*wrapper, sys.executable, "-m", "lab.bench.bare_aiohttp", "--port", str(port),
+    """lab/bench/bare_<kind>.py (kind: a key of BARE) on 127.0.0.1:port, once it answers /ready."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = open(log_dir / f"bare-{kind}.log", "wb")  # noqa: SIM115 - handed to the child
+    cmd = [*wrapper, sys.executable, "-m", f"lab.bench.bare_{kind}", "--port", str(port),
            "--database-url", database_url, "--pool-size", str(pool_size)]
-    popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             cwd=REPO, start_new_session=True)
+    log.close()  # the child holds its own copy
     try:
         procs.wait_healthy(f"http://127.0.0.1:{port}", health_timeout)
     except procs.StartError:
@@ -198,7 +284,8 @@ def instructions_pass(models: list[str], url: str, args: argparse.Namespace, out
             wrap = bench_instructions.wrapper(prefix)
             port = procs.free_port()
             if model == "bare":
-                bare = start_bare(port, url, args.pool_size, folder, wrap, bench_instructions.STARTUP_TIMEOUT)
+                bare = start_bare("aiohttp", port, url, args.pool_size, folder, wrap,
+                                  bench_instructions.STARTUP_TIMEOUT)
                 try:
                     yield bare.pid, f"http://127.0.0.1:{port}", prefix
                 finally:
@@ -216,7 +303,7 @@ def instructions_pass(models: list[str], url: str, args: argparse.Namespace, out
                 procs.stop_server(server, timeout=60)  # workers exit cleanly and dump their totals
 
         def load(seconds: float, target: str) -> int:
-            return run_wrk(target, seconds, args.connections, load_cpus)[1]
+            return run_wrk(target, seconds, args.connections, load_cpus)[0].requests
 
         how = "by difference of two runs, " if model == "multiproc" else ""
         print(f"[{i}/{len(plan)}] {name} {path} under callgrind ({how}starts slowly) ...", flush=True)
@@ -250,20 +337,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="make bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     env_flag(p, "--models", "LAB_BENCH_MODELS", ",".join(MODELS), "servers to measure", env)
+    env_flag(p, "--endpoints", "LAB_BENCH_ENDPOINTS", ",".join(ENDPOINTS),
+             "endpoints to measure, of json, db, queries (/queries?queries=20) and fortunes; the metrics "
+             "cost check needs json", env)
     env_flag(p, "--duration", "LAB_BENCH_DURATION", "5", "seconds per measurement", env, type=float)
     env_flag(p, "--reps", "LAB_BENCH_REPS", "3", "repetitions per figure; the median is reported", env,
              type=int)
-    env_flag(p, "--connections", "LAB_BENCH_CONNECTIONS", "64", "open connections of the load generator", env,
-             type=int)
-    env_flag(p, "--pool-size", "LAB_POOL_SIZE", "10", "database pool size of every server and the bare "
-             "handler", env, type=int)
+    env_flag(p, "--connections", "LAB_BENCH_CONNECTIONS", str(TARGET_CONNECTIONS),
+             f"open connections of the load generator (the non-2xx target is judged at "
+             f"{TARGET_CONNECTIONS} only)", env, type=int)
+    env_flag(p, "--pool-size", "LAB_POOL_SIZE", "10", "database pool size of every server and every "
+             "reference", env, type=int)
     env_flag(p, "--server-cpus", "LAB_SERVER_CPUS", "0", "CPUs for the servers, e.g. 0 or 0-1", env)
     env_flag(p, "--load-cpus", "LAB_LOAD_CPUS", "1", "CPUs for the load generator", env)
     p.add_argument("--instructions", action="store_true",
                    default=env.get("LAB_BENCH_INSTRUCTIONS", "") not in ("", "0"),
-                   help="also count instructions per request under callgrind and judge the two targets on "
-                        "them: repeatable where wall-clock figures are noisy (adds ~5 min) "
-                        "[LAB_BENCH_INSTRUCTIONS=1]")
+                   help="also count instructions per request under callgrind and judge the metrics cost "
+                        "and asyncio /db against bare aiohttp on them: repeatable where wall-clock figures "
+                        "are noisy (adds ~5 min) [LAB_BENCH_INSTRUCTIONS=1]")
     p.add_argument("--instructions-seconds", type=float, default=8.0,
                    help="seconds of load per target under callgrind")
     env_flag(p, "--reports-dir", "LAB_REPORTS_DIR", str(REPO / "reports"),
@@ -289,6 +380,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"unknown models {sorted(unknown)}; choose from {', '.join(MODELS)}", file=sys.stderr)
         return 2
     try:
+        paths = parse_endpoints(args.endpoints)
+    except ValueError as exc:
+        print(f"make bench: {exc} (LAB_BENCH_ENDPOINTS)", file=sys.stderr)
+        return 2
+    try:
         server_cpus: list[int] | None = parse_cpus(args.server_cpus)
         load_cpus: list[int] | None = parse_cpus(args.load_cpus)
     except ValueError as exc:
@@ -304,14 +400,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_dir.mkdir(parents=True)
     url = database.provision()
 
+    plan = plan_targets(models, paths)
+    print(f"{len(plan)} figures x {args.reps} repetitions x {args.duration:g} s: about "
+          f"{fmt_seconds(estimate_seconds(len(plan), args.reps, args.duration))} of measuring after "
+          f"start-up (LAB_BENCH_ENDPOINTS / --endpoints, --reps and --duration set it)", flush=True)
     targets: dict[str, Target] = {}
     budgets: list[cpu_budget.CpuBudget] = []
     started: list[procs.ServerProcess] = []
-    bare: subprocess.Popen[bytes] | None = None
+    bares: list[subprocess.Popen[bytes]] = []
     base_env = {"LAB_POOL_SIZE": str(args.pool_size)}
     try:
         for model in models:
-            for metrics_on in (True, False):
+            for metrics_on in (True, False) if "/json" in paths else (True,):
                 name = model if metrics_on else f"{model} (metrics off)"
                 print(f"starting {name} ...", flush=True)
                 server = procs.start_server(
@@ -321,12 +421,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
                 started.append(server)
                 targets[name] = Target(name, server.url, server.pid)
-        if "asyncio" in models:
-            print("starting the bare aiohttp + asyncpg handler ...", flush=True)
+        for kind in dict.fromkeys(REFERENCE_OF[m] for m in models):
+            print(f"starting the reference {BARE[kind]} ...", flush=True)
             port = procs.free_port()
-            bare = start_bare(port, url, args.pool_size, log_dir)
-            targets["bare aiohttp+asyncpg"] = Target("bare aiohttp+asyncpg", f"http://127.0.0.1:{port}",
-                                                     bare.pid)
+            bares.append(start_bare(kind, port, url, args.pool_size, log_dir))
+            targets[BARE[kind]] = Target(BARE[kind], f"http://127.0.0.1:{port}", bares[-1].pid)
         if server_cpus:
             for t in targets.values():
                 pin_tree(t.pid, server_cpus)
@@ -338,11 +437,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if load_cpus and pg.running and pg.pid and not os.environ.get("LAB_DATABASE_URL"):
             pin_tree(pg.pid, load_cpus)  # backends fork from the postmaster and inherit this
 
-        plan: list[tuple[str, str]] = [(n, "/json") for n in targets if not n.startswith("bare")]
-        plan += [(n, "/db") for n in targets if "metrics off" not in n]
         results: dict[tuple[str, str], Series] = {key: Series() for key in plan}
         total = len(plan) * args.reps
-        print(f"warming up {len(plan)} targets ...", flush=True)
+        print(f"warming up {len(plan)} figures ...", flush=True)
         for name, path in plan:
             run_wrk(targets[name].url + path, 1, args.connections, load_cpus)
         began = time.monotonic()
@@ -353,19 +450,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results[(name, path)].samples.append(sample)
                 done += 1
                 left = (time.monotonic() - began) / done * (total - done)
-                print(f"[{done}/{total}] rep {rep + 1} {name:<28} {path:<6} {sample.rps:>7.0f} rps "
+                print(f"[{done}/{total}] rep {rep + 1} {name:<28} {path:<19} {sample.rps:>7.0f} rps "
                       f"{sample.cpu_us:6.1f} us cpu/req  server cpu {sample.server_cpu:4.0f}%  "
-                      f"wrk cpu {sample.generator_cpu:3.0f}%  errors {sample.errors}  ~{left:.0f}s left",
-                      flush=True)
+                      f"wrk cpu {sample.generator_cpu:3.0f}%  non-2xx {sample.non2xx}  "
+                      f"errors {sample.errors}  ~{left:.0f}s left", flush=True)
     except cpu_budget.BudgetError as exc:
         print(str(exc), file=sys.stderr)
         return 2
     finally:
         for server in started:
             procs.stop_server(server)
-        if bare is not None:
+        for bare in bares:
             bare.terminate()
-            bare.wait(10)
+            try:
+                bare.wait(10)
+            except subprocess.TimeoutExpired:
+                bare.kill()
+                bare.wait(10)
         for budget in budgets:
             budget.remove()
 
@@ -392,6 +493,15 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
+def _figures(s: Series) -> dict[str, Any]:
+    return {"rps": s.median, "rps_spread": s.spread, "cpu_us": s.cpu_us, "cpu_spread": s.cpu_spread,
+            "non2xx": s.non2xx, "errors": s.errors, "samples": [vars(x) for x in s.samples]}
+
+
+def _and(items: Sequence[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
 def build_report(results: dict[tuple[str, str], Series], models: list[str], args: argparse.Namespace,
                  server_cpus: list[int] | None, load_cpus: list[int] | None,
                  instructions: dict[str, float] | None = None) -> dict[str, Any]:
@@ -399,6 +509,8 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
         return results.get((name, path))
 
     budget: float | None = vars(args).get("budget")  # cores per server; None: unbudgeted
+    paths = [p for p in ENDPOINTS.values() if any(path == p for _, path in results)]
+    judged_non2xx = args.connections == TARGET_CONNECTIONS
     lines = [
         f"# make bench: {args.reps} x {args.duration:g} s per figure, wrk -t1 -c{args.connections}, "
         f"pool size {args.pool_size}",
@@ -407,89 +519,166 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
         f"{load_cpus or 'all'}; {cpu_budget.describe(budget)}.",
         "Figures are medians of the repetitions; spread is (max - min) / median. CPU per request is the",
         "server's process-tree CPU time over the requests completed: the verdicts use it (see lab/bench/).",
-        "",
-        "| server | /json rps (spread) | /json CPU us/req (spread) | metrics off: rps | metrics off: "
-        "CPU us/req | metrics cost, CPU (rps) | /db rps (spread) | /db CPU us/req (spread) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     data: dict[str, Any] = {"settings": vars(args), "server_cpus": server_cpus, "load_cpus": load_cpus,
-                            "machine": machine.facts(), "servers": {}, "verdicts": []}
-    verdicts: list[tuple[str, bool]] = []
+                            "machine": machine.facts(), "servers": {}, "references": {}, "pairs": [],
+                            "verdicts": []}
+    # (key, text, holds), in the order printed; --instructions replaces the ones it counts, by key
+    metric_verdicts: list[tuple[str, str, bool]] = []
+    ref_verdicts: list[tuple[str, str, bool]] = []
+    non2xx_verdicts: list[tuple[str, str, bool]] = []
     generator_bound: list[str] = []
     unsaturated: list[str] = []
     errors = [f"{name} {path} ({s.errors})" for (name, path), s in results.items() if s.errors]
     cores = len(server_cpus) if server_cpus else (os.cpu_count() or 1)
+    for (name, path), s in results.items():
+        if s.generator_bound:
+            generator_bound.append(f"{name} {path}")
+        if s.unsaturated(budget or (cores if name.startswith("multiproc") else 1)):
+            unsaturated.append(f"{name} {path}")
+        if name in models:
+            data["servers"].setdefault(name, {"endpoints": {}})["endpoints"][path] = _figures(s)
+        elif name.endswith(" (metrics off)"):
+            model = name.removesuffix(" (metrics off)")
+            figures = data["servers"].setdefault(model, {"endpoints": {}})
+            figures.setdefault("metrics_off", {})[path] = _figures(s)
+        elif name in BARE.values():
+            data["references"].setdefault(name, {"endpoints": {}})["endpoints"][path] = _figures(s)
+
+    pair_rows: list[str] = []
     for model in models:
-        on, off, db = get(model, "/json"), get(f"{model} (metrics off)", "/json"), get(model, "/db")
-        assert on and off and db
+        ref_name = reference_of(model)
+        for path in paths:
+            mine, ref = get(model, path), get(ref_name, path)
+            if mine is None or ref is None:
+                continue
+            ratio, rps_ratio = ratios(mine, ref)
+            holds = ratio >= REFERENCE_RATIO_MIN
+            pair_rows.append(
+                f"| {model} | {ref_name} | `{path}` | {mine.cpu_us:.1f} ({mine.cpu_spread:.0%}) | "
+                f"{ref.cpu_us:.1f} ({ref.cpu_spread:.0%}) | **{ratio:.2f}x** | {mine.median:.0f} | "
+                f"{ref.median:.0f} | {rps_ratio:.2f}x | {mine.non2xx} | {ref.non2xx} |")
+            data["pairs"].append({"server": model, "reference": ref_name, "endpoint": path, "ratio": ratio,
+                                  "rps_ratio": rps_ratio, "server_cpu_us": mine.cpu_us,
+                                  "reference_cpu_us": ref.cpu_us, "server_rps": mine.median,
+                                  "reference_rps": ref.median, "server_non2xx": mine.non2xx,
+                                  "reference_non2xx": ref.non2xx, "holds": holds})
+            noise = max(mine.cpu_spread, ref.cpu_spread)
+            unsettled = not holds and REFERENCE_RATIO_MIN - ratio < noise
+            ref_verdicts.append((f"ref {model} {path}",
+                             f"{model} {path} is {ratio:.2f}x {ref_name}'s throughput per CPU "
+                             f"({mine.cpu_us:.1f} vs {ref.cpu_us:.1f} us per request; by rps "
+                             f"{rps_ratio:.2f}x) (target at least {REFERENCE_RATIO_MIN:.2f}x)"
+                             + (f"; within the repetitions' {noise:.0%} spread, so not settled: more "
+                                "--reps will tell" if unsettled else ""), holds))
+            if model == "asyncio" and path == "/db":  # the figures the bench had before the references
+                data["bare_db_rps"] = ref.median
+                data["bare_db_cpu_us"] = ref.cpu_us
+                data["asyncio_vs_bare_db"] = ratio
+                data["asyncio_vs_bare_db_rps"] = rps_ratio
+    if pair_rows:
+        shown = [p for p in paths if any(get(m, p) for m in models)]
+        lines += [
+            "", "## Every server against its stack's reference", "",
+            f"Target (issue 11): every server at least {REFERENCE_RATIO_MIN:.1f}x its stack's reference on "
+            f"{_and([f'`{p}`' for p in shown])}, with 0 non-2xx responses at -c{TARGET_CONNECTIONS}. Ratio: "
+            "the reference's CPU per request divided by the server's (at least 1.0: the server is as lean "
+            "as the bare stack); rps ratio: the server's rps divided by the reference's. multiproc is set "
+            "against bare aiohttp: CPU per request does not depend on how many processes share the work, "
+            "so its floor is the same app's, and what its workers cost counts as its own.",
+            "",
+            "| server | reference | endpoint | CPU us/req (spread) | reference CPU us/req (spread) | "
+            "ratio | rps | reference rps | rps ratio | non-2xx | reference non-2xx |",
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            *pair_rows,
+        ]
+
+    metric_rows: list[str] = []
+    for model in models:
+        on, off = get(model, "/json"), get(f"{model} (metrics off)", "/json")
+        if on is None or off is None:
+            continue
         cost = on.cpu_us / off.cpu_us - 1
         rps_cost = 1 - on.median / off.median
-        for label, s in (("/json", on), ("/json metrics off", off), ("/db", db)):
-            if s.generator_bound:
-                generator_bound.append(f"{model} {label}")
-            if s.unsaturated(budget or (cores if model == "multiproc" else 1)):
-                unsaturated.append(f"{model} {label}")
-        lines.append(f"| {model} | {on.median:.0f} ({on.spread:.0%}) | "
-                     f"{on.cpu_us:.1f} ({on.cpu_spread:.0%}) | "
-                     f"{off.median:.0f} ({off.spread:.0%}) | {off.cpu_us:.1f} ({off.cpu_spread:.0%}) | "
-                     f"{cost:+.1%} ({rps_cost:+.1%}) | {db.median:.0f} ({db.spread:.0%}) | "
-                     f"{db.cpu_us:.1f} ({db.cpu_spread:.0%}) |")
-        data["servers"][model] = {"json_rps": on.median, "json_rps_metrics_off": off.median,
-                                  "json_cpu_us": on.cpu_us, "json_cpu_us_metrics_off": off.cpu_us,
-                                  "metrics_cost": cost, "metrics_cost_rps": rps_cost, "db_rps": db.median,
-                                  "db_cpu_us": db.cpu_us,
-                                  "samples": {k: [vars(x) for x in v.samples] for k, v in
-                                              (("json", on), ("json_metrics_off", off), ("db", db))}}
+        metric_rows.append(f"| {model} | {on.median:.0f} ({on.spread:.0%}) | "
+                           f"{on.cpu_us:.1f} ({on.cpu_spread:.0%}) | "
+                           f"{off.median:.0f} ({off.spread:.0%}) | {off.cpu_us:.1f} ({off.cpu_spread:.0%}) | "
+                           f"{cost:+.1%} ({rps_cost:+.1%}) |")
+        figures = data["servers"].setdefault(model, {"endpoints": {}})
+        figures.update({"json_rps": on.median, "json_rps_metrics_off": off.median, "json_cpu_us": on.cpu_us,
+                        "json_cpu_us_metrics_off": off.cpu_us, "metrics_cost": cost,
+                        "metrics_cost_rps": rps_cost})
         noise = max(on.cpu_spread, off.cpu_spread)
         unsettled = cost > OVERHEAD_LIMIT and cost - OVERHEAD_LIMIT < noise
-        verdicts.append((f"{model}: metrics cost {cost:+.1%} of /json throughput per CPU "
-                         f"({on.cpu_us:.1f} vs {off.cpu_us:.1f} us per request; by rps {rps_cost:+.1%}) "
-                         f"(target at most {OVERHEAD_LIMIT:.0%})"
-                         + (f"; within the repetitions' {noise:.0%} spread, so not settled: more --reps "
-                            "or --instructions will tell" if unsettled else ""), cost <= OVERHEAD_LIMIT))
-    bare = get("bare aiohttp+asyncpg", "/db")
-    if bare is not None:
-        lines.append(f"| bare aiohttp+asyncpg | | | | | | {bare.median:.0f} ({bare.spread:.0%}) | "
-                     f"{bare.cpu_us:.1f} ({bare.cpu_spread:.0%}) |")
-        mine = results[("asyncio", "/db")]
-        ratio = bare.cpu_us / mine.cpu_us
-        rps_ratio = mine.median / bare.median
-        data["bare_db_rps"] = bare.median
-        data["bare_db_cpu_us"] = bare.cpu_us
-        data["asyncio_vs_bare_db"] = ratio
-        data["asyncio_vs_bare_db_rps"] = rps_ratio
-        verdicts.append((f"asyncio /db is {ratio:.2f}x the bare aiohttp + asyncpg handler's throughput "
-                         f"per CPU ({mine.cpu_us:.1f} vs {bare.cpu_us:.1f} us per request; "
-                         f"by rps {rps_ratio:.2f}x) "
-                         f"(target at least {BARE_RATIO_MIN:.2f}x)", ratio >= BARE_RATIO_MIN))
+        metric_verdicts.append((
+            f"metrics {model}",
+            f"{model}: metrics cost {cost:+.1%} of /json throughput per CPU "
+            f"({on.cpu_us:.1f} vs {off.cpu_us:.1f} us per request; by rps {rps_cost:+.1%}) "
+            f"(target at most {OVERHEAD_LIMIT:.0%})"
+            + (f"; within the repetitions' {noise:.0%} spread, so not settled: more --reps "
+               "or --instructions will tell" if unsettled else ""), cost <= OVERHEAD_LIMIT))
+    for model in models:
+        db = get(model, "/db")
+        if db is not None:
+            data["servers"][model].update({"db_rps": db.median, "db_cpu_us": db.cpu_us})
+    if metric_rows:
+        lines += ["", "## Metrics cost on `/json` (metrics on vs off)", "",
+                  "| server | rps (spread) | CPU us/req (spread) | metrics off: rps | "
+                  "metrics off: CPU us/req | metrics cost, CPU (rps) |",
+                  "|---|---:|---:|---:|---:|---:|",
+                  *metric_rows]
+
+    lines.append("")
+    for model in models if judged_non2xx else []:
+        measured = {path: found for path in paths if (found := get(model, path)) is not None}
+        if not measured:
+            continue
+        count = sum(x.non2xx for x in measured.values())
+        dropped = sum(x.errors - x.non2xx for x in measured.values())
+        non2xx_verdicts.append((
+            f"non2xx {model}",
+            f"{model}: {count} non-2xx responses at -c{args.connections} on {_and(list(measured))}, all "
+            "repetitions" + (f" (and {dropped} socket errors)" if dropped else "") + " (target 0)",
+            count == 0))
+    verdicts = metric_verdicts + ref_verdicts + non2xx_verdicts
+    non2xx_note = "" if judged_non2xx else (
+        f"- NOTE: the non-2xx target holds at -c{TARGET_CONNECTIONS}; this run used -c{args.connections}, "
+        "so its non-2xx counts are shown, not judged.")
+
     if instructions:
-        lines += ["", "Instructions per request under callgrind (repeatable; the verdicts below use these, "
-                  "and the CPU-time ones above are shown for reference):", "",
+        lines += ["Instructions per request under callgrind (repeatable; the verdicts they count are judged "
+                  "on them, and their CPU-time ones are shown for reference):", "",
                   "| target | instructions per request |", "|---|---:|"]
         lines += [f"| {name} | {value:,.0f} |" for name, value in instructions.items()]
         data["instructions_per_request"] = instructions
-        data["verdicts_by_cpu_time"] = [{"text": t, "holds": ok} for t, ok in verdicts]
-        lines += ["", "By CPU time (for reference):"]
-        lines += [f"- {'pass' if ok else 'miss'}: {t}" for t, ok in verdicts]
-        verdicts = []
+        data["verdicts_by_cpu_time"] = [{"text": t, "holds": ok} for _, t, ok in verdicts]
+        counted: dict[str, tuple[str, bool]] = {}
         for model in [m for m in models if f"{m} /json" in instructions]:
             i_on, i_off = instructions[f"{model} /json"], instructions[f"{model} (metrics off) /json"]
             cost = i_on / i_off - 1
-            data["servers"][model]["metrics_cost_instructions"] = cost
-            verdicts.append((f"{model}: metrics cost {cost:+.1%} of /json throughput by instructions "
-                             f"({i_on:,.0f} vs {i_off:,.0f} per request) "
-                             f"(target at most {OVERHEAD_LIMIT:.0%})",
-                             cost <= OVERHEAD_LIMIT))
-        if "asyncio /db" in instructions:
-            ratio = instructions["bare aiohttp+asyncpg /db"] / instructions["asyncio /db"]
+            data["servers"].setdefault(model, {"endpoints": {}})["metrics_cost_instructions"] = cost
+            counted[f"metrics {model}"] = (
+                f"{model}: metrics cost {cost:+.1%} of /json throughput by instructions "
+                f"({i_on:,.0f} vs {i_off:,.0f} per request) (target at most {OVERHEAD_LIMIT:.0%})",
+                cost <= OVERHEAD_LIMIT)
+        bare_db = f"{BARE['aiohttp']} /db"
+        if "asyncio /db" in instructions and bare_db in instructions:
+            ratio = instructions[bare_db] / instructions["asyncio /db"]
             data["asyncio_vs_bare_db_instructions"] = ratio
-            verdicts.append((f"asyncio /db is {ratio:.2f}x the bare aiohttp + asyncpg handler's throughput "
-                             f"by instructions ({instructions['asyncio /db']:,.0f} vs "
-                             f"{instructions['bare aiohttp+asyncpg /db']:,.0f} per request) "
-                             f"(target at least {BARE_RATIO_MIN:.2f}x)", ratio >= BARE_RATIO_MIN))
-    lines.append("")
-    for text, ok in verdicts:
+            counted["ref asyncio /db"] = (
+                f"asyncio /db is {ratio:.2f}x {BARE['aiohttp']}'s throughput by instructions "
+                f"({instructions['asyncio /db']:,.0f} vs {instructions[bare_db]:,.0f} per request) "
+                f"(target at least {REFERENCE_RATIO_MIN:.2f}x)", ratio >= REFERENCE_RATIO_MIN)
+        lines += ["", "By CPU time (for reference):"]
+        lines += [f"- {'pass' if ok else 'miss'}: {t}" for key, t, ok in verdicts if key in counted]
+        keys = {key for key, _, _ in verdicts}
+        verdicts = [(key, *counted.get(key, (t, ok))) for key, t, ok in verdicts]
+        verdicts += [(key, t, ok) for key, (t, ok) in counted.items() if key not in keys]
+        lines.append("")
+    for _, text, ok in verdicts:
         lines.append(f"- {'PASS' if ok else 'MISS'}: {text}")
+    if non2xx_note:
+        lines.append(non2xx_note)
     if generator_bound:
         lines.append(f"- WARNING: the load generator was near 100% CPU for {', '.join(generator_bound)}: "
                      "those figures are the generator's limit, not the server's.")
@@ -501,11 +690,12 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
         lines.append(f"- WARNING: wrk counted non-2xx responses or socket errors for {', '.join(errors)} "
                      "(all repetitions): those requests were answered with an error, or not at all; "
                      "read that server's log and /metrics (rejections) before trusting its figure.")
-    data["verdicts"] = [{"text": t, "holds": ok} for t, ok in verdicts]
+    data["verdicts"] = [{"text": t, "holds": ok} for _, t, ok in verdicts]
     data["errors"] = {f"{name} {path}": s.errors for (name, path), s in results.items()}
+    data["non2xx"] = {f"{name} {path}": s.non2xx for (name, path), s in results.items()}
     data["unsaturated"] = unsaturated
     data["generator_bound"] = generator_bound
-    data["all_hold"] = all(ok for _, ok in verdicts)
+    data["all_hold"] = all(ok for _, _, ok in verdicts)
     return {"markdown": "\n".join(lines) + "\n", "data": data}
 
 
