@@ -279,7 +279,7 @@ CSS_EXTRA = """
 .mark.within-noise,.mark.not-compared{color:#5b6470}.mark.higher,.mark.lower{background:#eef1f5;color:#1f2328}
 .mark.generator-bound{background:#fff6d6;color:#8a5a00}
 .warn{background:#fff6d6;color:#8a5a00;border-radius:6px;padding:10px 14px;font-weight:600}
-.pairs{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:14px}
+.pairs{display:grid;grid-template-columns:repeat(auto-fit,minmax(700px,1fr));gap:14px}
 .pair h3{margin:4px 0}
 td.conf{color:#5b6470;font-size:12px;white-space:nowrap}
 """
