@@ -35,6 +35,10 @@ def test_a_short_real_bench_writes_its_table_and_figures(database_url: str, tmp_
         figures = data["servers"][model]
         assert figures["json_rps"] > 0 and figures["db_rps"] > 0 and figures["json_cpu_us"] > 0
     assert data["bare_db_rps"] > 0 and 0.3 < data["asyncio_vs_bare_db"] < 3
-    assert len(data["verdicts"]) == 3  # metrics cost twice, asyncio vs bare once
+    # Metrics cost for each server, each server against its stack's reference on the four endpoints,
+    # and the non-2xx count of each server (judged: the default -c64).
+    assert len(data["verdicts"]) == 2 + 2 * 4 + 2
+    texts = [v["text"] for v in data["verdicts"]]
+    assert sum(t.startswith(("threaded /", "asyncio /")) and "'s throughput per CPU" in t for t in texts) == 8
     assert data["errors"] == {key: 0 for key in data["errors"]}
     assert "| threaded |" in (folder / "bench.md").read_text()
