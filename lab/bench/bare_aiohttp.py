@@ -8,12 +8,12 @@ per-request overhead that the asyncio (and multiproc) server is measured against
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 
 import asyncpg
 from aiohttp import web
 
+from lab.bench import bare_cli
 from servers import contract
 from servers.contract import Reply
 
@@ -87,12 +87,7 @@ def make_app(database_url: str, pool_size: int) -> web.Application:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--database-url", required=True)
-    parser.add_argument("--pool-size", type=int, default=10)
-    args = parser.parse_args()
+    args = bare_cli.parse_args(__doc__)
     try:
         import uvloop
 

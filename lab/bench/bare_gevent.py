@@ -10,7 +10,6 @@ overhead the gevent server is measured against.
 
 from __future__ import annotations
 
-import argparse
 import signal
 import socket
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from gevent.pywsgi import WSGIServer
 from gevent.queue import Queue
 from psycogreen.gevent import patch_psycopg
 
+from lab.bench import bare_cli
 from lab.bench.bare_psycopg2 import Pool, answer
 
 SERVER = "serverlab-bare-gevent"
@@ -48,12 +48,7 @@ class Server(WSGIServer):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--database-url", required=True)
-    parser.add_argument("--pool-size", type=int, default=10)
-    args = parser.parse_args()
+    args = bare_cli.parse_args(__doc__)
     patch_psycopg()  # psycopg2 waits through the hub: a query parks its greenlet, not the process
     pool = Pool(Queue(), args.database_url, args.pool_size, "serverlab-bare-gevent")
     server = Server((args.host, args.port), make_app(pool), backlog=1024, log=None)

@@ -11,7 +11,6 @@ is the leaner and the fairer floor. `python -m lab.bench.bare_threaded --port N 
 
 from __future__ import annotations
 
-import argparse
 import queue
 import signal
 import socketserver
@@ -21,6 +20,7 @@ from http import HTTPStatus
 from types import FrameType
 from typing import Any, cast
 
+from lab.bench import bare_cli
 from lab.bench.bare_psycopg2 import Pool, answer
 from servers import contract
 
@@ -105,12 +105,7 @@ class Handler(socketserver.StreamRequestHandler):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--database-url", required=True)
-    parser.add_argument("--pool-size", type=int, default=10)
-    args = parser.parse_args()
+    args = bare_cli.parse_args(__doc__)
     server = Server((args.host, args.port), Handler)
     server.pool = Pool(cast(Any, queue.Queue()), args.database_url, args.pool_size, "serverlab-bare-threaded")
 
