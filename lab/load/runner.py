@@ -185,9 +185,7 @@ class Runner:
             live.meta["server_pids"] = [live.server.pid]
             live.meta["rss_idle_bytes"] = live.rss_idle = tree_rss(live.server.pid)  # before any client
             live.meta["server_config"] = server_config(live.server.url)
-            if not sc.open_model:
-                probe.probe(self.s.target_host, live.server.port, sc.path, seconds=WARM_SECONDS,
-                            connections=WARM_CONNECTIONS, cpus=self.s.load_cpus)
+            self.warm_up(live, sc)
             if sc.open_model:
                 live.rates = self.s.rates or self.probe_rates(live, sc)
                 live.meta["rates"] = list(live.rates)
@@ -206,12 +204,17 @@ class Runner:
             assert live.server is not None
             live.meta["server_pids"].append(live.server.pid)
             live.rss_idle = tree_rss(live.server.pid)
-            if not sc.open_model:
-                probe.probe(self.s.target_host, live.server.port, sc.path, seconds=WARM_SECONDS,
-                            connections=WARM_CONNECTIONS, cpus=self.s.load_cpus)
+            self.warm_up(live, sc)
         except (procs.StartError, RunError, cpu_budget.BudgetError, OSError) as exc:
             self.fail(live, f"restarting the server for the next repetition: {exc}")
         write_json(live.scen_dir / "scenario.json", live.meta)
+
+    def warm_up(self, live: Live, sc: catalogue.Scenario) -> None:
+        """A short closed-loop burst on a new process before its first measured repetition."""
+        assert live.server is not None
+        if not sc.open_model:
+            probe.probe(self.s.target_host, live.server.port, sc.path, seconds=WARM_SECONDS,
+                        connections=WARM_CONNECTIONS, cpus=self.s.load_cpus)
 
     def stop_server(self, live: Live) -> None:
         """Stop the server and release its budget, adding its throttling to the scenario's."""
