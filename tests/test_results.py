@@ -294,3 +294,26 @@ def test_cli_says_what_to_pass_for_a_wrong_folder(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "not a run folder" in proc.stderr and "reports/<run-id>" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _step(rate: float, *, meets: bool = True, limited: bool = False, achieved: float | None = None,
+          dropped: int = 0) -> dict[str, Any]:
+    return {"rate": rate, "meets_slo": meets, "misses": [] if meets else ["p99 500 ms >= 200 ms"],
+            "generator_limited": limited, "generator_reasons": ["its starts lagged"] if limited else [],
+            "achieved_rps": rate if achieved is None else achieved, "dropped": dropped}
+
+
+def test_capacity_is_the_last_step_that_held_and_a_generator_miss_is_never_the_servers() -> None:
+    cap = results.capacity([_step(40), _step(80), _step(160, meets=False)], 200)
+    assert cap and cap["capacity_rps"] == 80 and cap["limited_by"] == "server" and cap["knee_rate"] == 160
+    # The generator lagged on a step that missed: the miss may be the generator's, so it is no knee.
+    cap = results.capacity([_step(40), _step(80, meets=False, limited=True)], 200)
+    assert cap and cap["capacity_rps"] == 40 and cap["limited_by"] == "generator"
+    # It lagged on a step the server met at the full rate: latency counted from the schedule already
+    # holds the lag, so the step stands.
+    cap = results.capacity([_step(40, limited=True), _step(80, meets=False)], 200)
+    assert cap and cap["capacity_rps"] == 40 and cap["limited_by"] == "server"
+    # ...unless the rate was not delivered (dropped starts, or too few sent).
+    for short in (_step(40, limited=True, dropped=3), _step(40, limited=True, achieved=30)):
+        cap = results.capacity([short, _step(80)], 200)
+        assert cap and cap["capacity_rps"] is None and cap["limited_by"] == "generator"

@@ -31,6 +31,7 @@ CEILING_SHARE = 0.85  # of the calibrated rps ceiling
 # Open model: the generator could not sustain a rate when its starts lagged the schedule by more than
 # this at p99 (a few late starts behind a burst of responses are counted, not disqualifying).
 LAG_P99_LIMIT_MS = 25.0
+DELIVERED_SHARE = 0.95  # a step whose generator lagged still counts if it delivered this much of its rate
 FAILURE_SHARE_LIMIT = 0.01  # capacity at SLO: at most 1 % failed (or dropped) requests
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p99_9": 99.9}
 MAX_RESOURCE_POINTS = 240
@@ -367,6 +368,17 @@ def open_steps(shape: dict[str, Any], acc: dict[int, list[Any]], start: float, r
     return steps
 
 
+def step_holds(st: dict[str, Any]) -> bool:
+    """Whether a step counts toward capacity: it met the SLO at the rate really offered. Lag in the
+    generator only adds to latency measured from the schedule, so a step that met the SLO in spite of it
+    still counts (one stalled start among 60 must not void it); only a miss is then in doubt."""
+    if not st["meets_slo"]:
+        return False
+    if not st["generator_limited"]:
+        return True
+    return not st["dropped"] and (st["achieved_rps"] or 0) >= DELIVERED_SHARE * st["rate"]
+
+
 def capacity(steps: Sequence[dict[str, Any]], slo_p99_ms: float) -> dict[str, Any] | None:
     """Capacity at SLO: the highest offered rate, stepping up, before the first step that misses the SLO
     (p99 or failures). A step the generator could not sustain is never taken for the server's limit."""
@@ -375,10 +387,7 @@ def capacity(steps: Sequence[dict[str, Any]], slo_p99_ms: float) -> dict[str, An
     best: float | None = None
     knee = None
     for st in steps:
-        if st["generator_limited"]:
-            knee = st
-            break
-        if not st["meets_slo"]:
+        if not step_holds(st):
             knee = st
             break
         best = st["rate"]
