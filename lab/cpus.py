@@ -21,6 +21,19 @@ def parse_cpus(text: str) -> list[int]:
     return sorted(set(cpus))
 
 
+def database_cpus(text: str, load_cpus: list[int] | None) -> list[int] | None:
+    """LAB_DATABASE_CPUS: 'load' (or empty) -> the load CPUs, 'none' -> None, else a CPU list."""
+    word = text.strip().lower()
+    if word in ("", "load"):
+        return load_cpus
+    if word == "none":
+        return None
+    try:
+        return parse_cpus(word)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (LAB_DATABASE_CPUS: 'load', 'none' or a CPU list)") from None
+
+
 def pin(pids: list[int], cpus: list[int]) -> None:
     """Pin each process to `cpus`; processes that are gone are skipped."""
     for pid in pids:

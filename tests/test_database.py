@@ -146,6 +146,26 @@ def test_ensure_database_creates_once(scratch: PgConfig) -> None:
     conn.close()
 
 
+def test_pinned_holds_postmaster_and_new_backends_then_gives_the_affinity_back(scratch: PgConfig) -> None:
+    database.start(scratch)
+    pid = database.status(scratch).pid
+    assert pid
+    before = sorted(os.sched_getaffinity(pid))
+    target = [max(before)]
+    with database.pinned(target, scratch) as cpus:
+        assert cpus == target
+        assert sorted(os.sched_getaffinity(pid)) == target
+        conn = database.connect(database.embedded_url("postgres", scratch.port))
+        with conn.cursor() as cur:  # a backend forked after pinning inherits it
+            cur.execute("SELECT pg_backend_pid()")
+            backend = cur.fetchone()[0]
+        assert sorted(os.sched_getaffinity(backend)) == target
+        conn.close()
+    assert sorted(os.sched_getaffinity(pid)) == before
+    with database.pinned(None, scratch) as cpus:
+        assert cpus is None
+
+
 def test_taken_port_is_a_clear_error(scratch_root: Path) -> None:
     with socket.socket() as blocker:
         blocker.bind(("127.0.0.1", 0))

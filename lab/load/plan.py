@@ -77,6 +77,8 @@ def print_plan(s: Settings, with_calibration: bool) -> float:
         say(f"  {name:<14} {load} ~{fmt_seconds(scenario_seconds(s, name))}  {sc.description}")
     pin = (f"servers on CPUs {s.server_cpus}, Locust on CPUs {s.load_cpus}" if s.server_cpus
            else "no pinning")
+    if s.database_cpus:
+        pin += f", the lab's PostgreSQL on CPUs {s.database_cpus}"
     workers = f"a master and {s.locust_workers} workers" if s.locust_workers else "one process"
     if s.remote_workers:
         workers += f", waiting for {s.remote_workers} workers on other machines"

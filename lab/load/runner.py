@@ -471,6 +471,8 @@ def reproduce_command(s: Settings) -> str:
         parts += ["--server-cpus", ",".join(map(str, s.server_cpus))]
     if s.load_cpus:
         parts += ["--load-cpus", ",".join(map(str, s.load_cpus))]
+    if s.database_cpus != s.load_cpus:
+        parts += ["--database-cpus", ",".join(map(str, s.database_cpus)) if s.database_cpus else "none"]
     env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(s.server_env.items()))
     if os.environ.get("LAB_CONNECTIONS_USERS"):
         env = (env + f" LAB_CONNECTIONS_USERS={os.environ['LAB_CONNECTIONS_USERS']}").strip()
@@ -550,8 +552,11 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
             write_json(run_dir / "calibration.json", calibration)
         runner = Runner(s, run_dir, url, calibration, Progress(len(plan.repetitions(s)), planned - (
             calibrate.estimated_seconds() if need_cal else 0)))
-        for name in s.scenarios:
-            runner.run_scenario(name)
+        with database.pinned(s.database_cpus) as database_cpus:
+            settings_doc["database_cpus"] = database_cpus  # what was pinned: None for an external database
+            write_json(run_dir / "settings.json", settings_doc)
+            for name in s.scenarios:
+                runner.run_scenario(name)
         exit_status = 0 if not runner.problems else 1
     except KeyboardInterrupt:
         status["problems"].append("interrupted")

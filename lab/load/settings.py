@@ -69,6 +69,7 @@ class Settings:
     slo_p99_ms: float = catalogue.DEFAULT_SLO_P99_MS
     arrival: str = "uniform"  # uniform | poisson
     fresh_server: bool = True  # a new server process for every repetition (False: one per scenario)
+    database_cpus: list[int] | None = None  # the lab's PostgreSQL pinned here for the run; None: left alone
     database_url: str | None = None
     run_id: str = ""
     remote_workers: int = 0  # workers on other machines the master waits for (started by hand)
@@ -148,6 +149,10 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
                    help="CPUs the servers are pinned to [LAB_SERVER_CPUS, default 0]")
     p.add_argument("--load-cpus", default=env.get("LAB_LOAD_CPUS", "1"),
                    help="CPUs Locust and the sampler are pinned to [LAB_LOAD_CPUS, default 1]")
+    p.add_argument("--database-cpus", default=env.get("LAB_DATABASE_CPUS", "load"),
+                   help="CPUs the lab's own PostgreSQL is pinned to for the run: 'load' (the load CPUs, "
+                        "so its work does not land on the servers' CPUs), a list, or 'none' "
+                        "[LAB_DATABASE_CPUS, default load]")
     p.add_argument("--reports-dir", default=env.get("LAB_REPORTS_DIR", str(REPO / "reports")),
                    help="where run folders go [LAB_REPORTS_DIR, default reports/]")
     p.add_argument("--calibrate", default=env.get("CALIBRATE", "auto"), choices=("auto", "force", "skip"),
@@ -220,7 +225,14 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
     if len(usable) < 2:
         say("warning: one CPU only: server and load generator share it; pinning is off")
         server_cpus = load_cpus = None
-    for name, cpus in (("LAB_SERVER_CPUS", server_cpus), ("LAB_LOAD_CPUS", load_cpus)):
+    try:
+        database_cpus = cpu_lists.database_cpus(args.database_cpus, load_cpus)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    if len(usable) < 2:
+        database_cpus = None
+    for name, cpus in (("LAB_SERVER_CPUS", server_cpus), ("LAB_LOAD_CPUS", load_cpus),
+                       ("LAB_DATABASE_CPUS", database_cpus)):
         missing = sorted(set(cpus or []) - set(usable))
         if missing:
             raise RunError(f"{name}: CPUs {missing} are not available here (usable: {usable})")
@@ -237,7 +249,7 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
     return Settings(
         profile=prof.name, servers=tuple(servers), scenarios=tuple(scenarios), users=users,
         duration=duration, warmup=prof.warmup if warmup is None else warmup, reps=reps, shape=shape,
-        locust_workers=workers, server_cpus=server_cpus, load_cpus=load_cpus,
+        locust_workers=workers, server_cpus=server_cpus, load_cpus=load_cpus, database_cpus=database_cpus,
         reports_dir=Path(args.reports_dir).absolute(), calibrate=args.calibrate,
         server_cpu=server_cpu, cpu_period_us=period, rates=_rates(args.rates),
         step_seconds=_float_knob(args.step_seconds, "STEP_SECONDS", 0.5, 3600) or catalogue.STEP_SECONDS,

@@ -43,6 +43,7 @@ import psycopg2.errors
 from psycopg2 import sql
 
 from lab import knobs
+from lab.cpus import pin_tree
 from lab.stack.procs import log_tail, port_in_use, port_user
 from servers.settings import DEFAULT_DATABASE_URL, redact
 
@@ -380,6 +381,27 @@ def status(cfg: PgConfig | None = None) -> PgStatus:
 
 def is_running(cfg: PgConfig | None = None) -> bool:
     return status(cfg).running
+
+
+@contextlib.contextmanager
+def pinned(cpus: list[int] | None, cfg: PgConfig | None = None) -> Iterator[list[int] | None]:
+    """The lab's own PostgreSQL pinned to `cpus` for the block (backends fork from the postmaster and
+    inherit it), its earlier affinity given back after. Yields the CPUs it holds, or None when it was
+    left alone: no CPUs asked for, an external LAB_DATABASE_URL, or no lab PostgreSQL running."""
+    pg = status(cfg)
+    if not cpus or not pg.running or not pg.pid or (cfg is None and os.environ.get("LAB_DATABASE_URL")):
+        yield None
+        return
+    try:
+        before = sorted(os.sched_getaffinity(pg.pid))
+    except OSError:
+        yield None
+        return
+    pin_tree(pg.pid, cpus)
+    try:
+        yield cpus
+    finally:
+        pin_tree(pg.pid, before)
 
 
 def _postmaster(cfg: PgConfig) -> tuple[int | None, int | None]:
