@@ -137,7 +137,8 @@ def test_the_ratio_is_the_reference_cost_over_the_server_cost() -> None:
 def test_the_estimate_counts_warm_ups_and_every_repetition() -> None:
     one = bench.estimate_seconds(1, 3, 5.0)
     assert bench.estimate_seconds(32, 3, 5.0) == pytest.approx(32 * one)
-    assert 16 < one < 18  # 1 s warm-up + 3 x 5 s, plus wrk's start-up each time
+    assert 18 < one < 20  # a 1 s warm-up at each of 3 starts + 3 x 5 s, plus wrk's start-up each time
+    assert 16 < bench.estimate_seconds(1, 3, 5.0, fresh=False) < 17.5  # one start, one warm-up
 
 
 def pair_results(server_us: float, reference_us: float, non2xx: int = 0,

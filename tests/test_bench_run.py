@@ -42,3 +42,21 @@ def test_a_short_real_bench_writes_its_table_and_figures(database_url: str, tmp_
     assert sum(t.startswith(("threaded /", "asyncio /")) and "'s throughput per CPU" in t for t in texts) == 8
     assert data["errors"] == {key: 0 for key in data["errors"]}
     assert "| threaded |" in (folder / "bench.md").read_text()
+
+
+@pytest.mark.timeout(300)
+def test_every_repetition_measures_fresh_processes(database_url: str, tmp_path: Path) -> None:
+    debian_tool(Path("/usr/bin/wrk"), "wrk")
+    out = subprocess.run(
+        [sys.executable, "-m", "lab", "bench", "--models", "threaded", "--endpoints", "json", "--reps", "2",
+         "--duration", "1", "--no-check"],
+        capture_output=True, text=True, timeout=250, cwd=REPO,
+        env={**os.environ, "LAB_DATABASE_URL": database_url, "LAB_REPORTS_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads(next(tmp_path.glob("bench-*/bench.json")).read_text())
+    figures = [data["servers"]["threaded"]["endpoints"]["/json"],
+               data["references"]["bare threaded+psycopg2"]["endpoints"]["/json"]]
+    for fig in figures:
+        first, second = (s["pid"] for s in fig["samples"])
+        assert first != second, fig
+    assert out.stdout.count("starting 1 servers and their references") == 2

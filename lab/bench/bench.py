@@ -48,7 +48,7 @@ import psutil
 
 from lab import files, machine
 from lab.bench import instructions as bench_instructions
-from lab.cpus import parse_cpus, pin_tree
+from lab.cpus import database_cpus, parse_cpus, pin_tree
 from lab.fmt import fmt_seconds
 from lab.knobs import env_flag
 from lab.stack import cpu_budget, database, procs
@@ -69,7 +69,8 @@ ENDPOINTS = {"json": "/json", "db": "/db", "queries": "/queries?queries=20", "fo
 BARE = {"threaded": "bare threaded+psycopg2", "gevent": "bare gevent+psycopg2",
         "aiohttp": "bare aiohttp+asyncpg"}
 REFERENCE_OF = {"threaded": "threaded", "gevent": "gevent", "asyncio": "aiohttp", "multiproc": "aiohttp"}
-WRK_OVERHEAD = 0.3  # seconds per wrk run beyond its duration (start, connect, report), for estimates
+WRK_OVERHEAD = 0.15  # seconds per wrk run beyond its duration (start, report, CPU reads): measured 0.13
+WARM_SECONDS = 1  # wrk's warm-up per figure after each start (pools filled, first-request paths run)
 GENERATOR_BOUND_CPU = 90.0  # % of one core
 SATURATED_CPU = 80.0  # % of each server core below which the server was not the bottleneck
 
@@ -90,6 +91,7 @@ class Sample:
     generator_cpu: float  # % of one core
     cpu_us: float  # server CPU microseconds per completed request
     non2xx: int = 0  # of `errors`: answered, but not with 2xx or 3xx
+    pid: int = 0  # the target process measured (a new one each repetition with --fresh-server yes)
 
 
 def _median_spread(values: list[float]) -> tuple[float, float]:
@@ -213,7 +215,7 @@ def measure(target: Target, path: str, args: argparse.Namespace, load_cpus: list
     counts, gen_cpu = run_wrk(target.url + path, args.duration, args.connections, load_cpus, args.head)
     used = tree_cpu_seconds(target.pid) - cpu_before
     return Sample(counts.rps, counts.requests, counts.errors, used / args.duration * 100, gen_cpu,
-                  used * 1e6 / max(counts.requests, 1), counts.non2xx)
+                  used * 1e6 / max(counts.requests, 1), counts.non2xx, target.pid)
 
 
 def parse_endpoints(raw: str) -> list[str]:
@@ -245,9 +247,10 @@ def plan_targets(models: Sequence[str], paths: Sequence[str]) -> list[tuple[str,
     return plan
 
 
-def estimate_seconds(figures: int, reps: int, duration: float) -> float:
-    """Wall time of the measuring part: a 1 s warm-up per figure, then reps x duration each."""
-    return figures * (1 + WRK_OVERHEAD + reps * (duration + WRK_OVERHEAD))
+def estimate_seconds(figures: int, reps: int, duration: float, fresh: bool = True) -> float:
+    """Wall time of the measuring part: a warm-up per figure at each start, then reps x duration each."""
+    starts = reps if fresh else 1
+    return figures * (starts * (WARM_SECONDS + WRK_OVERHEAD) + reps * (duration + WRK_OVERHEAD))
 
 
 def ratios(server: Series, reference: Series) -> tuple[float, float]:
@@ -273,6 +276,62 @@ def start_bare(kind: str, port: int, database_url: str, pool_size: int, log_dir:
         popen.wait(10)
         raise
     return popen
+
+
+class Fleet:
+    """Every server (and its metrics-off twin when /json is measured) and every stack reference, as
+    one set of processes: pinned, each under its own CPU budget, started afresh for each repetition
+    when asked (a process's cost per request is not the next one's, so one process per figure would
+    hide that noise from the spread)."""
+
+    def __init__(self, models: Sequence[str], paths: Sequence[str], url: str, args: argparse.Namespace,
+                 log_dir: Path, server_cpus: list[int] | None) -> None:
+        self.models, self.paths, self.url, self.args = models, paths, url, args
+        self.log_dir, self.server_cpus = log_dir, server_cpus
+        self.targets: dict[str, Target] = {}
+        self.servers: list[procs.ServerProcess] = []
+        self.bares: list[subprocess.Popen[bytes]] = []
+        self.budgets: list[cpu_budget.CpuBudget] = []
+
+    def start(self, rep: int) -> None:
+        env = {"LAB_POOL_SIZE": str(self.args.pool_size)}
+        logs = self.log_dir / f"rep-{rep + 1}"
+        print(f"rep {rep + 1}: starting {len(self.models)} servers and their references ...", flush=True)
+        for model in self.models:
+            for metrics_on in (True, False) if "/json" in self.paths else (True,):
+                name = model if metrics_on else f"{model} (metrics off)"
+                server = procs.start_server(
+                    model, port=procs.free_port(), database_url=self.url,
+                    log_dir=logs / ("metrics-on" if metrics_on else "metrics-off"),
+                    env={**env, "LAB_METRICS": "1" if metrics_on else "0"},
+                )
+                self.servers.append(server)
+                self.targets[name] = Target(name, server.url, server.pid)
+        for kind in dict.fromkeys(REFERENCE_OF[m] for m in self.models):
+            port = procs.free_port()
+            self.bares.append(start_bare(kind, port, self.url, self.args.pool_size, logs))
+            self.targets[BARE[kind]] = Target(BARE[kind], f"http://127.0.0.1:{port}", self.bares[-1].pid)
+        if self.server_cpus:
+            for t in self.targets.values():
+                pin_tree(t.pid, self.server_cpus)
+        if self.args.budget is not None:
+            for t in self.targets.values():
+                self.budgets.append(cpu_budget.CpuBudget(self.args.budget).create())
+                self.budgets[-1].add([p.pid for p in tree(t.pid)])
+
+    def stop(self) -> None:
+        for server in self.servers:
+            procs.stop_server(server)
+        for bare in self.bares:
+            bare.terminate()
+            try:
+                bare.wait(10)
+            except subprocess.TimeoutExpired:
+                bare.kill()
+                bare.wait(10)
+        for budget in self.budgets:
+            budget.remove()
+        self.servers, self.bares, self.budgets, self.targets = [], [], [], {}
 
 
 def instructions_pass(models: list[str], url: str, args: argparse.Namespace, out_dir: Path,
@@ -361,10 +420,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_flag(p, "--head", "LAB_BENCH_HEAD", "locust", "the request head wrk sends besides Host: 'locust' "
              "(User-Agent and Accept-Encoding, as make load's Locust sends) or 'bare' (Host only)", env,
              choices=tuple(HEADS))
+    env_flag(p, "--fresh-server", "LAB_FRESH_SERVER", "yes", "'yes': every server and reference is started "
+             "afresh for each repetition, as make load does, so the spread holds process-to-process noise; "
+             "'no': one process each for the whole bench", env, choices=("yes", "no"))
     env_flag(p, "--pool-size", "LAB_POOL_SIZE", "10", "database pool size of every server and every "
              "reference", env, type=int)
     env_flag(p, "--server-cpus", "LAB_SERVER_CPUS", "0", "CPUs for the servers, e.g. 0 or 0-1", env)
     env_flag(p, "--load-cpus", "LAB_LOAD_CPUS", "1", "CPUs for the load generator", env)
+    env_flag(p, "--database-cpus", "LAB_DATABASE_CPUS", "load", "CPUs the lab's own PostgreSQL is pinned to: "
+             "'load' (the load CPUs, as make load does), a list, or 'none'", env)
     p.add_argument("--instructions", action="store_true",
                    default=env.get("LAB_BENCH_INSTRUCTIONS", "") not in ("", "0"),
                    help="also count instructions per request under callgrind and judge the metrics cost "
@@ -385,6 +449,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return 2
 
+    if args.duration < 1 or args.duration != int(args.duration):
+        print(f"make bench: --duration {args.duration:g}: wrk takes whole seconds, 1 or more "
+              "(LAB_BENCH_DURATION)", file=sys.stderr)
+        return 2
     if shutil.which("wrk") is None:
         print("make bench needs wrk, the load generator: `apt-get install wrk` "
               "(or `brew install wrk`), then run it again.", file=sys.stderr)
@@ -402,12 +470,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server_cpus: list[int] | None = parse_cpus(args.server_cpus)
         load_cpus: list[int] | None = parse_cpus(args.load_cpus)
+        db_cpus = database_cpus(args.database_cpus, load_cpus)
     except ValueError as exc:
-        print(f"make bench: {exc} (LAB_SERVER_CPUS / LAB_LOAD_CPUS)", file=sys.stderr)
+        print(f"make bench: {exc} (LAB_SERVER_CPUS / LAB_LOAD_CPUS / LAB_DATABASE_CPUS)", file=sys.stderr)
         return 2
     if (os.cpu_count() or 1) < 2:
         print("warning: one CPU only: server and load generator share it; pinning is off")
-        server_cpus = load_cpus = None
+        server_cpus = load_cpus = db_cpus = None
 
     run_id = time.strftime("bench-%Y%m%d-%H%M%S")
     out_dir = Path(args.reports_dir).absolute() / run_id
@@ -417,51 +486,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     plan = plan_targets(models, paths)
     print(f"{len(plan)} figures x {args.reps} repetitions x {args.duration:g} s: about "
-          f"{fmt_seconds(estimate_seconds(len(plan), args.reps, args.duration))} of measuring after "
-          f"start-up (LAB_BENCH_ENDPOINTS / --endpoints, --reps and --duration set it)", flush=True)
-    targets: dict[str, Target] = {}
-    budgets: list[cpu_budget.CpuBudget] = []
-    started: list[procs.ServerProcess] = []
-    bares: list[subprocess.Popen[bytes]] = []
-    base_env = {"LAB_POOL_SIZE": str(args.pool_size)}
+          f"{fmt_seconds(estimate_seconds(len(plan), args.reps, args.duration, args.fresh_server == 'yes'))} "
+          "of measuring besides start-ups (LAB_BENCH_ENDPOINTS / --endpoints, --reps and --duration set it)",
+          flush=True)
+    fleet = Fleet(models, paths, url, args, log_dir, server_cpus)
+    results: dict[tuple[str, str], Series] = {key: Series() for key in plan}
+    total = len(plan) * args.reps
+    cleanup = contextlib.ExitStack()
     try:
-        for model in models:
-            for metrics_on in (True, False) if "/json" in paths else (True,):
-                name = model if metrics_on else f"{model} (metrics off)"
-                print(f"starting {name} ...", flush=True)
-                server = procs.start_server(
-                    model, port=procs.free_port(), database_url=url,
-                    log_dir=log_dir / ("metrics-on" if metrics_on else "metrics-off"),
-                    env={**base_env, "LAB_METRICS": "1" if metrics_on else "0"},
-                )
-                started.append(server)
-                targets[name] = Target(name, server.url, server.pid)
-        for kind in dict.fromkeys(REFERENCE_OF[m] for m in models):
-            print(f"starting the reference {BARE[kind]} ...", flush=True)
-            port = procs.free_port()
-            bares.append(start_bare(kind, port, url, args.pool_size, log_dir))
-            targets[BARE[kind]] = Target(BARE[kind], f"http://127.0.0.1:{port}", bares[-1].pid)
-        if server_cpus:
-            for t in targets.values():
-                pin_tree(t.pid, server_cpus)
-        if args.budget is not None:
-            for t in targets.values():
-                budgets.append(cpu_budget.CpuBudget(args.budget).create())
-                budgets[-1].add([p.pid for p in tree(t.pid)])
-        pg = database.status()
-        if load_cpus and pg.running and pg.pid and not os.environ.get("LAB_DATABASE_URL"):
-            pin_tree(pg.pid, load_cpus)  # backends fork from the postmaster and inherit this
-
-        results: dict[tuple[str, str], Series] = {key: Series() for key in plan}
-        total = len(plan) * args.reps
-        print(f"warming up {len(plan)} figures ...", flush=True)
-        for name, path in plan:
-            run_wrk(targets[name].url + path, 1, args.connections, load_cpus, args.head)
         began = time.monotonic()
         done = 0
         for rep in range(args.reps):
+            if rep == 0 or args.fresh_server == "yes":
+                fleet.stop()
+                fleet.start(rep)
+                if rep == 0:
+                    args.pinned_database_cpus = cleanup.enter_context(database.pinned(db_cpus))
+                print(f"warming up {len(plan)} figures ...", flush=True)
+                for name, path in plan:
+                    run_wrk(fleet.targets[name].url + path, WARM_SECONDS, args.connections, load_cpus,
+                            args.head)
             for name, path in plan:
-                sample = measure(targets[name], path, args, load_cpus)
+                sample = measure(fleet.targets[name], path, args, load_cpus)
                 results[(name, path)].samples.append(sample)
                 done += 1
                 left = (time.monotonic() - began) / done * (total - done)
@@ -473,17 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     finally:
-        for server in started:
-            procs.stop_server(server)
-        for bare in bares:
-            bare.terminate()
-            try:
-                bare.wait(10)
-            except subprocess.TimeoutExpired:
-                bare.kill()
-                bare.wait(10)
-        for budget in budgets:
-            budget.remove()
+        fleet.stop()
+        cleanup.close()
 
     instructions: dict[str, float] | None = None
     if args.instructions:
@@ -524,18 +561,20 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
         return results.get((name, path))
 
     budget: float | None = vars(args).get("budget")  # cores per server; None: unbudgeted
+    db_cpus: list[int] | None = vars(args).get("pinned_database_cpus")  # None: not pinned (or external)
     paths = [p for p in ENDPOINTS.values() if any(path == p for _, path in results)]
     judged_non2xx = args.connections == TARGET_CONNECTIONS
     lines = [
         f"# make bench: {args.reps} x {args.duration:g} s per figure, wrk -t1 -c{args.connections}, "
         f"pool size {args.pool_size}",
         "",
-        f"Servers pinned to CPUs {server_cpus or 'all'}; wrk and the embedded PostgreSQL to CPUs "
-        f"{load_cpus or 'all'}; {cpu_budget.describe(budget)}.",
+        f"Servers pinned to CPUs {server_cpus or 'all'}; wrk to CPUs {load_cpus or 'all'}; the lab's "
+        f"PostgreSQL to CPUs {db_cpus or 'all (not pinned)'}; {cpu_budget.describe(budget)}.",
         "Figures are medians of the repetitions; spread is (max - min) / median. CPU per request is the",
         "server's process-tree CPU time over the requests completed: the verdicts use it (see lab/bench/).",
     ]
     data: dict[str, Any] = {"settings": vars(args), "server_cpus": server_cpus, "load_cpus": load_cpus,
+                            "database_cpus": db_cpus,
                             "machine": machine.facts(), "servers": {}, "references": {}, "pairs": [],
                             "verdicts": []}
     # (key, text, holds), in the order printed; --instructions replaces the ones it counts, by key
