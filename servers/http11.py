@@ -32,6 +32,12 @@ KNOWN_METHODS = frozenset({
     "PURGE", "MKCALENDAR", "LINK", "UNLINK", "SOURCE", "QUERY",
 })
 _TARGET = re.compile(rb"[\x21-\x7e]+")
+# The common case in one pass: a whole head that breaks none of the rules above (token method, visible
+# ASCII target, HTTP/1.0 or 1.1, CRLF only, token field names, no control bytes in values). Anything
+# else goes the line-by-line way, which says exactly what is wrong.
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_FAST_HEAD = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) (HTTP/1\.[01])\r\n((?:" + _TOKEN
+                        + rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n")
 _VALUE_BAD = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _VERSION = re.compile(r"HTTP/(\d)\.(\d)")
 
@@ -110,19 +116,49 @@ def read_headers(rfile: BinaryIO) -> list[tuple[str, str]]:
     raise HttpError(f"more than {MAX_HEADERS} header lines")
 
 
+def fast_head(rfile: BinaryIO) -> tuple[str, str, str, list[tuple[str, str]]] | None:
+    """(method, target, version, headers) of a well-formed head already in the read buffer, read in one
+    pass and consumed; None, with nothing consumed, for anything else (a head still arriving, one over
+    the limits, or a malformed one): then read_line, parse_request_line and read_headers take it."""
+    ahead = rfile.peek(1)  # type: ignore[attr-defined]
+    end = ahead.find(b"\r\n\r\n")
+    if not 0 < end <= MAX_LINE:  # (a head this short has no line over the limit)
+        return None
+    m = _FAST_HEAD.fullmatch(ahead, 0, end + 4)
+    if m is None:
+        return None
+    method_b, target_b, version_b, fields = m.groups()
+    method = method_b.decode("latin-1")
+    if method not in KNOWN_METHODS or fields.count(b"\n") > MAX_HEADERS:
+        return None
+    rfile.read(end + 4)
+    headers = []
+    for line in fields.decode("latin-1").split("\r\n")[:-1]:  # one decode, then str work (cheapest)
+        name, _, value = line.partition(":")
+        headers.append((name, value.strip(" \t")))
+    return method, target_b.decode("ascii"), version_b.decode("latin-1"), headers
+
+
 def check_framing(version: str, headers: list[tuple[str, str]]) -> None:
     """The rules on the header set as a whole: Host, and one unambiguous body framing."""
-    lower = [name.lower() for name, _ in headers]
-    hosts = lower.count("host")
+    hosts = 0
+    lengths: list[str] = []
+    codings: list[str] = []
+    for name, value in headers:  # one pass: this runs for every request
+        low = name.lower()
+        if low == "host":
+            hosts += 1
+        elif low == "content-length":
+            lengths.append(value)
+        elif low == "transfer-encoding":
+            codings.append(value.lower())
     if version == "HTTP/1.1" and hosts == 0:
         raise HttpError("HTTP/1.1 requires a Host header")
     if hosts > 1:
         raise HttpError("more than one Host header")
-    lengths = [value for name, value in headers if name.lower() == "content-length"]
-    if "transfer-encoding" in lower:
+    if codings:
         if lengths:
             raise HttpError("both Content-Length and Transfer-Encoding (ambiguous framing)")
-        codings = [value.lower() for name, value in headers if name.lower() == "transfer-encoding"]
         if codings != ["chunked"]:
             raise HttpError(f"Transfer-Encoding {', '.join(codings)[:40]!r} is not supported; use chunked")
     if len(lengths) > 1:

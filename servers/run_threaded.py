@@ -34,6 +34,7 @@ from servers.http11 import (
     answer_over_limit,
     check_framing,
     early_garbage,
+    fast_head,
     parse_request_line,
     peer_gone,
     read_headers,
@@ -194,22 +195,26 @@ class ThreadedServer:
             return False  # clean close between requests
         if not first:
             self.deadlines.receiving(sock)
-        if early_garbage(begun[:32]):
-            raise HttpError(f"malformed request line starting {begun[:20]!r}")
-        line = read_line(rfile, "request line")
-        for _ in range(4):  # RFC 9112: ignore a few empty lines before a request
-            if line != b"":
-                break
+        parsed = fast_head(rfile)
+        if parsed is not None:
+            method, target, version, headers = parsed
+        else:
+            if early_garbage(begun[:32]):
+                raise HttpError(f"malformed request line starting {begun[:20]!r}")
             line = read_line(rfile, "request line")
-        if not line:
-            return False
-        method, target, version = parse_request_line(line)
+            for _ in range(4):  # RFC 9112: ignore a few empty lines before a request
+                if line != b"":
+                    break
+                line = read_line(rfile, "request line")
+            if not line:
+                return False
+            method, target, version = parse_request_line(line)
+            headers = read_headers(rfile)
+        check_framing(version, headers)
         if not target.startswith("/") and "://" in target:
             split = urlsplit(target)  # absolute-form
             target = (split.path or "/") + (f"?{split.query}" if split.query else "")
         path, _, query = target.partition("?")
-        headers = read_headers(rfile)
-        check_framing(version, headers)
 
         environ: dict[str, Any] = {
             "REQUEST_METHOD": method,
