@@ -42,6 +42,7 @@ from servers.http11 import (
     answer_over_limit,
     check_framing,
     early_garbage,
+    fast_head,
     parse_request_line,
     peer_gone,
     read_headers,
@@ -90,10 +91,12 @@ class LabHandler(WSGIHandler):
     served = 0  # requests begun on this connection
     gone = False  # the client hung up while its request ran
     _bad: HttpError | None = None  # a request line found malformed, raised in read_request
+    _parsed: tuple[str, str, str, list[tuple[str, str]]] | None = None  # a head read in one pass
 
     def read_requestline(self) -> str:
         """The request line by servers.http11's rules (errors wait for read_request, where pywsgi
-        turns them into a 400); the deadlines learn when a request begins to arrive."""
+        turns them into a 400), or the whole head in one pass when it is well-formed and buffered;
+        the deadlines learn when a request begins to arrive."""
         deadlines = self.server.deadlines
         self._bad = None
         if self.served:
@@ -108,6 +111,10 @@ class LabHandler(WSGIHandler):
         if self.served:
             deadlines.receiving(self)
         self.served += 1
+        self._parsed = fast_head(self.rfile)
+        if self._parsed is not None:
+            method, target, version, _ = self._parsed
+            return f"{method} {target} {version}"
         if early_garbage(begun[:32]):
             self._bad = HttpError(f"malformed request line starting {begun[:20]!r}")
             return "-"
@@ -129,11 +136,14 @@ class LabHandler(WSGIHandler):
         ValueError (HttpError is one): pywsgi calls _handle_client_error."""
         if self._bad is not None:
             raise self._bad
-        method, target, version = parse_request_line(raw_requestline.encode("latin-1"))
-        try:
-            headers = read_headers(self.rfile)
-        except EOFError:
-            raise HttpError("the header section was cut off") from None
+        if self._parsed is not None:
+            method, target, version, headers = self._parsed
+        else:
+            method, target, version = parse_request_line(raw_requestline.encode("latin-1"))
+            try:
+                headers = read_headers(self.rfile)
+            except EOFError:
+                raise HttpError("the header section was cut off") from None
         check_framing(version, headers)
         if not target.startswith("/") and "://" in target:  # absolute-form
             split = urlsplit(target)
