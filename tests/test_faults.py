@@ -137,6 +137,14 @@ def test_slowloris_sockets_are_closed_and_normal_clients_served(target: Target) 
     assert figures["normal_not_200"] == 0, figures
 
 
+def test_a_short_soak_serves_every_request_and_keeps_its_fds(target: Target) -> None:
+    # The 10-minute soak is opt-in (make faults --soak 600); here only its wiring, for 6 s.
+    result = cases.soak(target, 6.0)
+    figures = result.figures
+    assert figures["requests"] > 0 and figures["statuses"] == {"200": figures["requests"]}, figures
+    assert figures["fds_last"] <= figures["fds_first"] + 10, figures
+
+
 def test_sigterm_answers_in_flight_and_refuses_new(target: Target) -> None:
     result = cases.sigterm(target)
     assert result.passed, (result.figures, result.failed)

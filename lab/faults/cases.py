@@ -647,7 +647,7 @@ def schemathesis(t: Target) -> Result:
 
 def soak(t: Target, seconds: float) -> Result:
     """Half capacity for `seconds`: RSS and open fds flat after warm-up (the last third against
-    the first third after it, within 10 % and 10 fds)."""
+    the first third after it, within 10 % and 10 fds), every request answered 200."""
     load = Load(t.url, "/hold?ms=20", max(1, t.capacity // 2), seconds).start()
     samples: list[tuple[float, float, int]] = []
     began = time.monotonic()
@@ -655,7 +655,7 @@ def soak(t: Target, seconds: float) -> Result:
         rss, fds = _tree_usage(t.proc.pid)
         samples.append((time.monotonic() - began, rss, fds))
         time.sleep(5.0)
-    load.join()
+    answered = load.join()
     warm = [s for s in samples if s[0] >= min(60.0, seconds / 4)]
     third = max(1, len(warm) // 3)
     first, last = warm[:third] or samples[:1], warm[-third:] or samples[-1:]
@@ -669,7 +669,11 @@ def soak(t: Target, seconds: float) -> Result:
         "rss_last_mb": round(mean(last, 1), 1),
         "fds_first": round(mean(first, 2)),
         "fds_last": round(mean(last, 2)),
+        "requests": len(answered),
+        "statuses": statuses(answered),
+        "p99_ms": ms([a.seconds for a in answered], 99),
     }
+    not_200 = sum(1 for a in answered if a.status != 200)
     return judge(
         "soak",
         t,
@@ -677,6 +681,7 @@ def soak(t: Target, seconds: float) -> Result:
         [
             (figures["rss_last_mb"] <= figures["rss_first_mb"] * 1.1, "RSS grew more than 10 %"),
             (figures["fds_last"] <= figures["fds_first"] + 10, "open fds grew"),
+            (bool(answered) and not_200 == 0, f"{not_200} of {len(answered)} requests not 200"),
         ],
     )
 
