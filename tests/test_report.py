@@ -257,6 +257,14 @@ def test_ranking_of_four_servers_marks_ties() -> None:
             in v.text)
 
 
+def test_an_order_the_rule_could_not_test_claims_no_tie() -> None:
+    # One repetition a server: the rule cannot judge, so the order is a plain list, not "≈" (about equal).
+    es = [entry("threaded", [1000.0]), entry("asyncio", [2000.0]), entry("gevent", [1990.0])]
+    v = headline.verdict("s", es)
+    assert "Order by successful requests/s: asyncio 2,000, gevent 1,990, threaded 1,000." in v.text
+    assert "≈" not in v.text.split("Order by")[1]
+
+
 def test_number_words() -> None:
     assert [fmt.fmt_num(v) for v in (2259.7, 45.83, 7.987, 5, 0.0312, None)] == \
         ["2,260", "45.8", "7.99", "5", "0.0312", "-"]

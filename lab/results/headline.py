@@ -246,15 +246,18 @@ def _latency_phrase(a: Entry, b: Entry, key: str = "p99") -> str:
 
 def _order(ranked: Sequence[Entry], fig: Figure, mark_bound: bool) -> str:
     """'a 5,005 > b 3,055 ≈ c 3,005' (or with < for a list that rises): neighbours that do not differ by
-    the rule are ≈."""
-    parts = []
+    the rule are ≈; neighbours the rule could not test (too few repetitions) are only listed, 'a, b'."""
+    parts: list[str] = []
     for i, e in enumerate(ranked):
         text = f"{e['server']} {fig.fmt(fig.value(e))}"
         if mark_bound and e.get("generator_bound"):
             text += " (generator-bound)"
         if i:
             rising = (fig.value(e) or 0.0) > (fig.value(ranked[i - 1]) or 0.0)
-            parts.append(("<" if rising else ">") if differs(fig, ranked[i - 1], e) else "≈")
+            if not tested(fig, ranked[i - 1], e):
+                parts[-1] += ","
+            else:
+                parts.append(("<" if rising else ">") if differs(fig, ranked[i - 1], e) else "≈")
         parts.append(text)
     return " ".join(parts)
 
