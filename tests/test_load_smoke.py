@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -134,14 +135,20 @@ def test_raw_files_and_run_files_are_kept(smoke_run: dict[str, Any]) -> None:
 
 def test_warm_up_and_measured_window_are_as_asked(smoke_run: dict[str, Any]) -> None:
     """The shape keeps its phases by its own timer, not Locust's one-second ticks: the warm-up and the
-    measured window last what the profile says (within 0.2 s), and spawning is seen at once."""
+    measured window last what the profile says, and spawning is seen at once. Judged on the median over
+    the repetitions (within 0.2 s): timed by the ticks, a phase would end a uniform 0-1 s late, a median
+    near 0.5 s; one stall of the machine (0.5 s was seen once in CI) must not fail it."""
     settings = json.loads((smoke_run["run_dir"] / "settings.json").read_text(encoding="utf-8"))
-    for shape_file in smoke_run["run_dir"].glob("*/*/rep-*/records/shape.json"):
+    warm_off, window_off = [], []
+    shapes = list(smoke_run["run_dir"].glob("*/*/rep-*/records/shape.json"))
+    assert len(shapes) >= 4, shapes
+    for shape_file in shapes:
         shape = json.loads(shape_file.read_text(encoding="utf-8"))
         assert shape["spawn_complete"], shape_file
-        assert abs(shape["measure_start"] - shape["spawned_at"] - settings["warmup"]) < 0.2, shape
-        assert abs(shape["measure_end"] - shape["measure_start"] - settings["duration"]) < 0.2, shape
         assert shape["spawned_at"] - shape["began"] < 1.0, shape
+        warm_off.append(abs(shape["measure_start"] - shape["spawned_at"] - settings["warmup"]))
+        window_off.append(abs(shape["measure_end"] - shape["measure_start"] - settings["duration"]))
+    assert statistics.median(warm_off) < 0.2 and statistics.median(window_off) < 0.2, (warm_off, window_off)
 
 
 def test_every_repetition_has_a_fresh_server(smoke_run: dict[str, Any]) -> None:
