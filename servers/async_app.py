@@ -307,7 +307,23 @@ class AsyncApp:
         if since is not None:
             self.clock.held(loop_time() - since)
         if self.pool is not None:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # the client hung up, or a timeout fired
+                await self._resync(conn)
             await self.pool.release(conn)
+
+    async def _resync(self, conn: asyncpg.Connection) -> None:
+        """End the session's open protocol exchange after a cancelled request.
+
+        asyncpg prepares a new statement with Parse, Describe and Flush but no Sync, so a request
+        cancelled between that and its execute leaves the session in an implicit transaction,
+        'active' in pg_stat_activity, until the connection's next use: on an idle pool, never.
+        One simple query ends it (after asyncpg has finished cancelling a running query).
+        """
+        try:
+            await conn.execute("SELECT 1", timeout=self.settings.acquire_timeout)
+        except Exception:  # a broken connection: the pool replaces a closed one
+            conn.terminate()
 
     async def _wait(self, gate: Slots) -> bool:
         """Queue for a slot of `gate` until LAB_ACQUIRE_TIMEOUT passes (False then)."""
