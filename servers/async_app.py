@@ -55,6 +55,28 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
+class Lease:
+    """`async with Lease(app) as conn`: a pooled connection for one request, given back after.
+
+    A statement that got no answer (asyncpg's command_timeout) leaves asyncpg waiting for a cancel
+    that an unreachable database never confirms: the session is dropped instead of given back.
+    """
+
+    __slots__ = ("app", "conn")
+
+    def __init__(self, app: AsyncApp) -> None:
+        self.app = app
+
+    async def __aenter__(self) -> asyncpg.Connection:
+        self.conn = await self.app.acquire()
+        return self.conn
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if kind is TimeoutError:
+            self.conn.terminate()
+        await self.app.release(self.conn)
+
+
 def loop_time() -> float:
     return asyncio.get_running_loop().time()
 
@@ -208,6 +230,9 @@ class AsyncApp:
                         if self.pool is not None:
                             await self.pool.expire_connections()
                         reply = await self._handlers[name](request, route)
+                except (TimeoutError, asyncpg.QueryCanceledError) as exc:  # statement_timeout, or no answer
+                    self._log_db_error(exc)
+                    reply = contract.database_timeout(self.settings.statement_timeout)
                 except DB_ERRORS as exc:
                     self._log_db_error(exc)
                     reply = contract.database_error(exc)
@@ -253,9 +278,14 @@ class AsyncApp:
             min_size=0,
             max_size=self.settings.pool_size,
             max_inactive_connection_lifetime=0,
-            server_settings={"application_name": self.settings.application_name},
+            server_settings={
+                "application_name": self.settings.application_name,
+                "statement_timeout": str(round(self.settings.statement_timeout * 1000)),
+            },
             reset=_keep_session,
             timeout=self.settings.acquire_timeout,  # connect timeout (asyncpg's default: 60 s)
+            # No answer at all (an unreachable database): asyncpg gives up, and Lease drops the session.
+            command_timeout=self.settings.statement_timeout + contract.UNANSWERED_GRACE,
         )
         yield
         self.closing = True
@@ -352,11 +382,8 @@ class AsyncApp:
         return _TEXT_REPLY
 
     async def db(self, request: web.Request, route: Route) -> Reply:
-        conn = await self.acquire()
-        try:
+        async with Lease(self) as conn:
             row = await conn.fetchrow(contract.SQL_WORLD, contract.random_id())
-        finally:
-            await self.release(conn)
         return contract.world_reply(row)
 
     @staticmethod
@@ -371,11 +398,8 @@ class AsyncApp:
 
     async def queries(self, request: web.Request, route: Route) -> Reply:
         ids = contract.random_ids(contract.clamp_queries(request.query.get("queries")))
-        conn = await self.acquire()
-        try:
+        async with Lease(self) as conn:
             rows = await self._read_worlds(conn, ids)
-        finally:
-            await self.release(conn)
         return contract.world_reply(None) if rows is None else contract.worlds_reply(rows)
 
     async def updates(self, request: web.Request, route: Route) -> Reply:
@@ -383,22 +407,16 @@ class AsyncApp:
         ids = contract.random_ids(n, distinct=True)
         numbers = contract.new_numbers(n)
         changed = list(zip(ids, numbers, strict=True))
-        conn = await self.acquire()
-        try:
+        async with Lease(self) as conn:
             if await self._read_worlds(conn, ids) is None:
                 return contract.world_reply(None)
             async with conn.transaction():
                 await conn.executemany(contract.SQL_UPDATE_WORLD, contract.update_params(changed))
-        finally:
-            await self.release(conn)
         return contract.worlds_reply(changed)
 
     async def fortunes(self, request: web.Request, route: Route) -> Reply:
-        conn = await self.acquire()
-        try:
+        async with Lease(self) as conn:
             rows = await conn.fetch(contract.SQL_FORTUNES)
-        finally:
-            await self.release(conn)
         return contract.fortunes_reply(rows)
 
     async def io(self, request: web.Request, route: Route) -> Reply:
@@ -420,11 +438,8 @@ class AsyncApp:
 
     async def hold(self, request: web.Request, route: Route) -> Reply:
         ms = contract.int_param("ms", request.query.get("ms"), contract.HOLD_MS)
-        conn = await self.acquire()
-        try:
+        async with Lease(self) as conn:
             await conn.execute(contract.SQL_HOLD, ms / 1000.0)
-        finally:
-            await self.release(conn)
         return contract.hold_reply(ms)
 
     async def create_order(self, request: web.Request, route: Route) -> Reply:
@@ -438,8 +453,7 @@ class AsyncApp:
         contract.check_json_type(request.headers.get("Content-Type"))
         order = contract.parse_order(body)
         key = contract.parse_idempotency_key(request.headers.get("Idempotency-Key"))
-        conn = await self.acquire()
-        try:
+        async with Lease(self) as conn:
             for _attempt in range(2):  # a replayed key's row can only vanish if deleted meanwhile
                 row = await conn.fetchrow(contract.SQL_INSERT_ORDER, order.item, order.qty, key)
                 if row is not None:  # committed: outside a transaction each statement commits
@@ -447,17 +461,12 @@ class AsyncApp:
                 row = await conn.fetchrow(contract.SQL_ORDER_BY_KEY, key)
                 if row is not None:
                     return contract.order_created_reply(row, replayed=True, order=order)
-        finally:
-            await self.release(conn)
         raise RuntimeError(f"order with Idempotency-Key {key!r} neither inserted nor found")
 
     async def get_order(self, request: web.Request, route: Route) -> Reply:
         order_id = contract.parse_order_id(route.arg)
-        conn = await self.acquire()
-        try:
+        async with Lease(self) as conn:
             row = await conn.fetchrow(contract.SQL_ORDER_BY_ID, order_id)
-        finally:
-            await self.release(conn)
         return contract.order_reply(row, order_id)
 
     async def health(self, request: web.Request, route: Route) -> Reply:

@@ -148,6 +148,17 @@ def database_error(exc: BaseException) -> Reply:
     return unhealthy(f"database error: {first}; check that PostgreSQL is up and LAB_DATABASE_URL is right")
 
 
+# Past the statement timeout, how long a server waits for an answer before it drops the connection:
+# PostgreSQL's own statement_timeout ends a slow query; only an unreachable database needs this.
+UNANSWERED_GRACE = 1.0
+
+
+def database_timeout(seconds: float) -> Reply:
+    """503 for a statement that ran past LAB_STATEMENT_TIMEOUT, or got no answer at all."""
+    return unhealthy(f"the database did not answer within {seconds:g} s; check that PostgreSQL is up and "
+                     "not overloaded, or raise LAB_STATEMENT_TIMEOUT (--statement-timeout)")
+
+
 def shutting_down() -> Reply:
     return unhealthy("the server is shutting down; retry on another instance")
 

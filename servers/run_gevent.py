@@ -245,7 +245,8 @@ class LabServer(WSGIServer):
         self.busy = Busy()
 
     def sweep_forever(self) -> None:
-        """Close late requests (408) and expired idle connections; end requests whose client left."""
+        """Close late requests (408) and expired idle connections; end requests whose client left;
+        cut database sessions that stopped answering."""
         while not self.stopping:
             gevent.sleep(SWEEP_SECONDS)
             late, expired = self.deadlines.overdue()
@@ -262,6 +263,7 @@ class LabServer(WSGIServer):
                     # PostgreSQL would run the query on. Then the kill frees a wait in the pool queue.
                     self.app.pool.cancel(id(greenlet))  # the pool knows holders by gevent's get_ident
                     greenlet.kill(block=False)  # type: ignore[attr-defined]
+            self.app.pool.sever_overdue()  # a database that stopped answering
 
     def _end(self, handler: LabHandler, late: bool) -> None:
         sock = getattr(handler, "socket", None)

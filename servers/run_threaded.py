@@ -140,7 +140,8 @@ class ThreadedServer:
                 self._rejecters -= 1
 
     def _sweep(self) -> None:
-        """Close late requests (408) and expired idle connections; cancel abandoned queries."""
+        """Close late requests (408) and expired idle connections; cancel abandoned queries; cut
+        database sessions that stopped answering."""
         while not self.stopping.wait(SWEEP_SECONDS):
             late, expired = self.deadlines.overdue()
             for sock in late:
@@ -151,6 +152,7 @@ class ThreadedServer:
                 if peer_gone(cast(socket.socket, sock)):
                     self.busy.stop(sock)
                     self.app.pool.cancel(cast(int, thread_id))
+            self.app.pool.sever_overdue()  # a database that stopped answering
 
     # --- one connection -------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ class Settings:
     request_timeout: float = 10.0  # seconds to receive a whole request (head and body) once it starts
     keepalive_timeout: float = 30.0  # seconds an idle keep-alive connection stays open
     ready_timeout: float = 0.5  # seconds /ready waits for the database
+    statement_timeout: float = 30.0  # seconds a database statement may run (then 503)
     workers: int = 0  # multiproc only; 0 means the CPUs this process may use
     uvloop: bool = True  # asyncio and multiproc: use uvloop when installed
     metrics: bool = True  # record /metrics; off only to measure what it costs
@@ -85,6 +86,10 @@ _KNOBS: dict[str, tuple[str, str, type, str]] = {
                           "seconds an idle keep-alive connection waits for its next request"),
     "ready_timeout": ("LAB_READY_TIMEOUT", "--ready-timeout", float,
                       "seconds /ready waits for the database before answering 503"),
+    "statement_timeout": ("LAB_STATEMENT_TIMEOUT", "--statement-timeout", float,
+                          "seconds a database statement may run: PostgreSQL's statement_timeout for the "
+                          "server's sessions; with no answer 1 s later (an unreachable database) the "
+                          "connection is dropped; either way the request gets 503"),
     "workers": ("LAB_WORKERS", "--workers", int, "multiproc worker processes (0: one per CPU)"),
     "uvloop": ("LAB_UVLOOP", "--uvloop", bool, "use uvloop when installed (1/0)"),
     "metrics": ("LAB_METRICS", "--metrics", bool, "record metrics (1/0)"),
@@ -170,6 +175,8 @@ def _check(s: Settings) -> None:
     need(0 < s.keepalive_timeout <= 3600, "keepalive_timeout", "above 0 and at most 3600",
          s.keepalive_timeout)
     need(0 < s.ready_timeout <= 60, "ready_timeout", "above 0 and at most 60", s.ready_timeout)
+    need(0 < s.statement_timeout <= 3600, "statement_timeout", "above 0 and at most 3600",
+         s.statement_timeout)
     need(1 <= s.workers <= 256, "workers", "from 1 to 256", s.workers)
     need(len(s.app_name) <= 63 and s.app_name.isprintable(), "app_name",
          "at most 63 printable characters (PostgreSQL's limit)", s.app_name)

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import psycopg2
+import psycopg2.extensions
 import psycopg2.extras
 
 from servers import contract
@@ -80,6 +81,7 @@ class SyncApp:
             settings.acquire_timeout,
             token,
             background,
+            settings.statement_timeout,
         )
         self.ready_check = ReadyCheck(settings.database_url, settings.ready_application_name,
                                       settings.ready_timeout)
@@ -176,6 +178,9 @@ class SyncApp:
                                           self.settings.acquire_timeout)
         except PoolClosed:
             return contract.shutting_down()
+        except psycopg2.extensions.QueryCanceledError as exc:  # statement_timeout, or no answer
+            self._log_db_error(exc)
+            return contract.database_timeout(self.settings.statement_timeout)
         except psycopg2.Error as exc:
             self._log_db_error(exc)
             return contract.database_error(exc)

@@ -4,11 +4,15 @@ Requests queue for a connection in a FairGate (servers/admission.py). Under `thr
 blocks an OS thread; under `gevent` the runtime passes a gevent token, so a wait parks a greenlet,
 and psycogreen makes the queries themselves cooperative. An idle connection is checked before it
 is lent (one non-blocking read): a session PostgreSQL ended meanwhile is replaced, not handed out.
+Each session has PostgreSQL's statement_timeout; `sever_overdue` is the backstop for a database
+that stops answering altogether, which no server-side timeout can end.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +21,7 @@ from contextlib import contextmanager, suppress
 import psycopg2
 import psycopg2.extensions
 
+from servers import contract
 from servers.admission import FairGate, HoldClock, Token, thread_token
 
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
@@ -44,6 +49,10 @@ class ConnectFailed(psycopg2.OperationalError):
     """A new session could not be opened (the database is down or unreachable)."""
 
 
+class NoAnswer(psycopg2.extensions.QueryCanceledError):
+    """The database did not answer a statement within its timeout + grace: the session was cut."""
+
+
 def lost(exc: BaseException) -> bool:
     """True when a session that worked broke (ended by the server, a reset): worth one retry on a
     new session. A failed connect is not: the next would fail the same way."""
@@ -62,8 +71,12 @@ class BlockingPool:
         timeout: float,
         token: Callable[[], Token] = thread_token,
         background: Callable[[Callable[[], None]], object] | None = None,
+        statement_timeout: float = 0.0,
     ) -> None:
         self.dsn = dsn
+        self.statement_timeout = statement_timeout  # seconds; 0: none
+        # libpq's `options`: every session of the pool gets PostgreSQL's statement_timeout.
+        self._options = f"-c statement_timeout={round(statement_timeout * 1000)}" if statement_timeout else ""
         self.background = background or _in_thread  # where a cancel runs: it may block for long
         self.size = size
         self.application_name = application_name
@@ -75,6 +88,7 @@ class BlockingPool:
         self._idle: list[Connection] = []
         self._lent: dict[int, float] = {}  # id(conn) -> when lent, for the hold clock
         self._holders: dict[int, Connection] = {}  # thread (or greenlet) id -> the connection it holds
+        self._severed: set[int] = set()  # id(conn) of lent-out connections cut by sever_overdue
         self._closed = False
 
     def acquire(self, fresh: bool = False) -> Connection:
@@ -103,7 +117,7 @@ class BlockingPool:
         if conn is None:
             try:
                 conn = psycopg2.connect(self.dsn, application_name=self.application_name,
-                                        connect_timeout=self.connect_timeout)
+                                        connect_timeout=self.connect_timeout, options=self._options)
                 conn.autocommit = True
             except psycopg2.OperationalError as exc:
                 gate.give()
@@ -118,6 +132,7 @@ class BlockingPool:
     def release(self, conn: Connection, broken: bool = False) -> None:
         """Give a connection back; a broken one (or one left inside a transaction) is dropped."""
         self._holders.pop(threading.get_ident(), None)
+        self._severed.discard(id(conn))
         since = self._lent.pop(id(conn), None)
         if since is not None:
             self.clock.held(time.monotonic() - since)
@@ -144,8 +159,10 @@ class BlockingPool:
         broken = False
         try:
             yield conn
-        except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             broken = True
+            if id(conn) in self._severed:
+                raise NoAnswer(f"no answer within {self.statement_timeout:g} s") from exc
             raise
         except Exception:
             raise
@@ -164,6 +181,23 @@ class BlockingPool:
         conn = self._holders.get(holder)
         if conn is not None:
             self.background(lambda: _cancel_quietly(conn))
+
+    def sever_overdue(self) -> int:
+        """Cut every connection lent out for longer than the statement timeout + the grace: its
+        socket is shut down, so the blocked read ends with an error (NoAnswer to the request) and
+        the session is dropped. Called by the runtimes' sweepers. The clock is the whole loan,
+        so a request of several statements is held to the limit of one."""
+        if not self.statement_timeout:
+            return 0
+        oldest = time.monotonic() - self.statement_timeout - contract.UNANSWERED_GRACE
+        cut = 0
+        for conn in list(self._holders.values()):
+            since = self._lent.get(id(conn))
+            if since is not None and since < oldest and id(conn) not in self._severed:
+                self._severed.add(id(conn))
+                _shut_socket(conn)
+                cut += 1
+        return cut
 
     def stats(self) -> tuple[int, int, int]:
         """(size, in use, waiting) for metrics.PoolStats."""
@@ -188,6 +222,17 @@ def _usable(conn: Connection) -> bool:
     except psycopg2.Error:
         return False
     return not conn.closed
+
+
+def _shut_socket(conn: Connection) -> None:
+    """Shut down libpq's socket under it (through a duplicate descriptor): a read blocked on it,
+    in a thread or in psycogreen's wait, returns at once with an error."""
+    with suppress(OSError, psycopg2.Error):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
 
 
 def _cancel_quietly(conn: Connection) -> None:

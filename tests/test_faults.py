@@ -14,10 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from lab.faults import cases
+from lab.faults import cases, wire
 from lab.faults.cases import Target
 from lab.faults.proxy import FaultProxy
-from lab.faults.suite import ACQUIRE_TIMEOUT, POOL_SIZE, REQUEST_TIMEOUT, cases_across_models
+from lab.faults.suite import (
+    ACQUIRE_TIMEOUT,
+    POOL_SIZE,
+    REQUEST_TIMEOUT,
+    STATEMENT_TIMEOUT,
+    cases_across_models,
+)
 from lab.stack import procs
 from lab.stack.procs import ServerProcess
 from servers.settings import MODELS
@@ -28,7 +34,7 @@ pytestmark = pytest.mark.integration  # real servers, a real PostgreSQL, the lab
 
 def suite_env(model: str) -> dict[str, str]:
     env = {"LAB_POOL_SIZE": str(POOL_SIZE), "LAB_ACQUIRE_TIMEOUT": str(ACQUIRE_TIMEOUT),
-           "LAB_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
+           "LAB_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT), "LAB_STATEMENT_TIMEOUT": str(STATEMENT_TIMEOUT),
            "LAB_APP_NAME": f"faults-test-{model}"}
     if model == "multiproc":
         env["LAB_WORKERS"] = "2"
@@ -53,7 +59,8 @@ def target(request: pytest.FixtureRequest, database_url: str,
         proc = start_on_free_port(model, url, logs, suite_env(model))
         try:
             yield Target(model, proc, proxy, database_url, f"faults-test-{model}", POOL_SIZE,
-                         2 if model == "multiproc" else 1, ACQUIRE_TIMEOUT, REQUEST_TIMEOUT, True, fresh)
+                         2 if model == "multiproc" else 1, ACQUIRE_TIMEOUT, REQUEST_TIMEOUT,
+                         STATEMENT_TIMEOUT, True, fresh)
         finally:
             for server in [proc, *extra]:
                 procs.stop_server(server)
@@ -119,6 +126,23 @@ def test_database_down_3s_gives_no_500_and_recovers(target: Target) -> None:
     assert figures["statuses_while_down"].get("503", 0) > 0, figures
     assert "0" not in figures["statuses_while_down"], figures
     assert figures["recovery_s"] is not None, figures
+
+
+def test_an_unreachable_database_ends_requests_within_the_statement_timeout(target: Target) -> None:
+    result = cases.database_blackhole(target)
+    figures = result.figures
+    assert figures["db_over_limit"] == 0, figures  # none waited for the network to give up
+    assert set(figures["db_statuses"]) <= {"200", "503"} and "503" in figures["db_statuses"], figures
+    assert figures["json_not_200"] == 0 and figures["ready_status"] == 503, figures
+    assert figures["db_recovery_s"] is not None and figures["db_recovery_s"] < 1.0, figures
+
+
+def test_a_statement_past_the_timeout_is_stopped_with_a_503(target: Target) -> None:
+    over = round(STATEMENT_TIMEOUT * 1000) + 1000
+    answer = wire.request(target.url, "GET", f"/hold?ms={over}", timeout=STATEMENT_TIMEOUT + 5)
+    assert answer.status == 503, answer
+    assert b"did not answer within" in answer.body and "retry-after" in answer.headers, answer
+    assert cases.busy_sessions(target) == 0  # PostgreSQL stopped it: nothing runs on
 
 
 def test_client_disconnects_free_the_database(target: Target) -> None:

@@ -5,7 +5,8 @@ faults.md and faults.html.
 The suite provisions its own database (lab.stack.database, database `serverlab_faults`), puts a
 fault proxy (lab/faults/proxy.py) between each server and PostgreSQL, and starts the servers
 itself on free loopback ports, with the defaults a user gets (pool 10, acquire timeout 1 s) but a
-short receive deadline, so that the slow-client cases end within seconds.
+short receive deadline and statement timeout, so that the slow-client and slow-database cases end
+within seconds.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ QUICK_CASES = (
     "sigterm",
     "schemathesis",
 )
-POOL_SIZE, ACQUIRE_TIMEOUT, REQUEST_TIMEOUT = 10, 1.0, 2.0
+POOL_SIZE, ACQUIRE_TIMEOUT, REQUEST_TIMEOUT, STATEMENT_TIMEOUT = 10, 1.0, 2.0, 2.0
 
 
 def say(message: str) -> None:
@@ -143,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         "pool_size": POOL_SIZE,
         "acquire_timeout": ACQUIRE_TIMEOUT,
         "request_timeout": REQUEST_TIMEOUT,
+        "statement_timeout": STATEMENT_TIMEOUT,
         "command": "python -m lab faults " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["faults"] else []),
     }
     paths = report.write(folder, meta, results)
@@ -165,6 +167,7 @@ def run_model(
         "LAB_POOL_SIZE": str(POOL_SIZE),
         "LAB_ACQUIRE_TIMEOUT": str(ACQUIRE_TIMEOUT),
         "LAB_REQUEST_TIMEOUT": str(REQUEST_TIMEOUT),
+        "LAB_STATEMENT_TIMEOUT": str(STATEMENT_TIMEOUT),
         "LAB_APP_NAME": app_name,
         "LAB_LOG_LEVEL": "warning",
     }
@@ -194,6 +197,7 @@ def run_model(
                 workers,
                 ACQUIRE_TIMEOUT,
                 REQUEST_TIMEOUT,
+                STATEMENT_TIMEOUT,
                 args.quick,
                 fresh,
             )
