@@ -57,9 +57,7 @@ def write(folder: Path, meta: dict[str, Any], results: list[Result]) -> list[Pat
     failed = [r for r in results if r.passed is False]
     head = (
         f"# make faults: {meta['id']}\n\n{len(failed)} of {sum(r.passed is not None for r in results)} "
-        f"case runs failed. Servers started by the suite with pool {meta['pool_size']}, acquire timeout "
-        f"{meta['acquire_timeout']} s, receive deadline {meta['request_timeout']} s; "
-        f"{'quick mode' if meta['quick'] else 'full mode'}; {meta['seconds']} s in all.\n\n"
+        f"case runs failed. {_settings(meta)}\n\n"
         f"Reproduce: `{meta['command'].strip()}`\n\n"
     )
     grid_models, grid = _grid(results)
@@ -125,9 +123,7 @@ def _html(meta: dict[str, Any], results: list[Result], models: list[str], rows: 
         f"<h1>make faults: {escape(meta['id'])}</h1>",
         f"<p class='{'bad' if failed else 'good'}'>{len(failed)} of "
         f"{sum(r.passed is not None for r in results)} case runs failed.</p>",
-        f"<p>Servers started by the suite with pool {meta['pool_size']}, acquire timeout "
-        f"{meta['acquire_timeout']} s, receive deadline {meta['request_timeout']} s; "
-        f"{'quick' if meta['quick'] else 'full'} mode; {meta['seconds']} s in all. Reproduce: "
+        f"<p>{escape(_settings(meta))} Reproduce: "
         f"<code>{escape(meta['command'].strip())}</code></p>",
         "<h2>Cases</h2><table><tr><th>case</th><th>server</th><th>verdict</th><th>figures</th>"
         "<th>why not</th></tr>",
@@ -166,4 +162,14 @@ def _html(meta: dict[str, Any], results: list[Result], models: list[str], rows: 
     return (
         f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>make faults "
         f"{escape(meta['id'])}</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
+
+
+def _settings(meta: dict[str, Any]) -> str:
+    timeout = meta.get("statement_timeout")  # runs before it existed have none
+    return (
+        f"Servers started by the suite with pool {meta['pool_size']}, acquire timeout "
+        f"{meta['acquire_timeout']} s, receive deadline {meta['request_timeout']} s"
+        + (f", statement timeout {timeout} s" if timeout is not None else "")
+        + f"; {'quick' if meta['quick'] else 'full'} mode; {meta['seconds']} s in all."
     )
