@@ -1,27 +1,30 @@
 """`make selfcheck`: does the lab tell a change from noise? Two checks, each a real pair of runs.
 
     python -m lab selfcheck [--profile quick] [--servers ...] [--scenarios ...] [--reps N] [--duration S]
-        [--ab-server asyncio] [--skip-aa] [--skip-ab]
+        [--ab-server asyncio] [--skip-aa] [--skip-ab] [--load-vs-bench CYCLES]
 
 - A/A: the same settings twice (by default the default `make load`), compared: nothing may be
   marked better, worse, higher or lower. A mark here is noise the rule let through.
 - A/B: `hold` with LAB_POOL_SIZE=2 against 10 on one server (each request holds a pool connection
   for 20 ms, so the pool caps throughput near pool/0.02 requests/s): the comparison must mark the
   throughput change. Missing it means the rule is blind.
-Both write normal run folders and compare pages under reports/selfcheck-<time>/, and selfcheck.md /
-selfcheck.json there; the exit status is 0 only when both checks pass.
+- load vs bench (opt-in, `--load-vs-bench N`): the CPU per request of /json and /db from `make load`
+  and from `make bench`, alternated N times, must agree within 15 % (lab/load_vs_bench.py).
+All write normal run folders and compare pages under reports/selfcheck-<time>/, and selfcheck.md /
+selfcheck.json there; the exit status is 0 only when every check run passes.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lab import files
+from lab import files, load_vs_bench
 from lab.fmt import fmt_seconds
 from lab.load import plan, runner
 from lab.load import settings as load_settings
@@ -41,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  f"{stats.MIN_REPS})")
     p.add_argument("--skip-aa", action="store_true", help="run only the A/B check")
     p.add_argument("--skip-ab", action="store_true", help="run only the A/A check")
+    p.add_argument("--load-vs-bench", default=os.environ.get("LAB_SELFCHECK_LOAD_VS_BENCH", "0"),
+                   help="cycles of the load-vs-bench check (one make load and one make bench repetition "
+                        "each, ~2 min a cycle with the defaults); 0 skips it [LAB_SELFCHECK_LOAD_VS_BENCH]")
     return p
 
 
@@ -115,6 +121,7 @@ def render_md(doc: dict[str, Any]) -> str:
                 out.append(f"- generator-bound entries: {', '.join(check['generator_bound'])}")
         if check["check"] == "A/B" and "throughput" in check:
             out += [f"- {t}" for t in check["throughput"]]
+        out += [f"- {a}" for a in check.get("agreements") or []]
         if check.get("compare"):
             out.append(f"- comparison: {check['compare']}")
         out.append("")
@@ -127,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         base = load_settings.from_args(args)
         ab_reps = (load_settings.int_knob(args.ab_reps, "--ab-reps", 1, 100)
                    or max(base.reps, stats.MIN_REPS))
+        lvb_cycles = load_settings.int_knob(args.load_vs_bench, "--load-vs-bench", 0, 100) or 0
         runner.check_budget(base)
     except RunError as exc:
         print(f"lab selfcheck: {exc}", file=sys.stderr)
@@ -142,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         planned += 2 * plan.total_seconds(base, False)
     if not args.skip_ab:
         planned += 2 * plan.total_seconds(ab_settings(base, args.ab_server, AB_POOLS[0], ab_reps), False)
+    if lvb_cycles:
+        one = base.replace(scenarios=load_vs_bench.SCENARIOS, reps=1)
+        planned += lvb_cycles * 2 * plan.total_seconds(one, False)
     say(f"self-check into {folder}: planned ~{fmt_seconds(planned)}")
     began = time.monotonic()
     checks = []
@@ -149,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         checks.append(check_aa(base, folder))
     if not args.skip_ab:
         checks.append(check_ab(base, folder, args.ab_server, ab_reps))
+    if lvb_cycles:
+        checks.append(load_vs_bench.check(base, folder, lvb_cycles))
     doc = {"id": folder.name, "command": " ".join(["python -m lab selfcheck", *(argv or sys.argv[1:])]),
            "checks": checks, "passed": bool(checks) and all(c["passed"] for c in checks),
            "wall_seconds": round(time.monotonic() - began, 1)}

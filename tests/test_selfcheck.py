@@ -30,3 +30,20 @@ def test_a_a_is_silent_and_a_b_is_found(database_url: str, tmp_path: Path) -> No
     assert done.returncode == 0 and doc["passed"], out[-4000:]
     assert (tmp_path / "check" / "compare-aa-1-vs-aa-2" / "compare.html").is_file()
     assert "A/A: pass" in out and "A/B: pass" in out
+
+
+def test_load_vs_bench_pairs_every_figure(database_url: str, tmp_path: Path) -> None:
+    # Only the wiring, at smoke size: whether the two agree is a figure of the machine, not a test.
+    env = {**os.environ, "LAB_DATABASE_URL": database_url}
+    cmd = [sys.executable, "-m", "lab", "selfcheck", "--skip-aa", "--skip-ab", "--load-vs-bench", "2",
+           "--servers", "asyncio", "--duration", "1", "--warmup", "1", "--reports-dir", str(tmp_path),
+           "--run-id", "lvb"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=540, check=False)
+    out = done.stdout + done.stderr
+    doc = json.loads((tmp_path / "lvb" / "selfcheck.json").read_text(encoding="utf-8"))
+    (lvb,) = doc["checks"]
+    assert lvb["check"] == "load vs bench" and lvb["problems"] == [], out[-4000:]
+    assert set(lvb["ratios"]) == {"asyncio /json", "asyncio /db"}, out[-4000:]
+    assert all(len(r) == 2 and all(0.1 < x < 10 for x in r) for r in lvb["ratios"].values()), lvb
+    assert done.returncode == (0 if lvb["passed"] else 1)
+    assert "load vs bench" in out and "asyncio /json: load/bench x" in out
