@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.bench import bench
-from lab.load import runner
+from lab.load import plan, runner
 from lab.load.settings import Settings, say
 from lab.results import stats
 
@@ -100,6 +100,14 @@ def bench_argv(base: Settings, folder: Path) -> list[str]:
         if value:
             argv += [flag, ",".join(str(c) for c in value)]
     return argv
+
+
+def planned_seconds(base: Settings, cycles: int) -> float:
+    """The check's wall time as the two commands plan theirs (process starts not counted)."""
+    one = base.replace(scenarios=SCENARIOS, reps=1)
+    figures = len(bench.plan_targets(one.servers, [f"/{s}" for s in SCENARIOS]))
+    return cycles * (plan.total_seconds(one, False)
+                     + bench.estimate_seconds(figures, 1, max(1, math.ceil(one.duration))))
 
 
 def check(base: Settings, folder: Path, cycles: int,

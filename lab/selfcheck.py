@@ -151,8 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.skip_ab:
         planned += 2 * plan.total_seconds(ab_settings(base, args.ab_server, AB_POOLS[0], ab_reps), False)
     if lvb_cycles:
-        one = base.replace(scenarios=load_vs_bench.SCENARIOS, reps=1)
-        planned += lvb_cycles * 2 * plan.total_seconds(one, False)
+        planned += load_vs_bench.planned_seconds(base, lvb_cycles)
     say(f"self-check into {folder}: planned ~{fmt_seconds(planned)}")
     began = time.monotonic()
     checks = []
