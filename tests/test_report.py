@@ -422,3 +422,18 @@ def test_a_server_that_never_ran_still_gets_a_row(run_b: Path) -> None:
     assert row[0] == "gevent" and set(row[1:-1]) == {"-"} and row[-1] == "problem"
     assert md_tables(md_path)["json"][2] == row
     assert "gevent (server did not start: port in use)" in verdicts(run_b)["json"].text
+
+
+def test_both_pages_link_the_newest_faults_run(run_a: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("faults-20260101-000000", "faults-20260102-000000"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "faults.html").write_text("<html></html>", encoding="utf-8")
+        (tmp_path / name / "faults.md").write_text("# faults", encoding="utf-8")
+    monkeypatch.setenv("LAB_REPORTS_DIR", str(tmp_path))
+    html_path, md_path = report.build(run_a)
+    newest = "faults-20260102-000000"
+    assert f'href="{os.path.relpath(tmp_path / newest / "faults.html", run_a)}"' in html_path.read_text()
+    md = md_path.read_text(encoding="utf-8")
+    link = os.path.relpath(tmp_path / newest / "faults.md", run_a)
+    assert f"[latest make faults run: {newest}]({link})" in md

@@ -668,9 +668,9 @@ def _subtitle(data: dict[str, Any]) -> str:
             f"started {when(run.get('started_at'))} · {fmt_num(run.get('wall_seconds'))} s wall")
 
 
-def latest_faults(run_dir: Path) -> tuple[str, str] | None:
+def latest_faults(run_dir: Path, page: str = "faults.html") -> tuple[str, str] | None:
     """(link relative to run_dir, text) to the newest `make faults` report beside it, if any."""
-    found = sorted(reports_dir().glob("faults-*/faults.html"))
+    found = sorted(reports_dir().glob(f"faults-*/{page}"))
     if not found:
         return None
     return os.path.relpath(found[-1], run_dir), f"latest make faults run: {found[-1].parent.name}"
@@ -768,13 +768,17 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]], right_from: i
     return out + ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
 
 
-def render_md(data: dict[str, Any]) -> str:
+def render_md(data: dict[str, Any], run_dir: Path | None = None) -> str:
     run = data["run"]
     run_id = str(run.get("id"))
     groups = by_scenario(data)
     verdicts: dict[str, Verdict] = {s: verdict(s, es) for s, es in groups}
     problems, warnings = data.get("problems") or [], all_warnings(data)
-    out = [f"# serverlab report: {run_id}", "", f"{_subtitle(data)} · {_status(data)}", "", "## Verdicts", ""]
+    out = [f"# serverlab report: {run_id}", "", f"{_subtitle(data)} · {_status(data)}", ""]
+    faults = latest_faults(run_dir, "faults.md") if run_dir else None
+    if faults:
+        out += [f"Reliability: [{faults[1]}]({faults[0]})", ""]
+    out += ["## Verdicts", ""]
     out += [f"- **{s}**: {verdicts[s].text}" for s, _ in groups]
     out += ["", f"_{TIE_RULE}_", ""]
     if problems or warnings:
@@ -824,7 +828,7 @@ def build(run_dir: Path) -> tuple[Path, Path]:
     """Write index.html and summary.md into the run folder; returns their paths."""
     data = load_results(run_dir)
     html_path, md_path = run_dir / "index.html", run_dir / "summary.md"
-    for path, text in ((html_path, render_html(data, run_dir)), (md_path, render_md(data))):
+    for path, text in ((html_path, render_html(data, run_dir)), (md_path, render_md(data, run_dir))):
         write_text(path, text)
     return html_path, md_path
 
