@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,14 +16,19 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 
-def test_a_a_is_silent_and_a_b_is_found(database_url: str, tmp_path: Path) -> None:
+def selfcheck(database_url: str, folder: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], str,
+                                                                      dict[str, Any]]:
+    """`python -m lab selfcheck` at smoke size into folder/check: (process, its output, selfcheck.json)."""
     env = {**os.environ, "LAB_DATABASE_URL": database_url}
-    cmd = [sys.executable, "-m", "lab", "selfcheck", "--servers", "asyncio", "--scenarios", "json",
-           "--reps", "6", "--duration", "1", "--warmup", "1", "--reports-dir", str(tmp_path),
-           "--run-id", "check"]
+    cmd = [sys.executable, "-m", "lab", "selfcheck", *args, "--servers", "asyncio", "--duration", "1",
+           "--warmup", "1", "--reports-dir", str(folder), "--run-id", "check"]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=540, check=False)
-    out = done.stdout + done.stderr
-    doc = json.loads((tmp_path / "check" / "selfcheck.json").read_text(encoding="utf-8"))
+    doc = json.loads((folder / "check" / "selfcheck.json").read_text(encoding="utf-8"))
+    return done, done.stdout + done.stderr, doc
+
+
+def test_a_a_is_silent_and_a_b_is_found(database_url: str, tmp_path: Path) -> None:
+    done, out, doc = selfcheck(database_url, tmp_path, "--scenarios", "json", "--reps", "6")
     aa, ab = doc["checks"]
     assert aa["check"] == "A/A" and aa["marked"] == [], out[-4000:]
     assert aa["figures"] > 10 and aa["entries"] == 1
@@ -34,13 +40,7 @@ def test_a_a_is_silent_and_a_b_is_found(database_url: str, tmp_path: Path) -> No
 
 def test_load_vs_bench_pairs_every_figure(database_url: str, tmp_path: Path) -> None:
     # Only the wiring, at smoke size: whether the two agree is a figure of the machine, not a test.
-    env = {**os.environ, "LAB_DATABASE_URL": database_url}
-    cmd = [sys.executable, "-m", "lab", "selfcheck", "--skip-aa", "--skip-ab", "--load-vs-bench", "2",
-           "--servers", "asyncio", "--duration", "1", "--warmup", "1", "--reports-dir", str(tmp_path),
-           "--run-id", "lvb"]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=540, check=False)
-    out = done.stdout + done.stderr
-    doc = json.loads((tmp_path / "lvb" / "selfcheck.json").read_text(encoding="utf-8"))
+    done, out, doc = selfcheck(database_url, tmp_path, "--skip-aa", "--skip-ab", "--load-vs-bench", "2")
     (lvb,) = doc["checks"]
     assert lvb["check"] == "load vs bench" and lvb["problems"] == [], out[-4000:]
     assert set(lvb["ratios"]) == {"asyncio /json", "asyncio /db"}, out[-4000:]

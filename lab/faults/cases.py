@@ -120,13 +120,20 @@ def _get(t: Target, target: str, timeout: float = 5.0) -> wire.Answer:
 
 
 def overload(t: Target) -> Result:
-    """4x pool capacity on /hold: only 200 or 503 + Retry-After; 503s and /health prompt."""
+    """4x pool capacity on /hold: only 200 or 503 + Retry-After; 503s and /health prompt.
+
+    The fail-fast rule needs the pool's hold time, which a fresh server learns from the first holds
+    to end: requests queued before that (the first wave) may wait out the acquire timeout. They are
+    counted apart; the 503 p99 is judged on requests that began after one acquire timeout."""
     hold_ms, seconds = 500, (4.0 if t.quick else 8.0)
+    began = time.monotonic()
     # Clients back off 50 ms after a 503: 4x the pool in concurrency, not a flood of retries.
     load = Load(t.url, f"/hold?ms={hold_ms}", 4 * t.capacity, seconds, pause_after_503=0.05).start()
     health = Load(t.url, "/health", 1, seconds, pause=0.05).start()
     samples, probes = load.join(), health.join()
-    refused = [s for s in samples if s.status == 503]
+    first_wave = [s for s in samples if s.start < began + t.acquire_timeout]
+    refused = [s for s in samples if s.status == 503 and s not in first_wave]
+    slow_first = [s for s in first_wave if s.status == 503 and s.seconds >= 0.9 * t.acquire_timeout]
     others = [s for s in samples if s.status not in (200, 503)]
     figures: dict[str, Any] = {
         "clients": 4 * t.capacity,
@@ -136,7 +143,9 @@ def overload(t: Target) -> Result:
         "ok_p99_ms": ms([s.seconds for s in samples if s.status == 200], 99),
         "503_p50_ms": ms([s.seconds for s in refused], 50),
         "503_p99_ms": ms([s.seconds for s in refused], 99),
-        "503_without_retry_after": sum(1 for s in refused if not s.retry_after),
+        "first_wave_requests": len(first_wave),
+        "first_wave_503_after_timeout": len(slow_first),
+        "503_without_retry_after": sum(1 for s in samples if s.status == 503 and not s.retry_after),
         "health_p99_ms": ms([s.seconds for s in probes], 99),
         "health_not_200": sum(1 for s in probes if s.status != 200),
     }
@@ -609,8 +618,11 @@ def database_blackhole(t: Target) -> Result:
 
 
 def schemathesis(t: Target) -> Result:
-    """schemathesis against openapi.yaml, time-boxed: 0 failures, 0 errors (in what it ran)."""
+    """schemathesis against openapi.yaml, time-boxed: 0 failures, 0 errors (in what it ran). On a
+    server with the default statement timeout: the suite's short one would turn the contract's
+    longest /hold into a 503, which schemathesis counts as a server error."""
     seconds = 45 if t.quick else 150
+    server = t.fresh({"LAB_STATEMENT_TIMEOUT": "30"})
     exe = Path(sys.executable).with_name("schemathesis")
     if not exe.exists():
         return Result(
@@ -624,7 +636,7 @@ def schemathesis(t: Target) -> Result:
         "run",
         str(REPO / "openapi.yaml"),
         "--url",
-        t.url,
+        server.url,
         "--checks",
         "not_a_server_error",
         "--max-examples",
