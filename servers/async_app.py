@@ -58,8 +58,14 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 class Lease:
     """`async with Lease(app) as conn`: a pooled connection for one request, given back after.
 
-    A statement that got no answer (asyncpg's command_timeout) leaves asyncpg waiting for a cancel
-    that an unreachable database never confirms: the session is dropped instead of given back.
+    How the request ended decides what the session needs first:
+    - a statement that got no answer (asyncpg's command_timeout) leaves asyncpg waiting for a cancel
+      that an unreachable database never confirms: the session is dropped instead of given back;
+    - a cancelled request (the client hung up, or a timeout fired) may have stopped between asyncpg's
+      prepare (Parse, Describe and Flush, but no Sync) and its execute, leaving the session in an
+      implicit transaction, 'active' in pg_stat_activity, until the connection's next use: on an
+      idle pool, never. One simple query ends it (after asyncpg has finished cancelling a running
+      query); a session that fails it is dropped.
     """
 
     __slots__ = ("app", "conn")
@@ -74,6 +80,11 @@ class Lease:
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         if kind is TimeoutError:
             self.conn.terminate()
+        elif kind is asyncio.CancelledError:
+            try:
+                await self.conn.execute("SELECT 1", timeout=self.app.settings.acquire_timeout)
+            except Exception:  # a broken connection: the pool replaces a closed one
+                self.conn.terminate()
         await self.app.release(self.conn)
 
 
@@ -337,23 +348,7 @@ class AsyncApp:
         if since is not None:
             self.clock.held(loop_time() - since)
         if self.pool is not None:
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():  # the client hung up, or a timeout fired
-                await self._resync(conn)
             await self.pool.release(conn)
-
-    async def _resync(self, conn: asyncpg.Connection) -> None:
-        """End the session's open protocol exchange after a cancelled request.
-
-        asyncpg prepares a new statement with Parse, Describe and Flush but no Sync, so a request
-        cancelled between that and its execute leaves the session in an implicit transaction,
-        'active' in pg_stat_activity, until the connection's next use: on an idle pool, never.
-        One simple query ends it (after asyncpg has finished cancelling a running query).
-        """
-        try:
-            await conn.execute("SELECT 1", timeout=self.settings.acquire_timeout)
-        except Exception:  # a broken connection: the pool replaces a closed one
-            conn.terminate()
 
     async def _wait(self, gate: Slots) -> bool:
         """Queue for a slot of `gate` until LAB_ACQUIRE_TIMEOUT passes (False then)."""

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from servers.async_app import AsyncApp
+from servers.async_app import AsyncApp, Lease
 from servers.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -29,16 +29,13 @@ async def _released_after_prepare(database_url: str, cancelled: bool) -> Any:
             pids: list[int] = []
 
             async def request() -> None:
-                conn = await app.acquire()
-                pids.append(conn.get_server_pid())
-                try:
+                async with Lease(app) as conn:  # as every handler holds its connection
+                    pids.append(conn.get_server_pid())
                     # What asyncpg sends before a new statement's first execute: Parse, Describe and
                     # Flush, no Sync. A request cancelled right here leaves the session mid-exchange.
                     await conn.prepare("SELECT pg_sleep($1)")
                     held.set()
                     await asyncio.sleep(10)
-                finally:
-                    await app.release(conn)
 
             task = asyncio.create_task(request())
             await asyncio.wait_for(held.wait(), 5)
