@@ -131,8 +131,9 @@ def overload(t: Target) -> Result:
     load = Load(t.url, f"/hold?ms={hold_ms}", 4 * t.capacity, seconds, pause_after_503=0.05).start()
     health = Load(t.url, "/health", 1, seconds, pause=0.05).start()
     samples, probes = load.join(), health.join()
-    first_wave = [s for s in samples if s.start < began + t.acquire_timeout]
-    refused = [s for s in samples if s.status == 503 and s not in first_wave]
+    settled = began + t.acquire_timeout  # requests begun from here on meet a server that knows its holds
+    first_wave = [s for s in samples if s.start < settled]
+    refused = [s for s in samples if s.status == 503 and s.start >= settled]
     slow_first = [s for s in first_wave if s.status == 503 and s.seconds >= 0.9 * t.acquire_timeout]
     others = [s for s in samples if s.status not in (200, 503)]
     figures: dict[str, Any] = {
