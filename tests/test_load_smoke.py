@@ -122,6 +122,9 @@ def test_raw_files_and_run_files_are_kept(smoke_run: dict[str, Any]) -> None:
     assert settings["profile"] == "smoke" and settings["command"].startswith(".venv/bin/python -m lab load")
     pinned = ([0], [1]) if len(os.sched_getaffinity(0)) >= 2 else (None, None)  # the defaults, or no pinning
     assert (settings["server_cpus"], settings["load_cpus"]) == pinned
+    # idle CPUs polled where this user may ask it (root here), else the settings say why not
+    may = os.access("/dev/cpu_dma_latency", os.W_OK)
+    assert settings["idle"]["asked"] == "auto" and settings["idle"]["polling"] is may, settings["idle"]
     assert (run_dir / "machine.json").is_file() and (run_dir / "calibration.json").is_file()
     for server in MODELS:
         for scenario in SMOKE_SCENARIOS:

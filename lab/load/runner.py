@@ -46,7 +46,7 @@ from lab.load.settings import RunError, Settings, build_parser, from_args, say
 from lab.load.writes import WRITE_SCENARIOS, check_writes
 from lab.report import run_report as report
 from lab.results import build as results
-from lab.stack import cpu_budget, database, procs
+from lab.stack import cpu_budget, database, idle, procs
 from loadtests import catalogue
 from servers.settings import redact
 
@@ -467,6 +467,8 @@ def reproduce_command(s: Settings) -> str:
                   "--arrival", s.arrival]
         if s.rates:
             parts += ["--rates", ",".join(f"{r:g}" for r in s.rates)]
+    if s.idle_poll != "auto":
+        parts += ["--idle-poll", s.idle_poll]
     if s.server_cpus:
         parts += ["--server-cpus", ",".join(map(str, s.server_cpus))]
     if s.load_cpus:
@@ -541,9 +543,13 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
 
     exit_status = 1
     runner: Runner | None = None
+    holds = contextlib.ExitStack()
     try:
         url = database.provision()
         settings_doc["database_url"] = redact(url)
+        held = holds.enter_context(idle.polling(s.idle_poll))
+        settings_doc["idle"] = held.as_dict()
+        say(f"while measuring, {held.describe()} (LAB_IDLE_POLL)")
         write_json(run_dir / "settings.json", settings_doc)
         calibration = None
         if s.calibrate != "skip":
@@ -562,11 +568,12 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
         status["problems"].append("interrupted")
         exit_status = 130
         say("interrupted: servers, samplers and Locust are stopped; building results from what ran")
-    except (database.PostgresError, calibrate.CalibrationError, RunError) as exc:
+    except (database.PostgresError, calibrate.CalibrationError, RunError, idle.IdleError) as exc:
         status["problems"].append(str(exc))
         say(f"load run failed: {exc}")
         exit_status = 1
     finally:
+        holds.close()
         status["finished_at"] = time.time()
         status["wall_seconds"] = round(status["finished_at"] - started, 1)
         status["exit_status"] = exit_status

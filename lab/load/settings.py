@@ -12,7 +12,7 @@ from pathlib import Path
 from lab import cpus as cpu_lists
 from lab import knobs
 from lab.knobs import SERVER_KNOBS
-from lab.stack import cpu_budget
+from lab.stack import cpu_budget, idle
 from loadtests import catalogue
 from servers.settings import MODELS
 
@@ -69,6 +69,7 @@ class Settings:
     slo_p99_ms: float = catalogue.DEFAULT_SLO_P99_MS
     arrival: str = "uniform"  # uniform | poisson
     fresh_server: bool = True  # a new server process for every repetition (False: one per scenario)
+    idle_poll: str = "auto"  # idle CPUs poll while measuring: auto | yes | no (lab/stack/idle.py)
     database_cpus: list[int] | None = None  # the lab's PostgreSQL pinned here for the run; None: left alone
     database_url: str | None = None
     run_id: str = ""
@@ -153,6 +154,10 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
                    help="CPUs the lab's own PostgreSQL is pinned to for the run: 'load' (the load CPUs, "
                         "so its work does not land on the servers' CPUs), a list, or 'none' "
                         "[LAB_DATABASE_CPUS, default load]")
+    p.add_argument("--idle-poll", default=env.get("LAB_IDLE_POLL", "auto"), choices=idle.CHOICES,
+                   help="idle CPUs poll while measuring, so no server pays to wake a halted CPU: auto "
+                        "(where allowed, else the report says why not), yes (or stop), no "
+                        "[LAB_IDLE_POLL, default auto]")
     p.add_argument("--reports-dir", default=env.get("LAB_REPORTS_DIR", str(REPO / "reports")),
                    help="where run folders go [LAB_REPORTS_DIR, default reports/]")
     p.add_argument("--calibrate", default=env.get("CALIBRATE", "auto"), choices=("auto", "force", "skip"),
@@ -255,7 +260,8 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         step_seconds=_float_knob(args.step_seconds, "STEP_SECONDS", 0.5, 3600) or catalogue.STEP_SECONDS,
         slo_p99_ms=_float_knob(args.slo_p99_ms, "SLO_P99_MS", 0.1, 600_000, "milliseconds")
         or catalogue.DEFAULT_SLO_P99_MS,
-        arrival=args.arrival, fresh_server=args.fresh_server == "yes", database_url=args.database_url,
+        arrival=args.arrival, fresh_server=args.fresh_server == "yes", idle_poll=args.idle_poll,
+        database_url=args.database_url,
         server_env={k: environ[k] for k in SERVER_KNOBS if environ.get(k)},
         run_id=check_run_id(args.run_id), remote_workers=remote,
         master_bind=args.master_bind.strip() or "127.0.0.1",

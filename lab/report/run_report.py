@@ -32,6 +32,7 @@ from lab.load import sampler
 from lab.report import svgplot
 from lab.results import build as results
 from lab.results.headline import Verdict, verdict
+from lab.stack import idle
 
 REPO = Path(__file__).resolve().parents[2]
 OUTPUTS = frozenset({"results.json", ".results.json.tmp", "index.html", "summary.md", "screenshot.png"})
@@ -299,7 +300,9 @@ def settings_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
             ("started", when(run.get("started_at"))), ("finished", when(run.get("finished_at"))),
             ("wall time", wall), ("exit status", value_text(run.get("exit_status")))]
     skip = {"run_id", "profile", "planned_seconds", "scenario_defs", "argv", "command"}
-    return rows + [(k, value_text(v)) for k, v in (run.get("settings") or {}).items() if k not in skip]
+    def text(k: str, v: Any) -> str:
+        return idle.Idle.from_dict(v).describe() if k == "idle" and isinstance(v, dict) else value_text(v)
+    return rows + [(k, text(k, v)) for k, v in (run.get("settings") or {}).items() if k not in skip]
 
 
 SCENARIO_DEF_HEADER = ("scenario", "user class", "shape", "users", "spawn rate", "database", "description")
