@@ -89,13 +89,14 @@ def bench_costs(folder: Path) -> dict[tuple[str, str], float]:
 
 
 def bench_argv(base: Settings, folder: Path) -> list[str]:
-    """`make bench` with the load run's settings: servers, budget, connections, CPUs, duration."""
+    """`make bench` with the load run's settings (servers, budget, connections, CPUs, duration, idle
+    CPUs), without the lean references and metrics-off twins, which have no `make load` figure."""
     users = base.users or base.scenario(SCENARIOS[0]).users
     cpus = {"--server-cpus": base.server_cpus, "--load-cpus": base.load_cpus}
     argv = ["--models", ",".join(base.servers), "--endpoints", ",".join(SCENARIOS),
             "--duration", str(max(1, math.ceil(base.duration))), "--reps", "1", "--connections", str(users),
-            "--head", "locust", "--server-cpu", str(base.server_cpu or "none"),
-            "--reports-dir", str(folder), "--no-check"]
+            "--head", "locust", "--server-cpu", str(base.server_cpu or "none"), "--references", "no",
+            "--idle-poll", base.idle_poll, "--reports-dir", str(folder), "--no-check"]
     for flag, value in cpus.items():
         if value:
             argv += [flag, ",".join(str(c) for c in value)]
@@ -105,7 +106,7 @@ def bench_argv(base: Settings, folder: Path) -> list[str]:
 def planned_seconds(base: Settings, cycles: int) -> float:
     """The check's wall time as the two commands plan theirs (process starts not counted)."""
     one = base.replace(scenarios=SCENARIOS, reps=1)
-    figures = len(bench.plan_targets(one.servers, [f"/{s}" for s in SCENARIOS]))
+    figures = len(bench.plan_targets(one.servers, [f"/{s}" for s in SCENARIOS], references=False))
     return cycles * (plan.total_seconds(one, False)
                      + bench.estimate_seconds(figures, 1, max(1, math.ceil(one.duration))))
 

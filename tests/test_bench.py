@@ -127,6 +127,11 @@ def test_each_server_is_measured_next_to_its_stack_reference_and_each_reference_
                                                              ("bare gevent+psycopg2", "/fortunes")]
 
 
+def test_without_references_only_the_servers_are_measured() -> None:
+    plan = bench.plan_targets(["threaded", "asyncio"], ["/json", "/db"], references=False)
+    assert plan == [("threaded", "/json"), ("asyncio", "/json"), ("threaded", "/db"), ("asyncio", "/db")]
+
+
 def test_the_ratio_is_the_reference_cost_over_the_server_cost() -> None:
     lean = series(50.0, 50.0, 50.0, rps=12_000.0)
     heavy = series(80.0, 80.0, 80.0, rps=9_000.0)

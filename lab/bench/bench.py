@@ -13,8 +13,10 @@ Checked, each as a ratio of medians measured in the same run:
   by the server's), and no non-2xx response from any server at -c64 (the targets of issue 11);
 - instrumentation cost: /json with metrics on vs off, per server (target: at most 5 %).
 
-All are judged on the server's CPU time per request (its whole process tree's CPU seconds over
-the requests wrk completed), with requests per second shown beside. A saturated server's
+All are judged on the server's CPU time per request (its whole process tree's CPU seconds per
+second over the middle 60 % of a wrk run, past the connects and before the last requests in flight
+and the closes, which wrk does not count, over wrk's requests per second; exact from the budget's
+cgroup counter when there is one), with requests per second shown beside. A saturated server's
 throughput on a dedicated core is 1 / (CPU per request), and CPU per request barely moves when
 other processes share the machine, whereas rps between repetitions varied by 10-40 % on the
 shared 2-core lab machine: too noisy to settle a 5 % question.
@@ -38,6 +40,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -51,7 +54,7 @@ from lab.bench import instructions as bench_instructions
 from lab.cpus import database_cpus, parse_cpus, pin_tree
 from lab.fmt import fmt_seconds
 from lab.knobs import env_flag
-from lab.stack import cpu_budget, database, procs
+from lab.stack import cpu_budget, database, idle, procs
 from servers.settings import MODELS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,6 +76,7 @@ WRK_OVERHEAD = 0.15  # seconds per wrk run beyond its duration (start, report, C
 WARM_SECONDS = 1  # wrk's warm-up per figure after each start (pools filled, first-request paths run)
 GENERATOR_BOUND_CPU = 90.0  # % of one core
 SATURATED_CPU = 80.0  # % of each server core below which the server was not the bottleneck
+EDGE = 0.2  # the share of a wrk run at each end that CPU per request leaves out
 
 
 @dataclass
@@ -80,6 +84,11 @@ class Target:
     name: str
     url: str
     pid: int
+    usage_file: Path | None = None  # its budget's exact CPU counter; None: /proc's 10 ms ticks
+
+    def cpu_seconds(self) -> float:
+        exact = cpu_budget.read_usage(self.usage_file) if self.usage_file else None
+        return exact if exact is not None else tree_cpu_seconds(self.pid)
 
 
 @dataclass
@@ -211,11 +220,29 @@ def run_wrk(url: str, seconds: float, connections: int,
 
 
 def measure(target: Target, path: str, args: argparse.Namespace, load_cpus: list[int] | None) -> Sample:
-    cpu_before = tree_cpu_seconds(target.pid)
-    counts, gen_cpu = run_wrk(target.url + path, args.duration, args.connections, load_cpus, args.head)
-    used = tree_cpu_seconds(target.pid) - cpu_before
-    return Sample(counts.rps, counts.requests, counts.errors, used / args.duration * 100, gen_cpu,
-                  used * 1e6 / max(counts.requests, 1), counts.non2xx, target.pid)
+    """One wrk run. The server's CPU is read at EDGE and 1 - EDGE of it: CPU over the whole run would
+    add the connects, the closes and the requests still in flight at the end, none of which wrk
+    counts (a saturated server under 0.1 core showed 10.5 % of a core that way)."""
+    readings: list[tuple[float, float]] = []
+
+    def read() -> None:
+        readings.append((time.monotonic(), target.cpu_seconds()))
+
+    timers = [threading.Timer(args.duration * EDGE, read), threading.Timer(args.duration * (1 - EDGE), read)]
+    for timer in timers:
+        timer.start()
+    try:
+        counts, gen_cpu = run_wrk(target.url + path, args.duration, args.connections, load_cpus, args.head)
+    finally:
+        for timer in timers:
+            timer.cancel()
+            timer.join()
+    if len(readings) < 2:
+        raise RuntimeError(f"wrk on {target.url + path} ended before the measuring window did")
+    (t0, cpu0), (t1, cpu1) = sorted(readings)
+    rate = (cpu1 - cpu0) / (t1 - t0)  # CPU seconds per second
+    return Sample(counts.rps, counts.requests, counts.errors, rate * 100, gen_cpu,
+                  rate * 1e6 / max(counts.rps, 1 / args.duration), counts.non2xx, target.pid)
 
 
 def parse_endpoints(raw: str) -> list[str]:
@@ -233,13 +260,17 @@ def reference_of(model: str) -> str:
     return BARE[REFERENCE_OF[model]]
 
 
-def plan_targets(models: Sequence[str], paths: Sequence[str]) -> list[tuple[str, str]]:
+def plan_targets(models: Sequence[str], paths: Sequence[str],
+                 references: bool = True) -> list[tuple[str, str]]:
     """(target, path) in measuring order: per path, each server, its metrics-off twin on /json, then
-    its reference (once per path), so a pair is measured back to back within every repetition."""
+    its reference (once per path), so a pair is measured back to back within every repetition;
+    references=False: the servers alone."""
     plan: list[tuple[str, str]] = []
     for path in paths:
         for model in models:
             plan.append((model, path))
+            if not references:
+                continue
             if path == "/json":
                 plan.append((f"{model} (metrics off)", path))
             if (reference_of(model), path) not in plan:
@@ -296,9 +327,11 @@ class Fleet:
     def start(self, rep: int) -> None:
         env = {"LAB_POOL_SIZE": str(self.args.pool_size)}
         logs = self.log_dir / f"rep-{rep + 1}"
-        print(f"rep {rep + 1}: starting {len(self.models)} servers and their references ...", flush=True)
+        also = " and their references" if self.args.references == "yes" else ""
+        print(f"rep {rep + 1}: starting {len(self.models)} servers{also} ...", flush=True)
         for model in self.models:
-            for metrics_on in (True, False) if "/json" in self.paths else (True,):
+            twins = "/json" in self.paths and self.args.references == "yes"
+            for metrics_on in (True, False) if twins else (True,):
                 name = model if metrics_on else f"{model} (metrics off)"
                 server = procs.start_server(
                     model, port=procs.free_port(), database_url=self.url,
@@ -307,7 +340,7 @@ class Fleet:
                 )
                 self.servers.append(server)
                 self.targets[name] = Target(name, server.url, server.pid)
-        for kind in dict.fromkeys(REFERENCE_OF[m] for m in self.models):
+        for kind in dict.fromkeys(REFERENCE_OF[m] for m in self.models if self.args.references == "yes"):
             port = procs.free_port()
             self.bares.append(start_bare(kind, port, self.url, self.args.pool_size, logs))
             self.targets[BARE[kind]] = Target(BARE[kind], f"http://127.0.0.1:{port}", self.bares[-1].pid)
@@ -318,6 +351,7 @@ class Fleet:
             for t in self.targets.values():
                 self.budgets.append(cpu_budget.CpuBudget(self.args.budget).create())
                 self.budgets[-1].add([p.pid for p in tree(t.pid)])
+                t.usage_file = self.budgets[-1].usage_file
 
     def stop(self) -> None:
         for server in self.servers:
@@ -423,6 +457,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_flag(p, "--fresh-server", "LAB_FRESH_SERVER", "yes", "'yes': every server and reference is started "
              "afresh for each repetition, as make load does, so the spread holds process-to-process noise; "
              "'no': one process each for the whole bench", env, choices=("yes", "no"))
+    env_flag(p, "--references", "LAB_BENCH_REFERENCES", "yes", "'yes': each server's metrics-off twin "
+             "(on /json) and its stack's lean reference are measured too; 'no': the servers alone", env,
+             choices=("yes", "no"))
+    env_flag(p, "--idle-poll", "LAB_IDLE_POLL", "auto", "idle CPUs poll while measuring, so no server pays "
+             "to wake a halted CPU: auto (where allowed, else the report says why not), yes, no", env,
+             choices=idle.CHOICES)
     env_flag(p, "--pool-size", "LAB_POOL_SIZE", "10", "database pool size of every server and every "
              "reference", env, type=int)
     env_flag(p, "--server-cpus", "LAB_SERVER_CPUS", "0", "CPUs for the servers, e.g. 0 or 0-1", env)
@@ -484,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_dir.mkdir(parents=True)
     url = database.provision()
 
-    plan = plan_targets(models, paths)
+    plan = plan_targets(models, paths, args.references == "yes")
     print(f"{len(plan)} figures x {args.reps} repetitions x {args.duration:g} s: about "
           f"{fmt_seconds(estimate_seconds(len(plan), args.reps, args.duration, args.fresh_server == 'yes'))} "
           "of measuring besides start-ups (LAB_BENCH_ENDPOINTS / --endpoints, --reps and --duration set it)",
@@ -493,7 +533,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[tuple[str, str], Series] = {key: Series() for key in plan}
     total = len(plan) * args.reps
     cleanup = contextlib.ExitStack()
+    held: idle.Idle | None = None
     try:
+        held = cleanup.enter_context(idle.polling(args.idle_poll))
+        print(f"while measuring, {held.describe()} (LAB_IDLE_POLL)", flush=True)
         began = time.monotonic()
         done = 0
         for rep in range(args.reps):
@@ -515,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{sample.cpu_us:6.1f} us cpu/req  server cpu {sample.server_cpu:4.0f}%  "
                       f"wrk cpu {sample.generator_cpu:3.0f}%  non-2xx {sample.non2xx}  "
                       f"errors {sample.errors}  ~{left:.0f}s left", flush=True)
-    except cpu_budget.BudgetError as exc:
+    except (cpu_budget.BudgetError, idle.IdleError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
     finally:
@@ -529,7 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(why, file=sys.stderr)
             return 2
         instructions = instructions_pass(models, url, args, out_dir, server_cpus, load_cpus)
-    report = build_report(results, models, args, server_cpus, load_cpus, instructions)
+    report = build_report(results, models, args, server_cpus, load_cpus, instructions, held)
     files.write_text(out_dir / "bench.md", report["markdown"])
     files.write_json(out_dir / "bench.json", report["data"], indent=2)
     print()
@@ -556,7 +599,8 @@ def _and(items: Sequence[str]) -> str:
 
 def build_report(results: dict[tuple[str, str], Series], models: list[str], args: argparse.Namespace,
                  server_cpus: list[int] | None, load_cpus: list[int] | None,
-                 instructions: dict[str, float] | None = None) -> dict[str, Any]:
+                 instructions: dict[str, float] | None = None,
+                 held: idle.Idle | None = None) -> dict[str, Any]:
     def get(name: str, path: str) -> Series | None:
         return results.get((name, path))
 
@@ -569,12 +613,14 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
         f"pool size {args.pool_size}",
         "",
         f"Servers pinned to CPUs {server_cpus or 'all'}; wrk to CPUs {load_cpus or 'all'}; the lab's "
-        f"PostgreSQL to CPUs {db_cpus or 'all (not pinned)'}; {cpu_budget.describe(budget)}.",
+        f"PostgreSQL to CPUs {db_cpus or 'all (not pinned)'}; {cpu_budget.describe(budget)}"
+        + (f"; {held.describe()}." if held else "."),
         "Figures are medians of the repetitions; spread is (max - min) / median. CPU per request is the",
-        "server's process-tree CPU time over the requests completed: the verdicts use it (see lab/bench/).",
+        "server's process-tree CPU time per second over the middle of each wrk run, over wrk's requests",
+        "per second: the verdicts use it (see lab/bench/).",
     ]
     data: dict[str, Any] = {"settings": vars(args), "server_cpus": server_cpus, "load_cpus": load_cpus,
-                            "database_cpus": db_cpus,
+                            "database_cpus": db_cpus, "idle": held.as_dict() if held else None,
                             "machine": machine.facts(), "servers": {}, "references": {}, "pairs": [],
                             "verdicts": []}
     # (key, text, holds), in the order printed; --instructions replaces the ones it counts, by key
