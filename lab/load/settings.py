@@ -222,6 +222,10 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
                       else prof.server_cpu)
     except cpu_budget.BudgetError as exc:
         raise RunError(str(exc)) from None
+    try:
+        idle_poll = idle.parse(args.idle_poll)  # argparse checks choices of flags, not of env defaults
+    except idle.IdleError as exc:
+        raise RunError(str(exc)) from None
     period = int_knob(args.cpu_period_us, "LAB_SERVER_CPU_PERIOD_US", cpu_budget.MIN_PERIOD_US,
                        cpu_budget.MAX_PERIOD_US) or cpu_budget.DEFAULT_PERIOD_US
     server_cpus: list[int] | None = parse_cpus(args.server_cpus)
@@ -260,7 +264,7 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         step_seconds=_float_knob(args.step_seconds, "STEP_SECONDS", 0.5, 3600) or catalogue.STEP_SECONDS,
         slo_p99_ms=_float_knob(args.slo_p99_ms, "SLO_P99_MS", 0.1, 600_000, "milliseconds")
         or catalogue.DEFAULT_SLO_P99_MS,
-        arrival=args.arrival, fresh_server=args.fresh_server == "yes", idle_poll=args.idle_poll,
+        arrival=args.arrival, fresh_server=args.fresh_server == "yes", idle_poll=idle_poll,
         database_url=args.database_url,
         server_env={k: environ[k] for k in SERVER_KNOBS if environ.get(k)},
         run_id=check_run_id(args.run_id), remote_workers=remote,
