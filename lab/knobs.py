@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from servers import settings
@@ -37,9 +37,24 @@ def integer(raw: object, name: str, low: int, high: int) -> int | None:
     return None if value is None else int(value)
 
 
+def choice(var: str, choices: Sequence[str]) -> Callable[[str], str]:
+    """An argparse `type` for a knob with fixed words: argparse checks a flag's choices, but a string
+    default (taken from the environment) only goes through `type`, so the check lives here."""
+    def check(text: str) -> str:
+        word = text.strip().lower()
+        if word not in choices:
+            words = ", ".join(choices[:-1]) + f" or {choices[-1]}" if len(choices) > 1 else choices[0]
+            raise argparse.ArgumentTypeError(f"{var}={text!r}: use {words}")
+        return word
+    return check
+
+
 def env_flag(parser: argparse.ArgumentParser, flag: str, var: str, default: str = "", help: str = "",
              env: Mapping[str, str] = os.environ, **kwargs: Any) -> argparse.Action:
-    """A flag whose default is the environment variable `var` (else `default`); its help names `var`."""
+    """A flag whose default is the environment variable `var` (else `default`); its help names `var`.
+    With `choices`, a value from the environment is checked as strictly as one from the flag."""
+    if "choices" in kwargs and "type" not in kwargs:
+        kwargs["type"] = choice(var, tuple(kwargs["choices"]))
     action: argparse.Action = parser.add_argument(flag, default=env.get(var) or default,
                                                   help=f"{help} [{var}]" if help else f"[{var}]", **kwargs)
     return action

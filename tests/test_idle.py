@@ -8,29 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from lab.bench import bench
-from lab.load.settings import RunError, build_parser, from_args
 from lab.stack import idle
 
 pytestmark = pytest.mark.unit
 
 CPUIDLE = Path("/sys/devices/system/cpu")
 
-
-def test_the_knob_takes_auto_yes_and_no_and_names_itself_otherwise() -> None:
-    assert [idle.parse(x) for x in ("", None, "AUTO", " yes ", "no")] == ["auto", "auto", "auto", "yes", "no"]
-    with pytest.raises(idle.IdleError, match="LAB_IDLE_POLL='sometimes': use auto, yes or no"):
-        idle.parse("sometimes")
-
-
-def test_a_bad_environment_value_stops_make_load_and_make_bench(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    # argparse checks a flag's choices but not a default taken from the environment
-    monkeypatch.setenv("LAB_IDLE_POLL", "sometimes")
-    with pytest.raises(RunError, match="LAB_IDLE_POLL='sometimes': use auto, yes or no"):
-        from_args(build_parser().parse_args([]))
-    assert bench.main([]) == 2
-    assert "LAB_IDLE_POLL='sometimes': use auto, yes or no" in capsys.readouterr().err
 
 
 def test_no_holds_nothing_and_says_so() -> None:

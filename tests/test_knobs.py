@@ -9,6 +9,9 @@ import psutil
 import pytest
 
 from lab import cpus, knobs
+from lab.bench import bench
+from lab.load.settings import build_parser
+from lab.tune import cli as tune_cli
 from servers import settings
 
 pytestmark = pytest.mark.unit
@@ -37,6 +40,41 @@ def test_env_flags_default_to_their_variable_and_say_so() -> None:
     assert vars(parser.parse_args([])) == {"reps": 5, "users": ""}
     assert parser.parse_args(["--reps", "2"]).reps == 2
     assert "repetitions [REPS]" in parser.format_help()
+
+
+def test_worded_knobs_from_the_environment_are_checked_as_their_flags_are(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    knobs.env_flag(parser, "--fresh", "FRESH", "yes", "", {"FRESH": " No "}, choices=("yes", "no"))
+    assert parser.parse_args([]).fresh == "no" and parser.parse_args(["--fresh", "YES"]).fresh == "yes"
+    bad = argparse.ArgumentParser()
+    knobs.env_flag(bad, "--fresh", "FRESH", "yes", "", {"FRESH": "sometimes"}, choices=("yes", "no"))
+    with pytest.raises(SystemExit) as stop:  # argparse checks a flag's choices, never a string default's
+        bad.parse_args([])
+    assert stop.value.code == 2 and "FRESH='sometimes': use yes or no" in capsys.readouterr().err
+
+
+COMMANDS = {"make load": lambda: build_parser().parse_args([]), "make bench": lambda: bench.main([]),
+            "make tune": lambda: tune_cli.main(["--plan"])}
+
+
+@pytest.mark.parametrize("var, words, commands", [
+    ("LAB_IDLE_POLL", "auto, yes or no", ("make load", "make bench")),
+    ("LAB_FRESH_SERVER", "yes or no", ("make load", "make bench")),
+    ("CALIBRATE", "auto, force or skip", ("make load", "make tune")),
+    ("ARRIVAL", "uniform or poisson", ("make load",)),
+    ("LAB_BENCH_REFERENCES", "yes or no", ("make bench",)),
+    ("LAB_BENCH_HEAD", "locust or bare", ("make bench",)),
+])
+def test_a_bad_worded_knob_in_the_environment_stops_every_command_that_reads_it(
+        var: str, words: str, commands: tuple[str, ...], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(var, "sometimes")
+    for name in commands:
+        with pytest.raises(SystemExit) as stop:
+            COMMANDS[name]()
+        assert stop.value.code == 2, name
+        assert f"{var}='sometimes': use {words}" in capsys.readouterr().err, name
 
 
 def test_run_ids_are_folder_names_and_never_latest() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lab import cpus as cpu_lists
 from lab import knobs
-from lab.knobs import SERVER_KNOBS
+from lab.knobs import SERVER_KNOBS, choice
 from lab.stack import cpu_budget, idle
 from loadtests import catalogue
 from servers.settings import MODELS
@@ -128,9 +128,11 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
     p.add_argument("--slo-p99-ms", default=env.get("SLO_P99_MS", ""),
                    help=f"the latency budget of capacity at SLO (default {catalogue.DEFAULT_SLO_P99_MS:g}) "
                         "[SLO_P99_MS]")
-    p.add_argument("--arrival", default=env.get("ARRIVAL", "uniform"), choices=ARRIVALS,
+    p.add_argument("--arrival", default=env.get("ARRIVAL") or "uniform", choices=ARRIVALS,
+                   type=choice("ARRIVAL", ARRIVALS),
                    help="open-model arrivals: evenly spaced or Poisson [ARRIVAL, default uniform]")
-    p.add_argument("--fresh-server", default=env.get("LAB_FRESH_SERVER", "yes"), choices=("yes", "no"),
+    p.add_argument("--fresh-server", default=env.get("LAB_FRESH_SERVER") or "yes", choices=("yes", "no"),
+                   type=choice("LAB_FRESH_SERVER", ("yes", "no")),
                    help="start a new server process for every repetition, so that the state a process "
                         "settles into is part of the noise the verdicts see, not a difference between "
                         "runs; 'no': one process per server and scenario [LAB_FRESH_SERVER, default yes]")
@@ -154,13 +156,15 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
                    help="CPUs the lab's own PostgreSQL is pinned to for the run: 'load' (the load CPUs, "
                         "so its work does not land on the servers' CPUs), a list, or 'none' "
                         "[LAB_DATABASE_CPUS, default load]")
-    p.add_argument("--idle-poll", default=env.get("LAB_IDLE_POLL", "auto"), choices=idle.CHOICES,
+    p.add_argument("--idle-poll", default=env.get("LAB_IDLE_POLL") or "auto", choices=idle.CHOICES,
+                   type=choice("LAB_IDLE_POLL", idle.CHOICES),
                    help="idle CPUs poll while measuring, so no server pays to wake a halted CPU: auto "
                         "(where allowed, else the report says why not), yes (or stop), no "
                         "[LAB_IDLE_POLL, default auto]")
     p.add_argument("--reports-dir", default=env.get("LAB_REPORTS_DIR", str(REPO / "reports")),
                    help="where run folders go [LAB_REPORTS_DIR, default reports/]")
-    p.add_argument("--calibrate", default=env.get("CALIBRATE", "auto"), choices=("auto", "force", "skip"),
+    p.add_argument("--calibrate", default=env.get("CALIBRATE") or "auto", choices=("auto", "force", "skip"),
+                   type=choice("CALIBRATE", ("auto", "force", "skip")),
                    help="auto: reuse a fresh calibration, else measure; force: measure; skip: none"
                         " [CALIBRATE]")
     p.add_argument("--database-url", default=None,
@@ -222,10 +226,6 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
                       else prof.server_cpu)
     except cpu_budget.BudgetError as exc:
         raise RunError(str(exc)) from None
-    try:
-        idle_poll = idle.parse(args.idle_poll)  # argparse checks choices of flags, not of env defaults
-    except idle.IdleError as exc:
-        raise RunError(str(exc)) from None
     period = int_knob(args.cpu_period_us, "LAB_SERVER_CPU_PERIOD_US", cpu_budget.MIN_PERIOD_US,
                        cpu_budget.MAX_PERIOD_US) or cpu_budget.DEFAULT_PERIOD_US
     server_cpus: list[int] | None = parse_cpus(args.server_cpus)
@@ -264,7 +264,7 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         step_seconds=_float_knob(args.step_seconds, "STEP_SECONDS", 0.5, 3600) or catalogue.STEP_SECONDS,
         slo_p99_ms=_float_knob(args.slo_p99_ms, "SLO_P99_MS", 0.1, 600_000, "milliseconds")
         or catalogue.DEFAULT_SLO_P99_MS,
-        arrival=args.arrival, fresh_server=args.fresh_server == "yes", idle_poll=idle_poll,
+        arrival=args.arrival, fresh_server=args.fresh_server == "yes", idle_poll=args.idle_poll,
         database_url=args.database_url,
         server_env={k: environ[k] for k in SERVER_KNOBS if environ.get(k)},
         run_id=check_run_id(args.run_id), remote_workers=remote,

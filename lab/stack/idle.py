@@ -49,13 +49,6 @@ class Idle:
                 else f"idle CPUs halted as the kernel chose ({self.why})")
 
 
-def parse(text: str | None, name: str = "LAB_IDLE_POLL") -> str:
-    word = (text or "auto").strip().lower() or "auto"
-    if word not in CHOICES:
-        raise IdleError(f"{name}={text!r}: use auto, yes or no")
-    return word
-
-
 def _open() -> int:
     """The held request's file descriptor; OSError when the device is missing or not writable."""
     fd = os.open(QOS_DEVICE, os.O_WRONLY | os.O_CLOEXEC)
