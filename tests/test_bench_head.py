@@ -1,17 +1,22 @@
 """make bench sends the request head make load's Locust sends: checked on the wire, with a real Locust
-run against a real socket (so a Locust upgrade that changes its headers fails here, not in a figure)."""
+run against a real socket (so a Locust upgrade that changes its headers fails here, not in a figure);
+and its wrk waits --think-ms after each response before the next request, seen on the wire too."""
 
 from __future__ import annotations
 
+import itertools
 import socket
 import subprocess
 import sys
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from lab.bench import bench
+from tests.conftest import debian_tool
 
 pytestmark = pytest.mark.integration
 
@@ -58,3 +63,41 @@ def test_the_locust_head_is_what_locust_sends(tmp_path: Path) -> None:
     assert sorted(flags[1::2]) == sent and set(flags[0::2]) == {"-H"}
     assert bench.head_flags("bare") == []
 
+
+
+class _Stamped(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: one connection carries every request
+    arrivals: list[float] = []
+
+    def do_GET(self) -> None:
+        self.arrivals.append(time.monotonic())
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _gaps(think_ms: int) -> list[float]:
+    """Seconds between consecutive requests of wrk's one connection over one second."""
+    _Stamped.arrivals = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Stamped)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        bench.run_wrk(f"http://127.0.0.1:{server.server_address[1]}/json", 1, 1, None, "locust", think_ms)
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+    times = sorted(_Stamped.arrivals)
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def test_wrk_waits_the_think_time_after_every_response_and_not_otherwise() -> None:
+    debian_tool(Path("/usr/bin/wrk"), "wrk")
+    paced = _gaps(20)
+    assert len(paced) >= 5 and min(paced) >= 0.019, paced  # a slow machine only widens the gaps
+    assert min(_gaps(0)) < 0.010  # without it, wrk sends the next request as soon as it can

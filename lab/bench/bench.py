@@ -21,6 +21,17 @@ throughput on a dedicated core is 1 / (CPU per request), and CPU per request bar
 other processes share the machine, whereas rps between repetitions varied by 10-40 % on the
 shared 2-core lab machine: too noisy to settle a 5 % question.
 
+How fast the client turns around is part of the workload. wrk sends a connection's next request a few
+microseconds after its response arrives; Locust takes 0.1-0.2 ms, and a client across a network at
+least a round trip. gevent pays for the difference: a greenlet that has sent its response reads at once
+for the next request, and when it is not there yet, that read fails and the greenlet goes through the
+hub and back. Measured (gevent /json under 0.1 core, one process, 6 interleaved cycles, the syscalls
+counted by perf): with wrk, 1.1 receive calls and 82 us of CPU per request (median); with wrk waiting
+1 ms per response (--think-ms 1), 1.8 and 115 us; with Locust, 1.8 and 110 us. asyncio's protocol
+callbacks never read ahead, and its figures did not move (74, 66 and 62 us). So `make bench` by default
+shows each server at its cheapest, and --think-ms (LAB_BENCH_THINK_MS) shows it under a client that
+turns around as Locust's does; the load-vs-bench self-check uses 1 ms.
+
 The load generator is wrk (C, one thread), pinned to its own CPUs; the servers are pinned to
 others, so the generator is not the limit (its CPU use is recorded and flagged if it was).
 Repetitions run round-robin over the targets, each server next to its reference, so that drift
@@ -40,6 +51,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -53,7 +65,7 @@ from lab import files, machine
 from lab.bench import instructions as bench_instructions
 from lab.cpus import database_cpus, parse_cpus, pin_tree
 from lab.fmt import fmt_seconds
-from lab.knobs import env_flag
+from lab.knobs import env_flag, integer
 from lab.stack import cpu_budget, database, idle, procs
 from servers.settings import MODELS
 
@@ -198,10 +210,20 @@ def head_flags(head: str) -> list[str]:
     return [flag for line in HEADS[head] for flag in ("-H", line.format(version=version))]
 
 
-def run_wrk(url: str, seconds: float, connections: int,
-            cpus: list[int] | None, head: str = "locust") -> tuple[WrkCounts, float]:
+@functools.cache
+def think_script(ms: int) -> Path:
+    """A wrk script whose delay() makes every connection wait `ms` after each response (one per process)."""
+    path = Path(tempfile.mkdtemp(prefix="serverlab-wrk-")) / f"think-{ms}ms.lua"
+    path.write_text(f"function delay()\n  return {ms}\nend\n")
+    return path
+
+
+def run_wrk(url: str, seconds: float, connections: int, cpus: list[int] | None, head: str = "locust",
+            think_ms: int = 0) -> tuple[WrkCounts, float]:
     """One bounded wrk run: its counts, and the generator's CPU in % of one core."""
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", *head_flags(head), url]
+    script = ["-s", str(think_script(think_ms))] if think_ms else []
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--timeout", "5s", *script,
+           *head_flags(head), url]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
 
     def pin_self() -> None:
@@ -232,7 +254,8 @@ def measure(target: Target, path: str, args: argparse.Namespace, load_cpus: list
     for timer in timers:
         timer.start()
     try:
-        counts, gen_cpu = run_wrk(target.url + path, args.duration, args.connections, load_cpus, args.head)
+        counts, gen_cpu = run_wrk(target.url + path, args.duration, args.connections, load_cpus, args.head,
+                                  args.think_ms)
     finally:
         for timer in timers:
             timer.cancel()
@@ -408,7 +431,7 @@ def instructions_pass(models: list[str], url: str, args: argparse.Namespace, out
                 procs.stop_server(server, timeout=60)  # workers exit cleanly and dump their totals
 
         def load(seconds: float, target: str) -> int:
-            return run_wrk(target, seconds, args.connections, load_cpus, args.head)[0].requests
+            return run_wrk(target, seconds, args.connections, load_cpus, args.head, args.think_ms)[0].requests
 
         how = "by difference of two runs, " if model == "multiproc" else ""
         print(f"[{i}/{len(plan)}] {name} {path} under callgrind ({how}starts slowly) ...", flush=True)
@@ -454,6 +477,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_flag(p, "--head", "LAB_BENCH_HEAD", "locust", "the request head wrk sends besides Host: 'locust' "
              "(User-Agent and Accept-Encoding, as make load's Locust sends) or 'bare' (Host only)", env,
              choices=tuple(HEADS))
+    env_flag(p, "--think-ms", "LAB_BENCH_THINK_MS", "0", "milliseconds each wrk connection waits after a "
+             "response before its next request (0: at once). Locust, or a client across a network, turns "
+             "around in 0.1 ms or more; what that costs a server is in the docstring of lab/bench/bench.py",
+             env)
     env_flag(p, "--fresh-server", "LAB_FRESH_SERVER", "yes", "'yes': every server and reference is started "
              "afresh for each repetition, as make load does, so the spread holds process-to-process noise; "
              "'no': one process each for the whole bench", env, choices=("yes", "no"))
@@ -485,7 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         args.budget = cpu_budget.parse(args.server_cpu)
-    except cpu_budget.BudgetError as exc:
+        args.think_ms = integer(args.think_ms, "LAB_BENCH_THINK_MS", 0, 1000) or 0
+    except (cpu_budget.BudgetError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
 
@@ -548,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"warming up {len(plan)} figures ...", flush=True)
                 for name, path in plan:
                     run_wrk(fleet.targets[name].url + path, WARM_SECONDS, args.connections, load_cpus,
-                            args.head)
+                            args.head, args.think_ms)
             for name, path in plan:
                 sample = measure(fleet.targets[name], path, args, load_cpus)
                 results[(name, path)].samples.append(sample)
@@ -609,8 +637,9 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
     paths = [p for p in ENDPOINTS.values() if any(path == p for _, path in results)]
     judged_non2xx = args.connections == TARGET_CONNECTIONS
     lines = [
-        f"# make bench: {args.reps} x {args.duration:g} s per figure, wrk -t1 -c{args.connections}, "
-        f"pool size {args.pool_size}",
+        f"# make bench: {args.reps} x {args.duration:g} s per figure, wrk -t1 -c{args.connections}"
+        + (f", each connection waiting {args.think_ms} ms after a response" if args.think_ms else "")
+        + f", pool size {args.pool_size}",
         "",
         f"Servers pinned to CPUs {server_cpus or 'all'}; wrk to CPUs {load_cpus or 'all'}; the lab's "
         f"PostgreSQL to CPUs {db_cpus or 'all (not pinned)'}; {cpu_budget.describe(budget)}"
