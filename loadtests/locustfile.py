@@ -520,10 +520,9 @@ class OpenUser(LabUser):
         _OPEN_BEGAN[:] = [due]
         for _ in range(10**9):  # bounded; the shape stops this user when the last step ends
             rate = current_rate(due)
-            if not rate:
-                gevent.sleep(0.05)
-                due = time.time()
-                continue
+            if not rate:  # the last step is over: end the task, so that a stopping Locust need not wait
+                gevent.sleep(0.05)  # out its --stop-timeout for it (it asks for the task again until then)
+                return
             due += rng.expovariate(rate) if poisson else 1.0 / rate
             wait = due - time.time()
             if wait > 0:

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from lab.load.locust_job import STOP_TIMEOUT
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(400)]
 
@@ -28,8 +30,9 @@ def capacity_run(database_url: str, reports: Path, *args: str) -> dict[str, Any]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode in (0, 1), out[-4000:]
-    data = json.loads(((reports / "latest").resolve() / "results.json").read_text(encoding="utf-8"))
-    return {"data": data, "out": out, "code": proc.returncode}
+    run_dir = (reports / "latest").resolve()
+    data = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    return {"data": data, "out": out, "code": proc.returncode, "dir": run_dir}
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +59,15 @@ def test_every_offered_rate_is_a_step_the_server_kept_up_with(below_knee: dict[s
     assert cap["median"] == 150.0 and cap["limited_by"] == ["not reached"]
     assert e["cost"]["cpu_us_per_request"]["median"] > 0
     assert e["rps"]["median"] > 0 and e["generator_bound"] is False
+
+
+def test_locust_stops_when_the_last_step_ends(below_knee: dict[str, Any]) -> None:
+    # The open user's task used to outlive its last step, so Locust waited out its whole --stop-timeout
+    # (12 s) for it on every repetition.
+    rep = below_knee["dir"] / "asyncio" / "capacity-json" / "rep-1"
+    ended = json.loads((rep / "records" / "shape.json").read_text(encoding="utf-8"))["measure_end"]
+    finished = json.loads((rep / "run.json").read_text(encoding="utf-8"))["finished_at"]
+    assert finished - ended < STOP_TIMEOUT / 2, finished - ended
 
 
 def test_the_knee_of_a_saturated_server_is_the_servers(database_url: str, tmp_path: Path) -> None:
