@@ -191,6 +191,15 @@ def test_non_2xx_responses_miss_the_target_at_64_connections_and_are_only_shown_
     assert "NOTE: the non-2xx target holds at -c64; this run used -c256" in at_256["markdown"]
 
 
+def test_the_report_says_when_wrk_waited_after_each_response() -> None:
+    plain = bench.build_report(pair_results(90.0, 100.0), ["gevent"], ARGS, [0], [1])
+    assert "waiting" not in plain["markdown"]
+    paced = argparse.Namespace(**{**vars(ARGS), "think_ms": 1})
+    report = bench.build_report(pair_results(90.0, 100.0), ["gevent"], paced, [0], [1])
+    assert "wrk -t1 -c64, each connection waiting 1 ms after a response" in report["markdown"]
+    assert report["data"]["settings"]["think_ms"] == 1
+
+
 def test_instruction_counts_replace_only_the_verdicts_they_count() -> None:
     results = {**pair_results(90.0, 100.0)}
     results = {(name.replace("gevent", "asyncio").replace("bare asyncio+psycopg2", "bare aiohttp+asyncpg"),

@@ -634,11 +634,12 @@ def build_report(results: dict[tuple[str, str], Series], models: list[str], args
 
     budget: float | None = vars(args).get("budget")  # cores per server; None: unbudgeted
     db_cpus: list[int] | None = vars(args).get("pinned_database_cpus")  # None: not pinned (or external)
+    think_ms: int = vars(args).get("think_ms") or 0
     paths = [p for p in ENDPOINTS.values() if any(path == p for _, path in results)]
     judged_non2xx = args.connections == TARGET_CONNECTIONS
     lines = [
         f"# make bench: {args.reps} x {args.duration:g} s per figure, wrk -t1 -c{args.connections}"
-        + (f", each connection waiting {args.think_ms} ms after a response" if args.think_ms else "")
+        + (f", each connection waiting {think_ms} ms after a response" if think_ms else "")
         + f", pool size {args.pool_size}",
         "",
         f"Servers pinned to CPUs {server_cpus or 'all'}; wrk to CPUs {load_cpus or 'all'}; the lab's "
