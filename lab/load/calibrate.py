@@ -10,8 +10,9 @@ still starts (almost) every request on time is its sustainable rate, and a capac
 never taken for a server's limit.
 
 The ceiling is stored in .lab/calibration.json (LAB_CALIBRATION_FILE) per (load CPUs, server
-CPUs, Locust workers) with the machine's facts, and reused while it is fresh: same CPU model,
-CPU count, memory, kernel, Python and Locust version, and younger than LAB_CALIBRATION_MAX_DAYS (7).
+CPUs, Locust workers, whether idle CPUs polled: lab/stack/idle.py) with the machine's facts, and
+reused while it is fresh: same CPU model, CPU count, memory, kernel, Python and Locust version, and
+younger than LAB_CALIBRATION_MAX_DAYS (7).
 The last measurement's raw files (Locust's CSV, HTML, records) stay in .lab/calibration-run/.
 """
 
@@ -34,9 +35,10 @@ from typing import Any, cast
 import psutil
 
 from lab import files, machine
+from lab.knobs import env_flag
 from lab.load.locust_job import LocustJob
-from lab.load.settings import RunError, parse_cpus
-from lab.stack import procs
+from lab.load.settings import RunError, Settings, parse_cpus
+from lab.stack import idle, procs
 from loadtests import catalogue
 
 REPO = Path(__file__).resolve().parents[2]
@@ -153,11 +155,12 @@ def fingerprint() -> dict[str, Any]:
             "locust": facts["packages"].get("locust")}
 
 
-def key(load_cpus: list[int] | None, server_cpus: list[int] | None, workers: int) -> str:
+def key(load_cpus: list[int] | None, server_cpus: list[int] | None, workers: int, polling: bool) -> str:
     def cpus(c: list[int] | None) -> str:
         return ",".join(map(str, c)) if c else "all"
 
-    return f"load={cpus(load_cpus)};server={cpus(server_cpus)};workers={workers}"
+    idle_cpus = "poll" if polling else "halt"
+    return f"load={cpus(load_cpus)};server={cpus(server_cpus)};workers={workers};idle={idle_cpus}"
 
 
 def _read_store() -> dict[str, Any]:
@@ -171,8 +174,8 @@ def _read_store() -> dict[str, Any]:
 
 
 def load_fresh(load_cpus: list[int] | None, server_cpus: list[int] | None,
-               workers: int) -> dict[str, Any] | None:
-    entry = _read_store()["entries"].get(key(load_cpus, server_cpus, workers))
+               workers: int, polling: bool) -> dict[str, Any] | None:
+    entry = _read_store()["entries"].get(key(load_cpus, server_cpus, workers, polling))
     if not isinstance(entry, dict):
         return None
     if entry.get("fingerprint") != fingerprint():
@@ -182,7 +185,13 @@ def load_fresh(load_cpus: list[int] | None, server_cpus: list[int] | None,
     return entry
 
 
-def measure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers: int,
+def needed(s: Settings) -> bool:
+    """Whether a run with these settings will measure a calibration (its plan counts the time)."""
+    return s.calibrate == "force" or (s.calibrate == "auto" and load_fresh(
+        s.load_cpus, s.server_cpus, s.locust_workers, idle.expected(s.idle_poll)) is None)
+
+
+def measure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers: int, polling: bool,
             duration: float = DURATION, users: int | None = None) -> dict[str, Any]:
     users = users or catalogue.SCENARIOS["json"].users
     out_dir = path().parent / "calibration-run"
@@ -195,6 +204,7 @@ def measure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers:
     target = start_target(port, server_cpus, out_dir / "target.log")
     try:
         entry = _measure(target, port, out_dir, load_cpus, server_cpus, workers, duration, users)
+        entry["key"] = key(load_cpus, server_cpus, workers, polling)
     finally:
         stop_target(target)
     store = _read_store()
@@ -242,7 +252,6 @@ def _measure(target: subprocess.Popen[bytes], port: int, out_dir: Path, load_cpu
                   if len(inside) >= 2 and inside[-1][0] > inside[0][0] else None)
     lat = results.latency_ms(results.merge(r["latency_ok_us"] for r in records))
     entry = {
-        "key": key(load_cpus, server_cpus, workers),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "measured_ts": time.time(),
         "fingerprint": fingerprint(),
@@ -310,14 +319,15 @@ def describe(entry: dict[str, Any]) -> str:
             f"{entry.get('target_cpu_percent')}%; measured {entry['measured_at']}")
 
 
-def ensure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers: int,
+def ensure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers: int, polling: bool,
            force: bool = False) -> dict[str, Any]:
-    """A fresh calibration for these settings: the stored one, or a new measurement."""
-    entry = None if force else load_fresh(load_cpus, server_cpus, workers)
+    """A fresh calibration for these settings: the stored one, or a new measurement (with idle CPUs
+    polling or not, as the caller holds them)."""
+    entry = None if force else load_fresh(load_cpus, server_cpus, workers, polling)
     if entry is not None:
         print(f"calibration: reusing {path()}: {describe(entry)}", flush=True)
         return entry
-    entry = measure(load_cpus, server_cpus, workers)
+    entry = measure(load_cpus, server_cpus, workers, polling)
     print(f"calibration: {describe(entry)}; stored in {path()}", flush=True)
     return entry
 
@@ -332,6 +342,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--locust-workers", default=env.get("LOCUST_WORKERS", "0"), help="[LOCUST_WORKERS]")
     p.add_argument("--server-cpus", default=env.get("LAB_SERVER_CPUS", "0"), help="[LAB_SERVER_CPUS]")
     p.add_argument("--load-cpus", default=env.get("LAB_LOAD_CPUS", "1"), help="[LAB_LOAD_CPUS]")
+    env_flag(p, "--idle-poll", "LAB_IDLE_POLL", "auto", "idle CPUs poll while measuring, as make load "
+             "holds them: auto, yes or no", env, choices=idle.CHOICES)
     p.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the canned target itself
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -347,12 +359,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_cpus: list[int] | None = parse_cpus(args.load_cpus)
         if len(os.sched_getaffinity(0)) < 2:
             server_cpus = load_cpus = None
-        ensure(load_cpus, server_cpus, workers, force=args.force)
+        with idle.polling(args.idle_poll) as held:  # as make load measures
+            ensure(load_cpus, server_cpus, workers, held.polling, force=args.force)
     except ValueError:
         print(f"lab.load.calibrate: LOCUST_WORKERS must be an integer, got {args.locust_workers!r}",
               file=sys.stderr)
         return 2
-    except (CalibrationError, RunError) as exc:
+    except (CalibrationError, RunError, idle.IdleError) as exc:
         print(f"lab.load.calibrate: {exc}", file=sys.stderr)
         return 1
     return 0

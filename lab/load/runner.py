@@ -520,8 +520,7 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
 
     if s.database_url:
         os.environ["LAB_DATABASE_URL"] = s.database_url
-    need_cal = s.calibrate == "force" or (s.calibrate == "auto" and calibrate.load_fresh(
-        s.load_cpus, s.server_cpus, s.locust_workers) is None)
+    need_cal = calibrate.needed(s)
     planned = plan.print_plan(s, need_cal)
     settings_doc = {
         "raw_format": RAW_FORMAT, "run_id": s.run_id, "run_token": s.run_token, "profile": s.profile,
@@ -553,7 +552,7 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
         write_json(run_dir / "settings.json", settings_doc)
         calibration = None
         if s.calibrate != "skip":
-            calibration = calibrate.ensure(s.load_cpus, s.server_cpus, s.locust_workers,
+            calibration = calibrate.ensure(s.load_cpus, s.server_cpus, s.locust_workers, held.polling,
                                            force=s.calibrate == "force")
             write_json(run_dir / "calibration.json", calibration)
         runner = Runner(s, run_dir, url, calibration, Progress(len(plan.repetitions(s)), planned - (
@@ -623,8 +622,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lab load: {exc}", file=sys.stderr)
         return 2
     if args.plan:
-        plan.print_plan(s, s.calibrate == "force" or (s.calibrate == "auto" and calibrate.load_fresh(
-            s.load_cpus, s.server_cpus, s.locust_workers) is None))
+        plan.print_plan(s, calibrate.needed(s))
         return 0
     signal.signal(signal.SIGTERM, _sigterm)
     return run(s)

@@ -49,6 +49,11 @@ class Idle:
                 else f"idle CPUs halted as the kernel chose ({self.why})")
 
 
+def expected(asked: str) -> bool:
+    """Whether polling(asked) would hold the request: for plans made before it is held."""
+    return asked != "no" and os.access(QOS_DEVICE, os.W_OK)
+
+
 def _open() -> int:
     """The held request's file descriptor; OSError when the device is missing or not writable."""
     fd = os.open(QOS_DEVICE, os.O_WRONLY | os.O_CLOEXEC)

@@ -76,9 +76,7 @@ def new_doc(sweep: Sweep) -> dict[str, Any]:
 
 
 def needs_calibration(sweep: Sweep) -> bool:
-    base = sweep.base
-    return base.calibrate == "force" or (base.calibrate == "auto" and calibrate.load_fresh(
-        base.load_cpus, base.server_cpus, base.locust_workers) is None)
+    return calibrate.needed(sweep.base)
 
 
 def print_plan(sweep: Sweep, with_calibration: bool) -> float:
