@@ -15,7 +15,7 @@ EST_LOCUST_START = 0.9  # interpreter and imports until the first user spawns; t
 EST_LOCUST_WORKERS_START = 2.0  # extra for a master waiting for its workers
 EST_LOCUST_STOP = 0.5
 EST_PROBE = 1.5  # the quick probe before a capacity scenario, per server
-EST_WARM = 0.6  # the warm-up burst before a closed-loop scenario's repetitions, per server
+EST_WARM = 0.6  # the warm-up burst on every fresh server process
 
 
 def measured_seconds(s: Settings, sc: catalogue.Scenario) -> float:
@@ -39,10 +39,9 @@ def scenario_seconds(s: Settings, name: str) -> float:
     sc = s.scenario(name)
     starts = s.reps if s.fresh_server else 1
     per_server = s.reps * rep_seconds(s, sc) + starts * (EST_SERVER_START + EST_SERVER_STOP)
+    per_server += starts * EST_WARM
     if sc.open_model and not s.rates:
         per_server += EST_PROBE
-    elif not sc.open_model:
-        per_server += starts * EST_WARM
     return per_server * len(s.servers)
 
 

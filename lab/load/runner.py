@@ -210,11 +210,11 @@ class Runner:
         write_json(live.scen_dir / "scenario.json", live.meta)
 
     def warm_up(self, live: Live, sc: catalogue.Scenario) -> None:
-        """A short closed-loop burst on a new process before its first measured repetition."""
+        """A short closed-loop burst on a new process before its first measured repetition (and before
+        a capacity scenario's probe): pool connections open and code paths run once, not while measured."""
         assert live.server is not None
-        if not sc.open_model:
-            probe.probe(self.s.target_host, live.server.port, sc.path, seconds=WARM_SECONDS,
-                        connections=WARM_CONNECTIONS, cpus=self.s.load_cpus)
+        probe.probe(self.s.target_host, live.server.port, sc.path, seconds=WARM_SECONDS,
+                    connections=WARM_CONNECTIONS, cpus=self.s.load_cpus)
 
     def stop_server(self, live: Live) -> None:
         """Stop the server and release its budget, adding its throttling to the scenario's."""
