@@ -23,14 +23,13 @@ shared 2-core lab machine: too noisy to settle a 5 % question.
 
 How fast the client turns around is part of the workload. wrk sends a connection's next request a few
 microseconds after its response arrives; Locust takes 0.1-0.2 ms, and a client across a network at
-least a round trip. gevent pays for the difference: a greenlet that has sent its response reads at once
-for the next request, and when it is not there yet, that read fails and the greenlet goes through the
-hub and back. Measured (gevent /json under 0.1 core, one process, 6 interleaved cycles, the syscalls
-counted by perf): with wrk, 1.1 receive calls and 82 us of CPU per request (median); with wrk waiting
-1 ms per response (--think-ms 1), 1.8 and 115 us; with Locust, 1.8 and 110 us. asyncio's protocol
-callbacks never read ahead, and its figures did not move (74, 66 and 62 us). So `make bench` by default
-shows each server at its cheapest, and --think-ms (LAB_BENCH_THINK_MS) shows it under a client that
-turns around as Locust's does; the load-vs-bench self-check uses 1 ms.
+least a round trip. A greenlet or thread that has sent its response reads at once for the next
+request; when it is not there yet, that read fails and the greenlet goes through the hub (the thread
+sleeps and is woken) first. Counted by perf on one gevent process: 1.1 receive calls per request
+under wrk, 1.8 under Locust or under wrk waiting 1 ms. asyncio's protocol callbacks never read ahead.
+So the default shows each server at its cheapest; --think-ms (LAB_BENCH_THINK_MS) shows it under a
+client that turns around as Locust's does (the README has the figures), and the load-vs-bench
+self-check uses 1 ms.
 
 The load generator is wrk (C, one thread), pinned to its own CPUs; the servers are pinned to
 others, so the generator is not the limit (its CPU use is recorded and flagged if it was).
