@@ -11,13 +11,14 @@ from pathlib import Path
 
 from lab import cpus as cpu_lists
 from lab import knobs
-from lab.knobs import SERVER_KNOBS, choice
+from lab.knobs import SERVER_KNOBS, env_flag
 from lab.stack import cpu_budget, idle
 from loadtests import catalogue
 from servers.settings import MODELS
 
 REPO = Path(__file__).resolve().parents[2]
 ARRIVALS = ("uniform", "poisson")
+CALIBRATE_MODES = ("auto", "force", "skip")  # the load generator's calibration: reuse, measure, none
 
 
 class RunError(RuntimeError):
@@ -128,14 +129,12 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
     p.add_argument("--slo-p99-ms", default=env.get("SLO_P99_MS", ""),
                    help=f"the latency budget of capacity at SLO (default {catalogue.DEFAULT_SLO_P99_MS:g}) "
                         "[SLO_P99_MS]")
-    p.add_argument("--arrival", default=env.get("ARRIVAL") or "uniform", choices=ARRIVALS,
-                   type=choice("ARRIVAL", ARRIVALS),
-                   help="open-model arrivals: evenly spaced or Poisson [ARRIVAL, default uniform]")
-    p.add_argument("--fresh-server", default=env.get("LAB_FRESH_SERVER") or "yes", choices=("yes", "no"),
-                   type=choice("LAB_FRESH_SERVER", ("yes", "no")),
-                   help="start a new server process for every repetition, so that the state a process "
-                        "settles into is part of the noise the verdicts see, not a difference between "
-                        "runs; 'no': one process per server and scenario [LAB_FRESH_SERVER, default yes]")
+    env_flag(p, "--arrival", "ARRIVAL", "uniform", "open-model arrivals: evenly spaced or Poisson "
+             "(default uniform)", env, choices=ARRIVALS)
+    env_flag(p, "--fresh-server", "LAB_FRESH_SERVER", "yes", "start a new server process for every "
+             "repetition, so that the state a process settles into is part of the noise the verdicts see, "
+             "not a difference between runs; 'no': one process per server and scenario (default yes)", env,
+             choices=("yes", "no"))
     p.add_argument("--locust-workers", default=env.get("LOCUST_WORKERS", "0"),
                    help="0: one Locust process; N: a master and N workers on this machine [LOCUST_WORKERS]")
     p.add_argument("--remote-workers", default=env.get("LOCUST_REMOTE_WORKERS", "0"),
@@ -156,17 +155,13 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
                    help="CPUs the lab's own PostgreSQL is pinned to for the run: 'load' (the load CPUs, "
                         "so its work does not land on the servers' CPUs), a list, or 'none' "
                         "[LAB_DATABASE_CPUS, default load]")
-    p.add_argument("--idle-poll", default=env.get("LAB_IDLE_POLL") or "auto", choices=idle.CHOICES,
-                   type=choice("LAB_IDLE_POLL", idle.CHOICES),
-                   help="idle CPUs poll while measuring, so no server pays to wake a halted CPU: auto "
-                        "(where allowed, else the report says why not), yes (or stop), no "
-                        "[LAB_IDLE_POLL, default auto]")
+    env_flag(p, "--idle-poll", "LAB_IDLE_POLL", "auto", "idle CPUs poll while measuring, so no server pays "
+             "to wake a halted CPU: auto (where allowed, else the report says why not), yes (or stop), no "
+             "(default auto)", env, choices=idle.CHOICES)
     p.add_argument("--reports-dir", default=env.get("LAB_REPORTS_DIR", str(REPO / "reports")),
                    help="where run folders go [LAB_REPORTS_DIR, default reports/]")
-    p.add_argument("--calibrate", default=env.get("CALIBRATE") or "auto", choices=("auto", "force", "skip"),
-                   type=choice("CALIBRATE", ("auto", "force", "skip")),
-                   help="auto: reuse a fresh calibration, else measure; force: measure; skip: none"
-                        " [CALIBRATE]")
+    env_flag(p, "--calibrate", "CALIBRATE", "auto", "auto: reuse a fresh calibration, else measure; force: "
+             "measure; skip: none", env, choices=CALIBRATE_MODES)
     p.add_argument("--database-url", default=None,
                    help="PostgreSQL to use (default: LAB_DATABASE_URL or the embedded one)")
     p.add_argument("--run-id", default=env.get("RUN_ID", ""),

@@ -32,7 +32,7 @@ from typing import Any
 
 import psycopg2
 
-from lab.knobs import choice, env_flag
+from lab.knobs import env_flag
 from lab.load import calibrate
 from lab.load import settings as load_settings
 from lab.stack import database
@@ -79,9 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     env_flag(p, "--tune-id", "TUNE_ID", "", "name of the tune folder (default <date>-<time>-tune-<param>)")
     env_flag(p, "--reports-dir", "LAB_REPORTS_DIR", str(load_settings.REPO / "reports"),
              "where the tune folder goes (default reports/)")
-    p.add_argument("--calibrate", default=env.get("CALIBRATE") or "auto", choices=("auto", "force", "skip"),
-                   type=choice("CALIBRATE", ("auto", "force", "skip")),
-                   help="the load generator's calibration, as for make load [CALIBRATE]")
+    env_flag(p, "--calibrate", "CALIBRATE", "auto", "the load generator's calibration, as for make load",
+             env, choices=load_settings.CALIBRATE_MODES)
     p.add_argument("--database-url", default=None,
                    help="PostgreSQL to use (default: lab.stack.database.provision(): LAB_DATABASE_URL or the "
                         "embedded one)")
