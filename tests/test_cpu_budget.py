@@ -26,6 +26,12 @@ def test_bad_values_say_what_to_do() -> None:
         cpu_budget.parse("500")
     with pytest.raises(cpu_budget.BudgetError, match="out of range"):
         cpu_budget.CpuBudget(0.5, period_us=10).create()
+    # 0.05 core over 10 ms is a 0.5 ms quota, which the kernel refuses; it used to be raised to 1 ms
+    # silently, that is 0.1 core
+    with pytest.raises(cpu_budget.BudgetError, match="below the kernel's 1000 us minimum: set "
+                                                     "LAB_SERVER_CPU_PERIOD_US to 20000 or more"):
+        cpu_budget.CpuBudget(0.05, period_us=10_000).create()
+    assert cpu_budget.CpuBudget(0.05, period_us=20_000).quota_us == 1000
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="creating cgroups needs root (CI runs as root)")

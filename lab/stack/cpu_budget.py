@@ -11,6 +11,7 @@ workers, restarted ones) inherit the group. `stat()` reports how often the kerne
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import secrets
 from dataclasses import dataclass
@@ -66,12 +67,16 @@ class CpuBudget:
 
     @property
     def quota_us(self) -> int:
-        return max(MIN_QUOTA_US, round(self.cores * self.period_us))
+        return round(self.cores * self.period_us)
 
     def create(self) -> CpuBudget:
         if not MIN_PERIOD_US <= self.period_us <= MAX_PERIOD_US:
             raise BudgetError(f"LAB_SERVER_CPU_PERIOD_US={self.period_us} is out of range "
                               f"({MIN_PERIOD_US}..{MAX_PERIOD_US} microseconds)")
+        if self.quota_us < MIN_QUOTA_US:  # raising it to the minimum would hand out more than was asked
+            raise BudgetError(f"LAB_SERVER_CPU={self.cores:g} over a {self.period_us} us period is a "
+                              f"{self.quota_us} us quota, below the kernel's {MIN_QUOTA_US} us minimum: set "
+                              f"LAB_SERVER_CPU_PERIOD_US to {math.ceil(MIN_QUOTA_US / self.cores)} or more")
         self.name = self.name or f"{GROUP_PREFIX}{secrets.token_hex(4)}"
         errors = []
         if (V1_ROOT / "cpu.cfs_quota_us").exists():
