@@ -60,3 +60,20 @@ def test_every_repetition_measures_fresh_processes(database_url: str, tmp_path: 
         first, second = (s["pid"] for s in fig["samples"])
         assert first != second, fig
     assert out.stdout.count("starting 1 servers and their references") == 2
+
+
+@pytest.mark.timeout(300)
+def test_servers_are_sized_for_the_server_cpus_as_make_load_sizes_them(database_url: str, tmp_path: Path) -> None:
+    """multiproc starts one worker per CPU it may use: pinned to one CPU after starting with two, it
+    ran two workers under make bench and one under make load, and the two commands measured different
+    servers (bench's multiproc read about 10 % dearer per request)."""
+    debian_tool(Path("/usr/bin/wrk"), "wrk")
+    out = subprocess.run(
+        [sys.executable, "-m", "lab", "bench", "--models", "multiproc", "--endpoints", "json", "--reps", "1",
+         "--duration", "1", "--references", "no", "--server-cpus", "0", "--no-check"],
+        capture_output=True, text=True, timeout=250, cwd=REPO,
+        env={**os.environ, "LAB_DATABASE_URL": database_url, "LAB_REPORTS_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = next(tmp_path.glob("bench-*/logs/rep-1/metrics-on/multiproc.log")).read_text()
+    settings = json.loads(log.split("effective settings ", 1)[1].splitlines()[0])
+    assert settings["workers"] == 1, settings

@@ -356,7 +356,7 @@ class Fleet:
             for metrics_on in (True, False) if twins else (True,):
                 name = model if metrics_on else f"{model} (metrics off)"
                 server = procs.start_server(
-                    model, port=procs.free_port(), database_url=self.url,
+                    model, port=procs.free_port(), database_url=self.url, cpus=self.server_cpus,
                     log_dir=logs / ("metrics-on" if metrics_on else "metrics-off"),
                     env={**env, "LAB_METRICS": "1" if metrics_on else "0"},
                 )
@@ -420,7 +420,7 @@ def instructions_pass(models: list[str], url: str, args: argparse.Namespace, out
                     bare.wait(30)
                 return
             server = procs.start_server(
-                model, port=port, database_url=url, log_dir=folder, wrapper=wrap,
+                model, port=port, database_url=url, log_dir=folder, wrapper=wrap, cpus=server_cpus,
                 env={"LAB_POOL_SIZE": str(args.pool_size), "LAB_METRICS": "1" if metrics_on else "0",
                      "PYTHONHASHSEED": "0"},  # the same start-up work in every run
                 health_timeout=bench_instructions.STARTUP_TIMEOUT)

@@ -109,19 +109,13 @@ class Runner:
         return f"serverlab-{model}-{self.s.run_token}"
 
     def start_server(self, live: Live) -> None:
-        # Started with the server CPUs as its affinity, so that it sizes itself (multiproc workers)
-        # for what it may use; the tree is pinned again, and put under its budget, once it is up.
-        mine = os.sched_getaffinity(0)
-        if self.s.server_cpus:
-            os.sched_setaffinity(0, self.s.server_cpus)
-        try:
-            listen = "127.0.0.1" if self.s.target_host == "127.0.0.1" else "0.0.0.0"
-            live.server = procs.start_server(
-                live.model, port=procs.free_port(listen), database_url=self.database_url,
-                log_dir=live.scen_dir, host=listen,
-                env={**self.s.server_env, "LAB_APP_NAME": self.app_name(live.model)})
-        finally:
-            os.sched_setaffinity(0, mine)
+        # Sized for the server CPUs (multiproc workers); the tree is pinned to them, and put under its
+        # budget, once it is up.
+        listen = "127.0.0.1" if self.s.target_host == "127.0.0.1" else "0.0.0.0"
+        live.server = procs.start_server(
+            live.model, port=procs.free_port(listen), database_url=self.database_url,
+            log_dir=live.scen_dir, host=listen, cpus=self.s.server_cpus,
+            env={**self.s.server_env, "LAB_APP_NAME": self.app_name(live.model)})
         tree = process_tree(live.server.pid)
         if self.s.server_cpus:
             pin(tree, self.s.server_cpus)

@@ -161,9 +161,12 @@ def start_server(
     health_timeout: float = 30.0,
     host: str = "127.0.0.1",
     wrapper: Sequence[str] = (),
+    cpus: Sequence[int] | None = None,
 ) -> ServerProcess:
     """Start `python -m servers <model>` on host:port and wait until it is healthy.
 
+    With `cpus`, the server starts with them as its affinity, so that it sizes itself for the CPUs it
+    will be pinned to (multiproc starts one worker per usable CPU); pinning its tree stays the caller's.
     stdout and stderr go to log_dir/<model>.log. On any failure the process is stopped and
     StartError says what happened, names the log and quotes its last lines.
     """
@@ -181,8 +184,14 @@ def start_server(
         shown = " ".join(redact(a) if a.startswith("postgres") else a for a in cmd)
         log.write(f"$ {shown}\n".encode())
         log.flush()
-        popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 env=child_env, cwd=REPO, start_new_session=True)
+        mine = os.sched_getaffinity(0)  # this thread's; the child inherits it at fork
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+        try:
+            popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=child_env, cwd=REPO, start_new_session=True)
+        finally:
+            os.sched_setaffinity(0, mine)
     proc = ServerProcess(model, host, port, popen.pid, log_path, popen)
 
     def gone() -> str | None:
