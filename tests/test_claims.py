@@ -44,6 +44,8 @@ def test_whole_command_writes_three_files(tiny_run: tuple[Path, dict[str, Any]])
     md = (out / "claims.md").read_text()
     assert "| Folk claim | Measured here | Verdict | Method |" in md
     assert set(data["experiments"]) == set(plan.EXPERIMENTS) and data["ok"], data["problems"]
+    assert data["idle"]["asked"] == "auto" and ("idle CPUs polled" if data["idle"]["polling"]
+                                                 else "idle CPUs halted") in md  # as make load measures
     ids = {c["id"] for c in data["claims"]}
     assert {"thread-switch", "greenlet-switch", "thread-memory", "greenlet-memory", "threaded-connections",
             "gevent-connections", "asyncio-connections", "gil-threads", "processes-scale",

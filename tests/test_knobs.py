@@ -10,6 +10,7 @@ import pytest
 
 from lab import cpus, knobs
 from lab.bench import bench
+from lab.claims import plan as claims_plan
 from lab.load.settings import build_parser
 from lab.tune import cli as tune_cli
 from servers import settings
@@ -55,11 +56,12 @@ def test_worded_knobs_from_the_environment_are_checked_as_their_flags_are(
 
 
 COMMANDS = {"make load": lambda: build_parser().parse_args([]), "make bench": lambda: bench.main([]),
-            "make tune": lambda: tune_cli.main(["--plan"])}
+            "make tune": lambda: tune_cli.main(["--plan"]), "make claims": lambda: claims_plan.load([])}
 
 
 @pytest.mark.parametrize("var, words, commands", [
-    ("LAB_IDLE_POLL", "auto, yes or no", ("make load", "make bench")),
+    ("LAB_IDLE_POLL", "auto, yes or no", ("make load", "make bench", "make claims")),
+    ("LAB_CLAIMS_SIZE", "quick, standard or tiny", ("make claims",)),
     ("LAB_FRESH_SERVER", "yes or no", ("make load", "make bench")),
     ("CALIBRATE", "auto, force or skip", ("make load", "make tune")),
     ("ARRIVAL", "uniform or poisson", ("make load",)),

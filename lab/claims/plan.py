@@ -9,6 +9,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lab import knobs
+from lab.knobs import env_flag
+from lab.stack import idle
 
 REPO = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ("switch", "memory", "connections", "gil", "blocking")
@@ -38,6 +40,7 @@ class Plan:
     experiments: tuple[str, ...] = EXPERIMENTS
     server_max_connections: int = 1_000_000  # LAB_MAX_CONNECTIONS of the ramp's servers (raised)
     ft_python: str = ""  # a free-threaded interpreter for the thread loop
+    idle_poll: str = "auto"  # idle CPUs poll while measuring, as make load and make bench (lab/stack/idle.py)
 
 
 PRESETS: dict[str, Plan] = {
@@ -122,12 +125,25 @@ def parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         ),
     )
     g = env.get
-    p.add_argument(
+    env_flag(
+        p,
         "--size",
-        default=g("LAB_CLAIMS_SIZE", "standard"),
+        "LAB_CLAIMS_SIZE",
+        "standard",
+        "tiny (under a minute, for tests), quick (fewer steps and repetitions) or standard "
+        "(the default, under 10 min on 2 cores)",
+        env,
         choices=sorted(PRESETS),
-        help="tiny (under a minute, for tests), quick (fewer steps and repetitions) or standard "
-        "(the default, under 10 min on 2 cores) [LAB_CLAIMS_SIZE]",
+    )
+    env_flag(
+        p,
+        "--idle-poll",
+        "LAB_IDLE_POLL",
+        "auto",
+        "idle CPUs poll while measuring, as in make load and make bench: auto (where the lab may), "
+        "yes (or stop), no",
+        env,
+        choices=idle.CHOICES,
     )
     p.add_argument(
         "--only",
@@ -196,7 +212,7 @@ def from_args(args: argparse.Namespace) -> Plan:
     )
     if cap is not None:
         plan = replace(plan, server_max_connections=cap)
-    return replace(plan, ft_python=args.ft_python.strip())
+    return replace(plan, ft_python=args.ft_python.strip(), idle_poll=args.idle_poll)
 
 
 def load(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[Plan, argparse.Namespace]:

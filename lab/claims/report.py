@@ -9,6 +9,7 @@ from typing import Any
 from lab.claims import stats
 from lab.report import svgplot
 from lab.report.run_report import CSS
+from lab.stack import idle
 
 KiB = 1024.0
 VERDICT_CSS = """
@@ -38,9 +39,11 @@ def machine_line(data: dict[str, Any]) -> str:
 
 def _load_line(data: dict[str, Any]) -> str:
     load = data.get("load") or {}
+    held = data.get("idle")
     return (
         f"load average {load.get('before', '?')} before, {load.get('after', '?')} after "
         "(other work on the machine shares its CPUs)"
+        + (f"; {idle.Idle.from_dict(held).describe()}" if held else "")
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from lab import machine
 from lab.claims import blocking, connections, gil, memory, plan, report, switch, verdict
-from lab.stack import database
+from lab.stack import database, idle
 
 
 def _say(text: str) -> None:
@@ -65,17 +65,20 @@ def run(p: plan.Plan, out_dir: Path, command: str) -> dict[str, Any]:
         "gil": lambda: gil.run(p, url, log_dir, _say),
         "blocking": lambda: blocking.run(p, url, log_dir, _say),
     }
-    for name in p.experiments:
-        t0 = time.monotonic()
-        _say(f"--- {name}")
-        try:
-            result = steps[name]()
-        except Exception as exc:  # recorded; the other experiments still run
-            traceback.print_exc()
-            result = {"error": f"{type(exc).__name__}: {exc}"}
-            data["problems"].append(f"experiment {name} failed: {result['error']}")
-        result["wall_seconds"] = time.monotonic() - t0
-        data["experiments"][name] = result
+    with idle.polling(p.idle_poll) as held:
+        data["idle"] = held.as_dict()
+        _say(f"while measuring, {held.describe()} (LAB_IDLE_POLL)")
+        for name in p.experiments:
+            t0 = time.monotonic()
+            _say(f"--- {name}")
+            try:
+                result = steps[name]()
+            except Exception as exc:  # recorded; the other experiments still run
+                traceback.print_exc()
+                result = {"error": f"{type(exc).__name__}: {exc}"}
+                data["problems"].append(f"experiment {name} failed: {result['error']}")
+            result["wall_seconds"] = time.monotonic() - t0
+            data["experiments"][name] = result
     for name, result in data["experiments"].items():
         for key in ("variants",):
             for variant, v in (result.get(key) or {}).items():
@@ -126,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say(f"size {p.size}: {', '.join(p.experiments)} -> {out_dir}")
     try:
         data = run(p, out_dir, command.strip())
-    except database.PostgresError as exc:
+    except (database.PostgresError, idle.IdleError) as exc:
         print(f"make claims: {exc}", file=sys.stderr)
         return 2
     write(out_dir, data)
