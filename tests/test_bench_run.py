@@ -63,7 +63,8 @@ def test_every_repetition_measures_fresh_processes(database_url: str, tmp_path: 
 
 
 @pytest.mark.timeout(300)
-def test_servers_are_sized_for_the_server_cpus_as_make_load_sizes_them(database_url: str, tmp_path: Path) -> None:
+def test_servers_are_sized_for_the_server_cpus_as_make_load_sizes_them(database_url: str,
+                                                                        tmp_path: Path) -> None:
     """multiproc starts one worker per CPU it may use: pinned to one CPU after starting with two, it
     ran two workers under make bench and one under make load, and the two commands measured different
     servers (bench's multiproc read about 10 % dearer per request)."""

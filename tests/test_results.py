@@ -313,6 +313,11 @@ def test_capacity_is_the_last_step_that_held_and_a_generator_miss_is_never_the_s
     # holds the lag, so the step stands.
     cap = results.capacity([_step(40, limited=True), _step(80, meets=False)], 200)
     assert cap and cap["capacity_rps"] == 40 and cap["limited_by"] == "server"
+    # A higher step that held after the miss does not move the knee; it is said, and recorded.
+    cap = results.capacity([_step(40), _step(80, meets=False), _step(160), _step(320, meets=False)], 200)
+    assert cap and cap["capacity_rps"] == 40 and cap["knee_rate"] == 80 and cap["held_again_rate"] == 160
+    assert "160/s met the SLO again" in cap["note"] and "REPS=" in cap["note"]
+    assert results.capacity([_step(40), _step(80, meets=False)], 200)["held_again_rate"] is None  # type: ignore[index]
     # ...unless the rate was not delivered (dropped starts, or too few sent).
     for short in (_step(40, limited=True, dropped=3), _step(40, limited=True, achieved=30)):
         cap = results.capacity([short, _step(80)], 200)

@@ -250,7 +250,8 @@ def scenario_notes(entries: Sequence[Entry]) -> list[tuple[str, str]]:
                                   f"(p99 {fmt_ms(sat['p99_ms'])})"))
         cap = e.get("capacity")
         if cap:
-            notes.append(("warning" if "generator" in (cap.get("limited_by") or []) else "info",
+            unsteady = any(r is not None for r in cap.get("held_again_rates") or [])
+            notes.append(("warning" if unsteady or "generator" in (cap.get("limited_by") or []) else "info",
                           f"{s}: capacity at p99 < {fmt_num(cap.get('slo_p99_ms'))} ms: "
                           + "; ".join(cap.get("notes") or [])))
         om = e.get("open_model")

@@ -391,6 +391,9 @@ def capacity(steps: Sequence[dict[str, Any]], slo_p99_ms: float) -> dict[str, An
             knee = st
             break
         best = st["rate"]
+    # A higher step that held again: one noisy step may have placed the knee (stated, never used).
+    after = steps[steps.index(knee) + 1:] if knee else []
+    again = max((st["rate"] for st in after if step_holds(st)), default=None)
     if knee is None:
         limited_by, note = "not reached", (f"every offered rate up to {steps[-1]['rate']:g}/s met the SLO: "
                                            "the capacity is at least that; offer more (RATES=)")
@@ -400,8 +403,11 @@ def capacity(steps: Sequence[dict[str, Any]], slo_p99_ms: float) -> dict[str, An
                                          "is at least the rate before, not known beyond")
     else:
         limited_by, note = "server", f"at {knee['rate']:g}/s: {'; '.join(knee['misses'])}"
+    if again is not None:
+        note += (f"; yet {again:g}/s met the SLO again, so one noisy step may have placed this knee: "
+                 "more repetitions (REPS=) judge it")
     return {"capacity_rps": best, "slo_p99_ms": slo_p99_ms, "limited_by": limited_by,
-            "knee_rate": knee["rate"] if knee else None, "note": note}
+            "knee_rate": knee["rate"] if knee else None, "held_again_rate": again, "note": note}
 
 
 # --- one repetition -----------------------------------------------------------------------------
@@ -737,7 +743,8 @@ def _capacity_summary(caps: Sequence[dict[str, Any]]) -> dict[str, Any]:
     limited = sorted({c["limited_by"] for c in caps})
     return {"median": statistics.median(values) if values else None, "values": values,
             "slo_p99_ms": caps[0]["slo_p99_ms"], "limited_by": limited,
-            "knee_rates": [c["knee_rate"] for c in caps], "notes": [c["note"] for c in caps]}
+            "knee_rates": [c["knee_rate"] for c in caps], "notes": [c["note"] for c in caps],
+            "held_again_rates": [c.get("held_again_rate") for c in caps]}
 
 
 def _writes_summary(checks: Sequence[dict[str, Any]]) -> dict[str, Any]:

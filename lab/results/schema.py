@@ -100,6 +100,8 @@ class Capacity(TypedDict, total=False):
     limited_by: Any  # a repetition's word, or the entry's sorted list of them
     knee_rate: float | None
     knee_rates: list[float | None]
+    held_again_rate: float | None  # a higher step that met the SLO after the knee's miss
+    held_again_rates: list[float | None]
     note: str
     notes: list[str]
 
