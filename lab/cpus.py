@@ -1,8 +1,10 @@
-"""CPU sets: `0,2-3` read into CPU numbers, and a process tree pinned to them."""
+"""CPU sets: `0,2-3` read into CPU numbers, a process tree pinned to them, and this thread run on them."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+from collections.abc import Iterator, Sequence
 
 import psutil
 
@@ -49,3 +51,16 @@ def pin_tree(pid: int, cpus: list[int]) -> None:
     except psutil.Error:
         return
     pin(pids, cpus)
+
+
+@contextlib.contextmanager
+def running_on(cpus: Sequence[int] | None) -> Iterator[None]:
+    """This thread on `cpus` for the block (as it is when None or empty), its affinity restored after.
+    A process started inside inherits them, and sizes itself for them (multiproc's workers)."""
+    mine = os.sched_getaffinity(0)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mine)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
+
+from lab.cpus import running_on
 
 CONNECTIONS = 64
 SECONDS = 1.5
@@ -52,10 +53,5 @@ def probe(host: str, port: int, path: str, *, seconds: float = SECONDS, connecti
           cpus: list[int] | None = None) -> tuple[float, int]:
     """(successful requests/s, failed requests or connections) of a closed loop of `connections`
     keep-alive clients for `seconds`, run on `cpus` (the load CPUs) so that it competes with no server."""
-    mine = os.sched_getaffinity(0)
-    if cpus:
-        os.sched_setaffinity(0, cpus)
-    try:
+    with running_on(cpus):
         return asyncio.run(_probe(host, port, path, seconds, connections))
-    finally:
-        os.sched_setaffinity(0, mine)

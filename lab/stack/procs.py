@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from lab.cpus import running_on
 from servers.settings import redact
 
 REPO = Path(__file__).resolve().parents[2]
@@ -184,14 +185,9 @@ def start_server(
         shown = " ".join(redact(a) if a.startswith("postgres") else a for a in cmd)
         log.write(f"$ {shown}\n".encode())
         log.flush()
-        mine = os.sched_getaffinity(0)  # this thread's; the child inherits it at fork
-        if cpus:
-            os.sched_setaffinity(0, cpus)
-        try:
+        with running_on(cpus):
             popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=child_env, cwd=REPO, start_new_session=True)
-        finally:
-            os.sched_setaffinity(0, mine)
     proc = ServerProcess(model, host, port, popen.pid, log_path, popen)
 
     def gone() -> str | None:
