@@ -35,12 +35,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab", description="serverlab control plane")
     sub = parser.add_subparsers(dest="command", required=True)
     stacked = [
-        sub.add_parser("up", help="start PostgreSQL and the servers (LAB_SERVERS), wait until healthy"),
+        up := sub.add_parser("up", help="start PostgreSQL and the servers (LAB_SERVERS), wait until healthy"),
         sub.add_parser("down", help="stop the servers (graceful, then SIGKILL) and the embedded PostgreSQL"),
         sub.add_parser("status", help="what runs and its health"),
         logs := sub.add_parser("logs", help="tail the logs"),
         sub.add_parser("clean", help="stop everything; remove the database's home and the run folder"),
     ]
+    up.add_argument("--allow-extra-cpu", action="store_true",
+                    help="start the servers with LAB_EXTRA_CPU_US, a lab-only knob that adds CPU work to "
+                         "every request (refused without this) [LAB_ALLOW_EXTRA_CPU=1]")
     logs.add_argument("--no-follow", action="store_true", help="print the last lines and exit")
     logs.add_argument("-n", "--lines", type=int, default=50)
     for command in stacked:
@@ -50,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            return stack.up()
+            return stack.up(allow_extra_cpu=args.allow_extra_cpu)
         if args.command == "down":
             return stack.down()
         if args.command == "status":

@@ -10,10 +10,42 @@ from typing import Any
 from servers import settings
 
 # The servers' knobs the lab passes through unchanged; the lab sets these others per server itself,
-# and a lab-only one (the blocking endpoint of make claims) is never forwarded from a person's shell.
+# and a lab-only one (the blocking endpoint of make claims, the extra CPU work of make selfcheck) is
+# never inherited from a person's shell: the lab passes it to the servers that need it.
 PER_SERVER = frozenset({"LAB_HOST", "LAB_PORT", "LAB_DATABASE_URL", "LAB_APP_NAME"})
-LAB_ONLY = frozenset({"LAB_ALLOW_BLOCKING"})
+LAB_ONLY = frozenset({"LAB_ALLOW_BLOCKING", "LAB_EXTRA_CPU_US"})
 SERVER_KNOBS = tuple(var for var in settings.env_vars() if var not in PER_SERVER | LAB_ONLY)
+# Lab-only knobs `make up` and `make load` forward when a person asks twice: the knob, and its opt-in.
+OPT_IN = {"LAB_EXTRA_CPU_US": ("LAB_ALLOW_EXTRA_CPU", "--allow-extra-cpu")}
+_YES = {"1", "true", "yes", "on"}
+
+
+def yes(raw: str | None) -> bool:
+    """An opt-in's value: 1, true, yes or on."""
+    return (raw or "").strip().lower() in _YES
+
+
+def lab_only_asked(env: Mapping[str, str], allowed: bool = False) -> dict[str, str]:
+    """The lab-only knobs set in `env` whose opt-in is given (its variable, or `allowed` from its flag),
+    to forward to the servers; a ValueError that says what to do when one is set without it."""
+    out = {}
+    for var, (allow_var, allow_flag) in OPT_IN.items():
+        raw = (env.get(var) or "").strip()
+        if not raw:
+            continue
+        try:
+            off = float(raw) == 0
+        except ValueError:
+            off = False  # the server names the bad value
+        if off:
+            continue
+        if not (allowed or yes(env.get(allow_var))):
+            raise ValueError(f"{var}={raw} adds {raw} µs of CPU work to every request of every server: "
+                             "it is a lab-only knob (make selfcheck sets it on the servers it starts). "
+                             f"Unset it, or, to measure servers slowed on purpose, also set {allow_var}=1 "
+                             f"({allow_flag})")
+        out[var] = raw
+    return out
 
 
 def number(raw: object, name: str, low: float, high: float, kind: type[float] = float) -> float | None:

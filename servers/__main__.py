@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 
+from servers import cpuwork
 from servers import settings as settings_module
 
 RUNTIMES = {
@@ -42,7 +43,11 @@ def main(argv: list[str]) -> int:
         level=settings.log_level.upper(),
         format=f"%(asctime)s %(levelname)s serverlab-{model}[%(process)d] %(message)s",
     )
-    logging.getLogger("serverlab").info("effective settings %s", json.dumps(settings.public()))
+    log = logging.getLogger("serverlab")
+    log.info("effective settings %s", json.dumps(settings.public()))
+    if settings.extra_cpu_us:  # calibrated here, once, before multiproc forks its workers
+        log.warning("lab only: %g µs of extra CPU work in every request (LAB_EXTRA_CPU_US): %d iterations",
+                    settings.extra_cpu_us, cpuwork.iterations_for(settings.extra_cpu_us))
     runtime = importlib.import_module(RUNTIMES[model])
     runtime.serve(settings)
     return 0

@@ -21,7 +21,7 @@ from typing import Any
 import asyncpg
 from aiohttp import HttpVersion10, HttpVersion11, web, web_protocol, web_server
 
-from servers import contract
+from servers import contract, cpuwork
 from servers.admission import HoldClock
 from servers.contract import ContractError, Reply, Route
 from servers.deadlines import SWEEP_SECONDS as DEADLINE_SWEEP
@@ -173,6 +173,7 @@ class AsyncApp:
         self._ready_lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
         self._last_db_log = 0.0
+        self._extra_work = cpuwork.iterations_for(settings.extra_cpu_us)  # lab only; 0: none
         # Header dicts per content type; aiohttp copies them into each response.
         self._headers = {
             ctype: self.headers_for(ctype)
@@ -207,6 +208,8 @@ class AsyncApp:
         # /db request resumes four times (measured against a bare handler: see lab/bench/bench.py).
         metrics = self.metrics
         started = time.perf_counter() if metrics.enabled else 0.0
+        if self._extra_work:
+            cpuwork.spin(self._extra_work)  # on the loop, as any code in the handler
         name = None
         refused = False
         protocol = request.protocol

@@ -41,6 +41,7 @@ class Settings:
     log_level: str = "info"
     app_name: str = ""  # application_name of its database sessions; "" means serverlab-<model>
     allow_blocking: bool = False  # lab only (make claims): GET /block blocks its worker; else 404
+    extra_cpu_us: float = 0.0  # lab only (make selfcheck): this much CPU work added to every request
 
     def public(self) -> dict[str, Any]:
         """Effective settings for /config and the start-up log: no secrets."""
@@ -98,6 +99,9 @@ _KNOBS: dict[str, tuple[str, str, type, str]] = {
                  "application_name of the database sessions (default serverlab-<model>)"),
     "allow_blocking": ("LAB_ALLOW_BLOCKING", "--allow-blocking", bool,
                        "lab only: enable GET /block?ms=N, a call that blocks its worker (1/0; default 0)"),
+    "extra_cpu_us": ("LAB_EXTRA_CPU_US", "--extra-cpu-us", float,
+                     "lab only: add this many microseconds of CPU work (a fixed loop, calibrated at start) "
+                     "to every request, a code change of known size for make selfcheck (default 0: none)"),
 }
 
 
@@ -178,6 +182,7 @@ def _check(s: Settings) -> None:
     need(0 < s.statement_timeout <= 3600, "statement_timeout", "above 0 and at most 3600",
          s.statement_timeout)
     need(1 <= s.workers <= 256, "workers", "from 1 to 256", s.workers)
+    need(0 <= s.extra_cpu_us <= 1_000_000, "extra_cpu_us", "from 0 to 1000000 (one second)", s.extra_cpu_us)
     need(len(s.app_name) <= 63 and s.app_name.isprintable(), "app_name",
          "at most 63 printable characters (PostgreSQL's limit)", s.app_name)
     need(s.log_level in {"debug", "info", "warning", "error"}, "log_level",

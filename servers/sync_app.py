@@ -21,7 +21,7 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from servers import contract
+from servers import contract, cpuwork
 from servers.admission import Token, thread_token
 from servers.contract import ContractError, Reply, Route
 from servers.metrics import Metrics
@@ -90,6 +90,7 @@ class SyncApp:
         self.date = DateCache()
         self._slots = semaphore(settings.max_inflight)
         self._last_db_log = 0.0
+        self._extra_work = cpuwork.iterations_for(settings.extra_cpu_us)  # lab only; 0: none
         self._handlers: dict[str, Handler] = {
             "json": lambda env, r: _JSON_REPLY,
             "plaintext": lambda env, r: _TEXT_REPLY,
@@ -114,6 +115,8 @@ class SyncApp:
     def __call__(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
         metrics = self.metrics
         started = time.perf_counter() if metrics.enabled else 0.0
+        if self._extra_work:
+            cpuwork.spin(self._extra_work)
         method = environ["REQUEST_METHOD"]
         name = None
         try:

@@ -71,7 +71,7 @@ def test_same_environment_names(compose: dict[str, Any], model: str) -> None:
 def test_stack_passes_every_server_knob() -> None:
     """Every LAB_* setting of the servers is forwarded by `make up` (but those it sets itself)."""
     own = {"LAB_HOST", "LAB_PORT", "LAB_DATABASE_URL", "LAB_APP_NAME"}  # per server, set by the lab
-    own.add("LAB_ALLOW_BLOCKING")  # lab only: make claims sets it on the servers it starts
+    own |= {"LAB_ALLOW_BLOCKING", "LAB_EXTRA_CPU_US"}  # lab only: make claims / make selfcheck set them
     assert set(knobs.SERVER_KNOBS) == set(settings.env_vars()) - own
 
 

@@ -37,7 +37,7 @@ from typing import Any
 import psutil
 import psycopg2
 
-from lab import files, machine
+from lab import files, knobs, machine
 from lab.cpus import pin
 from lab.fmt import fmt_seconds
 from lab.load import calibrate, plan, probe, sampler
@@ -112,10 +112,11 @@ class Runner:
         # Sized for the server CPUs (multiproc workers); the tree is pinned to them, and put under its
         # budget, once it is up.
         listen = "127.0.0.1" if self.s.target_host == "127.0.0.1" else "0.0.0.0"
+        model, own = self.s.variants.get(live.model, (live.model, {}))  # a variant: a model, knobs of its own
         live.server = procs.start_server(
-            live.model, port=procs.free_port(listen), database_url=self.database_url,
+            model, port=procs.free_port(listen), database_url=self.database_url,
             log_dir=live.scen_dir, host=listen, cpus=self.s.server_cpus,
-            env={**self.s.server_env, "LAB_APP_NAME": self.app_name(live.model)})
+            env={**self.s.server_env, **own, "LAB_APP_NAME": self.app_name(live.model)})
         tree = process_tree(live.server.pid)
         if self.s.server_cpus:
             pin(tree, self.s.server_cpus)
@@ -465,6 +466,8 @@ def reproduce_command(s: Settings) -> str:
         parts += ["--idle-poll", s.idle_poll]
     if s.server_cpus:
         parts += ["--server-cpus", ",".join(map(str, s.server_cpus))]
+    if set(s.server_env) & set(knobs.OPT_IN):
+        parts += ["--allow-extra-cpu"]
     if s.load_cpus:
         parts += ["--load-cpus", ",".join(map(str, s.load_cpus))]
     if s.database_cpus != s.load_cpus:
@@ -526,6 +529,7 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
         "rates": list(s.rates), "step_seconds": s.step_seconds, "slo_p99_ms": s.slo_p99_ms,
         "arrival": s.arrival,
         "database_cpus": None, "calibrate": s.calibrate, "server_env": s.server_env,
+        "variants": {k: {"model": m, "server_env": e} for k, (m, e) in s.variants.items()},
         "connections_users": catalogue.CONNECTIONS_USERS, "planned_seconds": round(planned),
         "stop_timeout": STOP_TIMEOUT, "sample_interval": os.environ.get("LAB_SAMPLE_INTERVAL") or 0.25,
         "scenario_defs": {n: asdict(s.scenario(n)) for n in s.scenarios},

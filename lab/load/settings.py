@@ -80,6 +80,9 @@ class Settings:
     target_host: str = "127.0.0.1"  # the servers' address as the load generator sees it
     run_token: str = field(default_factory=lambda: secrets.token_hex(4))  # makes order keys unique
     server_env: dict[str, str] = field(default_factory=dict)
+    # Servers of the run that are a model with knobs of their own (make selfcheck's power curve: the same
+    # server twice, one with extra CPU work): name in `servers` -> (model, its extra server knobs).
+    variants: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
 
     def scenario(self, name: str) -> catalogue.Scenario:
         sc = catalogue.scenario(name, self.users)
@@ -158,6 +161,10 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
     env_flag(p, "--idle-poll", "LAB_IDLE_POLL", "auto", "idle CPUs poll while measuring, so no server pays "
              "to wake a halted CPU: auto (where allowed, else the report says why not), yes (or stop), no "
              "(default auto)", env, choices=idle.CHOICES)
+    p.add_argument("--allow-extra-cpu", action="store_true",
+                   default=knobs.yes(env.get("LAB_ALLOW_EXTRA_CPU")),
+                   help="start the servers with LAB_EXTRA_CPU_US from the environment, a lab-only knob that "
+                        "adds CPU work to every request (refused without this) [LAB_ALLOW_EXTRA_CPU=1]")
     p.add_argument("--reports-dir", default=env.get("LAB_REPORTS_DIR", str(REPO / "reports")),
                    help="where run folders go [LAB_REPORTS_DIR, default reports/]")
     env_flag(p, "--calibrate", "CALIBRATE", "auto", "auto: reuse a fresh calibration, else measure; force: "
@@ -246,6 +253,10 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
     if server_cpus and load_cpus and set(server_cpus) & set(load_cpus):
         say(f"warning: server CPUs {server_cpus} and load CPUs {load_cpus} overlap: the generator and the "
             "server will compete for them")
+    try:
+        lab_only = knobs.lab_only_asked(environ, args.allow_extra_cpu)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
     remote = int_knob(args.remote_workers, "LOCUST_REMOTE_WORKERS", 0, 1000) or 0
     if (workers or remote) and any(catalogue.SCENARIOS[n].open_model for n in scenarios):
         raise RunError("the capacity (open-model) scenarios run in one Locust process: drop LOCUST_WORKERS "
@@ -261,7 +272,7 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         or catalogue.DEFAULT_SLO_P99_MS,
         arrival=args.arrival, fresh_server=args.fresh_server == "yes", idle_poll=args.idle_poll,
         database_url=args.database_url,
-        server_env={k: environ[k] for k in SERVER_KNOBS if environ.get(k)},
+        server_env={**{k: environ[k] for k in SERVER_KNOBS if environ.get(k)}, **lab_only},
         run_id=check_run_id(args.run_id), remote_workers=remote,
         master_bind=args.master_bind.strip() or "127.0.0.1",
         master_port=int_knob(args.master_port, "LOCUST_MASTER_PORT", 0, 65535) or 0,

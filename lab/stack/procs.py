@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import psutil
 
 from lab.cpus import running_on
+from lab.knobs import LAB_ONLY
 from servers.settings import redact
 
 REPO = Path(__file__).resolve().parents[2]
@@ -178,7 +179,8 @@ def start_server(
         )
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{model}.log"
-    child_env = {**os.environ, **(env or {}), "LAB_DATABASE_URL": database_url, "LAB_HOST": host,
+    inherited = {k: v for k, v in os.environ.items() if k not in LAB_ONLY}  # only when passed in `env`
+    child_env = {**inherited, **(env or {}), "LAB_DATABASE_URL": database_url, "LAB_HOST": host,
                  "PYTHONUNBUFFERED": "1"}
     cmd = [*wrapper, *server_argv(model, port, args)]  # wrapper: e.g. valgrind for make bench
     with log_path.open("wb") as log:

@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from lab import files
-from lab.knobs import SERVER_KNOBS  # passed to every server; a change restarts it
+from lab.knobs import SERVER_KNOBS, lab_only_asked  # passed to every server; a change restarts it
 from lab.stack import database, procs
 from servers.settings import DEFAULT_PORTS, MODELS, redact
 
@@ -63,8 +63,13 @@ def selected(env: Mapping[str, str] = os.environ) -> list[str]:
     return chosen
 
 
-def knobs(env: Mapping[str, str] = os.environ) -> dict[str, str]:
-    return {k: env[k] for k in SERVER_KNOBS if env.get(k)}
+def knobs(env: Mapping[str, str] = os.environ, allow_extra_cpu: bool = False) -> dict[str, str]:
+    """The server knobs set in `env`; a lab-only one only with its opt-in (else StackError)."""
+    try:
+        asked = lab_only_asked(env, allow_extra_cpu)
+    except ValueError as exc:
+        raise StackError(str(exc)) from None
+    return {**{k: env[k] for k in SERVER_KNOBS if env.get(k)}, **asked}
 
 
 # --- state ----------------------------------------------------------------------------------
@@ -148,16 +153,20 @@ def choose_backend(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
 # --- up -------------------------------------------------------------------------------------
 
 
-def up(env: Mapping[str, str] = os.environ) -> int:
+def up(env: Mapping[str, str] = os.environ, allow_extra_cpu: bool = False) -> int:
+    wanted = knobs(env, allow_extra_cpu)  # refuses a lab-only knob before anything starts
     backend, why = choose_backend(env)
     say(f"backend: {backend} ({why})")
     models = selected(env)
     if backend == "compose":
+        if set(wanted) - set(SERVER_KNOBS):
+            raise StackError("the compose stack does not pass lab-only knobs to its servers; run natively "
+                             "(LAB_BACKEND=native) to start servers with them")
         return _compose_up(models, env)
-    return _native_up(models, env)
+    return _native_up(models, env, wanted)
 
 
-def _native_up(models: list[str], env: Mapping[str, str]) -> int:
+def _native_up(models: list[str], env: Mapping[str, str], wanted: dict[str, str]) -> int:
     folder = state_dir(env)
     logs = folder / "logs"
     state = State.load(folder)
@@ -170,7 +179,6 @@ def _native_up(models: list[str], env: Mapping[str, str]) -> int:
         state.backend, state.database_url = "native", url
         state.database = "external" if external else "embedded"
         state.save(folder)
-        wanted = knobs(env)
         for model in models:
             port = port_of(model, env)
             record = state.servers.get(model)
