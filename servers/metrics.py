@@ -1,7 +1,8 @@
 """Request metrics in Prometheus text format, shared by all four servers.
 
 One `Metrics` per process. Multi-process servers merge the JSON snapshots of every worker
-(`merge`) so that /metrics answers for the whole server whichever worker serves it.
+(`merge`) so that /metrics answers for the whole server whichever worker serves it. /metrics ends
+with the process tree's own cost (servers.process_metrics: process_cpu_seconds_total and so on).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from servers import process_metrics
 from servers.contract import METRICS_LABELS
 
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -62,6 +64,7 @@ class Metrics:
         self._hist: dict[str, list[float]] = {}
         self._rejections = dict.fromkeys(REJECTION_REASONS, 0)
         self.connections = 0
+        self.tree_root: int | None = None  # the process whose tree process_* covers; None: this one
         if enabled:
             threading.Thread(target=self._fold_forever, name="metrics-fold", daemon=True).start()
 
@@ -130,7 +133,10 @@ class Metrics:
             }
 
     def render(self, others: Iterable[dict[str, Any]] = ()) -> str:
-        return render(self.model, merge([self.snapshot(), *others]), self.enabled)
+        """The request metrics of this process and `others`, then the process tree's cost (read
+        even with request metrics off: it costs the scrape, not the requests)."""
+        text = render(self.model, merge([self.snapshot(), *others]), self.enabled)
+        return text + process_metrics.render_tree(self.tree_root)
 
 
 def _ignore(item: tuple[int, float]) -> None:

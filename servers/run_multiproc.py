@@ -110,6 +110,7 @@ def _worker(settings: Settings, sock: socket.socket, directory: str, parent: int
         signal.signal(signum, signal.SIG_DFL)  # the loop installs its own handlers
     _die_with_parent(parent)
     app = make_app(settings, metrics_peers=lambda: read_peers(directory, os.getpid()))
+    app_state(app).metrics.tree_root = parent  # process_* sums the supervisor and every worker
     app.cleanup_ctx.append(_snapshot_writer(directory))
     with asyncio.Runner(loop_factory=loop_factory(settings)) as runner:
         runner.run(run_app(app, settings, sock=sock))

@@ -25,11 +25,13 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+import psutil
 import pytest
 
 from lab.stack.procs import ServerProcess
 from servers import contract
 from servers.settings import MODELS
+from tests.conftest import compose_mode
 from tests.contract_client import TIMEOUT, Client, Reply, check_common, metric_value
 
 pytestmark = pytest.mark.integration
@@ -615,6 +617,40 @@ def test_metrics_count_a_request_just_made(
     assert client.get(target).status == status
     # multiproc merges its workers' counts; allow it a moment, bounded.
     assert poll(counted_and_timed), f"{labels} stayed at {count()} (was {before}) or has no histogram"
+
+
+def test_metrics_report_the_process_tree(client: Client, server: ServerProcess,
+                                         request: pytest.FixtureRequest) -> None:
+    """process_* on /metrics is the server's whole tree (multiproc: supervisor and workers) as the
+    OS sees it from outside: the figures a lab on another host takes its headline costs from."""
+    if compose_mode(request.config):
+        pytest.skip("compose mode: the servers' processes are in containers, not visible here")
+    root = psutil.Process(server.pid)
+
+    def tree() -> list[psutil.Process]:
+        return [root, *root.children(recursive=True)]
+
+    def ticks() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in tree())
+
+    config = client.get("/config").json()
+    before = ticks()
+    text = metrics_text(client)
+    after = ticks()
+    procs = tree()
+    assert metric_value(text, "serverlab_process_tree_processes") == len(procs)
+    assert len(procs) == (config["workers"] + 1 if client.model == "multiproc" else 1)
+    # /proc's ticks are 10 ms per process and field: the fine clock lies within that of them.
+    slack = 0.021 * len(procs)
+    cpu = metric_value(text, "process_cpu_seconds_total")
+    assert cpu is not None and before - slack <= cpu <= after + slack
+    rss = metric_value(text, "process_resident_memory_bytes")
+    assert rss is not None and abs(rss - sum(p.memory_info().rss for p in procs)) < 0.05 * rss
+    threads = metric_value(text, "process_threads")
+    assert threads is not None and abs(threads - sum(p.num_threads() for p in procs)) <= 2
+    fds = metric_value(text, "process_open_fds")
+    assert fds is not None and abs(fds - sum(p.num_fds() for p in procs)) <= 4 * len(procs)
+    assert metric_value(text, "process_start_time_seconds") == pytest.approx(root.create_time(), abs=0.05)
 
 
 # --- backpressure -------------------------------------------------------------------------
