@@ -13,7 +13,7 @@ CONSTRAINTS := constraints.txt
 apt_install = command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	echo "==> installing $(2) (apt-get)" && { apt-get install -y -qq $(2) >/dev/null 2>&1 || \
 	{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(2) >/dev/null 2>&1; }; }; } || true
-.PHONY: help venv lock test-fast test test-compose lint bench up down status logs clean load calibrate report compare tune selfcheck claims faults
+.PHONY: help venv lock test-fast test test-compose lint bench up down status logs clean load calibrate report compare tune selfcheck claims faults hosts-up hosts-down hosts-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -93,6 +93,15 @@ status: venv ## what runs, and its health
 
 logs: venv ## tail the logs (FOLLOW=0 prints the last lines and exits)
 	$(PY) -m lab logs $(if $(filter 0,$(FOLLOW)),--no-follow)
+
+hosts-up: venv ## create the test hosts a, b, c (network namespaces on 198.18.0.0/24; needs root)
+	$(PY) -m lab hosts up
+
+hosts-down: venv ## stop what runs on the test hosts and remove them (nothing is left)
+	$(PY) -m lab hosts down
+
+hosts-status: venv ## the test hosts, their addresses and the processes on them
+	$(PY) -m lab hosts status
 
 clean: ## stop everything, remove the database's home (data, log, binaries copy) and the run folder (never reports/)
 	@if [ -x $(PY) ]; then $(PY) -m lab clean; else rm -rf .lab; fi

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "faults": ("lab.faults.suite", "every server through overload, database faults, slow clients, bad input"),
     "claims": ("lab.claims.runner", "the folklore on threads, greenlets and event loops, measured here"),
     "database": ("lab.stack.database", "the embedded PostgreSQL alone: up, down, status, url"),
+    "hosts": ("lab.hosts.cli", "test hosts on this machine (network namespaces): up, down, status"),
 }
 STACK = ("up", "down", "status", "logs", "clean")
 

@@ -1,0 +1,1 @@
+"""Test hosts on this machine (network namespaces) for scale-out runs."""

@@ -1,0 +1,39 @@
+"""Test hosts for the multi-host tests: made by the lab itself, skipped (with why) where refused.
+
+They must not skip in CI: there (CI=true) a refusal fails the test instead, with the same reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from lab.hosts import netns
+
+# Apart from a person's own `make hosts-up` (serverlab, 198.18.0.0/24).
+TEST_PREFIX = "slabtest"
+TEST_SUBNET = "198.19.254.0/24"
+
+
+def require_namespaces() -> None:
+    why = netns.refused()
+    if why is None:
+        return
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"multi-host tests must run in CI, but: {why}", pytrace=False)
+    pytest.skip(f"multi-host tests need network namespaces: {why}")
+
+
+@contextlib.contextmanager
+def made_hosts(prefix: str = TEST_PREFIX, subnet: str = TEST_SUBNET) -> Iterator[netns.TestHosts]:
+    """Hosts a, b, c up for the block (a leftover set from an interrupted run is reused), then down."""
+    require_namespaces()
+    hosts = netns.TestHosts(prefix, subnet)
+    netns.up(hosts)
+    try:
+        yield hosts
+    finally:
+        netns.down(hosts)
