@@ -14,14 +14,14 @@ from typing import Any
 
 import pytest
 
-from lab.bench import bench
+from lab.bench import fleet
 from lab.stack import procs
 from lab.stack.procs import ServerProcess
 
 pytestmark = pytest.mark.integration
 
 POOL_SIZE = 3
-APP_NAMES = {kind: f"serverlab-bare-{kind}" for kind in bench.BARE}
+APP_NAMES = {kind: f"serverlab-bare-{kind}" for kind in fleet.BARE}
 SERVER_OF = {"threaded": "threaded", "gevent": "gevent", "aiohttp": "asyncio"}  # the server a kind serves
 
 
@@ -55,10 +55,10 @@ def references(database_url: str, tmp_path_factory: pytest.TempPathFactory
     log_dir: Path = tmp_path_factory.mktemp("bare-logs")
     started: dict[str, tuple[str, subprocess.Popen[bytes]]] = {}
     try:
-        for kind in bench.BARE:
+        for kind in fleet.BARE:
             port = procs.free_port()
             started[kind] = (f"http://127.0.0.1:{port}",
-                             bench.start_bare(kind, port, database_url, POOL_SIZE, log_dir))
+                             fleet.start_bare(kind, port, database_url, POOL_SIZE, log_dir))
         yield started
     finally:
         for _, popen in started.values():
@@ -71,7 +71,7 @@ def world_shape(item: Any) -> None:
     assert 1 <= item["id"] <= 10_000 and isinstance(item["randomNumber"], int)
 
 
-@pytest.mark.parametrize("kind", list(bench.BARE))
+@pytest.mark.parametrize("kind", list(fleet.BARE))
 def test_a_reference_answers_like_its_server(kind: str, references: dict[str, Any],
                                              servers: dict[str, ServerProcess]) -> None:
     paths = ["/json", "/db", "/queries?queries=20", "/fortunes", "/health", "/ready", "/queries?queries=0",
@@ -92,12 +92,12 @@ def test_a_reference_answers_like_its_server(kind: str, references: dict[str, An
     assert exchange(references[kind][0], ["/nope"])[0][0] == 404
 
 
-@pytest.mark.parametrize("kind", list(bench.BARE))
+@pytest.mark.parametrize("kind", list(fleet.BARE))
 def test_a_reference_holds_its_pool_and_lets_it_go_on_sigterm(kind: str, database_url: str, db: Any,
                                                               tmp_path: Path) -> None:
     before = sessions(db, APP_NAMES[kind])  # other references of this kind may be running
     port = procs.free_port()
-    popen = bench.start_bare(kind, port, database_url, POOL_SIZE, tmp_path)
+    popen = fleet.start_bare(kind, port, database_url, POOL_SIZE, tmp_path)
     try:
         exchange(f"http://127.0.0.1:{port}", ["/db"] * 5)
         assert sessions(db, APP_NAMES[kind]) == before + POOL_SIZE

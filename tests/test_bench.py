@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.bench import bench
+from lab.bench import bench, bench_report, wrk
 from lab.bench import instructions as bench_instructions
-from lab.bench.bench import Sample, Series
+from lab.bench.wrk import Sample, Series
 
 pytestmark = pytest.mark.unit
 
@@ -24,7 +24,7 @@ def series(*cpu_us: float, rps: float = 10_000.0, errors: int = 0) -> Series:
 def report_for(on: Series, off: Series, db: Series | None = None) -> dict[str, object]:
     results = {("threaded", "/json"): on, ("threaded (metrics off)", "/json"): off,
                ("threaded", "/db"): db or series(100.0, 101.0, 99.0)}
-    return bench.build_report(results, ["threaded"], ARGS, [0], [1])
+    return bench_report.build_report(results, ["threaded"], ARGS, [0], [1])
 
 
 def test_a_cost_within_the_target_holds_and_one_beyond_it_is_missed() -> None:
@@ -93,16 +93,16 @@ Transfer/sec:      1.44MB
 
 
 def test_wrk_counts_non_2xx_apart_from_socket_errors() -> None:
-    counts = bench.parse_wrk(WRK_OUTPUT, 2.0)
-    assert counts == bench.WrkCounts(9088.71, 18190, 17, 3)
+    counts = wrk.parse_wrk(WRK_OUTPUT, 2.0)
+    assert counts == wrk.WrkCounts(9088.71, 18190, 17, 3)
     assert counts.errors == 20
 
 
 def test_a_clean_wrk_run_counts_no_errors_and_a_failed_one_nothing() -> None:
     clean = "\n".join(line for line in WRK_OUTPUT.splitlines()
                       if "errors" not in line and "Non-2xx" not in line)
-    assert bench.parse_wrk(clean, 2.0) == bench.WrkCounts(9088.71, 18190, 0, 0)
-    assert bench.parse_wrk("unable to connect to 127.0.0.1:8001 Connection refused\n", 2.0) is None
+    assert wrk.parse_wrk(clean, 2.0) == wrk.WrkCounts(9088.71, 18190, 0, 0)
+    assert wrk.parse_wrk("unable to connect to 127.0.0.1:8001 Connection refused\n", 2.0) is None
 
 
 def test_endpoints_are_named_and_kept_in_the_bench_order() -> None:
@@ -135,8 +135,8 @@ def test_without_references_only_the_servers_are_measured() -> None:
 def test_the_ratio_is_the_reference_cost_over_the_server_cost() -> None:
     lean = series(50.0, 50.0, 50.0, rps=12_000.0)
     heavy = series(80.0, 80.0, 80.0, rps=9_000.0)
-    assert bench.ratios(lean, heavy) == (1.6, 12_000.0 / 9_000.0)  # the server is leaner: above 1
-    assert bench.ratios(heavy, lean) == (0.625, 0.75)
+    assert bench_report.ratios(lean, heavy) == (1.6, 12_000.0 / 9_000.0)  # the server is leaner: above 1
+    assert bench_report.ratios(heavy, lean) == (0.625, 0.75)
 
 
 def test_the_estimate_counts_warm_ups_and_every_repetition() -> None:
@@ -158,7 +158,7 @@ def pair_results(server_us: float, reference_us: float, non2xx: int = 0,
 
 
 def test_a_server_at_least_as_lean_as_its_reference_holds_and_a_heavier_one_is_missed() -> None:
-    held = bench.build_report(pair_results(90.0, 100.0), ["gevent"], ARGS, [0], [1])
+    held = bench_report.build_report(pair_results(90.0, 100.0), ["gevent"], ARGS, [0], [1])
     assert held["data"]["all_hold"] is True
     pair = held["data"]["pairs"][1]
     assert (pair["server"], pair["reference"], pair["endpoint"]) == (
@@ -171,31 +171,31 @@ def test_a_server_at_least_as_lean_as_its_reference_holds_and_a_heavier_one_is_m
     samples = held["data"]["servers"]["gevent"]["metrics_off"]["/json"]["samples"]
     assert [x["cpu_us"] for x in samples] == [90.0, 90.0, 90.0]
 
-    missed = bench.build_report(pair_results(125.0, 100.0), ["gevent"], ARGS, [0], [1])
+    missed = bench_report.build_report(pair_results(125.0, 100.0), ["gevent"], ARGS, [0], [1])
     assert missed["data"]["all_hold"] is False
     assert ("MISS: gevent /json is 0.80x bare gevent+psycopg2's throughput per CPU (125.0 vs 100.0 us per "
             "request; by rps 1.00x) (target at least 1.00x)") in missed["markdown"]
     assert "not settled" not in missed["markdown"]
-    noisy = bench.build_report(pair_results(105.0, 100.0, spread=0.2), ["gevent"], ARGS, [0], [1])
+    noisy = bench_report.build_report(pair_results(105.0, 100.0, spread=0.2), ["gevent"], ARGS, [0], [1])
     assert "0.95x" in noisy["markdown"] and "not settled" in noisy["markdown"]
 
 
 def test_non_2xx_responses_miss_the_target_at_64_connections_and_are_only_shown_at_others() -> None:
-    at_64 = bench.build_report(pair_results(90.0, 100.0, non2xx=2), ["gevent"], ARGS, [0], [1])
+    at_64 = bench_report.build_report(pair_results(90.0, 100.0, non2xx=2), ["gevent"], ARGS, [0], [1])
     assert at_64["data"]["all_hold"] is False
     assert "MISS: gevent: 12 non-2xx responses at -c64" in at_64["markdown"]  # 2 x 3 reps x 2 endpoints
     assert at_64["data"]["non2xx"]["gevent /json"] == 6
     other = argparse.Namespace(**{**vars(ARGS), "connections": 256})
-    at_256 = bench.build_report(pair_results(90.0, 100.0, non2xx=2), ["gevent"], other, [0], [1])
+    at_256 = bench_report.build_report(pair_results(90.0, 100.0, non2xx=2), ["gevent"], other, [0], [1])
     assert at_256["data"]["all_hold"] is True
     assert "NOTE: the non-2xx target holds at -c64; this run used -c256" in at_256["markdown"]
 
 
 def test_the_report_says_when_wrk_waited_after_each_response() -> None:
-    plain = bench.build_report(pair_results(90.0, 100.0), ["gevent"], ARGS, [0], [1])
+    plain = bench_report.build_report(pair_results(90.0, 100.0), ["gevent"], ARGS, [0], [1])
     assert "waiting" not in plain["markdown"]
     paced = argparse.Namespace(**{**vars(ARGS), "think_ms": 1})
-    report = bench.build_report(pair_results(90.0, 100.0), ["gevent"], paced, [0], [1])
+    report = bench_report.build_report(pair_results(90.0, 100.0), ["gevent"], paced, [0], [1])
     assert "wrk -t1 -c64, each connection waiting 1 ms after a response" in report["markdown"]
     assert report["data"]["settings"]["think_ms"] == 1
 
@@ -206,7 +206,7 @@ def test_instruction_counts_replace_only_the_verdicts_they_count() -> None:
                 path): s for (name, path), s in results.items()}
     counted = {"asyncio /json": 100_000.0, "asyncio (metrics off) /json": 99_000.0,
                "asyncio /db": 400_000.0, "bare aiohttp+asyncpg /db": 300_000.0}
-    report = bench.build_report(results, ["asyncio"], ARGS, [0], [1], counted)
+    report = bench_report.build_report(results, ["asyncio"], ARGS, [0], [1], counted)
     texts = [v["text"] for v in report["data"]["verdicts"]]
     assert texts[0].startswith("asyncio: metrics cost +1.0% of /json throughput by instructions")
     assert any(t.startswith("asyncio /json is 1.11x bare aiohttp+asyncpg's throughput per CPU")

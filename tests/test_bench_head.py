@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.bench import bench
+from lab.bench import wrk
 from tests.conftest import debian_tool
 
 pytestmark = pytest.mark.integration
@@ -59,9 +59,9 @@ def test_the_locust_head_is_what_locust_sends(tmp_path: Path) -> None:
     assert seen, "Locust sent no request"
     lines = seen[0].decode("latin-1").split("\r\n")[1:]
     sent = sorted(line for line in lines if line and not line.lower().startswith("host:"))
-    flags = bench.head_flags("locust")
+    flags = wrk.head_flags("locust")
     assert sorted(flags[1::2]) == sent and set(flags[0::2]) == {"-H"}
-    assert bench.head_flags("bare") == []
+    assert wrk.head_flags("bare") == []
 
 
 
@@ -87,7 +87,7 @@ def _gaps(think_ms: int) -> list[float]:
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
     thread.start()
     try:
-        bench.run_wrk(f"http://127.0.0.1:{server.server_address[1]}/json", 1, 1, None, "locust", think_ms)
+        wrk.run_wrk(f"http://127.0.0.1:{server.server_address[1]}/json", 1, 1, None, "locust", think_ms)
     finally:
         server.shutdown()
         thread.join(10)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from lab import fmt
+from lab.report import run_plots, run_tables, runs
 from lab.report import run_report as report
 from lab.results import headline
 
@@ -53,7 +54,7 @@ def load(run: Path) -> dict[str, Any]:
 
 
 def verdicts(run: Path) -> dict[str, headline.Verdict]:
-    return {s: headline.verdict(s, es) for s, es in report.by_scenario(load(run))}
+    return {s: headline.verdict(s, es) for s, es in runs.by_scenario(load(run))}
 
 
 # --- parsing what was written ----------------------------------------------------------------------------
@@ -287,8 +288,8 @@ def test_report_files_tables_agree_and_hold_the_figures(run_a: Path) -> None:
     for scenario, rows in html.items():
         assert rows == md[scenario], scenario
         assert [r[0] for r in rows] == ["asyncio", "threaded"]
-        assert len(rows[0]) == len(report.COLUMNS)
-    header = [c.header for c in report.COLUMNS]
+        assert len(rows[0]) == len(run_tables.COLUMNS)
+    header = [c.header for c in run_tables.COLUMNS]
     writes = dict(zip(header, html["writes"][1], strict=True))  # threaded
     data = load(run_a)
     e = next(x for x in data["results"] if x["server"] == "threaded" and x["scenario"] == "writes")
@@ -305,7 +306,7 @@ def test_report_files_tables_agree_and_hold_the_figures(run_a: Path) -> None:
 def test_every_plot_is_there_and_has_data(run_a: Path) -> None:
     html_path, _ = report.build(run_a)
     parsed = parse_html(html_path)
-    expected = {f"{s}/{k}" for s in ("json", "writes", "db") for k in report.PLOT_KINDS}
+    expected = {f"{s}/{k}" for s in ("json", "writes", "db") for k in run_plots.PLOT_KINDS}
     ids = [p["data-plot"] for p in parsed.plots]
     assert len(ids) == len(expected) == 30 and set(ids) == expected
     for plot in parsed.plots:
@@ -371,10 +372,10 @@ def test_rebuilds_results_json_from_the_raw_files(tmp_path: Path) -> None:
 
 def test_db_connections_of_another_server_are_subtracted_in_the_chart(tmp_path: Path) -> None:
     run = copy_run(DATA / "basic", tmp_path)
-    data = report.load_results(run)
+    data = runs.load_results(run)
     e = next(x for x in data["results"] if x["server"] == "asyncio" and x["scenario"] == "json")
     assert e["db_sessions_other"] == 20
-    cols, whole = report.resource_series(run, e, e["repetitions"][0])
+    cols, whole = run_plots.resource_series(run, e, e["repetitions"][0])
     assert whole and max(v for v in cols["db_connections"] if v is not None) == e["db_connections_peak"] == 1
 
 

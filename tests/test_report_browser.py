@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.report import run_plots, runs
 from lab.report import run_report as report
 from tests.conftest import debian_tool
 
@@ -127,8 +128,8 @@ def test_report_renders_every_plot_without_errors(chromium: Path, tmp_path: Path
     run = tmp_path / Path(source).name
     shutil.copytree(DATA / source, run)  # basic: raw files only, so results.json is built from them
     html_path, _ = report.build(run)
-    scenarios = [s for s, _ in report.by_scenario(report.load_results(run))]
-    expected = {f"{s}/{k}" for s in scenarios for k in report.PLOT_KINDS}
+    scenarios = [s for s, _ in runs.by_scenario(runs.load_results(run))]
+    expected = {f"{s}/{k}" for s in scenarios for k in run_plots.PLOT_KINDS}
 
     done = browse(chromium, html_path.as_uri(), "--dump-dom", f"--window-size={WIDTH},900")
     assert console_messages(done.stderr) == [], "console messages (JavaScript errors?)"

@@ -19,6 +19,7 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from lab.results import build as results
+from lab.results import generator, openmodel, records, resources
 
 pytestmark = pytest.mark.unit
 
@@ -78,7 +79,7 @@ def test_rps_is_requests_over_the_measured_window_and_median_of_reps(basic: Path
             record_dir = basic / e["server"] / e["scenario"] / f"rep-{rep['rep']}" / "records"
             shape = load_json(record_dir / "shape.json")
             window = shape["measure_end"] - shape["measure_start"]
-            requests = sum(r["requests"] for r in results.load_records(record_dir))
+            requests = sum(r["requests"] for r in records.load_records(record_dir))
             assert rep["requests"] == requests > 0
             assert rep["rps"] == pytest.approx(requests / window, abs=0.1)
             assert rep["window"]["seconds"] == pytest.approx(window, abs=1e-3)
@@ -110,13 +111,13 @@ def test_locust_workers_records_are_merged(workers: Path) -> None:
     e = entry(data, "asyncio", "ramp")
     rep = e["repetitions"][0]
     record_dir = workers / "asyncio" / "ramp" / "rep-1" / "records"
-    records = results.load_records(record_dir)
-    assert len(records) == 2 and {r["role"] for r in records} == {"worker"}
+    recs = records.load_records(record_dir)
+    assert len(recs) == 2 and {r["role"] for r in recs} == {"worker"}
     assert rep["locust_processes"] == 2
-    assert rep["requests"] == sum(r["requests"] for r in records)
-    merged = results.merge(r["latency_ok_us"] for r in records)
+    assert rep["requests"] == sum(r["requests"] for r in recs)
+    merged = records.merge(r["latency_ok_us"] for r in recs)
     assert rep["latency_ms"]["count"] == merged.get_total_count()
-    singles = [lat for r in records if (lat := results.latency_ms(HdrHistogram.decode(r["latency_ok_us"])))]
+    singles = [lat for r in recs if (lat := records.latency_ms(HdrHistogram.decode(r["latency_ok_us"])))]
     assert min(s["p50"] for s in singles) <= rep["latency_ms"]["p50"] <= max(s["p50"] for s in singles)
     assert rep["latency_ms"]["max"] == max(s["max"] for s in singles)
     # Two workers: the generator CPU covers both, and the busiest decides.
@@ -217,12 +218,12 @@ def test_generator_bound_by_ceiling_and_by_cpu(basic: Path) -> None:
     data = results.build(basic)
     assert not any(e["generator_bound"] for e in data["results"] if e["generator"]["cpu_percent_mean"] < 90)
 
-    bound, reasons, _ = results.generator_verdict(95.0, 100.0, {"ceiling_rps": 1e9})
+    bound, reasons, _ = generator.generator_verdict(95.0, 100.0, {"ceiling_rps": 1e9})
     assert bound and "95% of a core" in reasons[0]
-    bound, reasons, ceiling = results.generator_verdict(50.0, 900.0, {"ceiling_rps": 1000.0})
+    bound, reasons, ceiling = generator.generator_verdict(50.0, 900.0, {"ceiling_rps": 1000.0})
     assert bound and ceiling == 1000.0 and "90%" in reasons[0]
-    assert results.generator_verdict(50.0, 800.0, {"ceiling_rps": 1000.0})[0] is False
-    assert results.generator_verdict(None, None, None) == (False, [], None)
+    assert generator.generator_verdict(50.0, 800.0, {"ceiling_rps": 1000.0})[0] is False
+    assert generator.generator_verdict(None, None, None) == (False, [], None)
 
 
 def test_missing_samples_and_a_failed_repetition_are_reported(basic: Path) -> None:
@@ -242,14 +243,14 @@ def test_latency_percentiles_of_known_values() -> None:
     h = HdrHistogram(1, 120_000_000, 3)
     for ms in range(1, 1001):  # 1, 2, ... 1000 ms, one request each
         h.record_value(ms * 1000)
-    lat = results.latency_ms(h)
+    lat = records.latency_ms(h)
     assert lat is not None and lat["count"] == 1000
     assert lat["p50"] == pytest.approx(500, rel=1e-3)
     assert lat["p90"] == pytest.approx(900, rel=1e-3)
     assert lat["p99"] == pytest.approx(990, rel=1e-3)
     assert lat["p99_9"] == pytest.approx(999, rel=1e-3)
     assert lat["max"] == pytest.approx(1000, rel=1e-3)
-    assert results.latency_ms(HdrHistogram(1, 120_000_000, 3)) is None
+    assert records.latency_ms(HdrHistogram(1, 120_000_000, 3)) is None
 
 
 def test_resources_cut_the_window_and_price_connections() -> None:
@@ -263,7 +264,7 @@ def test_resources_cut_the_window_and_price_connections() -> None:
     samples = [sample(0, 40_000_000, 0, 0), sample(1, 41_000_000, 0, 2),  # idle, before the window
                sample(2, 50_000_000, 100, 10), sample(3, 51_000_000, 100, 10),  # the window
                sample(9, 90_000_000, 0, 0)]  # after it
-    res = results.resources(samples, 2.0, 3.0)
+    res = resources.resources(samples, 2.0, 3.0)
     assert res["samples"] == 2
     assert res["rss_peak_bytes"] == 51_000_000 and res["rss_mean_bytes"] == 50_500_000
     assert res["rss_baseline_bytes"] == 41_000_000  # the last sample with no client connected
@@ -272,7 +273,7 @@ def test_resources_cut_the_window_and_price_connections() -> None:
     assert res["rejections"] == 0  # a counter: its growth inside the window
     # Without tcp counts the server's own gauge is used, less the scrape's connection.
     del samples[2]["tcp"], samples[3]["tcp"]
-    assert results.resources(samples, 2.0, 3.0)["client_connections_peak"] == 100
+    assert resources.resources(samples, 2.0, 3.0)["client_connections_peak"] == 100
 
 
 def test_cli_rebuilds_results_json(basic: Path) -> None:
@@ -304,21 +305,21 @@ def _step(rate: float, *, meets: bool = True, limited: bool = False, achieved: f
 
 
 def test_capacity_is_the_last_step_that_held_and_a_generator_miss_is_never_the_servers() -> None:
-    cap = results.capacity([_step(40), _step(80), _step(160, meets=False)], 200)
+    cap = openmodel.capacity([_step(40), _step(80), _step(160, meets=False)], 200)
     assert cap and cap["capacity_rps"] == 80 and cap["limited_by"] == "server" and cap["knee_rate"] == 160
     # The generator lagged on a step that missed: the miss may be the generator's, so it is no knee.
-    cap = results.capacity([_step(40), _step(80, meets=False, limited=True)], 200)
+    cap = openmodel.capacity([_step(40), _step(80, meets=False, limited=True)], 200)
     assert cap and cap["capacity_rps"] == 40 and cap["limited_by"] == "generator"
     # It lagged on a step the server met at the full rate: latency counted from the schedule already
     # holds the lag, so the step stands.
-    cap = results.capacity([_step(40, limited=True), _step(80, meets=False)], 200)
+    cap = openmodel.capacity([_step(40, limited=True), _step(80, meets=False)], 200)
     assert cap and cap["capacity_rps"] == 40 and cap["limited_by"] == "server"
     # A higher step that held after the miss does not move the knee; it is said, and recorded.
-    cap = results.capacity([_step(40), _step(80, meets=False), _step(160), _step(320, meets=False)], 200)
+    cap = openmodel.capacity([_step(40), _step(80, meets=False), _step(160), _step(320, meets=False)], 200)
     assert cap and cap["capacity_rps"] == 40 and cap["knee_rate"] == 80 and cap["held_again_rate"] == 160
     assert "160/s met the SLO again" in cap["note"] and "REPS=" in cap["note"]
-    assert results.capacity([_step(40), _step(80, meets=False)], 200)["held_again_rate"] is None  # type: ignore[index]
+    assert openmodel.capacity([_step(40), _step(80, meets=False)], 200)["held_again_rate"] is None  # type: ignore[index]
     # ...unless the rate was not delivered (dropped starts, or too few sent).
     for short in (_step(40, limited=True, dropped=3), _step(40, limited=True, achieved=30)):
-        cap = results.capacity([short, _step(80)], 200)
+        cap = openmodel.capacity([short, _step(80)], 200)
         assert cap and cap["capacity_rps"] is None and cap["limited_by"] == "generator"

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lab.load import sampler
+from lab.load import budget, proctree, sampler
 from lab.stack import procs
 
 pytestmark = pytest.mark.integration
@@ -73,7 +73,7 @@ def test_asyncio_server_under_load(server_factory, database_url: str, tmp_path: 
     header, samples, footer = sampler.read_samples(out)
     assert header["kind"] == "header" and header["pid"] == server.pid
     assert header["app_name"] == "serverlab-asyncio"
-    assert header["interval"] == sampler.DEFAULT_INTERVAL and header["sampler_pid"] == popen.pid
+    assert header["interval"] == budget.DEFAULT_INTERVAL and header["sampler_pid"] == popen.pid
     assert header["ports"] == [server.port]
     assert len(samples) >= 6
     overall, typical = _rate(samples)
@@ -204,7 +204,7 @@ def test_cpu_of_a_tree_with_children() -> None:
     parent = subprocess.Popen([sys.executable, "-c", f"import subprocess, sys\n"
                                f"subprocess.run([sys.executable, '-c', {BUSY!r}])"], stdin=subprocess.DEVNULL)
     try:
-        tree = sampler.ProcessTree([parent.pid])
+        tree = proctree.ProcessTree([parent.pid])
         for _ in range(50):  # until the child shows up (bounded: 5 s)
             if len(tree.pids()) == 2:
                 break
@@ -215,7 +215,7 @@ def test_cpu_of_a_tree_with_children() -> None:
         assert stats.processes == 2 and stats.root_alive and stats.threads >= 2
         assert stats.cpu_percent > 0  # the busy child's (its parent only waits): however shared the CPU
     finally:
-        for child in sampler.ProcessTree([parent.pid]).pids()[1:]:
+        for child in proctree.ProcessTree([parent.pid]).pids()[1:]:
             os.kill(child, 9)
         _kill(parent)
 

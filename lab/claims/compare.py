@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.claims import report
-from lab.report import run_report
+from lab.report import markup
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports"
 
@@ -82,7 +82,7 @@ def render_html(a: dict[str, Any], b: dict[str, Any]) -> str:
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>claims {escape(a['id'])} vs {escape(b['id'])}</title>"
-        f"<style>{run_report.CSS}{report.VERDICT_CSS}</style></head><body><main>"
+        f"<style>{markup.CSS}{report.VERDICT_CSS}</style></head><body><main>"
         f"<header><h1>Claims compared: {escape(a['id'])} (A) vs {escape(b['id'])} (B)</h1>"
         f'<p class="sub">A: {escape(report.machine_line(a))}<br>'
         f"B: {escape(report.machine_line(b))}</p></header>"

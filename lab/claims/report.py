@@ -8,7 +8,7 @@ from typing import Any
 
 from lab.claims import stats
 from lab.report import svgplot
-from lab.report.run_report import CSS
+from lab.report.markup import CSS
 from lab.stack import idle
 
 KiB = 1024.0

@@ -215,7 +215,8 @@ def measure(load_cpus: list[int] | None, server_cpus: list[int] | None, workers:
 
 def _measure(target: subprocess.Popen[bytes], port: int, out_dir: Path, load_cpus: list[int] | None,
              server_cpus: list[int] | None, workers: int, duration: float, users: int) -> dict[str, Any]:
-    from lab.results import build as results  # results imports the sampler, which is heavy: when needed
+    from lab.results.generator import generator_cpu  # imported when needed, as the others below
+    from lab.results.records import latency_ms, load_records, merge
 
     target_proc = psutil.Process(target.pid)
     target_polls: list[tuple[float, float]] = []
@@ -238,7 +239,7 @@ def _measure(target: subprocess.Popen[bytes], port: int, out_dir: Path, load_cpu
         log = out_dir / "locust.log"
         raise CalibrationError(f"Locust did not finish the calibration run ({outcome}, exit {codes}); "
                                f"read {log}:\n{procs.log_tail(log, 15)}")
-    records = results.load_records(job.records)
+    records = load_records(job.records)
     shape = json.loads((job.records / "shape.json").read_text(encoding="utf-8"))
     start, end = shape["measure_start"], shape["measure_end"]
     requests = sum(r["requests"] for r in records)
@@ -246,11 +247,11 @@ def _measure(target: subprocess.Popen[bytes], port: int, out_dir: Path, load_cpu
     if not requests:
         raise CalibrationError(f"the calibration run sent no requests; read {out_dir / 'locust.log'}")
     rps = requests / (end - start)
-    gen = results.generator_cpu({"generator": {"polls": job.polls, "load_pids": job.load_pids}}, start, end)
+    gen = generator_cpu({"generator": {"polls": job.polls, "load_pids": job.load_pids}}, start, end)
     inside = [p for p in target_polls if start - 0.6 <= p[0] <= end + 0.6]
     target_cpu = (100 * (inside[-1][1] - inside[0][1]) / (inside[-1][0] - inside[0][0])
                   if len(inside) >= 2 and inside[-1][0] > inside[0][0] else None)
-    lat = results.latency_ms(results.merge(r["latency_ok_us"] for r in records))
+    lat = latency_ms(merge(r["latency_ok_us"] for r in records))
     entry = {
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "measured_ts": time.time(),
@@ -277,7 +278,8 @@ def measure_open(port: int, out_dir: Path, load_cpus: list[int] | None,
                  target: subprocess.Popen[bytes]) -> dict[str, Any]:
     """The open model against the canned target: per offered rate, the share of late starts and
     Locust's CPU; the sustainable rate is the highest before the first rate it could not keep."""
-    from lab.results import build as results
+    from lab.results.openmodel import LAG_P99_LIMIT_MS, merge_steps, open_steps
+    from lab.results.records import load_records
 
     open_dir = out_dir / "open"
     open_dir.mkdir(parents=True, exist_ok=True)
@@ -298,14 +300,14 @@ def measure_open(port: int, out_dir: Path, load_cpus: list[int] | None,
                                f"{procs.log_tail(log, 15)}")
     shape = json.loads(shape_file.read_text(encoding="utf-8"))
     run = {"generator": {"polls": job.polls, "load_pids": job.load_pids}}
-    acc = results.merge_steps(results.load_records(job.records))
-    steps = results.open_steps(shape, acc, shape["measure_start"], run, None, 1e9)
+    acc = merge_steps(load_records(job.records))
+    steps = open_steps(shape, acc, shape["measure_start"], run, None, 1e9)
     sustainable = None
     for st in steps:
         if st["generator_limited"]:
             break
         sustainable = st["rate"]
-    return {"open_sustainable_rps": sustainable, "open_lag_limit_ms": results.LAG_P99_LIMIT_MS,
+    return {"open_sustainable_rps": sustainable, "open_lag_limit_ms": LAG_P99_LIMIT_MS,
             "open_steps": [{k: st[k] for k in ("rate", "achieved_rps", "late_share", "start_lag_p99_ms",
                                                "generator_cpu_percent", "p99_ms")} for st in steps]}
 

@@ -46,6 +46,7 @@ from lab.load.settings import RunError, Settings, build_parser, from_args, say
 from lab.load.writes import WRITE_SCENARIOS, check_writes
 from lab.report import run_report as report
 from lab.results import build as results
+from lab.results.records import ResultsError
 from lab.stack import cpu_budget, database, idle, procs
 from loadtests import catalogue
 from servers.settings import redact
@@ -578,7 +579,7 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
 
     try:
         out = results.write(run_dir)
-    except results.ResultsError as exc:
+    except ResultsError as exc:
         say(f"could not build results.json: {exc}")
         return exit_status or 1
     data = json.loads(out.read_text(encoding="utf-8"))

@@ -40,473 +40,48 @@ import contextlib
 import json
 import math
 import os
-import re
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
 import psutil
-import psycopg2
 
+from lab.load.budget import (
+    DEEP_LEAST,
+    DEEP_MOST,
+    DEEP_SHARE,
+    DEFAULT_BUDGET_PERCENT,
+    DEFAULT_INTERVAL,
+    TCP_MOST,
+    TCP_SHARE,
+    USS_MOST,
+    USS_SHARE,
+    Stride,
+)
+from lab.load.gauges import DbCounter, MetricsScraper
+from lab.load.proctree import ProcessTree
+from lab.load.sockdiag import LISTEN_ONLY, TCP_STATES, SockDiag
 from lab.stack.cpu_budget import read_usage
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_VERSION = 1
-DEFAULT_INTERVAL = 0.25
 DEFAULT_MAX_SECONDS = 3600.0
 MAX_MAX_SECONDS = 7 * 24 * 3600.0
 DEFAULT_USS_EVERY = 4  # smaps_rollup costs ~1 ms per 50 MB process here: at most 1 Hz by default
-DEFAULT_BUDGET_PERCENT = 1.5  # of one core, for the sampler's own CPU
-# Expensive parts run every n-th sample, n adapted to keep each within its share of the budget
-# (the rest, about 0.3 of it, is what every sample costs: /proc/<pid>/stat, database, /metrics):
-TCP_SHARE, TCP_MOST = 0.40, 8  # tcp: every sample while cheap, at least every 8th (2 s)
-USS_SHARE, USS_MOST = 0.25, 40  # USS/PSS: every uss_every-th sample at most, at least every 40th
-DEEP_SHARE, DEEP_LEAST, DEEP_MOST = 0.05, 8, 400  # all threads' children files (see ProcessTree.pids)
-_DEFAULT_BUDGET_SECONDS = DEFAULT_INTERVAL * DEFAULT_BUDGET_PERCENT / 100  # CPU per sample
-SAMPLER_APP_NAME = "serverlab-sampler"
-METRICS_TIMEOUT = 0.5
-DB_RETRY_SECONDS = 2.0
 PORT_DISCOVERY_SECONDS = 1.0
-FEW_THREADS = 4  # up to this many threads, every thread's children file is read every sample
-DEEP_AFTER_LOSS = 8  # all threads' files for this many samples after a process of the tree ended
-MAX_PROCESSES = 4096
-
-TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
-              6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
-              12: "SYN_RECV"}  # 12 is the kernel's NEW_SYN_RECV (a request socket); ss shows SYN-RECV too
-DB_STATES = ("active", "idle", "idle in transaction")
-METRIC_FIELDS = {
-    "serverlab_pool_size": "pool_size",
-    "serverlab_pool_in_use": "pool_in_use",
-    "serverlab_pool_waiting": "pool_waiting",
-    "serverlab_rejections_total": "rejections",  # summed over reasons
-    "serverlab_inflight_requests": "inflight",
-    "serverlab_open_connections": "open_connections",
-    "serverlab_processes": "processes",
-}
-_METRIC_LINE = re.compile("^(" + "|".join(METRIC_FIELDS) + r")(?:\{[^}\n]*\})? (\S+)$", re.MULTILINE)
-_HAS_CHILDREN_FILES = os.path.exists(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
 
 
 class SamplerError(RuntimeError):
     """Bad arguments or a sampler that did not start; the message says what to do."""
 
-
-class Stride:
-    """Runs an expensive part every n-th sample, n chosen so that its mean CPU cost per sample stays
-    within `share` seconds: never more often than every `least`-th sample, never rarer than `most`."""
-
-    def __init__(self, least: int, most: int, share: float) -> None:
-        self.least, self.most, self.share = least, max(least, most), share
-        self.every = least
-        self.runs = 0
-        self._left = 0
-        self._cost = 0.0
-
-    def due(self) -> bool:
-        self._left -= 1
-        if self._left > 0:
-            return False
-        self._left = self.every
-        return True
-
-    def took(self, seconds: float) -> None:
-        self.runs += 1
-        self._cost = seconds if self.runs == 1 else 0.7 * self._cost + 0.3 * seconds
-        wanted = math.ceil(self._cost / self.share) if self.share > 0 else self.least
-        self.every = min(self.most, max(self.least, wanted))
-
-
-# --- the process tree ------------------------------------------------------------------------------
-
-
-def _child_pids(pid: int, all_threads: bool) -> list[int]:
-    """Children of pid from /proc/<pid>/task/<tid>/children (a child belongs to the thread that forked it)."""
-    base = f"/proc/{pid}/task"
-    try:
-        tids = os.listdir(base) if all_threads else [str(pid)]
-    except OSError:
-        return []
-    found: list[int] = []
-    for tid in tids:
-        try:
-            with open(f"{base}/{tid}/children", "rb") as fh:
-                found.extend(int(x) for x in fh.read().split())
-        except OSError:  # the thread or process ended meanwhile
-            continue
-    return found
-
-
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _read_stat(pid: int) -> tuple[bytes, float, int, int, float] | None:
-    """(state, CPU seconds, threads, RSS bytes, start in seconds since boot) from /proc/<pid>/stat.
-
-    One read per process: psutil's oneshot() needs three files and costs three times as much here.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    f = data[data.rindex(b")") + 2 :].split()  # the command name may hold spaces and parentheses
-    cpu = (int(f[11]) + int(f[12])) / _CLK_TCK  # utime + stime
-    return f[0], cpu, int(f[17]), int(f[21]) * _PAGE_SIZE, int(f[19]) / _CLK_TCK
-
-
-def _count_fds(pid: int) -> int:
-    try:  # Linux 6.2+ gives the count as the directory's size: no listing of thousands of sockets
-        return os.stat(f"/proc/{pid}/fd").st_size or len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return 0
-
-
-def _read_uss_pss(pid: int) -> tuple[int, int] | None:
-    """(USS, PSS) in bytes from /proc/<pid>/smaps_rollup: the kernel walks the page tables (about
-    1 ms per 50 MB process on the lab machine), hence only every uss_every-th sample."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup", "rb") as fh:
-            lines = fh.read().splitlines()
-    except OSError:
-        return None
-    kb = {line.split(b":", 1)[0]: int(line.split()[1]) for line in lines if line.endswith(b" kB")}
-    return (kb.get(b"Private_Clean", 0) + kb.get(b"Private_Dirty", 0)) * 1024, kb.get(b"Pss", 0) * 1024
-
-
-def _since_boot() -> float:
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-@dataclass
-class TreeStats:
-    processes: int = 0
-    rss: int = 0
-    uss: int | None = None
-    pss: int | None = None
-    cpu_seconds: float = 0.0  # CPU used since the previous measure()
-    wall_seconds: float = 0.0
-    threads: int = 0
-    fds: int = 0
-    root_alive: bool = False
-    uss_seconds: float = 0.0  # CPU spent reading smaps_rollup
-
-    @property
-    def cpu_percent(self) -> float:
-        return round(100.0 * self.cpu_seconds / self.wall_seconds, 2) if self.wall_seconds > 0 else 0.0
-
-
-class ProcessTree:
-    """Process trees below some root pids, re-listed on every measure() (workers come and go)."""
-
-    def __init__(self, roots: Sequence[int], deep: Stride | None = None) -> None:
-        self.roots = list(dict.fromkeys(roots))
-        self.live: list[int] = []  # the tree at the last measure()
-        self.deep = deep or Stride(DEEP_LEAST, DEEP_MOST, DEEP_SHARE * _DEFAULT_BUDGET_SECONDS)
-        self._cpu: dict[int, float] = {}
-        self._threads: dict[int, int] = {}
-        self._deep_left = 0
-        self._last_boot = _since_boot()
-        self._last_mono = time.monotonic()
-
-    def pids(self) -> list[int]:
-        """The roots and all their descendants, parents before children."""
-        if not _HAS_CHILDREN_FILES:  # a kernel without CONFIG_PROC_CHILDREN: psutil scans all of /proc
-            found = []
-            for root in self.roots:
-                with contextlib.suppress(psutil.Error):
-                    found += [root, *(c.pid for c in psutil.Process(root).children(recursive=True))]
-            return list(dict.fromkeys(found))
-        # A child is listed under the thread that forked it. Reading every thread's file each sample
-        # is costly for a thread-per-connection server: processes with many threads get their main
-        # thread's file each sample and all files every `deep.every`-th sample, and for a while
-        # after one of the tree ended (a replacement may come from any thread).
-        deep = self.deep.due() or self._deep_left > 0
-        self._deep_left = max(0, self._deep_left - 1)
-        started = time.thread_time()
-        order: list[int] = []
-        seen: set[int] = set()
-        queue = list(self.roots)
-        for pid in queue:  # grows while walking; bounded by MAX_PROCESSES
-            if pid in seen:
-                continue
-            seen.add(pid)
-            order.append(pid)
-            if len(queue) < MAX_PROCESSES:
-                threads = self._threads.get(pid)  # None: not seen yet
-                every = threads is None or (threads > 1 and (deep or threads <= FEW_THREADS))
-                queue += _child_pids(pid, every)
-        if deep:
-            self.deep.took(time.thread_time() - started)
-        return order
-
-    def measure(self, *, full: bool = True, uss: bool = False) -> TreeStats:
-        """CPU since the last call; with full, memory, threads and fds too; with uss, USS and PSS."""
-        now_boot, now_mono = _since_boot(), time.monotonic()
-        stats = TreeStats(wall_seconds=now_mono - self._last_mono)
-        memory: list[int] | None = [0, 0] if uss else None
-        live: list[int] = []
-        cpu: dict[int, float] = {}
-        threads: dict[int, int] = {}
-        for pid in self.pids():
-            stat = _read_stat(pid)
-            if stat is None or stat[0] == b"Z":  # ended, or a zombie not reaped yet
-                continue
-            _state, used, threads[pid], rss, started = stat
-            live.append(pid)
-            before = self._cpu.get(pid)
-            if before is None:  # new: all its CPU falls in this interval if it started in it
-                before = 0.0 if started >= self._last_boot else used
-            stats.cpu_seconds += max(0.0, used - before)
-            cpu[pid] = used
-            if full:
-                stats.threads += threads[pid]
-                stats.rss += rss
-                stats.fds += _count_fds(pid)
-            if memory is not None:
-                clock = time.thread_time()
-                got = _read_uss_pss(pid)
-                stats.uss_seconds += time.thread_time() - clock
-                memory = None if got is None else [memory[0] + got[0], memory[1] + got[1]]
-        if memory is not None:
-            stats.uss, stats.pss = memory
-        stats.processes = len(live)
-        stats.root_alive = bool(self.roots) and self.roots[0] in cpu
-        if any(pid not in cpu for pid in self.live):
-            self._deep_left = DEEP_AFTER_LOSS
-        self.live, self._cpu, self._threads = live, cpu, threads
-        self._last_boot, self._last_mono = now_boot, now_mono
-        return stats
-
-    def socket_inodes(self) -> set[int]:
-        """Inodes of the sockets the tree's processes hold (one readlink per descriptor: not per sample)."""
-        inodes: set[int] = set()
-        for pid in self.live or self.pids():
-            base = f"/proc/{pid}/fd"
-            try:
-                fds = os.listdir(base)
-            except OSError:
-                continue
-            for fd in fds:
-                try:
-                    link = os.readlink(f"{base}/{fd}")
-                except OSError:
-                    continue
-                if link.startswith("socket:["):
-                    inodes.add(int(link[8:-1]))
-        return inodes
-
-
-# --- TCP sockets by state, from the kernel's sock_diag netlink interface ---------------------------
-
-_NETLINK_SOCK_DIAG = 4
-_SOCK_DIAG_BY_FAMILY = 20
-_NLM_F_REQUEST_DUMP = 0x301
-_NLMSG_ERROR, _NLMSG_DONE = 2, 3
-_BC_JMP, _BC_S_EQ = 1, 11
-_INET_DIAG_REQ_BYTECODE = 1
-_ALL_STATES = 0xFFFFFFFF
-_LISTEN_ONLY = 1 << 10
-
-
-def _port_filter(ports: Sequence[int]) -> bytes:
-    """inet_diag bytecode: source port is one of ports (the kernel's OR, built as `ss` builds it)."""
-    ops = b""
-    for i, port in enumerate(ports):
-        ops += struct.pack("=BBH", _BC_S_EQ, 8, 12) + struct.pack("=BBH", 0, 0, port)
-        if i < len(ports) - 1:  # matched: jump past the remaining tests to the end (accept)
-            ops += struct.pack("=BBH", _BC_JMP, 4, 12 * (len(ports) - 1 - i))
-    return struct.pack("=HH", 4 + len(ops), _INET_DIAG_REQ_BYTECODE) + ops
-
-
-class SockDiag:
-    """TCP sockets (state, local port, inode) of one address family, dumped by the kernel."""
-
-    def __init__(self) -> None:
-        self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, _NETLINK_SOCK_DIAG)
-        self._sock.settimeout(2.0)
-        self._seq = 0
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def _messages(self, family: int, states: int, ports: Sequence[int]) -> Iterator[tuple[bytes, int]]:
-        """(buffer, offset) of each inet_diag_msg in the kernel's answer."""
-        self._seq += 1
-        req = struct.pack("=BBBBI", family, socket.IPPROTO_TCP, 0, 0, states) + bytes(48)
-        if ports:
-            req += _port_filter(ports)
-        self._sock.sendall(struct.pack("=IHHII", 16 + len(req), _SOCK_DIAG_BY_FAMILY, _NLM_F_REQUEST_DUMP,
-                                       self._seq, 0) + req)
-        for _ in range(100_000):  # 64 KiB per read: enough for millions of sockets
-            data = self._sock.recv(65536)
-            off = 0
-            while off + 16 <= len(data):
-                length, kind, _flags, seq, _pid = struct.unpack_from("=IHHII", data, off)
-                if length < 16:
-                    raise OSError("sock_diag: malformed netlink message")
-                if seq == self._seq:  # else the tail of an earlier, abandoned dump
-                    if kind == _NLMSG_DONE:
-                        return
-                    if kind == _NLMSG_ERROR:
-                        err = -struct.unpack_from("=i", data, off + 16)[0]
-                        raise OSError(err, f"sock_diag: {os.strerror(err)}")
-                    yield data, off + 16
-                off += (length + 3) & ~3
-        raise OSError("sock_diag: the dump did not end")
-
-    def sockets(self, family: int, states: int) -> list[tuple[int, int, int]]:
-        """(state, local port, inode) of each socket in the given states."""
-        # inet_diag_msg: family, state, timer, retrans, then the sockid (source port first), ... inode at 68
-        return [(data[o + 1], int.from_bytes(data[o + 4 : o + 6], "big"),
-                 int.from_bytes(data[o + 68 : o + 72], sys.byteorder))
-                for data, o in self._messages(family, states, ())]
-
-    def count_states(self, family: int, ports: Sequence[int]) -> dict[int, int]:
-        """Sockets by state whose local port is one of ports (filtered in the kernel)."""
-        counts: dict[int, int] = {}
-        for data, o in self._messages(family, _ALL_STATES, ports):
-            state = data[o + 1]
-            counts[state] = counts.get(state, 0) + 1
-        return counts
-
-
-# --- database and /metrics --------------------------------------------------------------------------
-
-_DB_QUERY = ("SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity "
-             "WHERE application_name = %s GROUP BY 1")
-
-
-class DbCounter:
-    """pg_stat_activity rows of one application_name, over one persistent autocommit connection."""
-
-    def __init__(self, url: str, app_name: str) -> None:
-        self.url, self.app_name = url, app_name
-        self.conn: Any = None
-        self.errors = 0
-        self.last_error: str | None = None
-        self._retry_at = 0.0
-
-    def count(self) -> dict[str, int] | None:
-        try:
-            if self.conn is None:
-                if time.monotonic() < self._retry_at:
-                    return None
-                # autocommit: pg_stat_activity is a per-transaction snapshot, so each query needs its own
-                self.conn = psycopg2.connect(self.url, application_name=SAMPLER_APP_NAME, connect_timeout=2,
-                                             options="-c statement_timeout=1000")
-                self.conn.autocommit = True
-            with self.conn.cursor() as cur:
-                cur.execute(_DB_QUERY, (self.app_name,))
-                rows = cur.fetchall()
-        except psycopg2.Error as exc:
-            self.errors += 1
-            self.last_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            self.close()
-            self._retry_at = time.monotonic() + DB_RETRY_SECONDS
-            return None
-        counts = dict.fromkeys(DB_STATES, 0)
-        for state, n in rows:
-            counts[state] = int(n)
-        counts["total"] = sum(counts.values())
-        return counts
-
-    def close(self) -> None:
-        if self.conn is not None:
-            with contextlib.suppress(psycopg2.Error):
-                self.conn.close()
-            self.conn = None
-
-
-def parse_metrics(text: str) -> dict[str, int]:
-    """The gauges the sampler records, from Prometheus text; rejections summed over reasons."""
-    found: dict[str, int] = {}
-    for name, value in _METRIC_LINE.findall(text):  # one regex pass: the text is mostly histograms
-        field = METRIC_FIELDS[name]
-        found[field] = found.get(field, 0) + int(float(value))
-    if not found:
-        raise ValueError("no serverlab_ gauges in the answer; is this a serverlab /metrics URL?")
-    return found
-
-
-class MetricsScraper:
-    """GET /metrics with a short timeout; a new connection each time, closed by us first (so its
-    TIME_WAIT lands on our side, not among the server's sockets)."""
-
-    def __init__(self, url: str, timeout: float = METRICS_TIMEOUT) -> None:
-        parts = urlsplit(url)
-        try:
-            port = parts.port or 80
-        except ValueError:  # a port that is not a number
-            port = 0
-        if parts.scheme != "http" or not parts.hostname or not port:
-            raise SamplerError(f"--metrics-url must be an http:// URL such as "
-                               f"http://127.0.0.1:8003/metrics, got {url!r}")
-        self.url = url
-        self.host, self.port = parts.hostname, port
-        self.path = (parts.path or "/metrics") + (f"?{parts.query}" if parts.query else "")
-        self.timeout = timeout
-        self._request = (f"GET {self.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                         f"User-Agent: {SAMPLER_APP_NAME}\r\n\r\n").encode("latin-1")
-        self.errors = 0
-        self.last_error: str | None = None
-
-    def scrape(self) -> dict[str, int] | None:
-        try:
-            return parse_metrics(self._get().decode("utf-8", "replace"))
-        except (OSError, ValueError) as exc:
-            self.errors += 1
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            return None
-
-    def _get(self) -> bytes:
-        """The body of a 200 answer. Plain HTTP/1.1 over a socket: a third of http.client's CPU."""
-        deadline = time.monotonic() + self.timeout
-        with socket.create_connection((self.host, self.port), timeout=self.timeout) as sock:
-            sock.sendall(self._request)
-            buf, head, length = b"", b"", -1
-            for _ in range(100_000):
-                if not head and b"\r\n\r\n" in buf:
-                    head, buf = buf.split(b"\r\n\r\n", 1)
-                    length = self._check_head(head)
-                if head and 0 <= length <= len(buf):
-                    return buf[:length]
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"GET {self.url}: no complete answer within {self.timeout}s")
-                chunk = sock.recv(65536)
-                if not chunk:  # the server closed: the body is what came
-                    if head and length < 0:
-                        return buf
-                    raise ValueError(f"GET {self.url}: the answer was cut off")
-                buf += chunk
-        raise ValueError(f"GET {self.url}: answer too long")
-
-    def _check_head(self, head: bytes) -> int:
-        """Content-Length from the status line and headers (-1: read to the end); ValueError unless 200."""
-        lines = head.decode("latin-1").split("\r\n")
-        status = lines[0].split(" ", 2)
-        if len(status) < 2 or not status[0].startswith("HTTP/") or status[1] != "200":
-            raise ValueError(f"GET {self.url} answered {lines[0][:100]!r}")
-        length = -1
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            name = name.strip().lower()
-            if name == "content-length":
-                length = int(value)
-            elif name == "transfer-encoding" and "chunked" in value.lower():
-                raise ValueError(f"GET {self.url}: chunked answers are not supported")
-        return length
 
 
 # --- the sampler ----------------------------------------------------------------------------------
@@ -553,7 +128,10 @@ class Sampler:
         self.generator = (ProcessTree(self.generator_pids, Stride(DEEP_LEAST, DEEP_MOST, DEEP_SHARE * budget))
                           if self.generator_pids else None)
         self.db = DbCounter(database_url, app_name) if database_url and app_name else None
-        self.metrics = MetricsScraper(metrics_url) if metrics_url else None
+        try:
+            self.metrics = MetricsScraper(metrics_url) if metrics_url else None
+        except ValueError as exc:
+            raise SamplerError(str(exc)) from None
         self.ports = sorted(set(ports))
         self.families: list[int] = [socket.AF_INET, socket.AF_INET6]
         self.diag: SockDiag | None = None
@@ -580,7 +158,7 @@ class Sampler:
         self._next_discovery = time.monotonic() + PORT_DISCOVERY_SECONDS
         try:
             listening = {inode: (family, port) for family in (socket.AF_INET, socket.AF_INET6)
-                         for _state, port, inode in self.diag.sockets(family, _LISTEN_ONLY)}
+                         for _state, port, inode in self.diag.sockets(family, LISTEN_ONLY)}
         except OSError as exc:
             self.tcp_errors += 1
             self.tcp_last_error = str(exc)

@@ -21,7 +21,7 @@ from typing import Any
 from lab import files
 from lab.claims import compare as claims_compare
 from lab.fmt import fmt_pct
-from lab.report import run_report as report
+from lab.report import markup, run_tables, runs
 from lab.results import headline, stats
 from lab.results.headline import FIGURES
 
@@ -227,7 +227,7 @@ RULES = rules()
 
 
 def _v(v: Any) -> str:
-    return report.value_text(v)
+    return run_tables.value_text(v)
 
 
 def changes(c: Comparison) -> int:
@@ -245,7 +245,7 @@ def render_md(c: Comparison) -> str:
     if _versions_note(c):
         out += [f"**{_versions_note(c)}**", ""]
     if c.settings:
-        out += report.md_table(["setting", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.settings],
+        out += markup.md_table(["setting", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.settings],
                                right_from=3)
     else:
         out.append("None: both runs used the same settings.")
@@ -254,7 +254,7 @@ def render_md(c: Comparison) -> str:
         out += ["**Warning: the runs were made on different machines (or software); differences may come "
                 "from the machine, not the servers.**", ""]
     if c.machine:
-        out += report.md_table(["fact", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.machine], right_from=3)
+        out += markup.md_table(["fact", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.machine], right_from=3)
     else:
         out.append("Same machine facts.")
     if c.only_a or c.only_b:
@@ -265,7 +265,7 @@ def render_md(c: Comparison) -> str:
         out += [f"### Scenario {scenario}", ""]
         for p in (p for p in c.pairs if p.scenario == scenario):
             out += [f"**{p.server}**", ""]
-            out += report.md_table(["figure", "A", "B", "change", "mark", "confidence"],
+            out += markup.md_table(["figure", "A", "B", "change", "mark", "confidence"],
                                    [[r.figure, r.a, r.b, r.change, r.mark, r.confidence] for r in p.rows])
             out += [""] + [f"- {n}" for n in p.notes] + ([""] if p.notes else [])
     return "\n".join(out) + "\n"
@@ -286,7 +286,7 @@ td.conf{color:#5b6470;font-size:12px;white-space:nowrap}
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    return report.html_table(header, rows, cls="kv")
+    return markup.html_table(header, rows, cls="kv")
 
 
 def render_html(c: Comparison) -> str:
@@ -295,7 +295,7 @@ def render_html(c: Comparison) -> str:
     title = f"serverlab comparison: {c.a_id} (A) vs {c.b_id} (B)"
     add(f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f'<meta name="viewport" content="width=device-width,initial-scale=1"><title>{escape(title)}</title>'
-        f"<style>{report.CSS}{CSS_EXTRA}</style></head><body><main><header><h1>{escape(title)}</h1>"
+        f"<style>{markup.CSS}{CSS_EXTRA}</style></head><body><main><header><h1>{escape(title)}</h1>"
         f'<p class="sub">A: <code>{escape(_v(c.a["run"].get("command")))}</code><br>'
         f'B: <code>{escape(_v(c.b["run"].get("command")))}</code></p></header>')
     add('<section class="card" id="settings"><h2>Settings that differ</h2>')
@@ -317,7 +317,7 @@ def render_html(c: Comparison) -> str:
     add(f'<section class="card" id="figures"><h2>Figures</h2><p class="meta">Change is from A to B. '
         f"{escape(RULES)}</p>")
     for scenario in dict.fromkeys(p.scenario for p in c.pairs):
-        add(f'<h2 id="{report.anchor(scenario)}">Scenario {escape(scenario)}</h2><div class="pairs">')
+        add(f'<h2 id="{markup.anchor(scenario)}">Scenario {escape(scenario)}</h2><div class="pairs">')
         for p in (p for p in c.pairs if p.scenario == scenario):
             rows = "".join(
                 f'<tr data-figure="{escape(r.figure)}"><td>{escape(r.figure)}</td><td>{escape(r.a)}</td>'
@@ -344,10 +344,10 @@ def default_out(a_dir: Path, b_dir: Path) -> Path:
 
 
 def build(a_arg: str | Path, b_arg: str | Path, out: Path | None = None) -> tuple[Path, Path, Comparison]:
-    a_dir, b_dir = report.find_run(a_arg), report.find_run(b_arg)
+    a_dir, b_dir = runs.find_run(a_arg), runs.find_run(b_arg)
     if a_dir == b_dir:
-        raise report.ReportError(f"A and B are the same run ({a_dir}); pass two different runs")
-    c = compare(report.load_results(a_dir), report.load_results(b_dir))
+        raise runs.ReportError(f"A and B are the same run ({a_dir}); pass two different runs")
+    c = compare(runs.load_results(a_dir), runs.load_results(b_dir))
     out = out or default_out(a_dir, b_dir)
     out.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out / "compare.html", out / "compare.md"
@@ -368,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return claims_compare.main([str(args.a), str(args.b), *out])
     try:
         html_path, md_path, c = build(args.a, args.b, args.out)
-    except report.ReportError as exc:
+    except runs.ReportError as exc:
         print(f"lab compare: {exc}", file=sys.stderr)
         return 2
     if _versions_note(c):

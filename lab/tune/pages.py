@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rps, fmt_value
-from lab.report import run_report as report
-from lab.report import svgplot
+from lab.report import markup, run_plots, svgplot
 from lab.tune import recommend
 from lab.tune.chart import value_chart
 from lab.tune.points import curves
@@ -31,7 +30,7 @@ svg .pick{stroke-width:1.5;stroke-dasharray:2 3;opacity:.8}
 def charts(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(caption, note, svg) for throughput, p50, p99, failures and database connections."""
     values = [p["value"] for p in doc["points"]]
-    palette = report.colors(doc["servers"])
+    palette = run_plots.colors(doc["servers"])
     cur = curves(doc)
     by_value = {s: {p.value: p for p in pts} for s, pts in cur.items()}
 
@@ -48,7 +47,7 @@ def charts(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
 
     def wide(get: Any) -> bool:
         ys = [y for _n, _c, c in series(get) for y in c if y]
-        return bool(ys) and max(ys) / max(min(ys), 1e-9) >= report.LOG_RATIO
+        return bool(ys) and max(ys) / max(min(ys), 1e-9) >= run_plots.LOG_RATIO
 
     slo = float(doc["slo_p99_ms"])
     ms: svgplot.Fmt = fmt_ms
@@ -158,7 +157,7 @@ def render_md(doc: dict[str, Any]) -> str:
         out += [f"Note: {note}.", ""]
     for s in doc["servers"]:
         out += [f"## {s}", ""]
-        out += report.md_table(TABLE_HEADER, table_rows(doc, s))
+        out += markup.md_table(TABLE_HEADER, table_rows(doc, s))
         out.append("")
     out += ["## Database connections", ""]
     conn = doc.get("connections") or {}
@@ -171,12 +170,12 @@ def render_md(doc: dict[str, Any]) -> str:
 
 
 def render_html(doc: dict[str, Any], tune_dir: Path) -> str:
-    palette = report.colors(doc["servers"])
+    palette = run_plots.colors(doc["servers"])
     h: list[str] = []
     add = h.append
     add('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>serverlab tune {escape(doc['id'])}</title><style>{report.CSS}{EXTRA_CSS}</style></head>"
+        f"<title>serverlab tune {escape(doc['id'])}</title><style>{markup.CSS}{EXTRA_CSS}</style></head>"
         "<body><main>")
     ok = doc["status"] == "complete"
     add(f"<header><h1>serverlab tune: {escape(doc['param'])} on {escape(doc['scenario'])}</h1>"

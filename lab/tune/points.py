@@ -11,6 +11,7 @@ from typing import Any, Literal, cast
 
 from lab.fmt import fmt_value
 from lab.results import build as results
+from lab.results.records import ResultsError, latency_ms, merge
 from lab.results.schema import Entry, Latency, Rates, Results
 from lab.tune import budget, recommend
 from lab.tune.plan import Param
@@ -63,7 +64,7 @@ def read_run(run_dir: Path) -> tuple[Results, str | None]:
         if not out.exists() and (run_dir / "settings.json").exists():
             results.write(run_dir)
         data = json.loads(out.read_text(encoding="utf-8"))
-    except (results.ResultsError, OSError, ValueError) as exc:
+    except (ResultsError, OSError, ValueError) as exc:
         return {}, f"cannot read {out}: {exc}"
     return (cast(Results, data), None) if isinstance(data, dict) else ({}, f"{out} is not a results file")
 
@@ -92,7 +93,7 @@ def combine(entries: Sequence[Entry]) -> Entry | None:
         vals = [v for e in entries if isinstance(v := _dig(e, path), int | float)]
         return max(vals) if vals else None
 
-    hist = results.merge(h for e in entries if (h := e.get("latency_hdr")))
+    hist = merge(h for e in entries if (h := e.get("latency_hdr")))
     requests = sum(int(e.get("requests") or 0) for e in entries)
     failures = sum(int(e.get("failures") or 0) for e in entries)
     kinds: dict[str, int] = {}
@@ -108,7 +109,7 @@ def combine(entries: Sequence[Entry]) -> Entry | None:
         "reps": sum(int(e.get("reps") or 0) for e in entries),
         "status": "ok" if all(e.get("status") == "ok" for e in entries) else "problem", "problems": problems,
         "rps": rate("rps"), "ok_rps": rate("ok_rps"),
-        "latency_ms": cast("Latency | None", results.latency_ms(hist)),
+        "latency_ms": cast("Latency | None", latency_ms(hist)),
         "requests": requests, "failures": failures,
         "failure_rate": round(failures / requests, 6) if requests else None, "failures_by_kind": kinds,
         "db_connections_peak": peak("db_connections_peak"),

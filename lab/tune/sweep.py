@@ -15,8 +15,8 @@ from lab import files
 from lab.fmt import fmt_ms, fmt_pct, fmt_rps, fmt_seconds, fmt_value
 from lab.load import calibrate, plan, runner
 from lab.load import settings as load_settings
-from lab.report import run_report as report
-from lab.results import build as results
+from lab.report import markup
+from lab.results.records import read_json
 from lab.stack import database
 from lab.tune import budget as budgets
 from lab.tune import pages
@@ -45,7 +45,7 @@ def rebuild(tune_arg: str, slo: str) -> int:
     tune_dir = Path(tune_arg)
     if not tune_dir.is_dir():
         tune_dir = Path(os.environ.get("LAB_REPORTS_DIR") or load_settings.REPO / "reports") / tune_arg
-    doc = results.read_json(tune_dir / "tune.json") if tune_dir.is_dir() else None
+    doc = read_json(tune_dir / "tune.json") if tune_dir.is_dir() else None
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise TuneError(f"{tune_arg} is not a tune folder (no tune.json); pass reports/<tune-id>")
     if slo.strip():
@@ -110,7 +110,7 @@ def point_line(sweep: Sweep, figures: dict[str, Any]) -> str:
 def print_outcome(doc: dict[str, Any]) -> None:
     for s in doc["servers"]:
         say(f"\n{s}: {doc['param']} on {doc['scenario']}")
-        for row in report.md_table(pages.TABLE_HEADER[:-1], [r[:-1] for r in pages.table_rows(doc, s)]):
+        for row in markup.md_table(pages.TABLE_HEADER[:-1], [r[:-1] for r in pages.table_rows(doc, s)]):
             say("  " + row)
         r = (doc.get("recommendations") or {}).get(s) or {}
         say(f"  => {r.get('sentence', 'no points')}")
