@@ -11,4 +11,4 @@ COPY openapi.yaml ./
 RUN pip install --no-cache-dir -c constraints.txt .
 # Servers listen on 8001-8004; Locust's web UI on 8089 and its master on 5557.
 EXPOSE 8001 8002 8003 8004 8089 5557
-CMD ["python", "-m", "servers", "asyncio", "--host", "0.0.0.0"]
+CMD ["python", "-m", "servers", "asyncio", "--bind", "0.0.0.0"]

@@ -12,7 +12,7 @@ from servers import settings
 # The servers' knobs the lab passes through unchanged; the lab sets these others per server itself,
 # and a lab-only one (the blocking endpoint of make claims, the extra CPU work of make selfcheck) is
 # never inherited from a person's shell: the lab passes it to the servers that need it.
-PER_SERVER = frozenset({"LAB_HOST", "LAB_PORT", "LAB_DATABASE_URL", "LAB_APP_NAME"})
+PER_SERVER = frozenset({"LAB_BIND", "LAB_PORT", "LAB_DATABASE_URL", "LAB_APP_NAME"})
 LAB_ONLY = frozenset({"LAB_ALLOW_BLOCKING", "LAB_EXTRA_CPU_US"})
 SERVER_KNOBS = tuple(var for var in settings.env_vars() if var not in PER_SERVER | LAB_ONLY)
 # Lab-only knobs `make up` and `make load` forward when a person asks twice: the knob, and its opt-in.

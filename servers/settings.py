@@ -63,7 +63,8 @@ class Settings:
 
 # field -> (env var, flag, type, help)
 _KNOBS: dict[str, tuple[str, str, type, str]] = {
-    "host": ("LAB_HOST", "--host", str, "address to listen on"),
+    "host": ("LAB_BIND", "--bind", str, "the one address to listen on (default 127.0.0.1; 0.0.0.0, every "
+             "interface, only when asked)"),
     "port": ("LAB_PORT", "--port", int, "port to listen on (default 8001-8004 by model)"),
     "database_url": ("LAB_DATABASE_URL", "--database-url", str, "PostgreSQL URL"),
     "pool_size": ("LAB_POOL_SIZE", "--pool-size", int, "database connections per process"),
@@ -170,6 +171,7 @@ def _check(s: Settings) -> None:
             var, flag = _KNOBS[knob][0], _KNOBS[knob][1]
             raise SettingsError(f"{var} / {flag} must be {rule}, got {value!r}")
 
+    need(bool(s.host.strip()), "host", "an address such as 127.0.0.1", s.host)
     need(0 < s.port < 65536, "port", "a port from 1 to 65535", s.port)
     need(1 <= s.pool_size <= 1000, "pool_size", "from 1 to 1000", s.pool_size)
     need(1 <= s.max_inflight <= 100_000, "max_inflight", "from 1 to 100000", s.max_inflight)

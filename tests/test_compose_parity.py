@@ -40,8 +40,8 @@ def test_same_command(compose: dict[str, Any], model: str) -> None:
     command = list(service["command"])
     # In a container the server must listen on all of the container's interfaces; the host side
     # is still published on 127.0.0.1 only (checked below). Nothing else may differ.
-    assert command[command.index("--host") + 1] == "0.0.0.0"
-    del command[command.index("--host") : command.index("--host") + 2]
+    assert command[command.index("--bind") + 1] == "0.0.0.0"
+    del command[command.index("--bind") : command.index("--bind") + 2]
     assert command == ["python", *native[1:]]
 
 
@@ -70,7 +70,7 @@ def test_same_environment_names(compose: dict[str, Any], model: str) -> None:
 
 def test_stack_passes_every_server_knob() -> None:
     """Every LAB_* setting of the servers is forwarded by `make up` (but those it sets itself)."""
-    own = {"LAB_HOST", "LAB_PORT", "LAB_DATABASE_URL", "LAB_APP_NAME"}  # per server, set by the lab
+    own = {"LAB_BIND", "LAB_PORT", "LAB_DATABASE_URL", "LAB_APP_NAME"}  # per server, set by the lab
     own |= {"LAB_ALLOW_BLOCKING", "LAB_EXTRA_CPU_US"}  # lab only: make claims / make selfcheck set them
     assert set(knobs.SERVER_KNOBS) == set(settings.env_vars()) - own
 

@@ -180,7 +180,7 @@ def start_server(
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{model}.log"
     inherited = {k: v for k, v in os.environ.items() if k not in LAB_ONLY}  # only when passed in `env`
-    child_env = {**inherited, **(env or {}), "LAB_DATABASE_URL": database_url, "LAB_HOST": host,
+    child_env = {**inherited, **(env or {}), "LAB_DATABASE_URL": database_url, "LAB_BIND": host,
                  "PYTHONUNBUFFERED": "1"}
     cmd = [*wrapper, *server_argv(model, port, args)]  # wrapper: e.g. valgrind for make bench
     with log_path.open("wb") as log:
