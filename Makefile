@@ -1,4 +1,4 @@
-# serverlab: every target works on a fresh machine; knobs are env vars (see README).
+# serverlab: every target works on a fresh machine; knobs are env vars and flags (README.md, docs/).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +16,7 @@ apt_install = command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v 
 .PHONY: help venv lock test-fast test test-compose lint bench up down status logs clean load calibrate report compare tune selfcheck claims faults hosts-up hosts-down hosts-status
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "==> creating the virtualenv in $(VENV) and installing serverlab (first run takes a minute)"

@@ -100,7 +100,7 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 # The default CPU budget per server, in cores: small enough that on a 2-core machine every server
-# saturates below what one Locust process can drive (measured: see loadtests/README.md).
+# saturates below what one Locust process can drive (measured: see docs/method.md).
 SERVER_CPU = 0.1
 
 

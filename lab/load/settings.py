@@ -141,7 +141,7 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
     p.add_argument("--locust-workers", default=env.get("LOCUST_WORKERS", "0"),
                    help="0: one Locust process; N: a master and N workers on this machine [LOCUST_WORKERS]")
     p.add_argument("--remote-workers", default=env.get("LOCUST_REMOTE_WORKERS", "0"),
-                   help="Locust workers on other machines the master waits for; see loadtests/README.md "
+                   help="Locust workers on other machines the master waits for; see docs/scale-out.md "
                         "[LOCUST_REMOTE_WORKERS]")
     p.add_argument("--master-bind", default=env.get("LOCUST_MASTER_BIND", "127.0.0.1"),
                    help="address the Locust master listens on for workers [LOCUST_MASTER_BIND]")
