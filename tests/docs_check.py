@@ -106,7 +106,7 @@ def _models(root: Path) -> list[str]:
 def code_knobs(root: Path) -> dict[str, str]:
     """Every LAB_* name the code holds as a whole string (an env read, a knob table's entry, an
     environment handed to a child), with f-string templates such as f"LAB_{model.upper()}_PORT"
-    expanded over the servers; -> knob: the first file that names it."""
+    expanded over the servers; -> knob: the file that names it best (see _rank)."""
     models = _models(root)
     found: dict[str, str] = {}
     for path, constants, templates in _sources(root):
@@ -115,8 +115,14 @@ def code_knobs(root: Path) -> dict[str, str]:
             for m in re.finditer(r"LAB_[A-Z0-9_]*\{\}[A-Z0-9_]*", template):
                 names += [m.group(0).replace("{}", model.upper()) for model in models]
         for name in names:
-            found.setdefault(name, path)
+            if name not in found or _rank(path) < _rank(found[name]):
+                found[name] = path
     return found
+
+
+def _rank(path: str) -> int:
+    """Which file names a knob best: the servers' own, then a command's package, then shared modules."""
+    return 0 if path.startswith("servers/") else 2 if path.count("/") == 1 else 1
 
 
 def code_env_names(root: Path) -> frozenset[str]:
