@@ -23,7 +23,15 @@ METRIC_FIELDS = {
     "serverlab_inflight_requests": "inflight",
     "serverlab_open_connections": "open_connections",
     "serverlab_processes": "processes",
+    # The server's process tree as it reports it (servers/process_metrics.py): what a lab that cannot
+    # read the server's host takes its CPU, memory, threads and fds from.
+    "process_cpu_seconds_total": "process_cpu_seconds",
+    "process_resident_memory_bytes": "process_rss_bytes",
+    "process_open_fds": "process_fds",
+    "process_threads": "process_threads",
+    "serverlab_process_tree_processes": "process_count",
 }
+FLOAT_FIELDS = frozenset({"process_cpu_seconds"})  # nanosecond clock: keep the fraction
 _METRIC_LINE = re.compile("^(" + "|".join(METRIC_FIELDS) + r")(?:\{[^}\n]*\})? (\S+)$", re.MULTILINE)
 
 _DB_QUERY = ("SELECT coalesce(state, 'unknown'), count(*) FROM pg_stat_activity "
@@ -71,12 +79,13 @@ class DbCounter:
             self.conn = None
 
 
-def parse_metrics(text: str) -> dict[str, int]:
+def parse_metrics(text: str) -> dict[str, float]:
     """The gauges the sampler records, from Prometheus text; rejections summed over reasons."""
-    found: dict[str, int] = {}
+    found: dict[str, float] = {}
     for name, value in _METRIC_LINE.findall(text):  # one regex pass: the text is mostly histograms
         field = METRIC_FIELDS[name]
-        found[field] = found.get(field, 0) + int(float(value))
+        number = float(value) if field in FLOAT_FIELDS else int(float(value))
+        found[field] = found.get(field, 0) + number
     if not found:
         raise ValueError("no serverlab_ gauges in the answer; is this a serverlab /metrics URL?")
     return found
@@ -104,7 +113,7 @@ class MetricsScraper:
         self.errors = 0
         self.last_error: str | None = None
 
-    def scrape(self) -> dict[str, int] | None:
+    def scrape(self) -> dict[str, float] | None:
         try:
             return parse_metrics(self._get().decode("utf-8", "replace"))
         except (OSError, ValueError) as exc:

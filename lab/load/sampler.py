@@ -27,6 +27,10 @@ Per sample, for the server's whole process tree (re-listed every sample: multipr
 - generator_cpu_percent: CPU of the load generator's process trees, percent of one core.
 A part that cannot be read is null for that sample; its error is counted in the footer, never fatal.
 
+--pid 0 samples a server on another host, whose /proc and cgroup this one cannot read: processes,
+rss_bytes, threads, fds and cpu_percent then come from the process_* figures of its /metrics (its own
+nanosecond CPU clocks, metrics.process_cpu_seconds), tcp, USS/PSS and the /proc counters are null.
+
 The sampler's own CPU stays within --budget-percent of one core (default 1.5): the expensive parts
 (USS/PSS: the kernel walks page tables; tcp: the kernel walks its connection table; finding children
 forked by any thread of a thread-per-connection server) run every n-th sample, n adapted to their
@@ -111,8 +115,11 @@ class Sampler:
             raise SamplerError(f"--budget-percent must be from 0.1 to 100, got {budget_percent}")
         if not os.path.exists("/proc/self/stat"):
             raise SamplerError("the sampler reads /proc and netlink sock_diag: it runs on Linux only")
-        if not psutil.pid_exists(pid):
+        if pid and not psutil.pid_exists(pid):
             raise SamplerError(f"no process with pid {pid}; pass the server's root pid (--pid)")
+        if not pid and not metrics_url:
+            raise SamplerError("a server on another host (--pid 0) is sampled from its /metrics: give "
+                               "--metrics-url, e.g. http://198.18.0.1:8003/metrics")
         if database_url and not app_name:
             raise SamplerError("a database URL needs --app-name (the server's application_name, "
                                "e.g. serverlab-asyncio) to count its connections")
@@ -124,7 +131,8 @@ class Sampler:
         self.uss_stride = Stride(uss_every, USS_MOST, USS_SHARE * budget)
         self.tcp_stride = Stride(1, TCP_MOST, TCP_SHARE * budget)
         self.generator_pids = list(generator_pids)
-        self.tree = ProcessTree([pid], Stride(DEEP_LEAST, DEEP_MOST, DEEP_SHARE * budget))
+        self.tree = ProcessTree([pid], Stride(DEEP_LEAST, DEEP_MOST, DEEP_SHARE * budget)) if pid else None
+        self._last_cpu: tuple[float, float] | None = None  # (t, seconds) of the last remote reading
         self.generator = (ProcessTree(self.generator_pids, Stride(DEEP_LEAST, DEEP_MOST, DEEP_SHARE * budget))
                           if self.generator_pids else None)
         self.db = DbCounter(database_url, app_name) if database_url and app_name else None
@@ -153,7 +161,7 @@ class Sampler:
 
     # The server's listening ports: given, or found once from its LISTEN sockets.
     def discover_ports(self) -> None:
-        if self.ports or self.diag is None or time.monotonic() < self._next_discovery:
+        if self.tree is None or self.ports or self.diag is None or time.monotonic() < self._next_discovery:
             return
         self._next_discovery = time.monotonic() + PORT_DISCOVERY_SECONDS
         try:
@@ -186,12 +194,37 @@ class Sampler:
 
     def prime(self) -> None:
         """Take the CPU baseline: the first sample then covers one full interval."""
-        self.tree.measure(full=False)
+        if self.tree is not None:
+            self.tree.measure(full=False)
+        elif self.metrics is not None:
+            self._remote(time.time())
         if self.generator:
             self.generator.measure(full=False)
 
+    def _remote(self, t: float) -> dict[str, Any]:
+        """A server on another host: what its /metrics says of its process tree."""
+        assert self.metrics is not None
+        m = self.metrics.scrape() or {}
+        cpu, percent = m.get("process_cpu_seconds"), None
+        if cpu is not None:
+            if self._last_cpu is not None and t > self._last_cpu[0]:
+                percent = round(max(0.0, cpu - self._last_cpu[1]) / (t - self._last_cpu[0]) * 100, 1)
+            self._last_cpu = (t, cpu)
+        return {"t": round(t, 3), "processes": m.get("process_count"),
+                "rss_bytes": m.get("process_rss_bytes"), "uss_bytes": None, "pss_bytes": None,
+                "cpu_percent": percent, "cpu_seconds": None, "cgroup_cpu_seconds": None,
+                "threads": m.get("process_threads"), "fds": m.get("process_fds"),
+                "tcp": None, "db": self.db.count() if self.db else None, "metrics": m or None,
+                "generator_cpu_percent": None}
+
     def sample(self) -> dict[str, Any]:
         t = time.time()
+        if self.tree is None:
+            remote = self._remote(t)
+            if self.generator:
+                gen = self.generator.measure(full=False)
+                remote["generator_cpu_percent"] = gen.cpu_percent if gen.processes else None
+            return remote
         uss = self.uss_stride.due()
         tree = self.tree.measure(uss=uss)
         if not tree.root_alive:
@@ -472,7 +505,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab.load.sampler", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, help="JSON Lines file to write")
-    parser.add_argument("--pid", type=int, required=True, help="the server's root pid (its tree is sampled)")
+    parser.add_argument("--pid", type=int, required=True,
+                        help="the server's root pid (its tree is sampled); 0: a server on another host, "
+                             "sampled from its /metrics (needs --metrics-url)")
     parser.add_argument("--app-name", help="the server's application_name in pg_stat_activity")
     parser.add_argument("--database-url", default=None, help="PostgreSQL URL [env LAB_DATABASE_URL]")
     parser.add_argument("--metrics-url", help="the server's /metrics URL (optional)")

@@ -201,6 +201,21 @@ def _spread(values: Sequence[float]) -> dict[str, Any]:
             "spread": round((max(values) - min(values)) / med, 4) if med else None, "values": list(values)}
 
 
+def _cpu_sources(reps: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """CPU per request by each source the repetitions had, and how far /metrics is from the cgroup's
+    exact counter (median over repetitions of metrics / cgroup - 1; None without both)."""
+    by: dict[str, list[float]] = {}
+    ratios = []
+    for r in reps:
+        found = r["cost"].get("cpu_us_per_request_by_source") or {}
+        for source, value in found.items():
+            by.setdefault(source, []).append(value)
+        if found.get("metrics") is not None and found.get("cgroup"):
+            ratios.append(found["metrics"] / found["cgroup"] - 1)
+    return {"cpu_us_per_request_by_source": {k: _spread(v) for k, v in sorted(by.items())},
+            "metrics_vs_cgroup": round(statistics.median(ratios), 4) if ratios else None}
+
+
 def _max_of(reps: Sequence[dict[str, Any]], key: str) -> Any:
     vals = [r["resources"][key] for r in reps if r["resources"].get(key) is not None]
     return max(vals) if vals else None
@@ -293,6 +308,7 @@ def build_entry(scen_dir: Path, calibration: dict[str, Any] | None) -> dict[str,
         "latency_hdr": encode(all_ok) if all_ok.get_total_count() else None,
         "cost": {"cpu_us_per_request": cpu_per,
                  "cpu_source": sorted({r["cost"]["cpu_source"] for r in reps}) or None,
+                 **_cpu_sources(reps),
                  "cpu_budget": meta.get("cpu_budget")},
         "open_model": _open_summary(reps) if meta.get("open_model") else None,
         "capacity": _capacity_summary(caps) if caps else None,

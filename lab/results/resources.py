@@ -121,24 +121,54 @@ def resource_timeline(samples: list[dict[str, Any]], start: float, end: float) -
     }
 
 
-def _at(samples: Sequence[dict[str, Any]], key: str, t: float) -> float | None:
-    """A cumulative counter of the samples, interpolated linearly at time t; None outside them."""
-    points = [(s["t"], s[key]) for s in samples
-              if isinstance(s.get(key), int | float) and not s.get("server_gone")]
+# Where a server's CPU seconds come from, best first: its cgroup's exact counter (a CPU budget on this
+# host); the server's own /metrics (process_cpu_seconds_total: its processes' nanosecond clocks, the
+# same scheduler runtime, readable from any host); /proc here (10 ms ticks per process).
+CPU_SOURCES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("cgroup", ("cgroup_cpu_seconds",)),
+    ("metrics", ("metrics", "process_cpu_seconds")),
+    ("proc", ("cpu_seconds",)),
+)
+
+
+def _get(sample: dict[str, Any], path: Sequence[str]) -> Any:
+    v: Any = sample
+    for key in path:
+        v = v.get(key) if isinstance(v, dict) else None
+    return v
+
+
+def _at(samples: Sequence[dict[str, Any]], key: str | Sequence[str], t: float) -> float | None:
+    """A cumulative counter of the samples (a key, or a path of keys), interpolated linearly at time t;
+    None outside them."""
+    path = (key,) if isinstance(key, str) else key
+    points = [(s["t"], v) for s in samples
+              if isinstance(v := _get(s, path), int | float) and not isinstance(v, bool)
+              and not s.get("server_gone")]
     for (t0, v0), (t1, v1) in itertools.pairwise(points):
         if t0 <= t <= t1:
             return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
     return None
 
 
-def cpu_seconds(samples: Sequence[dict[str, Any]], start: float, end: float) -> tuple[float | None, str]:
-    """The server tree's CPU seconds over [start, end] and where they come from: the cgroup's exact
-    counter, else /proc's (10 ms ticks per process), else (raw files before cumulative counters) the
-    sampled CPU percentages integrated over the window."""
-    for key, source in (("cgroup_cpu_seconds", "cgroup"), ("cpu_seconds", "proc")):
-        a, b = _at(samples, key, start), _at(samples, key, end)
+def cpu_by_source(samples: Sequence[dict[str, Any]], start: float, end: float) -> dict[str, float]:
+    """The server tree's CPU seconds over [start, end] from every source that covers the window."""
+    out = {}
+    for source, path in CPU_SOURCES:
+        a, b = _at(samples, path, start), _at(samples, path, end)
         if a is not None and b is not None:
-            return max(0.0, b - a), source
+            out[source] = max(0.0, b - a)
+    return out
+
+
+def cpu_seconds(samples: Sequence[dict[str, Any]], start: float, end: float) -> tuple[float | None, str]:
+    """The server tree's CPU seconds over [start, end] and where they come from: the best of
+    CPU_SOURCES that covers the window, else (raw files before cumulative counters) the sampled CPU
+    percentages integrated over the window."""
+    found = cpu_by_source(samples, start, end)
+    for source, _path in CPU_SOURCES:
+        if source in found:
+            return found[source], source
     inside = [s for s in samples if start < s.get("t", 0) <= end and not s.get("server_gone")]
     if len(inside) < 2:
         return None, "none"
@@ -149,5 +179,7 @@ def cpu_seconds(samples: Sequence[dict[str, Any]], start: float, end: float) -> 
 def cost(samples: Sequence[dict[str, Any]], start: float, end: float, ok_requests: int) -> dict[str, Any]:
     cpu, source = cpu_seconds(samples, start, end)
     per = round(cpu * 1e6 / ok_requests, 2) if cpu is not None and ok_requests else None
+    by_source = {k: round(v * 1e6 / ok_requests, 2) for k, v in cpu_by_source(samples, start, end).items()
+                 if ok_requests}
     return {"cpu_seconds": None if cpu is None else round(cpu, 6), "cpu_source": source,
-            "cpu_us_per_request": per}
+            "cpu_us_per_request": per, "cpu_us_per_request_by_source": by_source}

@@ -87,6 +87,8 @@ class Cost(TypedDict, total=False):
     cpu_us_per_request: Any
     cpu_seconds: float | None
     cpu_source: Any  # a repetition's source, or the entry's sorted list of them
+    cpu_us_per_request_by_source: dict[str, Any]  # source -> a float (repetition) or Rates (entry)
+    metrics_vs_cgroup: float | None  # entry: median of metrics / cgroup - 1 over repetitions
     cpu_budget: dict[str, Any] | None
 
 
