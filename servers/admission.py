@@ -1,39 +1,68 @@
 """Who gets a pool connection: a first-come gate for the sync pool, and the fail-fast rule both pools use.
 
-`HoldClock` keeps a moving average of how long a request holds a pool connection. A request that
-finds `ahead` others already waiting for `size` connections will wait about (ahead + 1) x hold / size;
-when that is past FAIL_FAST_SHARE of the acquire timeout it is refused at once (a prompt 503) instead
-of waiting out the timeout and being refused then.
+`HoldClock` learns how long a request holds a pool connection. A request that finds `ahead` others
+already waiting for `size` connections will wait about (ahead + 1) x hold / size, plus one connect
+while the pool is opening sessions (after PostgreSQL ended them, say). When that is past
+FAIL_FAST_SHARE of the acquire timeout it is refused at once (a prompt 503) instead of waiting out
+the timeout and being refused then. The share leaves room for the estimate's error: under steady
+overload the queue sits at the refusal line, and a wait admitted there must still end in time.
+A connect is not counted as part of a hold: it happens once per session, not once per request,
+so a pool that has just reopened its sessions does not take itself for a slow one.
+
+The hold is the mean of the holds that ended within about one horizon (the acquire timeout), each
+counting once, so a stall that stretches the few holds in progress moves it little, and holds
+from an earlier workload fade. With no hold ended for longer than a horizon plus a hold (a fresh
+or idle pool) it knows nothing, and refuses nothing: the acquire timeout still bounds the wait.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
 FAIL_FAST_SHARE = 0.75  # refuse when the expected wait passes this share of the acquire timeout
-_WEIGHT = 0.1  # of each new hold time in the moving average
 
 
 class HoldClock:
-    """A moving average of pool hold times (seconds) and the fail-fast rule built on it."""
+    """Recent pool hold times (seconds, on the caller's monotonic clock) and the fail-fast rule."""
 
-    __slots__ = ("mean",)
+    __slots__ = ("_count", "_last", "_total", "connect_seconds", "connecting", "horizon")
 
-    def __init__(self) -> None:
-        self.mean = 0.0
+    def __init__(self, horizon: float) -> None:
+        self.horizon = horizon  # seconds over which a hold's weight falls to 1/e
+        self._count = 0.0  # holds ended, each weighted by how recently
+        self._total = 0.0  # their seconds, weighted alike
+        self._last = -math.inf  # when the last one ended
+        self.connecting = 0  # sessions being opened now (the pool keeps the count)
+        self.connect_seconds = 0.0  # how long the last one took to open
 
-    def held(self, seconds: float) -> None:
-        self.mean += _WEIGHT * (seconds - self.mean)
+    def held(self, seconds: float, now: float) -> None:
+        # Threads may race here; a lost update only drops one sample from the average.
+        keep = math.exp((self._last - now) / self.horizon) if now > self._last else 1.0
+        self._count = self._count * keep + 1.0
+        self._total = self._total * keep + seconds
+        self._last = now
 
-    def expected_wait(self, ahead: int, size: int) -> float:
-        return (ahead + 1) * self.mean / size
+    def mean(self, now: float) -> float:
+        """The mean recent hold; 0.0 when there is none to go by."""
+        count = self._count
+        if not count:
+            return 0.0
+        mean = self._total / count
+        return 0.0 if now - self._last > self.horizon + mean else mean
 
-    def hopeless(self, ahead: int, size: int, timeout: float) -> bool:
+    def expected_wait(self, ahead: int, size: int, now: float) -> float:
+        mean = self.mean(now)
+        if not mean:
+            return 0.0
+        return (ahead + 1) * mean / size + (self.connect_seconds if self.connecting else 0.0)
+
+    def hopeless(self, ahead: int, size: int, timeout: float, now: float) -> bool:
         """True when the queue ahead cannot be served before the deadline."""
-        return self.expected_wait(ahead, size) > timeout * FAIL_FAST_SHARE
+        return self.expected_wait(ahead, size, now) > timeout * FAIL_FAST_SHARE
 
 
 class Token(Protocol):
