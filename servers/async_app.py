@@ -167,7 +167,7 @@ class AsyncApp:
         self.deadlines = Deadlines(settings.request_timeout, settings.keepalive_timeout)
         self._slots = Slots(settings.max_inflight)
         self._connections = Slots(settings.pool_size)  # one per pooled connection lent out
-        self.clock = HoldClock()  # how long a request holds a connection: the fail-fast rule
+        self.clock = HoldClock(horizon=settings.acquire_timeout)  # how long a request holds a connection
         self._lent: dict[int, float] = {}
         self._ready_conn: asyncpg.Connection | None = None
         self._ready_lock = asyncio.Lock()
@@ -297,6 +297,7 @@ class AsyncApp:
                 "statement_timeout": str(round(self.settings.statement_timeout * 1000)),
             },
             reset=_keep_session,
+            connect=self._connect,
             timeout=self.settings.acquire_timeout,  # connect timeout (asyncpg's default: 60 s)
             # No answer at all (an unreachable database): asyncpg gives up, and Lease drops the session.
             command_timeout=self.settings.statement_timeout + contract.UNANSWERED_GRACE,
@@ -313,6 +314,17 @@ class AsyncApp:
         if self._ready_conn is not None:
             self._ready_conn.terminate()
 
+    async def _connect(self, *args: Any, **kwargs: Any) -> asyncpg.Connection:
+        """asyncpg's connect, counted: while sessions open, a wait for the pool includes one connect."""
+        clock = self.clock
+        clock.connecting += 1
+        began = loop_time()
+        try:
+            return await asyncpg.connect(*args, **kwargs)
+        finally:
+            clock.connecting -= 1
+            clock.connect_seconds = loop_time() - began
+
     async def acquire(self) -> asyncpg.Connection:
         """A pooled connection, or a 503 once LAB_ACQUIRE_TIMEOUT passes (give or take SWEEP_SECONDS).
 
@@ -325,10 +337,10 @@ class AsyncApp:
             raise ContractError(contract.shutting_down())
         gate = self._connections
         if not gate.try_take():
-            size, timeout = self.settings.pool_size, self.settings.acquire_timeout
-            if self.clock.hopeless(gate.waiting, size, timeout):
+            size, timeout, now = self.settings.pool_size, self.settings.acquire_timeout, loop_time()
+            if self.clock.hopeless(gate.waiting, size, timeout, now):
                 self.metrics.reject("pool_fail_fast")
-                expected = self.clock.expected_wait(gate.waiting, size)
+                expected = self.clock.expected_wait(gate.waiting, size, now)
                 raise ContractError(contract.wait_too_long(gate.waiting, size, expected, timeout))
             if not await self._wait(gate):
                 self.metrics.reject("pool_timeout")
@@ -349,7 +361,8 @@ class AsyncApp:
         self._connections.give()
         since = self._lent.pop(id(conn), None)
         if since is not None:
-            self.clock.held(loop_time() - since)
+            now = loop_time()
+            self.clock.held(now - since, now)
         if self.pool is not None:
             await self.pool.release(conn)
 
@@ -451,6 +464,17 @@ class AsyncApp:
         contract.check_json_type(request.headers.get("Content-Type"))
         order = contract.parse_order(body)
         key = contract.parse_idempotency_key(request.headers.get("Idempotency-Key"))
+        try:
+            return await self._place_order(order, key)
+        except LOST:
+            if key is None or self.pool is None:
+                raise
+            # The session was lost (PostgreSQL ended it): once more on a new one, as a read is. The
+            # key makes that safe: an order the lost session did commit is found, not placed twice.
+            await self.pool.expire_connections()
+            return await self._place_order(order, key)
+
+    async def _place_order(self, order: contract.Order, key: str | None) -> Reply:
         async with Lease(self) as conn:
             for _attempt in range(2):  # a replayed key's row can only vanish if deleted meanwhile
                 row = await conn.fetchrow(contract.SQL_INSERT_ORDER, order.item, order.qty, key)

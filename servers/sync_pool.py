@@ -82,7 +82,7 @@ class BlockingPool:
         self.application_name = application_name
         self.timeout = timeout
         self.connect_timeout = max(2, math.ceil(timeout))  # libpq's unit is whole seconds, at least 2
-        self.clock = HoldClock()
+        self.clock = HoldClock(horizon=timeout)
         self._gate = FairGate(size, token)  # one slot per lent-out connection
         self._lock = threading.Lock()
         self._idle: list[Connection] = []
@@ -96,9 +96,9 @@ class BlockingPool:
         served in time, PoolTimeout after `timeout` seconds of waiting. `fresh`: a new session."""
         gate = self._gate
         if not gate.try_take():
-            ahead = gate.waiting
-            if self.clock.hopeless(ahead, self.size, self.timeout):
-                raise PoolHopeless(ahead, self.clock.expected_wait(ahead, self.size))
+            ahead, now = gate.waiting, time.monotonic()
+            if self.clock.hopeless(ahead, self.size, self.timeout, now):
+                raise PoolHopeless(ahead, self.clock.expected_wait(ahead, self.size, now))
             if not gate.take(self.timeout):
                 raise PoolTimeout(f"no database connection free within {self.timeout:g} s "
                                   f"({self.size} in use)")
@@ -116,9 +116,7 @@ class BlockingPool:
             raise PoolClosed("the database pool is closed; the server is stopping")
         if conn is None:
             try:
-                conn = psycopg2.connect(self.dsn, application_name=self.application_name,
-                                        connect_timeout=self.connect_timeout, options=self._options)
-                conn.autocommit = True
+                conn = self._connect()
             except psycopg2.OperationalError as exc:
                 gate.give()
                 raise ConnectFailed(str(exc)) from exc
@@ -129,13 +127,30 @@ class BlockingPool:
         self._holders[threading.get_ident()] = conn
         return conn
 
+    def _connect(self) -> Connection:
+        """A new session, counted: while sessions open, a wait for the pool includes one connect."""
+        clock = self.clock
+        with self._lock:
+            clock.connecting += 1
+        began = time.monotonic()
+        try:
+            conn = psycopg2.connect(self.dsn, application_name=self.application_name,
+                                    connect_timeout=self.connect_timeout, options=self._options)
+            conn.autocommit = True
+            return conn
+        finally:
+            with self._lock:
+                clock.connecting -= 1
+            clock.connect_seconds = time.monotonic() - began
+
     def release(self, conn: Connection, broken: bool = False) -> None:
         """Give a connection back; a broken one (or one left inside a transaction) is dropped."""
         self._holders.pop(threading.get_ident(), None)
         self._severed.discard(id(conn))
         since = self._lent.pop(id(conn), None)
         if since is not None:
-            self.clock.held(time.monotonic() - since)
+            now = time.monotonic()
+            self.clock.held(now - since, now)
         if not broken and not conn.closed and conn.info.transaction_status != _IDLE:
             try:  # autocommit: rollback() is a no-op, so say it in SQL
                 with conn.cursor() as cur:
@@ -144,7 +159,8 @@ class BlockingPool:
                 broken = True
         keep = not (broken or conn.closed)
         with self._lock:
-            if keep and not self._closed:
+            # A fresh session opened while idle ones waited (a retry) would grow the pool past its size.
+            if keep and not self._closed and len(self._idle) + len(self._lent) < self.size:
                 self._idle.append(conn)
                 keep = True
             else:
@@ -213,15 +229,19 @@ class BlockingPool:
 
 
 def _usable(conn: Connection) -> bool:
-    """An idle connection is usable unless closed, or PostgreSQL ended its session meanwhile
-    (poll() reads what is pending without blocking: a terminated session's notice and EOF)."""
-    if conn.closed:
+    """An idle connection is usable unless closed, or PostgreSQL ended its session meanwhile.
+
+    poll() reads what is pending without blocking. A session PostgreSQL ends (pg_terminate_backend,
+    idle_session_timeout, a shutdown) first sends a FATAL notice, then hangs up; one poll() may read
+    the notice and not yet the hang-up. The app's statements raise no notices, so any notice there
+    is means the session is ending."""
+    if conn.closed or conn.notices:
         return False
     try:
         conn.poll()
     except psycopg2.Error:
         return False
-    return not conn.closed
+    return not (conn.closed or conn.notices)
 
 
 def _shut_socket(conn: Connection) -> None:
