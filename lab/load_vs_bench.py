@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import t as t_dist
+
 from lab.bench import bench
 from lab.load import plan, runner
 from lab.load.settings import Settings, say
-from lab.results import stats
 
 SCENARIOS = ("json", "db")  # make load's scenario -> bench's endpoint of the same name
 MARGIN = 1.15
@@ -50,7 +51,7 @@ class Agreement:
         if n < 2:
             return None
         logs = [math.log(r) for r in self.ratios]
-        half = stats.t_quantile(0.5 + CONFIDENCE / 2, n - 1) * statistics.stdev(logs) / math.sqrt(n)
+        half = float(t_dist.ppf(0.5 + CONFIDENCE / 2, n - 1)) * statistics.stdev(logs) / math.sqrt(n)
         mean = statistics.fmean(logs)
         return math.exp(mean - half), math.exp(mean + half)
 

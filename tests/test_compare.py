@@ -142,10 +142,11 @@ def test_markdown_and_html_agree(runs: tuple[Path, Path], tmp_path: Path) -> Non
     for p in c.pairs:
         assert f'data-pair="{p.server}/{p.scenario}"' in html
         for r in p.rows:
-            assert f"| {r.figure} | {r.a} | {r.b} | {r.change} | {r.mark} | {r.confidence} |" in md
+            assert (f"| {r.figure} | {r.a} | {r.b} | {r.change} | {r.mark} | {r.confidence} | "
+                    f"{r.could_see()} |") in md
             assert (f'<td>{r.figure}</td><td>{r.a}</td><td>{r.b}</td><td>{r.change}</td>'
                     f'<td><span class="mark {r.mark.replace(" ", "-")}">{r.mark}</span></td>'
-                    f'<td class="conf">{r.confidence}</td>') in html
+                    f'<td class="conf">{r.confidence}</td><td class="conf">{r.could_see()}</td>') in html
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -160,7 +161,10 @@ def test_cli_writes_beside_run_a_and_accepts_run_ids(runs: tuple[Path, Path]) ->
     out = a.parent / "compare-run-a-vs-run-b"
     assert f"wrote {out / 'compare.html'}" in done.stdout and f"wrote {out / 'compare.md'}" in done.stdout
     assert "warning: the runs were made on different machines: cpu_model, cpus, kernel" in done.stdout
-    assert "asyncio/writes: rps better (+191%; x3.01 [1.8-5.05], p=0.0003)" in done.stdout
+    assert "asyncio/writes: rps better (+191%; x3.01 [1.8-5.05], p=0.00018)" in done.stdout
+    assert "margin between runs 10%, LAB_MARGIN_ACROSS" in done.stdout
+    assert "asyncio/json: no change beyond noise (could see: CPU per request ±50%; 5%: inside the margin" \
+        in done.stdout
     assert "only in B: gevent/json" in done.stdout
     shutil.rmtree(out)
     done = run_cli("run-b", "run-a", env={"LAB_REPORTS_DIR": str(a.parent)})

@@ -1,34 +1,94 @@
-"""The one rule that calls repetitions different (lab.results.stats): Student's t without scipy, the
-minimum-effect test, too few repetitions, the interval, and the family correction, including what it is
-for: identical runs mark nothing, a real change is found. Pure functions: no database, no servers."""
+"""The one rule that calls repetitions different (lab.results.stats): scipy's t-test against the margin,
+statsmodels' power behind the detectable effect (and that its stated power holds in simulation), too few
+repetitions, the interval, the margin knobs and the family correction, including what it is for:
+identical runs mark nothing, a real change is found. Pure functions: no database, no servers."""
 
 from __future__ import annotations
 
 import math
 import random
 
+import numpy as np
 import pytest
+from scipy import stats as sps
+from statsmodels.stats.power import tt_ind_solve_power
 
 from lab.results import stats
 
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize(("t", "df", "sf"), [
-    (2.776, 4, 0.025),  # the textbook two-sided 5 % point for 4 degrees of freedom
-    (1.96, 1e6, 0.025),  # large df: the normal distribution
-    (12.706, 1, 0.025),
-    (0.0, 3, 0.5),
-    (-2.015, 5, 0.95),
-])
-def test_t_tail_matches_the_tables(t: float, df: float, sf: float) -> None:
-    assert stats.t_sf(t, df) == pytest.approx(sf, abs=2e-4)
+def test_the_test_is_scipys_two_sample_t_against_the_margin() -> None:
+    """p and interval equal scipy.stats.ttest_ind's on the logs, B shifted by the margin (one-sided)."""
+    a, b = [100, 104, 98, 101], [121, 118, 127, 119]
+    la, lb = np.log(a), np.log(b)
+    d = stats.decide(a, b, 0.10)
+    ref = sps.ttest_ind(lb - math.log1p(0.10), la, alternative="greater")
+    assert d.p == pytest.approx(ref.pvalue, rel=1e-9) and d.changed
+    lo, hi = sps.ttest_ind(lb, la).confidence_interval(0.95)
+    assert d.ci == pytest.approx((math.exp(lo), math.exp(hi)), rel=1e-9)
+    # Unequal sizes: Welch's.
+    d = stats.decide(a, [*b, 122], 0.10)
+    ref = sps.ttest_ind(np.log([*b, 122]) - math.log1p(0.10), la, equal_var=False, alternative="greater")
+    assert d.p == pytest.approx(ref.pvalue, rel=1e-9)
+    # B lower: the test runs the other way.
+    d = stats.decide(b, a, 0.10)
+    ref = sps.ttest_ind(la + math.log1p(0.10), lb, alternative="less")
+    assert d.p == pytest.approx(ref.pvalue, rel=1e-9) and d.direction == -1
 
 
-def test_t_quantile_inverts_the_tail() -> None:
-    for df in (1.5, 3, 6.4, 30):
-        for q in (0.9, 0.975, 0.999):
-            assert 1 - stats.t_sf(stats.t_quantile(q, df), df) == pytest.approx(q, abs=1e-9)
+def test_the_detectable_effect_is_statsmodels_power_solved() -> None:
+    """The standardized effect at 80 % power matches statsmodels' own solver where its df applies, and
+    the stated effect is the margin plus that many repetition sds (never below the margin)."""
+    for n in (4, 6, 10):
+        ours = stats.standardized_mde(n, n, 2 * n - 2, 0.05)
+        theirs = tt_ind_solve_power(effect_size=None, nobs1=n, alpha=0.05, power=0.8, ratio=1.0,
+                                    alternative="larger")
+        assert ours == pytest.approx(theirs, rel=1e-4)
+    d = stats.decide([100, 101, 102, 103], [104, 105, 106, 107], 0.10)
+    assert d.sigma is not None and d.mde is not None
+    want = math.expm1(math.log1p(0.10) + stats.standardized_mde(4, 4, 6.0, 0.05) * d.sigma)
+    assert d.mde == pytest.approx(want) and d.mde > 0.10
+    assert d.reps_for_target is None and "inside the margin" in d.sensitivity()
+    flat = stats.decide([100] * 4, [100] * 4, 0.03)
+    assert flat.mde == pytest.approx(0.03) and flat.reps_for_target == stats.MIN_REPS
+
+
+def test_the_stated_power_holds_in_simulation() -> None:
+    """A true change equal to the stated detectable effect is marked about 80 % of the time, and a true
+    change at the margin about alpha of the time (fixed seed; 1,500 simulated comparisons each)."""
+    rng = np.random.default_rng(20261207)
+    sigma, n, margin, tries = 0.08, 6, 0.03, 1500
+    true = math.log1p(margin) + stats.standardized_mde(n, n, 2 * n - 2, stats.ALPHA) * sigma
+    for shift, low, high in ((true, 0.76, 0.84), (math.log1p(margin), 0.03, 0.07)):
+        a = rng.normal(0.0, sigma, (tries, n))
+        b = rng.normal(shift, sigma, (tries, n))
+        hits = sum(stats.decide(np.exp(x).tolist(), np.exp(y).tolist(), margin).changed
+                   for x, y in zip(a, b, strict=True))
+        assert low <= hits / tries <= high
+
+
+def test_repetitions_for_five_percent_reach_it() -> None:
+    """The repetitions stated for 5 % give a detectable effect of at most 5 % at that scatter, and one
+    fewer would not."""
+    sigma, margin = 0.06, 0.02
+    n = stats.reps_for(0.05, sigma, margin)
+    assert n is not None and n > stats.MIN_REPS
+
+    def mde(k: int) -> float:
+        return math.expm1(math.log1p(margin) + stats.standardized_mde(k, k, 2 * k - 2, stats.ALPHA) * sigma)
+    assert mde(n) <= 0.05 < mde(n - 1)
+    assert stats.reps_for(0.05, sigma, 0.05) is None  # inside the margin: never
+
+
+def test_margins_are_knobs_per_kind() -> None:
+    assert stats.margin(stats.WITHIN, env={}) == stats.DEFAULT_MARGINS[stats.WITHIN]
+    assert stats.margin(stats.ACROSS, env={"LAB_MARGIN_ACROSS": "0.07"}) == 0.07
+    assert stats.margin(stats.ACROSS, "0.02", env={"LAB_MARGIN_ACROSS": "0.07"}) == 0.02  # the flag wins
+    with pytest.raises(ValueError, match="LAB_MARGIN_WITHIN must be from 0 to 1"):
+        stats.margin(stats.WITHIN, env={"LAB_MARGIN_WITHIN": "5"})
+    rule = stats.settings(stats.ACROSS, 0.07)
+    assert rule["margin"] == 0.07 and rule["kind"] == "across" and rule["power"] == stats.POWER
 
 
 def test_a_clear_change_beyond_the_margin_is_marked_both_ways() -> None:
@@ -80,6 +140,7 @@ def test_benjamini_hochberg_keeps_only_what_survives_the_family() -> None:
     # m = 9 tested: 0.001 <= 0.05/9 stays; 0.02 > 2*0.05/9 and 0.04 > 3*0.05/9 go.
     assert [d.changed if d else None for d in kept[:4]] == [True, False, None, False]
     assert kept[1] is not None and "not significant among the 9 figures" in kept[1].reason
+    assert kept[0] is not None and kept[0].alpha == pytest.approx(0.05 / 9)  # sensitivity at the family's
     assert all(d is not None and d.changed for d in stats.adjust([at(0.03)]))  # a family of one
 
 

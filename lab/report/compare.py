@@ -3,9 +3,10 @@
 Writes compare.html and compare.md into <reports>/compare-<A>-vs-<B>/ (beside run A; --out to choose):
 the settings that differ first (usually why the figures differ), a warning when the machines differ,
 then per scenario x server every figure in A and B with the change from A to B, marked better, worse
-or within noise by one rule over the repetitions (lab.results.stats: a test against a minimum effect,
-corrected for the number of figures compared),
-with the test's confidence. Servers or scenarios present in only one run are listed.
+or within noise by one rule over the repetitions (lab.results.stats: a test against the margin between
+runs, LAB_MARGIN_ACROSS / --margin-across, corrected for the number of figures compared), with the test's
+confidence and, where nothing is marked, the change it could have seen (minimum detectable effect) and
+the repetitions a side that 5 % would take. Servers or scenarios present in only one run are listed.
 """
 
 from __future__ import annotations
@@ -113,6 +114,14 @@ class Row:
     confidence: str = ""
     decision: stats.Decision | None = None  # the test behind the mark (None: not tested)
 
+    def could_see(self) -> str:
+        """For a row within noise: '±14%; 5%: 23 reps' (or 5 % inside the margin); '' otherwise."""
+        d = self.decision
+        if self.mark != "within noise" or d is None or d.mde is None:
+            return ""
+        five = f"{d.reps_for_target} reps" if d.reps_for_target is not None else "inside the margin"
+        return f"{d.could_see()}; {stats.TARGET:.0%}: {five}"
+
 
 @dataclass
 class Pair:
@@ -133,14 +142,15 @@ def noise(entries: Sequence[Entry]) -> dict[str, stats.Noise | None]:
     return {key: stats.pooled_noise([FIGURES[key].values(e) for e in entries]) for key in COMPARED}
 
 
-def compare_entries(a: Entry, b: Entry, noises: dict[str, stats.Noise | None] | None = None) -> Pair:
+def compare_entries(a: Entry, b: Entry, noises: dict[str, stats.Noise | None] | None = None,
+                    margin: float = stats.DEFAULT_MARGINS[stats.ACROSS]) -> Pair:
     bound = [name for name, e in (("A", a), ("B", b)) if e.get("generator_bound")]
     rows = []
     for key in COMPARED:
         fig = FIGURES[key]
         if fig.value(a) is None and fig.value(b) is None:
             continue  # e.g. capacity of a closed-loop scenario
-        mark, change, decision = headline.judge(fig, a, b, (noises or {}).get(key))
+        mark, change, decision = headline.judge(fig, a, b, (noises or {}).get(key), margin)
         if key in RPS_FIGURES and bound and mark != "not compared":
             mark = "generator-bound"
         rows.append(Row(fig.label, fig.fmt(fig.value(a)), fig.fmt(fig.value(b)), _change(change), mark,
@@ -171,6 +181,7 @@ class Comparison:
     pairs: list[Pair]
     only_a: list[str]
     only_b: list[str]
+    margin: float = stats.DEFAULT_MARGINS[stats.ACROSS]  # between the runs: what counts as a change
 
 
 def _key(e: Entry) -> tuple[str, str]:
@@ -190,40 +201,47 @@ def as_family(pairs: Sequence[Pair]) -> None:
         row.decision = d
 
 
-def compare(a: dict[str, Any], b: dict[str, Any]) -> Comparison:
+def compare(a: dict[str, Any], b: dict[str, Any], margin: float | None = None) -> Comparison:
+    """A compared with B; `margin` between the runs (default: LAB_MARGIN_ACROSS, else the rule's)."""
+    margin = stats.margin(stats.ACROSS) if margin is None else margin
     ea, eb = {_key(e): e for e in a["results"]}, {_key(e): e for e in b["results"]}
     order = [k for k in ea if k in eb]
     machine, different = machine_diff(a, b)
     noises = noise([*a["results"], *b["results"]])
-    pairs = [compare_entries(ea[k], eb[k], noises) for k in order]
+    pairs = [compare_entries(ea[k], eb[k], noises, margin) for k in order]
     as_family(pairs)
     return Comparison(
         a_id=str(a["run"].get("id")), b_id=str(b["run"].get("id")), a=a, b=b,
         settings=settings_diff(a, b), machine=machine, different_machines=different,
         pairs=pairs,
         only_a=[f"{srv}/{scn}" for scn, srv in ea if (scn, srv) not in eb],
-        only_b=[f"{srv}/{scn}" for scn, srv in eb if (scn, srv) not in ea],
+        only_b=[f"{srv}/{scn}" for scn, srv in eb if (scn, srv) not in ea], margin=margin,
     )
 
 
-def rules() -> str:
-    effects = ", ".join(f"{FIGURES[k].label} {FIGURES[k].min_effect:.0%}" for k in COMPARED
-                        if FIGURES[k].rep_path is not None and FIGURES[k].min_effect)
-    return (f"A figure is marked only when its repetitions show that it changed by more than the figure's "
-            f"minimum effect ({effects}; failure rate {headline.FAILURE_FLOOR:.1%} absolute): a t-test on "
+def rules(margin: float = stats.DEFAULT_MARGINS[stats.ACROSS]) -> str:
+    floors = ", ".join(f"{FIGURES[k].label} {FIGURES[k].min_effect:.0%}" for k in COMPARED
+                       if FIGURES[k].rep_path is not None and FIGURES[k].min_effect > margin)
+    return (f"A figure is marked only when its repetitions show that it changed by more than the margin "
+            f"between runs, {margin:.0%} ({stats.MARGIN_VARS[stats.ACROSS]}, "
+            f"{stats.MARGIN_FLAGS[stats.ACROSS]}: "
+            f"the machine drifts between runs), or the figure's own floor where larger ({floors}; failure "
+            f"rate {headline.FAILURE_FLOOR:.1%} absolute): a t-test on "
             f"the logs of the values (with the figure's scatter pooled over all entries where that is the "
             f"larger), one-sided against that margin, at least {stats.MIN_REPS} repetitions "
             f"a side, and p under {stats.ALPHA:g} after the Benjamini-Hochberg correction over every figure "
             f"the comparison tests, so two runs of the same thing mark nothing in at least "
             f"{1 - stats.ALPHA:.0%} of comparisons. Confidence: the ratio B/A of geometric means with its "
-            f"95% interval, and p. Latency "
+            f"95% interval, and p. Could see: for a figure within noise, the change it would have marked "
+            f"{stats.POWER:.0%} of the time (the minimum detectable effect, from the repetitions' scatter, "
+            f"at "
+            f"alpha {stats.ALPHA:g} divided by the number of figures tested: one change among them must pass "
+            f"that), never less than the margin; and the repetitions a side that a {stats.TARGET:.0%} change "
+            f"would take. Latency "
             f"percentiles need enough requests (p99: {headline.MIN_COUNT['p99']}) and, under a CPU budget, a "
             "move of more than two quota periods; p99.9 and max are shown, not judged. Connections and CPU % "
             "have no better direction: higher or lower. Throughput of a generator-bound entry is not "
             "compared; CPU per request is.")
-
-
-RULES = rules()
 
 
 def _v(v: Any) -> str:
@@ -260,13 +278,14 @@ def render_md(c: Comparison) -> str:
     if c.only_a or c.only_b:
         out += ["", "## Present in one run only", ""]
         out += [f"- only in A: {x}" for x in c.only_a] + [f"- only in B: {x}" for x in c.only_b]
-    out += ["", "## Figures", "", f"_Change is from A to B. {RULES}_", ""]
+    out += ["", "## Figures", "", f"_Change is from A to B. {rules(c.margin)}_", ""]
     for scenario in dict.fromkeys(p.scenario for p in c.pairs):
         out += [f"### Scenario {scenario}", ""]
         for p in (p for p in c.pairs if p.scenario == scenario):
             out += [f"**{p.server}**", ""]
-            out += markup.md_table(["figure", "A", "B", "change", "mark", "confidence"],
-                                   [[r.figure, r.a, r.b, r.change, r.mark, r.confidence] for r in p.rows])
+            out += markup.md_table(["figure", "A", "B", "change", "mark", "confidence", "could see"],
+                                   [[r.figure, r.a, r.b, r.change, r.mark, r.confidence, r.could_see()]
+                                    for r in p.rows])
             out += [""] + [f"- {n}" for n in p.notes] + ([""] if p.notes else [])
     return "\n".join(out) + "\n"
 
@@ -315,7 +334,7 @@ def render_html(c: Comparison) -> str:
             + "".join(f"<li>only in A: {escape(x)}</li>" for x in c.only_a)
             + "".join(f"<li>only in B: {escape(x)}</li>" for x in c.only_b) + "</ul></section>")
     add(f'<section class="card" id="figures"><h2>Figures</h2><p class="meta">Change is from A to B. '
-        f"{escape(RULES)}</p>")
+        f"{escape(rules(c.margin))}</p>")
     for scenario in dict.fromkeys(p.scenario for p in c.pairs):
         add(f'<h2 id="{markup.anchor(scenario)}">Scenario {escape(scenario)}</h2><div class="pairs">')
         for p in (p for p in c.pairs if p.scenario == scenario):
@@ -323,17 +342,30 @@ def render_html(c: Comparison) -> str:
                 f'<tr data-figure="{escape(r.figure)}"><td>{escape(r.figure)}</td><td>{escape(r.a)}</td>'
                 f"<td>{escape(r.b)}</td><td>{escape(r.change)}</td>"
                 f'<td><span class="mark {r.mark.replace(" ", "-")}">{escape(r.mark)}</span></td>'
-                f'<td class="conf">{escape(r.confidence)}</td></tr>'
+                f'<td class="conf">{escape(r.confidence)}</td>'
+                f'<td class="conf">{escape(r.could_see())}</td></tr>'
                 for r in p.rows)
             notes = "".join(f'<li class="warning">{escape(n)}</li>' for n in p.notes)
             add(f'<div class="pair" data-pair="{escape(p.server)}/{escape(p.scenario)}">'
                 f"<h3>{escape(p.server)}</h3>"
                 '<div class="table-wrap"><table><thead><tr><th>figure</th><th>A</th><th>B</th><th>change</th>'
-                f"<th>mark</th><th>confidence</th></tr></thead><tbody>{rows}</tbody></table></div>"
+                "<th>mark</th><th>confidence</th><th>could see</th></tr></thead>"
+                f"<tbody>{rows}</tbody></table></div>"
                 + (f'<ul class="notes">{notes}</ul>' if notes else "") + "</div>")
         add("</div>")
     add("</section></main></body></html>")
     return "".join(h)
+
+
+def _could_see_headline(pair: Pair) -> str:
+    """' (could see: CPU per request ±14%; 5%: 23 reps, ...)' for the headline figures of an unmarked pair."""
+    seen = [f"{r.figure} {r.could_see()}" for r in pair.rows
+            if r.could_see() and r.figure in HEADLINE_LABELS]
+    return f" (could see: {', '.join(seen)})" if seen else ""
+
+
+HEADLINE_LABELS = frozenset(FIGURES[k].label for k in
+                            ("cpu_per_req", "ok_rps", "capacity", "p99", "rss_per_conn"))
 
 
 # --- entry point -------------------------------------------------------------------------------------------
@@ -343,11 +375,12 @@ def default_out(a_dir: Path, b_dir: Path) -> Path:
     return a_dir.parent / f"compare-{a_dir.name}-vs-{b_dir.name}"
 
 
-def build(a_arg: str | Path, b_arg: str | Path, out: Path | None = None) -> tuple[Path, Path, Comparison]:
+def build(a_arg: str | Path, b_arg: str | Path, out: Path | None = None,
+          margin: float | None = None) -> tuple[Path, Path, Comparison]:
     a_dir, b_dir = runs.find_run(a_arg), runs.find_run(b_arg)
     if a_dir == b_dir:
         raise runs.ReportError(f"A and B are the same run ({a_dir}); pass two different runs")
-    c = compare(runs.load_results(a_dir), runs.load_results(b_dir))
+    c = compare(runs.load_results(a_dir), runs.load_results(b_dir), margin)
     out = out or default_out(a_dir, b_dir)
     out.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out / "compare.html", out / "compare.md"
@@ -362,12 +395,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("a", help="run A: reports/<run-id> or a run id")
     p.add_argument("b", help="run B: reports/<run-id> or a run id")
     p.add_argument("--out", type=Path, help="output folder (default: compare-<A>-vs-<B> beside run A)")
+    stats.add_margin_flag(p, stats.ACROSS)
     args = p.parse_args(argv)
+    try:
+        margin = stats.margin(stats.ACROSS, args.margin_across)
+    except ValueError as exc:
+        p.error(str(exc))
     if claims_compare.both_claims(args.a, args.b):  # two `make claims` runs, not load runs
         out = ["--out", str(args.out)] if args.out else []
         return claims_compare.main([str(args.a), str(args.b), *out])
     try:
-        html_path, md_path, c = build(args.a, args.b, args.out)
+        html_path, md_path, c = build(args.a, args.b, args.out, margin)
     except runs.ReportError as exc:
         print(f"lab compare: {exc}", file=sys.stderr)
         return 2
@@ -384,8 +422,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"only in B: {x}")
     for pair in c.pairs:
         marked = [f"{r.figure} {r.mark} ({r.change}; {r.confidence})" for r in pair.rows if r.mark in FLAGGED]
-        print(f"{pair.server}/{pair.scenario}: {'; '.join(marked) if marked else 'no change beyond noise'}")
-    print(f"{changes(c)} figure(s) marked changed across {len(c.pairs)} entries")
+        print(f"{pair.server}/{pair.scenario}: {'; '.join(marked) if marked else 'no change beyond noise'}"
+              + ("" if marked else _could_see_headline(pair)))
+    print(f"{changes(c)} figure(s) marked changed across {len(c.pairs)} entries (margin between runs "
+          f"{c.margin:.0%}, {stats.MARGIN_VARS[stats.ACROSS]})")
     print(f"wrote {html_path}\nwrote {md_path}")
     return 0
 

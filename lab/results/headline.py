@@ -1,9 +1,10 @@
 """Plain-words verdicts, and the figures they and `make compare` judge, shared by both reports.
 
 Every "better", "worse" or "winner" comes from one rule (lab.results.stats.decide): the
-repetition-level values of the two sides show that the figure differs by more than its minimum effect
-(FIGURES[...].min_effect; a one-sided t-test on the logs against that margin, p < 0.05). Anything else
-is a tie, printed with its confidence. Further:
+repetition-level values of the two sides show that the figure differs by more than the margin (the
+comparison kind's, lab.results.stats.margin, or the figure's own floor, FIGURES[...].min_effect, where
+larger; a one-sided t-test on the logs against that margin, p < 0.05). Anything else is a tie, printed
+with its confidence and the change it could have seen (the minimum detectable effect). Further:
 - a latency percentile is only judged when both sides have at least MIN_COUNT requests behind it
   (p99 of 50 requests is just their second-slowest), and, under a CPU budget, when it moved by more
   than two quota periods (a throttled server answers in its next period, so latency moves in steps of
@@ -78,8 +79,8 @@ def _number(v: Any) -> float | None:
 
 @dataclass(frozen=True)
 class Figure:
-    """One figure of an entry: where it is, per repetition too, which way is better, and the smallest
-    change of its median that counts (min_effect: 0.10 = 10 %)."""
+    """One figure of an entry: where it is, per repetition too, which way is better, and its own floor
+    under the comparison's margin (min_effect: 0.10 = 10 %; 0: the comparison kind's margin alone)."""
 
     key: str
     label: str
@@ -106,12 +107,14 @@ def _lat(key: str, min_effect: float | None) -> Figure:
 
 
 FIGURES: dict[str, Figure] = {f.key: f for f in (
-    Figure("rps", "rps", ("rps", "median"), ("rps",), +1, 0.15, fmt_num),
-    Figure("ok_rps", "ok rps", ("ok_rps", "median"), ("ok_rps",), +1, 0.15, fmt_num),
+    # Rates and cost: the comparison's margin alone. Tails, memory and counts keep floors of their own:
+    # they move with things the repetitions share (a GC pause, connection churn, allocator arenas).
+    Figure("rps", "rps", ("rps", "median"), ("rps",), +1, 0.0, fmt_num),
+    Figure("ok_rps", "ok rps", ("ok_rps", "median"), ("ok_rps",), +1, 0.0, fmt_num),
     Figure("capacity", "capacity at SLO (rps)", ("capacity", "median"), ("capacity", "capacity_rps"), +1,
-           0.15, fmt_num),
+           0.0, fmt_num),
     Figure("cpu_per_req", "CPU per request", ("cost", "cpu_us_per_request", "median"),
-           ("cost", "cpu_us_per_request"), -1, 0.15, fmt_us),
+           ("cost", "cpu_us_per_request"), -1, 0.0, fmt_us),
     Figure("rss_per_conn", "RSS per connection", ("memory", "rss_per_connection_bytes"),
            ("resources", "rss_per_connection_bytes"), -1, 0.50, fmt_bytes),
     _lat("p50", 0.20), _lat("p90", 0.25), _lat("p99", 0.30), _lat("p99_9", None), _lat("max", None),
@@ -131,11 +134,15 @@ FIGURES: dict[str, Figure] = {f.key: f for f in (
 )}
 
 
-def judge(fig: Figure, a: Entry, b: Entry,
-          noise: stats.Noise | None = None) -> tuple[str, float | None, stats.Decision | None]:
+WITHIN = stats.DEFAULT_MARGINS[stats.WITHIN]
+
+
+def judge(fig: Figure, a: Entry, b: Entry, noise: stats.Noise | None = None,
+          margin: float = WITHIN) -> tuple[str, float | None, stats.Decision | None]:
     """(mark, relative change of the median from a to b, the test's decision) for one figure: 'better',
     'worse' (for a figure with no better direction 'higher', 'lower'), 'within noise', or 'not compared'
-    (missing, too few requests, or a figure that is shown but not judged)."""
+    (missing, too few requests, or a figure that is shown but not judged). `margin`: the comparison
+    kind's (lab.results.stats.margin); the figure's floor applies where larger."""
     va, vb = fig.value(a), fig.value(b)
     if va is None or vb is None:
         return "not compared", None, None
@@ -144,7 +151,7 @@ def judge(fig: Figure, a: Entry, b: Entry,
         return "not compared", change, None
     if fig.key in MIN_COUNT and min(rep_counts(a) + rep_counts(b)) < MIN_COUNT[fig.key]:
         return "not compared", change, None
-    decision = stats.decide(fig.values(a), fig.values(b), fig.min_effect, noise=noise)
+    decision = stats.decide(fig.values(a), fig.values(b), max(margin, fig.min_effect), noise=noise)
     changed = decision.changed
     if fig.key == "failure_rate" and abs(vb - va) < FAILURE_FLOOR:
         changed = False
@@ -176,14 +183,14 @@ def quantum_ms(*entries: Entry) -> float:
     return 2 * max((p for p in periods if p), default=0.0) / 1000
 
 
-def compare_figure(fig: Figure, a: Entry, b: Entry) -> tuple[str, float | None]:
-    mark, change, _ = judge(fig, a, b)
+def compare_figure(fig: Figure, a: Entry, b: Entry, margin: float = WITHIN) -> tuple[str, float | None]:
+    mark, change, _ = judge(fig, a, b, margin=margin)
     return mark, change
 
 
-def differs(fig: Figure, a: Entry, b: Entry) -> bool:
+def differs(fig: Figure, a: Entry, b: Entry, margin: float = WITHIN) -> bool:
     """Do a and b differ on this figure by the rule (either way)?"""
-    return judge(fig, a, b)[0] in ("better", "worse", "higher", "lower")
+    return judge(fig, a, b, margin=margin)[0] in ("better", "worse", "higher", "lower")
 
 
 # --- the verdict of one scenario ------------------------------------------------------------------------
@@ -199,6 +206,7 @@ class Verdict:
     failing: list[str] = field(default_factory=list)  # servers with failed requests
     left_out: list[str] = field(default_factory=list)  # servers with problems
     cheapest: str | None = None  # lowest CPU per request, by the rule; None: a tie or not measured
+    margin: float = WITHIN  # the margin between servers the verdict was judged with
 
     @property
     def text(self) -> str:
@@ -209,34 +217,35 @@ def and_join(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def tested(fig: Figure, a: Entry, b: Entry) -> bool:
+def tested(fig: Figure, a: Entry, b: Entry, margin: float = WITHIN) -> bool:
     """Could the rule judge this figure at all (enough repetitions, enough requests)?"""
-    decision = judge(fig, a, b)[2]
+    decision = judge(fig, a, b, margin=margin)[2]
     return decision is not None and decision.p is not None
 
 
-def _memory(top: Entry, other: Entry) -> str:
+def _memory(top: Entry, other: Entry, margin: float) -> str:
     """'{top} used a third of the memory of {other} (15 MiB vs 45 MiB peak RSS)', or similar / not judged."""
     fig = FIGURES["rss_peak"]
     a, b = fig.value(top), fig.value(other)
     if a is None or b is None or not b:
         return "memory not measured"
     detail = f"({fmt_bytes(a)} vs {fmt_bytes(b)} peak RSS)"
-    if not tested(fig, other, top):
+    if not tested(fig, other, top, margin):
         return f"memory not judged {detail}"
-    if not differs(fig, other, top):
-        return f"{top['server']} and {other['server']} used similar memory {detail}"
+    if not differs(fig, other, top, margin):
+        return (f"{top['server']} and {other['server']} used similar memory {detail}, "
+                f"{_sensitivity(fig, other, top, margin)}")
     return f"{top['server']} used {times(a / b, 'memory')} of {other['server']} {detail}"
 
 
-def _latency_phrase(a: Entry, b: Entry, key: str = "p99") -> str:
+def _latency_phrase(a: Entry, b: Entry, margin: float, key: str = "p99") -> str:
     fig, label = FIGURES[key], PERCENTILE_LABELS[key]
-    mark, _ = compare_figure(fig, b, a)  # from b to a: 'better' means a has the lower latency
+    mark, _ = compare_figure(fig, b, a, margin)  # from b to a: 'better' means a has the lower latency
     va, vb = fig.value(a), fig.value(b)
     if mark == "not compared":
         return f"{label} not compared (fewer than {MIN_COUNT[key]:,} successful requests a repetition)"
     if mark == "within noise":
-        return f"{label} within noise ({fmt_ms(va)} vs {fmt_ms(vb)})"
+        return f"{label} within noise ({fmt_ms(va)} vs {fmt_ms(vb)}, {_sensitivity(fig, b, a, margin)})"
     assert va is not None and vb is not None
     low, high = (a, b) if va < vb else (b, a)
     r = max(va, vb) / min(va, vb) if min(va, vb) else float("inf")
@@ -244,7 +253,7 @@ def _latency_phrase(a: Entry, b: Entry, key: str = "p99") -> str:
     return f"{label} {ratio(r)} lower for {low['server']} ({figures})"
 
 
-def _order(ranked: Sequence[Entry], fig: Figure, mark_bound: bool) -> str:
+def _order(ranked: Sequence[Entry], fig: Figure, mark_bound: bool, margin: float) -> str:
     """'a 5,005 > b 3,055 ≈ c 3,005' (or with < for a list that rises): neighbours that do not differ by
     the rule are ≈; neighbours the rule could not test (too few repetitions) are only listed, 'a, b'."""
     parts: list[str] = []
@@ -254,10 +263,10 @@ def _order(ranked: Sequence[Entry], fig: Figure, mark_bound: bool) -> str:
             text += " (generator-bound)"
         if i:
             rising = (fig.value(e) or 0.0) > (fig.value(ranked[i - 1]) or 0.0)
-            if not tested(fig, ranked[i - 1], e):
+            if not tested(fig, ranked[i - 1], e, margin):
                 parts[-1] += ","
             else:
-                parts.append(("<" if rising else ">") if differs(fig, ranked[i - 1], e) else "≈")
+                parts.append(("<" if rising else ">") if differs(fig, ranked[i - 1], e, margin) else "≈")
         parts.append(text)
     return " ".join(parts)
 
@@ -269,10 +278,21 @@ def _failures(e: Entry) -> str:
     return f"{text} ({detail})" if detail else text
 
 
-def _confidence(fig: Figure, a: Entry, b: Entry) -> str:
-    """The test's confidence, its ratio read as b over a (as the sentence reads: 'b served 28% more')."""
-    decision = judge(fig, a, b)[2]
-    return decision.confidence() if decision is not None else "not tested"
+def _confidence(fig: Figure, a: Entry, b: Entry, margin: float) -> str:
+    """The test's confidence, its ratio read as b over a (as the sentence reads: 'b served 28% more'),
+    and for a tie what it could have seen."""
+    mark, _, decision = judge(fig, a, b, margin=margin)
+    if decision is None:
+        return "not tested"
+    if mark == "within noise" and decision.mde is not None:
+        return f"{decision.confidence()}; {decision.sensitivity()}"
+    return decision.confidence()
+
+
+def _sensitivity(fig: Figure, a: Entry, b: Entry, margin: float) -> str:
+    """'could see ±12% (...)' for a tie, or '' when the rule states none."""
+    decision = judge(fig, a, b, margin=margin)[2]
+    return decision.sensitivity() if decision is not None and decision.mde is not None else "not tested"
 
 
 def _cost(v: Verdict, usable: Sequence[Entry]) -> None:
@@ -284,46 +304,47 @@ def _cost(v: Verdict, usable: Sequence[Entry]) -> None:
             v.sentences.append(f"CPU per request: {costed[0]['server']} {fig.fmt(fig.value(costed[0]))}.")
         return
     low, next_ = costed[0], costed[1]
-    if not tested(fig, next_, low):
-        lead = f"CPU per request not judged ({_confidence(fig, next_, low)})"
-    elif differs(fig, next_, low):
+    if not tested(fig, next_, low, v.margin):
+        lead = f"CPU per request not judged ({_confidence(fig, next_, low, v.margin)})"
+    elif differs(fig, next_, low, v.margin):
         v.cheapest = low["server"]
         r = (fig.value(next_) or 0.0) / (fig.value(low) or 1.0)
         lead = (f"{low['server']} spent the least CPU per request, {ratio(1 / r)} of {next_['server']}'s "
-                f"({_confidence(fig, next_, low)})")
+                f"({_confidence(fig, next_, low, v.margin)})")
     else:
         lead = (f"{low['server']} and {next_['server']} tie on CPU per request "
-                f"({_confidence(fig, next_, low)})")
-    v.sentences.append(f"{lead}. CPU per request: {_order(costed, fig, False)}.")
+                f"({_confidence(fig, next_, low, v.margin)})")
+    v.sentences.append(f"{lead}. CPU per request: {_order(costed, fig, False, v.margin)}.")
     conn = FIGURES["rss_per_conn"]
     held = sorted((e for e in usable if conn.value(e)), key=lambda e: conn.value(e) or 0.0)
     if len(held) >= 2:
-        v.sentences.append(f"Memory per open connection: {_order(held, conn, False)}.")
+        v.sentences.append(f"Memory per open connection: {_order(held, conn, False, v.margin)}.")
 
 
 def _throughput(v: Verdict, ranked: Sequence[Entry], fig: Figure, noun: str) -> None:
     top, second = ranked[0], ranked[1]
     a, b = fig.value(top) or 0.0, fig.value(second) or 0.0
     names = f"{top['server']} and {second['server']}"
-    used = _memory(top, second)
-    lat = _latency_phrase(top, second)
-    if not tested(fig, second, top):
+    used = _memory(top, second, v.margin)
+    lat = _latency_phrase(top, second, v.margin)
+    if not tested(fig, second, top, v.margin):
         v.sentences.append(f"{names} are not judged on {noun} ({fig.fmt(a)} vs {fig.fmt(b)}: "
-                           f"{_confidence(fig, second, top)}); {used}; {lat}.")
-    elif not differs(fig, second, top):
-        v.tie = [e["server"] for e in ranked if not differs(fig, e, top)]
+                           f"{_confidence(fig, second, top, v.margin)}); {used}; {lat}.")
+    elif not differs(fig, second, top, v.margin):
+        v.tie = [e["server"] for e in ranked if not differs(fig, e, top, v.margin)]
         v.sentences.append(f"{and_join(v.tie)} tie on {noun} ({fig.fmt(a)} vs {fig.fmt(b)}: "
-                           f"{_confidence(fig, second, top)}); {used}; {lat}.")
+                           f"{_confidence(fig, second, top, v.margin)}); {used}; {lat}.")
     else:
         v.winner = top["server"]
         more = f"{ratio(a / b)} the {noun} of" if a >= 1.5 * b else f"{a / b - 1:.0%} more {noun} than"
         v.sentences.append(f"{top['server']} served {more} {second['server']} ({fig.fmt(a)} vs {fig.fmt(b)}; "
-                           f"{_confidence(fig, second, top)}); {used}; {lat}.")
+                           f"{_confidence(fig, second, top, v.margin)}); {used}; {lat}.")
 
 
-def verdict(scenario: str, entries: Sequence[Entry]) -> Verdict:
-    """The headline of one scenario from its results.json entries (one per server)."""
-    v = Verdict(scenario)
+def verdict(scenario: str, entries: Sequence[Entry], margin: float | None = None) -> Verdict:
+    """The headline of one scenario from its results.json entries (one per server); `margin`: between
+    servers (default: LAB_MARGIN_WITHIN, else lab.results.stats.DEFAULT_MARGINS)."""
+    v = Verdict(scenario, margin=stats.margin(stats.WITHIN) if margin is None else margin)
     v.left_out = [e["server"] for e in entries if e.get("problems")]
     open_model = any(e.get("capacity") for e in entries)
     fig = FIGURES["capacity"] if open_model else FIGURES["ok_rps"]
@@ -352,7 +373,7 @@ def verdict(scenario: str, entries: Sequence[Entry]) -> Verdict:
     else:
         _throughput(v, ranked, fig, noun)
     if len(ranked) > 2 and not bound:
-        v.sentences.append(f"Order by {noun}: {_order(ranked, fig, False)}.")
+        v.sentences.append(f"Order by {noun}: {_order(ranked, fig, False, v.margin)}.")
     _cost(v, usable)
     failing = [e for e in entries if (e.get("failures") or 0) > 0]
     if failing:

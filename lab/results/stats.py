@@ -1,35 +1,83 @@
-"""The one rule that calls two sets of repetitions different: a minimum-effect test on the ratio.
+"""The one rule that calls two sets of repetitions different, and the smallest change it could see.
 
-A figure differs between A and B only when the data say its true change is larger than the figure's
-minimum effect (a ratio of 1.15 for 15 %), not merely different from zero:
+A figure differs between A and B only when the data say its true change is larger than a margin, not
+merely different from zero:
 - the values are compared on a log scale (a ratio is a difference of logs; CPU time, rates and
-  latencies are skewed and positive) by a two-sample t over the repetition-level values (pooled with
-  equal repetitions a side, where it is robust to unequal noise; Welch's otherwise);
-- the test is one-sided against the margin: H0 "|log(B/A)| <= log(1 + min_effect)". A drift of the
-  machine by a few per cent between two runs, however consistent, is not sold as a change, and a
-  change is shown only when its whole confidence interval clears the margin (roughly);
+  latencies are skewed and positive) by scipy.stats.ttest_ind's two-sample t-test over the
+  repetition-level values (pooled with equal repetitions a side, where it is robust to unequal noise;
+  Welch's otherwise), computed from its Student's t directly (scipy.stats.t; ttest_ind itself costs
+  milliseconds a call, and self-checks call the rule thousands of times);
+- the test is one-sided against the margin: H0 "|log(B/A)| <= log(1 + margin)". The margin is what
+  the repetitions cannot see: a bias shared by all of one side's repetitions. Its size depends on the
+  kind of comparison (`margin`): WITHIN one run, repetitions are interleaved across the servers, so the
+  machine's drift hits every server alike and a small margin suffices; ACROSS two runs, the machine
+  itself moves between them (+7 to +25 % on identical runs seen here). A figure may add a floor of its
+  own (a percentile's tail); the larger applies;
 - with four repetitions a side, one entry's own scatter is a loose estimate of its noise (three
   degrees of freedom a side), so where a comparison has many entries of the same figure, the larger of
   the entry's own scatter and the figure's typical scatter over all entries (`Noise`, a median) is
   used, with the degrees of freedom of whichever it took: conservative both ways;
-- a comparison tests many figures at once (20 entries x 10 figures in a default run), so `adjust`
-  applies the Benjamini-Hochberg procedure to the family: when nothing changed, the chance that any
-  figure is marked stays under ALPHA, rather than ALPHA per figure.
-The confidence a person reads is the ratio of geometric means B/A with its 95 % interval (from the
-same t distribution) and the test's p. Values that are not all positive (a failure rate of 0) are
-compared on the raw scale, the margin being min_effect of A's mean.
+- a comparison tests many figures at once, so `adjust` applies the Benjamini-Hochberg procedure to the
+  family: when nothing changed, the chance that any figure is marked stays under ALPHA.
+What a person reads: the ratio of geometric means B/A with its 95 % interval, the test's p, and for a
+tie its sensitivity: the minimum detectable effect (the true change this test marks with POWER, from
+the scatter it used, at its alpha and margin; statsmodels' noncentral-t power of the two-sample t-test)
+and the repetitions a side it would take to see TARGET. The detectable effect is never below the
+margin: no number of repetitions marks a change inside it. Intervals are Student's t, not a
+bootstrap: with four to eight values a side a bootstrap interval is too narrow. Values that are not
+all positive (a failure rate of 0) are compared on the raw scale, the margin being that fraction of
+A's mean, and have no detectable effect stated.
 """
 
 from __future__ import annotations
 
+import argparse
 import functools
 import math
+import os
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from lab import knobs
 
 ALPHA = 0.05
+POWER = 0.80  # the detectable effect is the true change the test marks this often
+TARGET = 0.05  # the change people tune for: each tie says how many repetitions it would take to see it
 MIN_REPS = 4  # per side: three values give a variance with two degrees of freedom, too loose to test
+
+Kind = Literal["within", "across"]
+WITHIN: Kind = "within"
+ACROSS: Kind = "across"
+DEFAULT_MARGINS: dict[Kind, float] = {WITHIN: 0.03, ACROSS: 0.10}
+MARGIN_VARS: dict[Kind, str] = {WITHIN: "LAB_MARGIN_WITHIN", ACROSS: "LAB_MARGIN_ACROSS"}
+MARGIN_FLAGS: dict[Kind, str] = {WITHIN: "--margin-within", ACROSS: "--margin-across"}
+MARGIN_HELP: dict[Kind, str] = {
+    WITHIN: "the least change between servers of one run that counts (0.03 = 3 %): repetitions are "
+            "interleaved across servers, so the machine's drift hits all alike",
+    ACROSS: "the least change between two runs that counts (0.10 = 10 %): the machine drifts between runs",
+}
+
+
+def margin(kind: Kind, raw: object = None, env: Mapping[str, str] = os.environ) -> float:
+    """The margin of a comparison kind: `raw` (a flag's value) if given, else its LAB_MARGIN_* variable,
+    else the default; a ValueError naming the knob when out of range."""
+    var = MARGIN_VARS[kind]
+    value = knobs.number(raw if raw not in (None, "") else env.get(var), var, 0.0, 1.0)
+    return DEFAULT_MARGINS[kind] if value is None else value
+
+
+def add_margin_flag(parser: argparse.ArgumentParser, kind: Kind) -> None:
+    """The flag of a kind's margin, its default from LAB_MARGIN_* (checked by `margin`)."""
+    knobs.env_flag(parser, MARGIN_FLAGS[kind], MARGIN_VARS[kind], "",
+                   f"{MARGIN_HELP[kind]}; default {DEFAULT_MARGINS[kind]:g}")
+
+
+def settings(kind: Kind, margin_value: float) -> dict[str, Any]:
+    """What results.json and a comparison record of the rule they were judged by."""
+    return {"kind": kind, "margin": margin_value, "alpha": ALPHA, "power": POWER, "target": TARGET,
+            "min_reps": MIN_REPS, "knob": MARGIN_VARS[kind]}
 
 
 @dataclass(frozen=True)
@@ -43,6 +91,12 @@ class Decision:
     ci: tuple[float, float] | None  # 95 % interval of the ratio (None on the raw scale)
     n: tuple[int, int]
     reason: str  # why not changed ("" when changed)
+    margin: float = 0.0  # the relative change the test treated as none
+    alpha: float = ALPHA  # the level the change had to pass (the family's, after `adjust`)
+    sigma: float | None = None  # one repetition's scatter (sd of the logs) the test used
+    df: float | None = None
+    mde: float | None = None  # the change marked with POWER (relative, either way); None: not on logs
+    reps_for_target: int | None = None  # repetitions a side to see TARGET; None: inside the margin
 
     def confidence(self) -> str:
         """'x1.25 [1.18-1.33], p=0.004' for people."""
@@ -54,63 +108,98 @@ class Decision:
         parts.append(f"p={self.p:.2g}")
         return ", ".join(parts)
 
+    def could_see(self) -> str:
+        """'±12 %' (the detectable effect, rounded up), or '' when there is none."""
+        if self.mde is None:
+            return ""
+        return f"±{math.ceil(self.mde * 100 - 1e-9):.0f}%" if self.mde < 9 else "only beyond 10x"
 
-# --- Student's t, without scipy ------------------------------------------------------------------------
+    def sensitivity(self) -> str:
+        """What a tie could have seen: 'could see ±12% (80% power, alpha 0.05, margin 3%); 5% needs 14
+        repetitions a side'."""
+        if self.mde is None:
+            return ""
+        text = (f"could see {self.could_see()} ({POWER:.0%} power, alpha {self.alpha:.2g}, "
+                f"margin {self.margin:.0%})")
+        if self.reps_for_target is not None:
+            return f"{text}; {TARGET:.0%} needs {self.reps_for_target} repetitions a side"
+        return f"{text}; {TARGET:.0%} is inside the margin"
 
-
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the incomplete beta function (modified Lentz)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1, a - 1
-    c, d = 1.0, 1 - qab * x / qap
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        even = m * (b - m) * x / ((qam + m2) * (a + m2))
-        odd = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        for num in (even, odd):
-            d = 1 + num * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1) < 1e-14:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b)."""
-    if x <= 0:
-        return 0.0
-    if x >= 1:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    front = math.exp(log_front)
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1 - front * _betacf(b, a, 1 - x) / b
+    def as_dict(self) -> dict[str, Any]:
+        """The decision as results.json records it."""
+        return {"changed": self.changed, "direction": self.direction, "ratio": _round(self.ratio),
+                "ci": [_round(x) for x in self.ci] if self.ci else None, "p": _round(self.p),
+                "n": list(self.n), "margin": self.margin, "alpha": _round(self.alpha),
+                "sigma": _round(self.sigma), "mde": _round(self.mde),
+                "reps_for_target": self.reps_for_target, "reason": self.reason}
 
 
-def t_sf(t: float, df: float) -> float:
-    """P(T > t) for Student's t with df degrees of freedom."""
-    if math.isinf(t):
-        return 0.0 if t > 0 else 1.0
-    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t))
-    return tail if t >= 0 else 1 - tail
+def _round(x: float | None) -> float | None:
+    return None if x is None else float(f"{x:.4g}")
 
 
-@functools.lru_cache(maxsize=1024)
-def t_quantile(q: float, df: float) -> float:
-    """The t with P(T <= t) = q (bisection; q in (0, 1))."""
-    lo, hi = -1e3, 1e3
-    for _ in range(64):  # 2000 / 2**64: far below any printed digit
-        mid = (lo + hi) / 2
-        if 1 - t_sf(mid, df) < q:
-            lo = mid
-        else:
-            hi = mid
-    return (lo + hi) / 2
+# --- power: the smallest change the test sees ---------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def standardized_mde(n_a: int, n_b: int, df: float, alpha: float, power: float = POWER) -> float:
+    """The true shift past the margin, in units of one repetition's sd, that a one-sided two-sample
+    t-test with these sizes, degrees of freedom and alpha detects with `power` (statsmodels'
+    noncentral-t power, solved for the effect)."""
+    from scipy import optimize
+    from statsmodels.stats.power import TTestIndPower  # imported when needed: it pulls in pandas (seconds)
+
+    calc = TTestIndPower()
+
+    def short(d: float) -> float:
+        return float(calc.power(d, n_a, alpha, ratio=n_b / n_a, df=df, alternative="larger")) - power
+    hi = 1.0
+    while short(hi) < 0:
+        hi *= 2
+    return float(optimize.brentq(short, 0.0, hi, xtol=1e-6))
+
+
+def reps_for(change: float, sigma: float, margin_value: float, alpha: float = ALPHA,
+             power: float = POWER) -> int | None:
+    """Repetitions a side that would mark a true `change` (0.05 = 5 %) with `power` at this scatter;
+    None when the change is inside the margin (no number of repetitions shows it)."""
+    shift = math.log1p(change) - math.log1p(margin_value)
+    if shift <= 0:
+        return None
+    if sigma <= 0:
+        return MIN_REPS
+    return _reps(float(f"{shift / sigma:.3g}"), alpha, power)
+
+
+@functools.lru_cache(maxsize=4096)
+def _reps(effect_size: float, alpha: float, power: float) -> int:
+    """The fewest repetitions a side (at least MIN_REPS) at which statsmodels' power of the one-sided
+    two-sample t-test reaches `power`: a search over whole repetitions (its own solver gives up on the
+    large effects that need fewer than MIN_REPS)."""
+    from statsmodels.stats.power import TTestIndPower
+
+    calc = TTestIndPower()
+
+    def enough(n: int) -> bool:
+        return float(calc.power(effect_size, n, alpha, ratio=1.0, alternative="larger")) >= power
+    lo, hi = MIN_REPS - 1, MIN_REPS  # not enough at lo (or below the floor), try hi
+    while not enough(hi):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if enough(mid) else (mid, hi)
+    return hi
+
+
+def with_sensitivity(d: Decision, alpha: float) -> Decision:
+    """The decision with its detectable effect and repetitions for TARGET at this alpha (the test's own,
+    or the family's where a comparison corrects for many figures)."""
+    if d.sigma is None or d.df is None:
+        return replace(d, alpha=alpha)
+    na, nb = d.n
+    shift = standardized_mde(na, nb, d.df, alpha) * d.sigma
+    mde = math.expm1(math.log1p(d.margin) + shift)
+    return replace(d, alpha=alpha, mde=mde, reps_for_target=reps_for(TARGET, d.sigma, d.margin, alpha))
 
 
 # --- the rule ---------------------------------------------------------------------------------------------
@@ -129,8 +218,9 @@ class Welch:
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> Welch:
-    """Welch's t where the sample sizes differ; with equal sizes (the lab's runs) the pooled two-sample t,
-    which is then robust to unequal variances and keeps all n_a + n_b - 2 degrees of freedom."""
+    """The standard error and degrees of freedom scipy.stats.ttest_ind uses: pooled with equal sizes
+    (the lab's runs; then robust to unequal variances, n_a + n_b - 2 degrees of freedom), Welch's
+    otherwise. Needed to weigh an entry's own scatter against the figure's typical one."""
     na, nb = len(a), len(b)
     va, vb = statistics.variance(a), statistics.variance(b)
     diff = statistics.fmean(b) - statistics.fmean(a)
@@ -164,14 +254,24 @@ def pooled_noise(groups: Sequence[Sequence[float]]) -> Noise | None:
     return Noise(statistics.median(scaled), df) if scaled else None
 
 
+def _test(w: Welch, margin_abs: float) -> tuple[float, tuple[float, float]]:
+    """(p of 'the change exceeds the margin' in the estimate's direction, 95 % interval of the difference)
+    from Student's t (scipy.stats.t): with the entry's own scatter, the same p and interval as
+    scipy.stats.ttest_ind on B shifted by the margin (a test checks it), at a fraction of its cost."""
+    from scipy import stats as sps  # imported when needed: a second's start-up for every lab command
+
+    half = float(sps.t.ppf(1 - ALPHA / 2, w.df)) * w.se
+    return float(sps.t.sf((abs(w.diff) - margin_abs) / w.se, w.df)), (w.diff - half, w.diff + half)
+
+
 def decide(a: Sequence[float], b: Sequence[float], min_effect: float, *, alpha: float = ALPHA,
            min_reps: int = MIN_REPS, noise: Noise | None = None) -> Decision:
-    """Are B's repetitions different from A's by more than min_effect? `noise`: the figure's pooled
-    scatter, used where it exceeds these repetitions' own. (See the module's docstring.)"""
+    """Are B's repetitions different from A's by more than the margin `min_effect`? `noise`: the
+    figure's pooled scatter, used where it exceeds these repetitions' own. (See the module's docstring.)"""
     a, b = [float(x) for x in a], [float(x) for x in b]
     n = (len(a), len(b))
     if not a or not b:
-        return Decision(False, 0, None, None, None, n, "no values")
+        return Decision(False, 0, None, None, None, n, "no values", min_effect, alpha)
     logs = min(a + b) > 0
     ma, mb = (statistics.geometric_mean(a), statistics.geometric_mean(b)) if logs else (
         statistics.fmean(a), statistics.fmean(b))
@@ -179,39 +279,44 @@ def decide(a: Sequence[float], b: Sequence[float], min_effect: float, *, alpha: 
     ratio = mb / ma if ma else None
     if min(n) < min_reps:
         return Decision(False, direction, ratio, None, None, n,
-                        f"{min(n)} repetition(s) on one side; a difference needs {min_reps} a side")
+                        f"{min(n)} repetition(s) on one side; a difference needs {min_reps} a side",
+                        min_effect, alpha)
     w = welch([math.log(x) for x in a], [math.log(x) for x in b]) if logs else welch(a, b)
     if logs and noise is not None and (typical := math.sqrt(noise.var * (1 / n[0] + 1 / n[1]))) > w.se:
         w = Welch(w.diff, typical, float(noise.df))
-    margin = math.log1p(min_effect) if logs else min_effect * abs(ma)
-    beyond = abs(w.diff) - margin  # how far the estimate is past the margin (negative: inside it)
+    margin_abs = math.log1p(min_effect) if logs else min_effect * abs(ma)
+    beyond = abs(w.diff) - margin_abs  # how far the estimate is past the margin (negative: inside it)
     if w.se == 0:
         p = 0.0 if beyond > 0 else 1.0
         ci = (ratio, ratio) if logs and ratio is not None else None
     else:
-        p = t_sf(beyond / w.se, w.df)
-        half = t_quantile(0.975, w.df) * w.se
-        ci = (math.exp(w.diff - half), math.exp(w.diff + half)) if logs else None
+        p, (lo, hi) = _test(w, margin_abs)
+        ci = (math.exp(lo), math.exp(hi)) if logs else None
+    sigma = w.se / math.sqrt(1 / n[0] + 1 / n[1]) if logs else None
+    d = with_sensitivity(Decision(False, direction, ratio, p, ci, n, "", min_effect, alpha, sigma,
+                                  w.df if logs else None), alpha)
     if beyond <= 0:
         apart = f"{effect(ratio):.1%}" if logs and ratio is not None else f"{abs(w.diff):.3g}"
-        return Decision(False, direction, ratio, p, ci, n,
-                        f"{apart} apart, within the {min_effect:.0%} that counts as a change")
+        return replace(d, reason=f"{apart} apart, within the {min_effect:.0%} that counts as a change")
     if p >= alpha:
-        return Decision(False, direction, ratio, p, ci, n,
-                        f"p={p:.2g}: the repetitions do not show the change exceeds {min_effect:.0%}")
-    return Decision(True, direction, ratio, p, ci, n, "")
+        return replace(d, reason=f"p={p:.2g}: the repetitions do not show the change exceeds "
+                                 f"{min_effect:.0%}")
+    return replace(d, changed=True)
 
 
 def adjust(decisions: Sequence[Decision | None], alpha: float = ALPHA) -> list[Decision | None]:
     """Benjamini-Hochberg over a family of tests: keep a change only where its p is at most k/m * alpha
     for the largest such rank k among the m tested figures. Untested entries (None, p None) pass
-    through, and so does every decision when only one figure was tested."""
+    through, and so does every decision when only one figure was tested. Each tested decision's
+    detectable effect is restated at alpha/m: what one change among m unchanged figures must pass."""
     tested = sorted((d.p, i) for i, d in enumerate(decisions) if d is not None and d.p is not None)
     m = len(tested)
     cut = max((k for k, (p, _) in enumerate(tested, 1) if p <= k / m * alpha), default=0)
     keep = {i for _, i in tested[:cut]}
     out: list[Decision | None] = []
     for i, d in enumerate(decisions):
+        if d is not None and d.p is not None and m > 1:
+            d = with_sensitivity(d, alpha / m)
         if d is not None and d.changed and i not in keep:
             d = replace(d, changed=False, reason=f"p={d.p:.2g} is not significant among the {m} figures "
                                                  f"tested together (Benjamini-Hochberg, {alpha:g})")
