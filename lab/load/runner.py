@@ -528,7 +528,7 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
         "target_host": s.target_host, "server_cpus": s.server_cpus, "load_cpus": s.load_cpus,
         "server_cpu": s.server_cpu, "cpu_period_us": s.cpu_period_us, "interleaved": True,
         "rates": list(s.rates), "step_seconds": s.step_seconds, "slo_p99_ms": s.slo_p99_ms,
-        "arrival": s.arrival,
+        "arrival": s.arrival, "margin_within": s.margin_within,
         "database_cpus": None, "calibrate": s.calibrate, "server_env": s.server_env,
         "variants": {k: {"model": m, "server_env": e} for k, (m, e) in s.variants.items()},
         "connections_users": catalogue.CONNECTIONS_USERS, "planned_seconds": round(planned),

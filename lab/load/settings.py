@@ -12,6 +12,7 @@ from pathlib import Path
 from lab import cpus as cpu_lists
 from lab import knobs
 from lab.knobs import SERVER_KNOBS, env_flag
+from lab.results import stats
 from lab.stack import cpu_budget, idle
 from loadtests import catalogue
 from servers.settings import MODELS
@@ -71,6 +72,7 @@ class Settings:
     arrival: str = "uniform"  # uniform | poisson
     fresh_server: bool = True  # a new server process for every repetition (False: one per scenario)
     idle_poll: str = "auto"  # idle CPUs poll while measuring: auto | yes | no (lab/stack/idle.py)
+    margin_within: float = stats.DEFAULT_MARGINS[stats.WITHIN]  # the verdicts' margin between servers
     database_cpus: list[int] | None = None  # the lab's PostgreSQL pinned here for the run; None: left alone
     database_url: str | None = None
     run_id: str = ""
@@ -161,6 +163,7 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
     env_flag(p, "--idle-poll", "LAB_IDLE_POLL", "auto", "idle CPUs poll while measuring, so no server pays "
              "to wake a halted CPU: auto (where allowed, else the report says why not), yes (or stop), no "
              "(default auto)", env, choices=idle.CHOICES)
+    stats.add_margin_flag(p, stats.WITHIN)
     p.add_argument("--allow-extra-cpu", action="store_true",
                    default=knobs.yes(env.get("LAB_ALLOW_EXTRA_CPU")),
                    help="start the servers with LAB_EXTRA_CPU_US from the environment, a lab-only knob that "
@@ -257,6 +260,10 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         lab_only = knobs.lab_only_asked(environ, args.allow_extra_cpu)
     except ValueError as exc:
         raise RunError(str(exc)) from None
+    try:
+        margin_within = stats.margin(stats.WITHIN, args.margin_within, environ)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
     remote = int_knob(args.remote_workers, "LOCUST_REMOTE_WORKERS", 0, 1000) or 0
     if (workers or remote) and any(catalogue.SCENARIOS[n].open_model for n in scenarios):
         raise RunError("the capacity (open-model) scenarios run in one Locust process: drop LOCUST_WORKERS "
@@ -271,6 +278,7 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         slo_p99_ms=_float_knob(args.slo_p99_ms, "SLO_P99_MS", 0.1, 600_000, "milliseconds")
         or catalogue.DEFAULT_SLO_P99_MS,
         arrival=args.arrival, fresh_server=args.fresh_server == "yes", idle_poll=args.idle_poll,
+        margin_within=margin_within,
         database_url=args.database_url,
         server_env={**{k: environ[k] for k in SERVER_KNOBS if environ.get(k)}, **lab_only},
         run_id=check_run_id(args.run_id), remote_workers=remote,

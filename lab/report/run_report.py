@@ -23,6 +23,7 @@ from typing import Any
 
 from lab.files import write_text
 from lab.fmt import fmt_num
+from lab.report import verdict_matrix
 from lab.report.markup import CSS, anchor, head_cells, html_table, kv_table, md_table
 from lab.report.run_plots import colors, scenario_plots
 from lab.report.run_tables import (
@@ -30,7 +31,6 @@ from lab.report.run_tables import (
     COLUMNS,
     SCENARIO_DEF_HEADER,
     STEP_HEADER,
-    TIE_RULE,
     all_warnings,
     calibration_rows,
     machine_rows,
@@ -41,10 +41,12 @@ from lab.report.run_tables import (
     settings_rows,
     step_rows,
     table_rows,
+    tie_rule,
     value_text,
     when,
 )
 from lab.report.runs import Entry, ReportError, by_scenario, find_run, load_results, reports_dir
+from lab.results import stats
 from lab.results.headline import Verdict, verdict
 
 # --- HTML ---------------------------------------------------------------------------------------------------
@@ -93,25 +95,31 @@ def latest_faults(run_dir: Path, page: str = "faults.html") -> tuple[str, str] |
     return os.path.relpath(found[-1], run_dir), f"latest make faults run: {found[-1].parent.name}"
 
 
-def render_html(data: dict[str, Any], run_dir: Path) -> str:
+def render_html(data: dict[str, Any], run_dir: Path, margin: float | None = None) -> str:
     run = data["run"]
     run_id = str(run.get("id") or run_dir.name)
     palette = colors(list(dict.fromkeys([*(data.get("servers") or []),
                                          *(e["server"] for e in data["results"])])))
     groups = by_scenario(data)
-    verdicts = {s: verdict(s, es) for s, es in groups}
+    margin = verdict_matrix.margin_of(data, margin)
+    verdicts = {s: verdict(s, es, margin) for s, es in groups}
     problems, warnings = data.get("problems") or [], all_warnings(data)
     h: list[str] = []
     add = h.append
     add('<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>serverlab report {escape(run_id)}</title><style>{CSS}</style></head><body><main>")
+        f"<title>serverlab report {escape(run_id)}</title><style>{CSS}{verdict_matrix.CSS}</style></head>"
+        "<body><main>")
     add(f'<header><h1>serverlab report: {escape(run_id)}</h1><p class="sub">{escape(_subtitle(data))} · '
         f'<span class="status {"ok" if data.get("ok") else "problem"}">{escape(_status(data))}</span></p>'
         "</header>")
     add(claims_link(run_dir))
 
-    toc = [("verdicts", "Verdicts")]
+    # The page opens with the verdict matrix; the verdicts in words and the contents follow it.
+    add('<section class="card" id="verdicts"><h2>Verdicts</h2>')
+    add(verdict_matrix.html(list(data["results"]), margin))
+    add("</section>")
+    toc = [("verdicts", "Verdicts"), ("in-words", "Verdicts in words")]
     if problems or warnings:
         toc.append(("problems", "Problems and warnings"))
     toc += [(anchor(s), f"Scenario {s}") for s, _ in groups]
@@ -119,11 +127,10 @@ def render_html(data: dict[str, Any], run_dir: Path) -> str:
             ("reproduce", "Reproduce")]
     add('<nav class="card toc"><strong>Contents</strong><ol>'
         + "".join(f'<li><a href="#{a}">{escape(t)}</a></li>' for a, t in toc) + "</ol></nav>")
-
-    add('<section class="card" id="verdicts"><h2>Verdicts</h2><dl class="verdicts">')
+    add('<section class="card" id="in-words"><h2>Verdicts in words</h2><dl class="verdicts">')
     add("".join(f'<dt><a href="#{anchor(s)}">{escape(s)}</a></dt><dd>{escape(verdicts[s].text)}</dd>'
                 for s, _ in groups))
-    add(f'</dl><p class="meta">{escape(TIE_RULE)}</p></section>')
+    add(f'</dl><p class="meta">{escape(tie_rule(margin))}</p></section>')
     if problems or warnings:
         add('<section class="card" id="problems"><h2>Problems and warnings</h2><ul class="notes">'
             + "".join(f'<li class="problem">{escape(p)}</li>' for p in problems)
@@ -174,19 +181,20 @@ def render_html(data: dict[str, Any], run_dir: Path) -> str:
 # --- Markdown ----------------------------------------------------------------------------------------------
 
 
-def render_md(data: dict[str, Any], run_dir: Path | None = None) -> str:
+def render_md(data: dict[str, Any], run_dir: Path | None = None, margin: float | None = None) -> str:
     run = data["run"]
     run_id = str(run.get("id"))
     groups = by_scenario(data)
-    verdicts: dict[str, Verdict] = {s: verdict(s, es) for s, es in groups}
+    margin = verdict_matrix.margin_of(data, margin)
+    verdicts: dict[str, Verdict] = {s: verdict(s, es, margin) for s, es in groups}
     problems, warnings = data.get("problems") or [], all_warnings(data)
     out = [f"# serverlab report: {run_id}", "", f"{_subtitle(data)} · {_status(data)}", ""]
     faults = latest_faults(run_dir, "faults.md") if run_dir else None
     if faults:
         out += [f"Reliability: [{faults[1]}]({faults[0]})", ""]
-    out += ["## Verdicts", ""]
+    out += ["## Verdicts", "", *verdict_matrix.md(list(data["results"]), margin), "", "In words:", ""]
     out += [f"- **{s}**: {verdicts[s].text}" for s, _ in groups]
-    out += ["", f"_{TIE_RULE}_", ""]
+    out += ["", f"_{tie_rule(margin)}_", ""]
     if problems or warnings:
         out += ["## Problems and warnings", ""]
         out += [f"- PROBLEM: {p}" for p in problems] + [f"- warning: {w}" for w in warnings] + [""]
@@ -230,11 +238,13 @@ def claims_link(run_dir: Path) -> str:
             f'machine: <a href="{escape(href)}">{escape(pages[-1].parent.name)}</a> (make claims).</p>')
 
 
-def build(run_dir: Path) -> tuple[Path, Path]:
-    """Write index.html and summary.md into the run folder; returns their paths."""
+def build(run_dir: Path, margin: float | None = None) -> tuple[Path, Path]:
+    """Write index.html and summary.md into the run folder; returns their paths. `margin`: between
+    servers (default: the one results.json's verdicts were built with)."""
     data = load_results(run_dir)
     html_path, md_path = run_dir / "index.html", run_dir / "summary.md"
-    for path, text in ((html_path, render_html(data, run_dir)), (md_path, render_md(data, run_dir))):
+    for path, text in ((html_path, render_html(data, run_dir, margin)),
+                       (md_path, render_md(data, run_dir, margin))):
         write_text(path, text)
     return html_path, md_path
 
@@ -243,16 +253,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lab report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a run folder (reports/<run-id>, reports/latest) or a run id")
+    stats.add_margin_flag(p, stats.WITHIN)
     args = p.parse_args(argv)
     try:
+        margin = stats.margin(stats.WITHIN, args.margin_within) if args.margin_within else None
+    except ValueError as exc:
+        p.error(str(exc))
+    try:
         run_dir = find_run(args.run)
-        html_path, md_path = build(run_dir)
+        html_path, md_path = build(run_dir, margin)
         data = load_results(run_dir)
     except ReportError as exc:
         print(f"lab report: {exc}", file=sys.stderr)
         return 2
     for s, entries in by_scenario(data):
-        print(f"{s}: {verdict(s, entries).text}")
+        print(f"{s}: {verdict(s, entries, verdict_matrix.margin_of(data, margin)).text}")
     print(f"wrote {html_path}\nwrote {md_path}")
     return 0
 

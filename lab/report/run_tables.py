@@ -14,12 +14,16 @@ from lab.report.runs import Entry
 from lab.results import generator, openmodel
 from lab.stack import idle
 
-TIE_RULE = ("A server wins, or is cheaper, only when its repetitions show it differs from the other's by "
-            "more than the figure's minimum effect (15% for throughput and CPU per request): a t-test on "
-            "the logs, one-sided against that margin, p < 0.05, at least 4 repetitions a side; otherwise "
-            "it is a tie, printed with its confidence (ratio, 95% interval, p). A result limited by the "
-            "load generator claims no throughput winner: CPU per "
-            "request decides (rules: lab/results/headline.py, lab/results/stats.py).")
+
+def tie_rule(margin: float) -> str:
+    return (f"A server wins, or is cheaper, only when its repetitions show it differs from the other's by "
+            f"more than the margin between servers, {margin:.0%} (LAB_MARGIN_WITHIN; a figure's own floor "
+            f"where larger: p99 30%, memory 10%, memory per connection 50%): a t-test on the logs, one-sided "
+            f"against that margin, p < 0.05, at least 4 repetitions a side; otherwise it is a tie, printed "
+            f"with its confidence (ratio, 95% interval, p) and the change it could have seen (the minimum "
+            f"detectable effect at 80% power) with the repetitions a side 5% would take. A result limited "
+            f"by the load generator claims no throughput winner: CPU per request decides (rules: "
+            f"lab/results/headline.py, lab/results/stats.py).")
 
 
 

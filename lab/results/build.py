@@ -21,6 +21,7 @@ from hdrh.histogram import HdrHistogram
 
 from lab import files
 from lab.load import sampler
+from lab.results import matrix, stats
 from lab.results.generator import generator_cpu, generator_verdict
 from lab.results.openmodel import capacity, merge_steps, open_steps
 from lab.results.records import ResultsError, encode, latency_ms, load_records, merge, read_json
@@ -397,7 +398,9 @@ def scenario_dirs(run_dir: Path) -> list[Path]:
     return sorted(p.parent for p in run_dir.glob("*/*/scenario.json"))
 
 
-def build(run_dir: Path) -> dict[str, Any]:
+def build(run_dir: Path, margin_within: float | None = None) -> dict[str, Any]:
+    """results.json's content from a run folder's raw files; `margin_within`: the verdicts' margin between
+    servers (default: the run's own, settings.json's margin_within, else LAB_MARGIN_WITHIN)."""
     run_dir = Path(run_dir)
     settings = read_json(run_dir / "settings.json")
     if not isinstance(settings, dict):
@@ -433,11 +436,19 @@ def build(run_dir: Path) -> dict[str, Any]:
         "generator_bound": [f"{e['server']}/{e['scenario']}" for e in entries if e["generator_bound"]],
         "problems": problems,
         "ok": not problems,
+        "verdicts": matrix.as_json(entries, _margin(settings, margin_within)),
     }
 
 
-def write(run_dir: Path) -> Path:
-    data = build(run_dir)
+def _margin(settings: dict[str, Any], given: float | None) -> float:
+    recorded = settings.get("margin_within")
+    if given is not None:
+        return given
+    return float(recorded) if isinstance(recorded, int | float) else stats.margin(stats.WITHIN)
+
+
+def write(run_dir: Path, margin_within: float | None = None) -> Path:
+    data = build(run_dir, margin_within)
     out = Path(run_dir) / "results.json"
     files.write_json(out, data)
     return out
@@ -479,9 +490,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", type=Path, help="a run folder, e.g. reports/latest or reports/<run-id>")
     p.add_argument("--quiet", action="store_true", help="do not print the summary table")
+    stats.add_margin_flag(p, stats.WITHIN)
     args = p.parse_args(argv)
     try:
-        out = write(args.run_dir)
+        margin = stats.margin(stats.WITHIN, args.margin_within) if args.margin_within else None
+    except ValueError as exc:
+        p.error(str(exc))
+    try:
+        out = write(args.run_dir, margin)
         data = json.loads(out.read_text(encoding="utf-8"))
     except ResultsError as exc:
         print(f"lab.results.build: {exc}", file=sys.stderr)

@@ -216,6 +216,56 @@ class Run(TypedDict, total=False):
     calibration: dict[str, Any] | None
 
 
+class Rule(TypedDict, total=False):
+    """The rule a comparison was judged by (lab.results.stats.settings)."""
+
+    kind: Literal["within", "across"]
+    margin: float
+    alpha: float
+    power: float
+    target: float
+    min_reps: int
+    knob: str
+
+
+class Decision(TypedDict, total=False):
+    """The test behind a cell (lab.results.stats.Decision.as_dict)."""
+
+    changed: bool
+    direction: int
+    ratio: float | None
+    ci: list[float] | None
+    p: float | None
+    n: list[int]
+    margin: float
+    alpha: float
+    sigma: float | None
+    mde: float | None
+    reps_for_target: int | None
+    logs: bool
+    reason: str
+
+
+class Cell(TypedDict, total=False):
+    """One scenario x headline figure of `verdicts`."""
+
+    figure: str
+    state: Literal["winner", "tie", "not judged", "generator-bound", "one server", "not measured"]
+    winner: str | None
+    runner_up: str | None
+    text: str
+    note: str
+    decision: Decision | None
+
+
+class Verdicts(TypedDict, total=False):
+    """The verdict matrix (lab/results/matrix.py)."""
+
+    rule: Rule
+    columns: list[str]
+    scenarios: dict[str, dict[str, Cell]]
+
+
 class Results(TypedDict, total=False):
     """The whole file."""
 
@@ -229,8 +279,9 @@ class Results(TypedDict, total=False):
     generator_bound: list[str]
     problems: list[str]
     ok: bool
+    verdicts: Verdicts
 
 
 # The documented tables of schema.md and the type each one describes.
 TABLES: dict[str, type] = {"Top level": Results, "`run`": Run, "An entry of `results`": Entry,
-                           "A repetition": Repetition}
+                           "A repetition": Repetition, "`verdicts`": Verdicts}

@@ -25,8 +25,8 @@ the scatter it used, at its alpha and margin; statsmodels' noncentral-t power of
 and the repetitions a side it would take to see TARGET. The detectable effect is never below the
 margin: no number of repetitions marks a change inside it. Intervals are Student's t, not a
 bootstrap: with four to eight values a side a bootstrap interval is too narrow. Values that are not
-all positive (a failure rate of 0) are compared on the raw scale, the margin being that fraction of
-A's mean, and have no detectable effect stated.
+all positive (memory per connection can come out below 0) are compared on the raw scale, the margin
+and the detectable effect being fractions of A's mean (none when A's mean is 0).
 """
 
 from __future__ import annotations
@@ -97,6 +97,7 @@ class Decision:
     df: float | None = None
     mde: float | None = None  # the change marked with POWER (relative, either way); None: not on logs
     reps_for_target: int | None = None  # repetitions a side to see TARGET; None: inside the margin
+    logs: bool = True  # tested on the log scale; False: the raw values (sigma relative to A's mean)
 
     def confidence(self) -> str:
         """'x1.25 [1.18-1.33], p=0.004' for people."""
@@ -131,7 +132,7 @@ class Decision:
                 "ci": [_round(x) for x in self.ci] if self.ci else None, "p": _round(self.p),
                 "n": list(self.n), "margin": self.margin, "alpha": _round(self.alpha),
                 "sigma": _round(self.sigma), "mde": _round(self.mde),
-                "reps_for_target": self.reps_for_target, "reason": self.reason}
+                "reps_for_target": self.reps_for_target, "logs": self.logs, "reason": self.reason}
 
 
 def _round(x: float | None) -> float | None:
@@ -160,10 +161,11 @@ def standardized_mde(n_a: int, n_b: int, df: float, alpha: float, power: float =
 
 
 def reps_for(change: float, sigma: float, margin_value: float, alpha: float = ALPHA,
-             power: float = POWER) -> int | None:
+             power: float = POWER, logs: bool = True) -> int | None:
     """Repetitions a side that would mark a true `change` (0.05 = 5 %) with `power` at this scatter;
-    None when the change is inside the margin (no number of repetitions shows it)."""
-    shift = math.log1p(change) - math.log1p(margin_value)
+    None when the change is inside the margin (no number of repetitions shows it). `logs`: sigma is the
+    scatter of the logs (else of the values, relative to A's mean, on the raw scale)."""
+    shift = math.log1p(change) - math.log1p(margin_value) if logs else change - margin_value
     if shift <= 0:
         return None
     if sigma <= 0:
@@ -198,8 +200,9 @@ def with_sensitivity(d: Decision, alpha: float) -> Decision:
         return replace(d, alpha=alpha)
     na, nb = d.n
     shift = standardized_mde(na, nb, d.df, alpha) * d.sigma
-    mde = math.expm1(math.log1p(d.margin) + shift)
-    return replace(d, alpha=alpha, mde=mde, reps_for_target=reps_for(TARGET, d.sigma, d.margin, alpha))
+    mde = math.expm1(math.log1p(d.margin) + shift) if d.logs else d.margin + shift
+    return replace(d, alpha=alpha, mde=mde,
+                   reps_for_target=reps_for(TARGET, d.sigma, d.margin, alpha, logs=d.logs))
 
 
 # --- the rule ---------------------------------------------------------------------------------------------
@@ -292,9 +295,11 @@ def decide(a: Sequence[float], b: Sequence[float], min_effect: float, *, alpha: 
     else:
         p, (lo, hi) = _test(w, margin_abs)
         ci = (math.exp(lo), math.exp(hi)) if logs else None
-    sigma = w.se / math.sqrt(1 / n[0] + 1 / n[1]) if logs else None
-    d = with_sensitivity(Decision(False, direction, ratio, p, ci, n, "", min_effect, alpha, sigma,
-                                  w.df if logs else None), alpha)
+    unit = w.se / math.sqrt(1 / n[0] + 1 / n[1])
+    # On the raw scale, relative to A's mean; none when that is 0 (a failure rate of 0: no relative change).
+    sigma = unit if logs else unit / abs(ma) if ma else None
+    d = with_sensitivity(Decision(False, direction, ratio, p, ci, n, "", min_effect, alpha, sigma, w.df,
+                                  logs=logs), alpha)
     if beyond <= 0:
         apart = f"{effect(ratio):.1%}" if logs and ratio is not None else f"{abs(w.diff):.3g}"
         return replace(d, reason=f"{apart} apart, within the {min_effect:.0%} that counts as a change")
