@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@echo "==> creating the virtualenv in $(VENV) and installing serverlab (first run takes a minute)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install --quiet --upgrade pip
-	@$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
+	@$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,bench]'
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create the virtualenv and install the pinned versions of constraints.txt (skipped when up to date)
@@ -30,7 +30,7 @@ venv: $(STAMP) ## create the virtualenv and install the pinned versions of const
 lock: ## refresh constraints.txt: the newest versions pyproject.toml allows, resolved in a scratch virtualenv
 	@rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	@.lock-venv/bin/python -m pip install --quiet --upgrade pip
-	@.lock-venv/bin/python -m pip install --quiet -e '.[dev]'
+	@.lock-venv/bin/python -m pip install --quiet -e '.[dev,bench]'
 	@{ sed -n '/^#/p' $(CONSTRAINTS); .lock-venv/bin/python -m pip freeze --exclude-editable --exclude serverlab; } \
 		> $(CONSTRAINTS).tmp && mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
 	@rm -rf .lock-venv

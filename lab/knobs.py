@@ -10,10 +10,11 @@ from typing import Any
 from servers import settings
 
 # The servers' knobs the lab passes through unchanged; the lab sets these others per server itself,
-# and a lab-only one (the blocking endpoint of make claims, the extra CPU work of make selfcheck) is
-# never inherited from a person's shell: the lab passes it to the servers that need it.
+# and a lab-only one (the blocking endpoint of make claims, the extra CPU work of make selfcheck, the
+# guarantees make bench --ablation switches off) is never inherited from a person's shell: the lab
+# passes it to the servers that need it.
 PER_SERVER = frozenset({"LAB_BIND", "LAB_PORT", "LAB_DATABASE_URL", "LAB_APP_NAME"})
-LAB_ONLY = frozenset({"LAB_ALLOW_BLOCKING", "LAB_EXTRA_CPU_US"})
+LAB_ONLY = frozenset({"LAB_ALLOW_BLOCKING", "LAB_EXTRA_CPU_US", "LAB_ABLATE"})
 SERVER_KNOBS = tuple(var for var in settings.env_vars() if var not in PER_SERVER | LAB_ONLY)
 # Lab-only knobs `make up` and `make load` forward when a person asks twice: the knob, and its opt-in.
 OPT_IN = {"LAB_EXTRA_CPU_US": ("LAB_ALLOW_EXTRA_CPU", "--allow-extra-cpu")}

@@ -22,6 +22,7 @@ import asyncpg
 from aiohttp import HttpVersion10, HttpVersion11, web, web_protocol, web_server
 
 from servers import contract, cpuwork
+from servers.ablation import NeverHopeless, NoDeadlines
 from servers.admission import HoldClock
 from servers.contract import ContractError, Reply, Route
 from servers.deadlines import SWEEP_SECONDS as DEADLINE_SWEEP
@@ -164,10 +165,16 @@ class AsyncApp:
         self.closing = False
         self.metrics = Metrics(settings.model, enabled=settings.metrics, pool_stats=self.pool_stats)
         self.refused: set[object] = set()  # connections opened beyond LAB_MAX_CONNECTIONS
-        self.deadlines = Deadlines(settings.request_timeout, settings.keepalive_timeout)
+        # LAB_ABLATE (make bench --ablation only) swaps a guarantee for a stand-in that does nothing
+        self.timed, self.capped = not settings.off("deadline"), not settings.off("cap")
+        self.limited, self.strict = not settings.off("inflight"), not settings.off("strict")
+        self.deadlines: Deadlines | NoDeadlines = (
+            Deadlines(settings.request_timeout, settings.keepalive_timeout) if self.timed else NoDeadlines())
         self._slots = Slots(settings.max_inflight)
         self._connections = Slots(settings.pool_size)  # one per pooled connection lent out
-        self.clock = HoldClock(horizon=settings.acquire_timeout)  # how long a request holds a connection
+        # how long a request holds a connection: the fail-fast rule
+        clock = NeverHopeless if settings.off("failfast") else HoldClock
+        self.clock = clock(horizon=settings.acquire_timeout)
         self._lent: dict[int, float] = {}
         self._ready_conn: asyncpg.Connection | None = None
         self._ready_lock = asyncio.Lock()
@@ -215,13 +222,13 @@ class AsyncApp:
         protocol = request.protocol
         self.deadlines.busy(protocol)
         try:
-            if request.version != HttpVersion11 and request.version != HttpVersion10:
+            if self.strict and request.version != HttpVersion11 and request.version != HttpVersion10:
                 refused = True  # closes the connection, as the sync servers do for malformed HTTP
                 raise ContractError(_version_reply(request))
             route = contract.route(request.method, request.path)
             name = route.name
             length = request.content_length
-            limited = name not in contract.UNLIMITED
+            limited = self.limited and name not in contract.UNLIMITED
             if self.refused and request.protocol in self.refused and limited:  # probes still answer
                 refused = True
                 reply = self._connection_limit()
@@ -287,6 +294,8 @@ class AsyncApp:
 
     async def pool_ctx(self, app: web.Application) -> AsyncIterator[None]:
         """cleanup_ctx: a lazy pool (min_size=0 connects on first use, so a down DB is a 503)."""
+        timed = not self.settings.off("statement")  # LAB_ABLATE (make bench --ablation only)
+        statement_ms = str(round(self.settings.statement_timeout * 1000))
         self.pool = await asyncpg.create_pool(
             self.settings.database_url,
             min_size=0,
@@ -294,13 +303,13 @@ class AsyncApp:
             max_inactive_connection_lifetime=0,
             server_settings={
                 "application_name": self.settings.application_name,
-                "statement_timeout": str(round(self.settings.statement_timeout * 1000)),
+                **({"statement_timeout": statement_ms} if timed else {}),
             },
             reset=_keep_session,
             connect=self._connect,
             timeout=self.settings.acquire_timeout,  # connect timeout (asyncpg's default: 60 s)
             # No answer at all (an unreachable database): asyncpg gives up, and Lease drops the session.
-            command_timeout=self.settings.statement_timeout + contract.UNANSWERED_GRACE,
+            command_timeout=self.settings.statement_timeout + contract.UNANSWERED_GRACE if timed else None,
         )
         yield
         self.closing = True
@@ -582,7 +591,7 @@ def app_state(app: web.Application) -> AsyncApp:
     return app[APP_KEY]
 
 
-def json_errors_handler(state: AsyncApp) -> type[web_protocol.RequestHandler]:
+def json_errors_handler(state: AsyncApp, timed: bool = True) -> type[web_protocol.RequestHandler]:
     """aiohttp's per-connection protocol, except that HTTP it cannot parse gets the JSON 400 the
     sync servers send, not aiohttp's text page, and is logged at debug rather than as an error
     with a traceback; and that arriving bytes start the receive deadline. RequestHandler has
@@ -614,7 +623,16 @@ def json_errors_handler(state: AsyncApp) -> type[web_protocol.RequestHandler]:
             response.force_close()
             return response
 
-    return JsonErrorsHandler
+    if timed:
+        return JsonErrorsHandler
+
+    class UntimedHandler(JsonErrorsHandler):
+        """Lab only (LAB_ABLATE=deadline): arriving bytes start no deadline."""
+
+        __slots__ = ()
+        data_received = web_protocol.RequestHandler.data_received
+
+    return UntimedHandler
 
 
 def attach_connection_hooks(app: web.Application, server: web_server.Server) -> asyncio.Task[None]:
@@ -631,7 +649,7 @@ def attach_connection_hooks(app: web.Application, server: web_server.Server) -> 
     metrics, limit, refused = state.metrics, state.settings.max_connections, state.refused
     deadlines = state.deadlines
     made, lost = server.connection_made, server.connection_lost
-    json_errors = json_errors_handler(state)
+    json_errors = json_errors_handler(state, state.timed)
     server_name = contract.server_header(state.settings.model)
 
     def end(handler: Any, late: bool) -> None:
@@ -648,7 +666,7 @@ def attach_connection_hooks(app: web.Application, server: web_server.Server) -> 
         made(handler, transport)
         handler.__class__ = json_errors
         metrics.add_connection(1)
-        if metrics.connections > limit:
+        if state.capped and metrics.connections > limit:
             found = deadlines.victim()
             if found is None:
                 refused.add(handler)
@@ -673,4 +691,4 @@ def attach_connection_hooks(app: web.Application, server: web_server.Server) -> 
 
     server.connection_made = connection_made  # type: ignore[method-assign]
     server.connection_lost = connection_lost  # type: ignore[method-assign]
-    return asyncio.get_running_loop().create_task(sweep())
+    return asyncio.get_running_loop().create_task(sweep() if state.timed else asyncio.sleep(0))

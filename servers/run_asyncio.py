@@ -44,7 +44,10 @@ async def run_app(app: web.Application, settings: Settings, sock: socket.socket 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     # handler_cancellation: a request whose client hangs up is cancelled (its query with it).
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handler_cancellation=True,
+    # LAB_ABLATE=cancel (make bench --ablation only): aiohttp's default, a request runs on alone.
+    cancellation = not settings.off("cancel")
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                           handler_cancellation=cancellation,
                            keepalive_timeout=settings.keepalive_timeout)
     await runner.setup()
     sweeper = None

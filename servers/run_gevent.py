@@ -34,6 +34,7 @@ from gevent.pool import Pool
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
 from servers import contract
+from servers.ablation import NoBusy, NoDeadlines
 from servers.deadlines import SWEEP_SECONDS, Busy, Deadlines
 from servers.http11 import (
     BACKLOG,
@@ -97,20 +98,10 @@ class LabHandler(WSGIHandler):
         """The request line by servers.http11's rules (errors wait for read_request, where pywsgi
         turns them into a 400), or the whole head in one pass when it is well-formed and buffered;
         the deadlines learn when a request begins to arrive."""
-        deadlines = self.server.deadlines
         self._bad = None
-        if self.served:
-            deadlines.idle(self)
-        self.idle = True
-        try:
-            begun = self.rfile.peek(1)
-        finally:
-            self.idle = False
+        begun = self._await_request()
         if not begun:
             return ""
-        if self.served:
-            deadlines.receiving(self)
-        self.served += 1
         self._parsed = fast_head(self.rfile)
         if self._parsed is not None:
             method, target, version, _ = self._parsed
@@ -130,6 +121,22 @@ class LabHandler(WSGIHandler):
         except EOFError:
             return ""
         return (line or b"").decode("latin-1")
+
+    def _await_request(self) -> bytes:
+        """Wait for a request's first byte (b"" at EOF), idle until then, receiving after."""
+        deadlines = self.server.deadlines
+        if self.served:
+            deadlines.idle(self)
+        self.idle = True
+        try:
+            begun: bytes = self.rfile.peek(1)
+        finally:
+            self.idle = False
+        if begun:
+            if self.served:
+                deadlines.receiving(self)
+            self.served += 1
+        return begun
 
     def read_request(self, raw_requestline: str) -> bool:
         """Parse the head by servers.http11's rules and set what pywsgi's own parse sets.
@@ -225,6 +232,20 @@ class LabHandler(WSGIHandler):
             self.write(reply.body)
 
 
+class LooseHandler(LabHandler):
+    """Lab only (LAB_ABLATE=strict): pywsgi's own head parser instead of servers.http11's strict
+    rules, to price them; the deadlines still learn when a request begins."""
+
+    def read_requestline(self) -> str:
+        if not self._await_request():
+            return ""
+        line: str = WSGIHandler.read_requestline(self)
+        return line
+
+    def read_request(self, raw_requestline: str) -> bool:
+        return bool(WSGIHandler.read_request(self, raw_requestline))
+
+
 class LabServer(WSGIServer):
     handler_class = LabHandler
 
@@ -233,7 +254,8 @@ class LabServer(WSGIServer):
             (settings.host, settings.port),
             app,
             backlog=BACKLOG,
-            spawn=Pool(settings.max_connections + REJECT_SLOTS),
+            # LAB_ABLATE=cap (make bench --ablation only): gevent's default spawn, no pool, no cap
+            spawn="default" if settings.off("cap") else Pool(settings.max_connections + REJECT_SLOTS),
             log=None,  # no access log
             error_log=logging.getLogger("serverlab.pywsgi"),
         )
@@ -241,8 +263,13 @@ class LabServer(WSGIServer):
         self.app = app
         self.stopping = False
         self.live: set[LabHandler] = set()
-        self.deadlines = Deadlines(settings.request_timeout, settings.keepalive_timeout)
-        self.busy = Busy()
+        # LAB_ABLATE (make bench --ablation only) swaps a guarantee for a stand-in that does nothing
+        self.capped = not settings.off("cap")
+        self.deadlines: Deadlines | NoDeadlines = NoDeadlines() if settings.off("deadline") else Deadlines(
+            settings.request_timeout, settings.keepalive_timeout)
+        self.busy: Busy | NoBusy = NoBusy() if settings.off("cancel") else Busy()
+        if settings.off("strict"):
+            self.handler_class = LooseHandler
 
     def sweep_forever(self) -> None:
         """Close late requests (408) and expired idle connections; end requests whose client left;
@@ -276,7 +303,7 @@ class LabServer(WSGIServer):
 
     def handle(self, sock: socket.socket, address: Any) -> None:
         metrics = self.app.metrics
-        if len(self.live) >= self.settings.max_connections:
+        if self.capped and len(self.live) >= self.settings.max_connections:
             found = self.deadlines.victim()
             if found is None:
                 metrics.reject("connection_limit")

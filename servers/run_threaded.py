@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, cast
 from urllib.parse import unquote, urlsplit
 
 from servers import contract
+from servers.ablation import NoBusy, NoDeadlines
 from servers.deadlines import SWEEP_SECONDS, Busy, Deadlines
 from servers.http11 import (
     BACKLOG,
@@ -36,6 +37,7 @@ from servers.http11 import (
     check_framing,
     early_garbage,
     fast_head,
+    loose_head,
     parse_request_line,
     peer_gone,
     read_headers,
@@ -65,8 +67,13 @@ class ThreadedServer:
         self._lock = threading.Lock()
         self._live: set[socket.socket] = set()
         self._rejecters = 0
-        self.deadlines = Deadlines(settings.request_timeout, settings.keepalive_timeout)
-        self.busy = Busy()
+        # LAB_ABLATE (make bench --ablation only) swaps a guarantee for a stand-in that does nothing
+        self.timed = not settings.off("deadline")
+        self.capped = not settings.off("cap")
+        self.strict = not settings.off("strict")
+        self.deadlines: Deadlines | NoDeadlines = (
+            Deadlines(settings.request_timeout, settings.keepalive_timeout) if self.timed else NoDeadlines())
+        self.busy: Busy | NoBusy = NoBusy() if settings.off("cancel") else Busy()
 
     # --- accepting ------------------------------------------------------------------------
 
@@ -89,7 +96,7 @@ class ThreadedServer:
 
     def _start(self, sock: socket.socket) -> None:
         with self._lock:
-            full = len(self._live) >= self.settings.max_connections
+            full = self.capped and len(self._live) >= self.settings.max_connections
         if full and self._evict():
             full = False
         with self._lock:
@@ -166,7 +173,9 @@ class ThreadedServer:
             # kernel's timeouts, not settimeout(): Python polls before every recv and send of a
             # socket with a timeout, and each syscall may hand the GIL to another thread (the polls
             # were 2 of 4 syscalls per /json request; without them, half the futex calls).
-            _kernel_timeouts(sock, max(self.settings.request_timeout, self.settings.keepalive_timeout) + 5)
+            if self.timed:
+                settings = self.settings
+                _kernel_timeouts(sock, max(settings.request_timeout, settings.keepalive_timeout) + 5)
             with cast(BinaryIO, sock.makefile("rb", buffering=65536)) as rfile:
                 first = True
                 while not self.stopping.is_set():
@@ -201,9 +210,11 @@ class ThreadedServer:
             return False  # clean close between requests
         if not first:
             self.deadlines.receiving(sock)
-        parsed = fast_head(rfile)
+        parsed = fast_head(rfile) if self.strict else loose_head(rfile)
         if parsed is not None:
             method, target, version, headers = parsed
+        elif not self.strict:
+            return False  # EOF before a request line
         else:
             if early_garbage(begun[:32]):
                 raise HttpError(f"malformed request line starting {begun[:20]!r}")
@@ -216,7 +227,8 @@ class ThreadedServer:
                 return False
             method, target, version = parse_request_line(line)
             headers = read_headers(rfile)
-        check_framing(version, headers)
+        if self.strict:
+            check_framing(version, headers)
         if not target.startswith("/") and "://" in target:
             split = urlsplit(target)  # absolute-form
             target = (split.path or "/") + (f"?{split.query}" if split.query else "")

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from servers import ablation
+
 MODELS = ("threaded", "gevent", "asyncio", "multiproc")
 DEFAULT_PORTS = {"threaded": 8001, "gevent": 8002, "asyncio": 8003, "multiproc": 8004}
 DEFAULT_DATABASE_URL = "postgresql://serverlab@127.0.0.1:54320/serverlab"
@@ -42,6 +44,7 @@ class Settings:
     app_name: str = ""  # application_name of its database sessions; "" means serverlab-<model>
     allow_blocking: bool = False  # lab only (make claims): GET /block blocks its worker; else 404
     extra_cpu_us: float = 0.0  # lab only (make selfcheck): this much CPU work added to every request
+    ablate: str = ""  # lab only (make bench --ablation): guarantees switched off (servers/ablation.py)
 
     def public(self) -> dict[str, Any]:
         """Effective settings for /config and the start-up log: no secrets."""
@@ -49,6 +52,10 @@ class Settings:
         data["database_url"] = redact(self.database_url)
         data["app_name"] = self.application_name
         return data
+
+    def off(self, guarantee: str) -> bool:
+        """True when LAB_ABLATE switched this guarantee (a name of servers.ablation.GUARANTEES) off."""
+        return guarantee in ablation.parse(self.ablate)
 
     @property
     def application_name(self) -> str:
@@ -103,6 +110,9 @@ _KNOBS: dict[str, tuple[str, str, type, str]] = {
     "extra_cpu_us": ("LAB_EXTRA_CPU_US", "--extra-cpu-us", float,
                      "lab only: add this many microseconds of CPU work (a fixed loop, calibrated at start) "
                      "to every request, a code change of known size for make selfcheck (default 0: none)"),
+    "ablate": ("LAB_ABLATE", "--ablate", str,
+               "lab only (make bench --ablation; make up refuses it): guarantees to switch off, comma-"
+               f"separated, of {', '.join(ablation.GUARANTEES)}, or all (default none)"),
 }
 
 
@@ -149,6 +159,11 @@ def load(model: str, argv: Sequence[str] = (), env: Mapping[str, str] | None = N
             raise SettingsError(f"{source}={raw!r} is not a valid {kind.__name__}: {exc}") from None
 
     settings = Settings(**values)
+    try:
+        if "metrics" in ablation.parse(settings.ablate):
+            settings = _replace(settings, metrics=False)
+    except ValueError as exc:
+        raise SettingsError(f"LAB_ABLATE / --ablate: {exc}") from None
     if settings.port == 0:
         settings = _replace(settings, port=DEFAULT_PORTS[model])
     if settings.workers == 0 and model == "multiproc":

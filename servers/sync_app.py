@@ -22,6 +22,7 @@ import psycopg2.extensions
 import psycopg2.extras
 
 from servers import contract, cpuwork
+from servers.ablation import NeverHopeless
 from servers.admission import Token, thread_token
 from servers.contract import ContractError, Reply, Route
 from servers.metrics import Metrics
@@ -81,8 +82,11 @@ class SyncApp:
             settings.acquire_timeout,
             token,
             background,
-            settings.statement_timeout,
+            0.0 if settings.off("statement") else settings.statement_timeout,
         )
+        if settings.off("failfast"):  # lab only (LAB_ABLATE): no early refusal, only the timeout
+            self.pool.clock = NeverHopeless(horizon=settings.acquire_timeout)
+        self._limit = not settings.off("inflight")
         self.ready_check = ReadyCheck(settings.database_url, settings.ready_application_name,
                                       settings.ready_timeout)
         self.metrics = Metrics(settings.model, enabled=settings.metrics, pool_stats=self.pool.stats)
@@ -156,7 +160,7 @@ class SyncApp:
             if length > contract.MAX_BODY_BYTES:
                 return contract.too_large(length)
         handler = self._handlers[route.name]
-        limited = route.name not in contract.UNLIMITED
+        limited = self._limit and route.name not in contract.UNLIMITED
         if limited and not self._slots.acquire(timeout=self.settings.acquire_timeout):
             self.metrics.reject("inflight_timeout")
             return contract.inflight_timeout(self.settings.max_inflight, self.settings.acquire_timeout)

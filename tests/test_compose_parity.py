@@ -72,6 +72,7 @@ def test_stack_passes_every_server_knob() -> None:
     """Every LAB_* setting of the servers is forwarded by `make up` (but those it sets itself)."""
     own = {"LAB_BIND", "LAB_PORT", "LAB_DATABASE_URL", "LAB_APP_NAME"}  # per server, set by the lab
     own |= {"LAB_ALLOW_BLOCKING", "LAB_EXTRA_CPU_US"}  # lab only: make claims / make selfcheck set them
+    own.add("LAB_ABLATE")  # lab only: make bench --ablation sets it on the servers it starts
     assert set(knobs.SERVER_KNOBS) == set(settings.env_vars()) - own
 
 

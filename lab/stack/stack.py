@@ -155,6 +155,10 @@ def choose_backend(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
 
 def up(env: Mapping[str, str] = os.environ, allow_extra_cpu: bool = False) -> int:
     wanted = knobs(env, allow_extra_cpu)  # refuses a lab-only knob before anything starts
+    if env.get("LAB_ABLATE", "").strip():
+        raise StackError(f"LAB_ABLATE={env['LAB_ABLATE']!r} switches the servers' guarantees off, for "
+                         "`make bench --ablation` only; `make up` starts servers with all of them: "
+                         "unset LAB_ABLATE and run it again")
     backend, why = choose_backend(env)
     say(f"backend: {backend} ({why})")
     models = selected(env)
