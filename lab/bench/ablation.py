@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from lab.bench import peers
+from lab.bench.fleet import REFERENCE_OF, start_bare
+from lab.bench.wrk import WARM_SECONDS, Target, measure, run_wrk
 from lab.cpus import pin_tree
 from lab.results import stats
 from lab.stack import procs
@@ -56,13 +58,6 @@ def rows_of(model: str, floor_kind: str, configs: dict[str, str] | None = None,
     return rows
 
 
-# The bench's measuring pieces, passed in (lab/bench/bench.py owns them).
-Measure = Callable[[Any, str], Any]  # (target, path) -> a Sample with .cpu_us, .rps, .non2xx, .errors
-Warm = Callable[[str], None]  # url -> a short warm-up run
-MakeTarget = Callable[[str, str, int], Any]  # (name, url, pid) -> a Target
-StartBare = Callable[[str, int, Path], subprocess.Popen[bytes]]  # (kind, port, log dir) -> process
-
-
 @dataclass
 class Group:
     """One server's rows, started together and stopped together."""
@@ -72,10 +67,8 @@ class Group:
     url: str  # the database
     pool_size: int
     server_cpus: list[int] | None
-    start_bare: StartBare
-    make_target: MakeTarget
 
-    def start(self, log_dir: Path) -> tuple[dict[str, Any], Callable[[], None]]:
+    def start(self, log_dir: Path) -> tuple[dict[str, Target], Callable[[], None]]:
         """Targets by label, and what stops them all."""
         servers: list[procs.ServerProcess] = []
         others: list[subprocess.Popen[bytes]] = []
@@ -86,7 +79,7 @@ class Group:
             for popen in others:
                 peers.stop_peer(popen)
 
-        targets: dict[str, Any] = {}
+        targets: dict[str, Target] = {}
         try:
             for row in self.rows:
                 port = procs.free_port()
@@ -100,7 +93,7 @@ class Group:
                     servers.append(server)
                     pid = server.pid
                 elif row.kind == "floor":
-                    others.append(self.start_bare(row.arg, port, log_dir))
+                    others.append(start_bare(row.arg, port, self.url, self.pool_size, log_dir))
                     pid = others[-1].pid
                 else:
                     others.append(peers.start_peer(row.arg, port, self.url, self.pool_size, log_dir,
@@ -108,26 +101,25 @@ class Group:
                     pid = others[-1].pid
                 if self.server_cpus:
                     pin_tree(pid, self.server_cpus)
-                targets[row.label] = self.make_target(f"{self.model} {row.label}", f"http://127.0.0.1:{port}",
-                                                      pid)
+                targets[row.label] = Target(f"{self.model} {row.label}", f"http://127.0.0.1:{port}", pid)
         except BaseException:
             stop()
             raise
         return targets, stop
 
 
-def run(models: list[str], floor_of: Callable[[str], str], url: str, args: argparse.Namespace, log_dir: Path,
-        server_cpus: list[int] | None, start_bare: StartBare, make_target: MakeTarget, measure: Measure,
-        warm: Warm, configs: dict[str, str] | None = None, paths: tuple[str, ...] = PATHS,
+def run(models: list[str], url: str, args: argparse.Namespace, log_dir: Path, server_cpus: list[int] | None,
+        load_cpus: list[int] | None, configs: dict[str, str] | None = None, paths: tuple[str, ...] = PATHS,
         references: bool = True, say: Callable[[str], None] = print
         ) -> dict[str, dict[str, dict[str, list[Any]]]]:
     """Samples by model, row label and path, every repetition; progress said as it goes."""
     out: dict[str, dict[str, dict[str, list[Any]]]] = {}
-    total = sum(len(rows_of(m, floor_of(m), configs, references)) for m in models) * len(paths) * args.reps
+    per_rep = sum(len(rows_of(m, REFERENCE_OF[m], configs, references)) for m in models) * len(paths)
+    total = per_rep * args.reps
     done, began = 0, time.monotonic()
     for model in models:
-        group = Group(model, rows_of(model, floor_of(model), configs, references), url, args.pool_size,
-                      server_cpus, start_bare, make_target)
+        group = Group(model, rows_of(model, REFERENCE_OF[model], configs, references), url, args.pool_size,
+                      server_cpus)
         out[model] = {row.label: {path: [] for path in paths} for row in group.rows}
         for rep in range(args.reps):
             say(f"ablation {model} rep {rep + 1}/{args.reps}: starting {len(group.rows)} targets ...")
@@ -135,10 +127,11 @@ def run(models: list[str], floor_of: Callable[[str], str], url: str, args: argpa
             try:
                 for row in group.rows:
                     for path in paths:
-                        warm(targets[row.label].url + path)
+                        run_wrk(targets[row.label].url + path, WARM_SECONDS, args.connections, load_cpus,
+                                args.head, args.think_ms)
                 for path in paths:
                     for row in group.rows:
-                        sample = measure(targets[row.label], path)
+                        sample = measure(targets[row.label], path, args, load_cpus)
                         out[model][row.label][path].append(sample)
                         done += 1
                         left = (time.monotonic() - began) / done * (total - done)

@@ -45,7 +45,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab import files
+from lab import files, machine
+from lab.bench import ablation, peers
 from lab.bench import instructions as bench_instructions
 from lab.bench.bench_report import ENDPOINTS, TARGET_CONNECTIONS, build_report
 from lab.bench.fleet import REPO, Fleet, reference_of
@@ -69,10 +70,10 @@ def parse_endpoints(raw: str) -> list[str]:
 
 
 def plan_targets(models: Sequence[str], paths: Sequence[str],
-                 references: bool = True) -> list[tuple[str, str]]:
+                 references: bool = True, with_peers: bool = False) -> list[tuple[str, str]]:
     """(target, path) in measuring order: per path, each server, its metrics-off twin on /json, then
-    its reference (once per path), so a pair is measured back to back within every repetition;
-    references=False: the servers alone."""
+    its reference and (with_peers) its peers (each once per path), so the figures set side by side are
+    measured back to back within every repetition; references=False: the servers alone."""
     plan: list[tuple[str, str]] = []
     for path in paths:
         for model in models:
@@ -81,8 +82,9 @@ def plan_targets(models: Sequence[str], paths: Sequence[str],
                 continue
             if path == "/json":
                 plan.append((f"{model} (metrics off)", path))
-            if (reference_of(model), path) not in plan:
-                plan.append((reference_of(model), path))
+            for name in [reference_of(model), *(peers.names_of(model) if with_peers else [])]:
+                if (name, path) not in plan:
+                    plan.append((name, path))
     return plan
 
 
@@ -119,6 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_flag(p, "--references", "LAB_BENCH_REFERENCES", "yes", "'yes': each server's metrics-off twin "
              "(on /json) and its stack's lean reference are measured too; 'no': the servers alone", env,
              choices=("yes", "no"))
+    env_flag(p, "--peers", "LAB_BENCH_PEERS", "yes", "'yes': with the references, each server's peers "
+             "(production servers of its model: lab/bench/peers.py) are measured too; 'no': not", env,
+             choices=("yes", "no"))
+    p.add_argument("--ablation", action="store_true",
+                   default=env.get("LAB_BENCH_ABLATION", "") not in ("", "0"),
+                   help="instead: what each guarantee costs. Every server on /json and /db with all "
+                        "its guarantees on, each switched off in turn (LAB_ABLATE), all off, beside its "
+                        "floor and peers, one server at a time (see lab/bench/ablation.py) "
+                        "[LAB_BENCH_ABLATION=1]")
     env_flag(p, "--idle-poll", "LAB_IDLE_POLL", "auto", "idle CPUs poll while measuring, so no server pays "
              "to wake a halted CPU: auto (where allowed, else the report says why not), yes, no", env,
              choices=idle.CHOICES)
@@ -184,7 +195,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_dir.mkdir(parents=True)
     url = database.provision()
 
-    plan = plan_targets(models, paths, args.references == "yes")
+    if args.ablation:
+        return _ablation(models, url, args, out_dir, server_cpus, load_cpus, db_cpus)
+    plan = plan_targets(models, paths, args.references == "yes", args.peers == "yes")
     print(f"{len(plan)} figures x {args.reps} repetitions x {args.duration:g} s: about "
           f"{fmt_seconds(estimate_seconds(len(plan), args.reps, args.duration, args.fresh_server == 'yes'))} "
           "of measuring besides start-ups (LAB_BENCH_ENDPOINTS / --endpoints, --reps and --duration set it)",
@@ -242,6 +255,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print("a target was missed: see the verdicts above", file=sys.stderr)
     return 1
+
+
+def _ablation(models: list[str], url: str, args: argparse.Namespace, out_dir: Path,
+              server_cpus: list[int] | None, load_cpus: list[int] | None, db_cpus: list[int] | None) -> int:
+    """`--ablation`: the ablation table on the bench page (bench.md, bench.json)."""
+    figures = sum(len(ablation.rows_of(m, "")) for m in models) * len(ablation.PATHS)
+    print(f"ablation: {figures} figures x {args.reps} repetitions x {args.duration:g} s: about "
+          f"{fmt_seconds(estimate_seconds(figures, args.reps, args.duration))} of measuring besides "
+          "start-ups",
+          flush=True)
+    with contextlib.ExitStack() as cleanup:
+        try:
+            held = cleanup.enter_context(idle.polling(args.idle_poll))
+        except idle.IdleError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        print(f"while measuring, {held.describe()} (LAB_IDLE_POLL)", flush=True)
+        args.pinned_database_cpus = cleanup.enter_context(database.pinned(db_cpus))
+        samples = ablation.run(models, url, args, out_dir / "logs", server_cpus, load_cpus)
+    lines, data = ablation.report(samples, args, server_cpus, load_cpus)
+    head = [f"# make bench --ablation: {args.reps} x {args.duration:g} s per figure, wrk -t1 "
+            f"-c{args.connections}, pool size {args.pool_size}", "",
+            f"Servers and references pinned to CPUs {server_cpus or 'all'}; wrk to CPUs "
+            f"{load_cpus or 'all'}; the lab's PostgreSQL to CPUs "
+            f"{args.pinned_database_cpus or 'all (not pinned)'}; {held.describe()}."]
+    markdown = "\n".join(head + lines) + "\n"
+    files.write_text(out_dir / "bench.md", markdown)
+    files.write_json(out_dir / "bench.json", {"kind": "ablation", "settings": vars(args),
+                                              "machine": machine.facts(), "idle": held.as_dict(),
+                                              "ablation": data}, indent=2, default=str)
+    print()
+    print(markdown)
+    print(f"saved {_shown(out_dir)}/bench.md and bench.json")
+    return 0
 
 
 def _shown(path: Path) -> str:

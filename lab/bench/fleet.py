@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lab.bench import peers
 from lab.bench.wrk import Target, tree
 from lab.cpus import pin_tree
 from lab.stack import cpu_budget, procs
@@ -44,7 +45,7 @@ def start_bare(kind: str, port: int, database_url: str, pool_size: int, log_dir:
 
 
 class Fleet:
-    """Every server (and its metrics-off twin when /json is measured) and every stack reference, as
+    """Every server (and its metrics-off twin when /json is measured), every stack reference and peer, as
     one set of processes: pinned, each under its own CPU budget, started afresh for each repetition
     when asked (a process's cost per request is not the next one's, so one process per figure would
     hide that noise from the spread)."""
@@ -56,6 +57,7 @@ class Fleet:
         self.targets: dict[str, Target] = {}
         self.servers: list[procs.ServerProcess] = []
         self.bares: list[subprocess.Popen[bytes]] = []
+        self.peers: list[subprocess.Popen[bytes]] = []
         self.budgets: list[cpu_budget.CpuBudget] = []
 
     def start(self, rep: int) -> None:
@@ -78,6 +80,13 @@ class Fleet:
             port = procs.free_port()
             self.bares.append(start_bare(kind, port, self.url, self.args.pool_size, logs))
             self.targets[BARE[kind]] = Target(BARE[kind], f"http://127.0.0.1:{port}", self.bares[-1].pid)
+        wanted = self.args.references == "yes" and vars(self.args).get("peers", "yes") == "yes"
+        for kind in dict.fromkeys(k for m in self.models if wanted for k in peers.PEERS_OF[m]):
+            port = procs.free_port()
+            self.peers.append(peers.start_peer(kind, port, self.url, self.args.pool_size, logs,
+                                               self.server_cpus))
+            name = peers.PEERS[kind][0]
+            self.targets[name] = Target(name, f"http://127.0.0.1:{port}", self.peers[-1].pid)
         if self.server_cpus:
             for t in self.targets.values():
                 pin_tree(t.pid, self.server_cpus)
@@ -97,6 +106,8 @@ class Fleet:
             except subprocess.TimeoutExpired:
                 bare.kill()
                 bare.wait(10)
+        for peer in self.peers:
+            peers.stop_peer(peer)
         for budget in self.budgets:
             budget.remove()
-        self.servers, self.bares, self.budgets, self.targets = [], [], [], {}
+        self.servers, self.bares, self.peers, self.budgets, self.targets = [], [], [], [], {}
