@@ -35,13 +35,42 @@ def test_a_short_real_bench_writes_its_table_and_figures(database_url: str, tmp_
         figures = data["servers"][model]
         assert figures["json_rps"] > 0 and figures["db_rps"] > 0 and figures["json_cpu_us"] > 0
     assert data["bare_db_rps"] > 0 and 0.3 < data["asyncio_vs_bare_db"] < 3
-    # Metrics cost for each server, each server against its stack's reference on the four endpoints,
-    # and the non-2xx count of each server (judged: the default -c64).
-    assert len(data["verdicts"]) == 2 + 2 * 4 + 2
+    # Metrics cost for each server, each server against its floor and its peers (threaded has two) on the
+    # four endpoints, and the non-2xx count of each server (judged: the default -c64).
+    assert len(data["verdicts"]) == 2 + (1 + 2) * 4 + (1 + 1) * 4 + 2
     texts = [v["text"] for v in data["verdicts"]]
-    assert sum(t.startswith(("threaded /", "asyncio /")) and "'s throughput per CPU" in t for t in texts) == 8
+    judged = [t for t in texts if t.startswith(("threaded /", "asyncio /")) and "'s throughput per CPU" in t]
+    assert len(judged) == 20
+    assert {p["reference"] for p in data["pairs"] if p["kind"] == "peer"} == {
+        "peer wsgiref threads", "peer cheroot (thread pool)", "peer aiohttp+asyncpg"}
     assert data["errors"] == {key: 0 for key in data["errors"]}
     assert "| threaded |" in (folder / "bench.md").read_text()
+
+
+@pytest.mark.timeout(600)
+def test_ablation_prices_every_guarantee_beside_floor_and_peer(database_url: str, tmp_path: Path) -> None:
+    debian_tool(Path("/usr/bin/wrk"), "wrk")
+    out = subprocess.run(
+        [sys.executable, "-m", "lab", "bench", "--ablation", "--models", "asyncio", "--reps", "2",
+         "--duration", "1"],
+        capture_output=True, text=True, timeout=500, cwd=REPO,
+        env={**os.environ, "LAB_DATABASE_URL": database_url, "LAB_REPORTS_DIR": str(tmp_path)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    saved = next(line for line in out.stdout.splitlines() if line.startswith("saved "))
+    folder = Path(saved.split()[1]).parent
+    data = json.loads((folder / "bench.json").read_text())["ablation"]
+    for path in ("/json", "/db"):
+        figures = data["servers"]["asyncio"][path]
+        configs = {"all on", *(f"-{g}" for g in data["guarantees"]), "all off"}
+        assert set(figures["cpu_us"]) == configs | {"floor", "peer aiohttp+asyncpg"}
+        assert all(v > 0 for v in figures["cpu_us"].values())
+        assert all(len(v) == 2 for v in figures["samples"].values())
+        cost = figures["costs"]["-deadline"]
+        assert cost["low"] <= cost["us"] <= cost["high"]
+        assert set(figures["non2xx"].values()) == {0}
+    page = (folder / "bench.md").read_text()
+    assert "## What each guarantee costs (ablation)" in page
+    assert "| receive deadline and keep-alive sweeper |" in page
 
 
 @pytest.mark.timeout(300)
