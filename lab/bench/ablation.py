@@ -170,7 +170,9 @@ def cost(on: list[float], off: list[float], noise: stats.Noise | None) -> Cost |
     se, df = w.se, w.df
     if noise is not None and (typical := math.sqrt(noise.var * (1 / len(on) + 1 / len(off)))) > se:
         se, df = typical, float(noise.df)
-    half = stats.t_quantile(0.975, df) * se if se else 0.0
+    from scipy import stats as sps  # imported when needed, as lab/results/stats.py does
+
+    half = float(sps.t.ppf(0.975, df)) * se if se else 0.0
     g_on, g_off = statistics.geometric_mean(on), statistics.geometric_mean(off)
     # on = off x ratio: the cost in µs is on - on / ratio, at each end of the ratio's interval
     lo_ratio, hi_ratio = math.exp(w.diff - half), math.exp(w.diff + half)
