@@ -115,5 +115,6 @@ def test_pages_render_a_document_without_measuring(tmp_path: Path) -> None:
     md, html = pages.render_md(doc), pages.render_html(doc, tmp_path)
     assert "| 4 | 200 |" in md and "RECOMMENDED" in md
     assert html.count('<circle class="dot"') == 5 * 2 and "by lab/tune/pages.py" in html
-    assert pages.RULE.startswith("Rule: among values that failed at most 1% of requests")
+    assert pages.rule(doc).startswith("Rule: among values that failed at most 1% of requests")
+    assert "LAB_MARGIN_WITHIN" in pages.rule(doc)
     assert f"on {os.cpu_count()} CPUs" in (pages.load_note(doc) or "")

@@ -35,6 +35,7 @@ import psycopg2
 from lab.knobs import env_flag
 from lab.load import calibrate
 from lab.load import settings as load_settings
+from lab.results import stats
 from lab.stack import database
 from lab.tune import budget as budgets
 from lab.tune.plan import (
@@ -69,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
              f"one scenario of the catalogue (default {DEFAULT_SCENARIO})")
     env_flag(p, "--slo-p99-ms", "SLO_P99_MS", "",
              f"p99 latency a recommended value must stay under (default {DEFAULT_SLO_MS:g})")
-    env_flag(p, "--reps", "REPS", "", f"repetitions per value; their spread is the noise "
-             f"(default {DEFAULT_REPS})")
+    env_flag(p, "--reps", "REPS", "", f"repetitions per value; the rule that judges two values needs "
+             f"{stats.MIN_REPS} (default {DEFAULT_REPS})")
     env_flag(p, "--duration", "DURATION", "", f"measured seconds per repetition "
              f"(default {DEFAULT_DURATION:g})")
     env_flag(p, "--warmup", "WARMUP", "", f"uncounted seconds at full load first "
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "embedded one)")
     p.add_argument("--force", action="store_true", default=env.get("FORCE", "") not in ("", "0"),
                    help="sweep even when a value would exceed PostgreSQL's max_connections [FORCE=1]")
+    stats.add_margin_flag(p, stats.WITHIN)
     p.add_argument("--plan", action="store_true", help="print the plan and the connection check, run nothing")
     p.add_argument("--report", metavar="TUNE_DIR", default=None,
                    help="rebuild tune.json's recommendation, tune.html and tune.md of a finished tune "
@@ -98,11 +100,18 @@ def _sigterm(_signum: int, _frame: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
+    try:
+        margin = stats.margin(stats.WITHIN, args.margin_within) if args.margin_within else None
+    except ValueError as exc:
+        p.error(str(exc))
     try:
         if args.report:
-            return rebuild(args.report, args.slo_p99_ms)
+            return rebuild(args.report, args.slo_p99_ms, margin)
         sweep = sweep_from(args)
+        if margin is not None:
+            sweep.base = sweep.base.replace(margin_within=margin)
         if args.plan:
             print_plan(sweep, needs_calibration(sweep))
             try:

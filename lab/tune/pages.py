@@ -10,6 +10,7 @@ from typing import Any
 
 from lab.fmt import fmt_ms, fmt_num, fmt_pct, fmt_rps, fmt_value
 from lab.report import markup, run_plots, svgplot
+from lab.results import stats
 from lab.tune import recommend
 from lab.tune.chart import value_chart
 from lab.tune.points import curves
@@ -120,11 +121,17 @@ def _subtitle(doc: dict[str, Any]) -> str:
             f"{doc['duration']:g} s per value · SLO p99 {doc['slo_p99_ms']:g} ms")
 
 
-RULE = (f"Rule: among values that failed at most {fmt_pct(recommend.MAX_FAILURE_RATE)} of requests and kept "
-        "p99 under the SLO, take the best successful throughput; recommend the smallest value within noise "
-        "of it. "
-        f"Noise is the larger repetition spread of the two points compared (results.json), at least "
-        f"{recommend.NOISE_FLOOR:.0%} and at most {recommend.NOISE_CAP:.0%}.")
+def rule(doc: dict[str, Any]) -> str:
+    margin = doc.get("margin_within")
+    margin = float(margin) if isinstance(margin, int | float) else stats.margin(stats.WITHIN)
+    return (f"Rule: among values that failed at most {fmt_pct(recommend.MAX_FAILURE_RATE)} of requests and "
+            "kept p99 under the SLO, take the best successful throughput; recommend the smallest value "
+            "within noise of it: the lab's one rule over the two values' repetitions of ok rps (a one-sided "
+            f"t-test on the logs, p < {stats.ALPHA:g}) does not show it lower by more than {margin:.0%} "
+            f"(LAB_MARGIN_WITHIN: the values run round-robin, so the machine's drift hits them alike). "
+            f"Each such tie states the change it could have seen at {stats.POWER:.0%} power and the "
+            f"repetitions {stats.TARGET:.0%} would take; with fewer than {stats.MIN_REPS} repetitions a "
+            "value nothing is within noise and the best value is recommended.")
 
 
 def load_note(doc: dict[str, Any]) -> str | None:
@@ -151,7 +158,7 @@ def render_md(doc: dict[str, Any]) -> str:
             out.append(f"  - connections: {r['connections']}")
         for note in r.get("notes") or []:
             out.append(f"  - note: {note}")
-    out += ["", RULE, ""]
+    out += ["", rule(doc), ""]
     note = load_note(doc)
     if note:
         out += [f"Note: {note}.", ""]
@@ -193,7 +200,7 @@ def render_html(doc: dict[str, Any], tune_dir: Path) -> str:
             add('<ul class="notes">' + "".join(f'<li class="warning">{escape(n)}</li>' for n in r["notes"])
                 + "</ul>")
         add("</div>")
-    add(f'<p class="meta">{escape(RULE)}</p>')
+    add(f'<p class="meta">{escape(rule(doc))}</p>')
     note = load_note(doc)
     if note:
         add(f'<p class="meta">{escape(note[0].upper() + note[1:])}.</p>')

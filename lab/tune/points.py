@@ -11,6 +11,7 @@ from typing import Any, Literal, cast
 
 from lab.fmt import fmt_value
 from lab.results import build as results
+from lab.results import stats
 from lab.results.records import ResultsError, latency_ms, merge
 from lab.results.schema import Entry, Latency, Rates, Results
 from lab.tune import budget, recommend
@@ -54,6 +55,7 @@ def to_point(fig: dict[str, Any]) -> Point:
     names = {f.name for f in dataclasses.fields(Point)}
     data = {k: v for k, v in fig.items() if k in names}
     data["problems"] = tuple(data.get("problems") or ())
+    data["values"] = tuple(data.get("values") or ())
     return Point(**data)
 
 
@@ -87,7 +89,13 @@ def combine(entries: Sequence[Entry]) -> Entry | None:
         return entries[0]
 
     def rate(key: Literal["rps", "ok_rps"]) -> Rates:
-        return _median_spread([v for e in entries if (v := (e.get(key) or {}).get("median")) is not None])
+        """Over every repetition of every round (the rule tests repetitions), a run's median where its
+        repetitions' values are not recorded."""
+        found: list[Any] = []
+        for e in entries:
+            rates = e.get(key) or {}
+            found += rates.get("values") or [rates.get("median")]
+        return _median_spread([float(v) for v in found if isinstance(v, int | float)])
 
     def peak(*path: str) -> Any:
         vals = [v for e in entries if isinstance(v := _dig(e, path), int | float)]
@@ -154,7 +162,10 @@ def curves(doc: dict[str, Any]) -> dict[str, list[Point]]:
 
 def decide(doc: dict[str, Any]) -> dict[str, Recommendation]:
     """Each server's recommendation, stored into doc with the connections the value implies."""
-    recs = {s: recommend.recommend(pts, doc["slo_p99_ms"], doc["param"]) for s, pts in curves(doc).items()}
+    margin = doc.get("margin_within")
+    margin = float(margin) if isinstance(margin, int | float) else stats.margin(stats.WITHIN)
+    recs = {s: recommend.recommend(pts, doc["slo_p99_ms"], doc["param"], margin)
+            for s, pts in curves(doc).items()}
     budget_doc = (doc.get("connections") or {}).get("budget")
     doc["recommendations"] = {}
     for s, r in recs.items():

@@ -2,15 +2,16 @@
 
 The rule (`recommend`): among the points measured cleanly, with at most MAX_FAILURE_RATE of requests
 failed and p99 within the SLO, find the best successful throughput; recommend the smallest value
-whose throughput is within noise of it. Noise for a pair of points is the larger of their
-repetitions' spreads ((max - min) / median of ok rps over the repetitions, as results.json defines
-it; lab.tune.points takes it over a value's round-robin runs), never below NOISE_FLOOR
-(two short repetitions understate run-to-run variation, and a single repetition has no spread at
-all) and never above NOISE_CAP (beyond it the data cannot rank anything; a note says to add
-repetitions). When no value meets the SLO, the one with the lowest p99 is named instead, clearly
-marked as missing the SLO; when every value fails too often, nothing is recommended. A cliff (past
-the best value, throughput falls by CLIFF_DROP or more) and a curve still rising at the largest
-value are reported as notes.
+whose throughput is within noise of it: the lab's one rule (lab.results.stats.decide, as verdicts and
+`make compare` use it) over the two values' repetitions of ok rps does not show it lower than the best
+by more than the margin between values (the values run round-robin, so the machine's drift hits them
+alike: the within-run margin, LAB_MARGIN_WITHIN). Every such tie states the change it could have seen
+(the minimum detectable effect) and the repetitions 5 % would take. With fewer than the rule's
+repetitions a side nothing can be called within noise, so the best value itself is recommended and a
+note says to add repetitions. When no value meets the SLO, the one with the lowest p99 is named
+instead, clearly marked as missing the SLO; when every value fails too often, nothing is recommended.
+A cliff (past the best value, throughput falls by CLIFF_DROP or more) and a curve still rising at the
+largest value are reported as notes.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.fmt import fmt_ms, fmt_pct, fmt_rps, fmt_value
+from lab.results import stats
 from lab.results.schema import Entry
 
-NOISE_FLOOR = 0.05  # 5 %: the least difference in throughput the lab treats as real
-NOISE_CAP = 0.25
-NOISY = 0.10  # a spread above this gets a note: add repetitions
+NOISY = 0.10  # a detectable effect above this gets a note: add repetitions
 MAX_FAILURE_RATE = 0.01  # a value failing more than 1 % of requests is not a candidate
 CLIFF_DROP = 0.30  # past the best value, a drop of 30 % or more in throughput is a cliff
 
@@ -46,6 +46,7 @@ class Point:
     ok: bool = True  # measured without problems
     reps: int = 1
     problems: tuple[str, ...] = ()
+    values: tuple[float, ...] = ()  # ok rps of every repetition (what the rule tests)
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class Recommendation:
     verdict: str  # "recommended", "slo_not_met" (closest value named) or "none"
     value: float | None
     sentence: str
-    noise: float | None = None  # the noise used against the best throughput
+    decision: stats.Decision | None = None  # the recommended value against the best (or the next smaller)
+    margin: float = stats.DEFAULT_MARGINS[stats.WITHIN]
     best: Point | None = None  # the best throughput within the SLO
     point: Point | None = None  # the recommended point
     cliff_after: float | None = None  # the last value before throughput collapses
@@ -61,14 +63,31 @@ class Recommendation:
 
     def as_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict, "value": self.value, "sentence": self.sentence,
-                "noise": self.noise, "best_value": self.best.value if self.best else None,
+                "rule": stats.settings(stats.WITHIN, self.margin),
+                "decision": self.decision.as_dict() if self.decision else None,
+                "best_value": self.best.value if self.best else None,
                 "best_ok_rps": self.best.ok_rps if self.best else None,
                 "cliff_after": self.cliff_after, "notes": list(self.notes)}
 
 
-def noise_between(a: Point, b: Point) -> float:
-    spreads = [s for s in (a.spread, b.spread) if s is not None]
-    return min(NOISE_CAP, max([NOISE_FLOOR, *spreads]))
+def against(best: Point, p: Point, margin: float) -> stats.Decision:
+    """The rule over the two values' repetitions of ok rps, from the best (A) to p (B)."""
+    return stats.decide(best.values, p.values, margin)
+
+
+def as_good(best: Point, p: Point, margin: float) -> bool:
+    """Within noise of the best: the rule tested the pair and did not show p lower by more than the margin."""
+    if p is best:
+        return True
+    d = against(best, p, margin)
+    return d.p is not None and not (d.changed and d.direction < 0)
+
+
+def said(d: stats.Decision | None) -> str:
+    """'x0.98 [0.95-1.01], p=0.6; could see ±8% ...' for a sentence."""
+    if d is None:
+        return ""
+    return f"{d.confidence()}; {d.sensitivity()}" if d.p is not None and d.mde is not None else d.confidence()
 
 
 def point_from_entry(value: float, entry: Entry) -> Point:
@@ -76,8 +95,9 @@ def point_from_entry(value: float, entry: Entry) -> Point:
     ok_rps = entry.get("ok_rps") or {}
     lat = entry.get("latency_ms") or {}
     kinds: Mapping[str, int] = entry.get("failures_by_kind") or {}
+    values = tuple(float(v) for v in ok_rps.get("values") or [] if isinstance(v, int | float))
     return Point(
-        value=value, ok_rps=ok_rps.get("median"), rps=(entry.get("rps") or {}).get("median"),
+        values=values, value=value, ok_rps=ok_rps.get("median"), rps=(entry.get("rps") or {}).get("median"),
         spread=ok_rps.get("spread"), p50_ms=lat.get("p50"), p99_ms=lat.get("p99"),
         failure_rate=entry.get("failure_rate"),
         failure_kind=max(kinds, key=lambda k: kinds[k]) if kinds else None,
@@ -95,15 +115,19 @@ def _measured(p: Point) -> bool:
     return p.ok and p.ok_rps is not None and p.ok_rps > 0
 
 
-def _knee(points: Sequence[Point]) -> tuple[Point, Point]:
-    """(best throughput, smallest value within noise of it) among points sorted by value."""
+def _knee(points: Sequence[Point], margin: float) -> tuple[Point, Point, stats.Decision | None]:
+    """(best throughput, smallest value within noise of it, the rule's decision between them, or between
+    the best and the next smaller value when the best is chosen) among points sorted by value."""
     best = max(points, key=lambda p: (p.ok_rps or 0.0, -p.value))
-    best_rps = best.ok_rps or 0.0
-    chosen = next(p for p in points if (p.ok_rps or 0.0) >= best_rps * (1 - noise_between(p, best)))
-    return best, chosen
+    chosen = next(p for p in points if as_good(best, p, margin))
+    if chosen is not best:
+        return best, chosen, against(best, chosen, margin)
+    smaller = [p for p in points if p.value < best.value]
+    return best, chosen, against(best, smaller[-1], margin) if smaller else None
 
 
-def recommend(points: Sequence[Point], slo_p99_ms: float, param: str = "value") -> Recommendation:
+def recommend(points: Sequence[Point], slo_p99_ms: float, param: str = "value",
+              margin: float = stats.DEFAULT_MARGINS[stats.WITHIN]) -> Recommendation:
     """The smallest value within noise of the best throughput that keeps p99 under the SLO."""
     pts = sorted(points, key=lambda p: p.value)
     notes: list[str] = []
@@ -134,15 +158,14 @@ def recommend(points: Sequence[Point], slo_p99_ms: float, param: str = "value") 
                     f"came closest with p99 {fmt_ms(closest.p99_ms)} at {fmt_rps(closest.ok_rps)} rps: "
                     "lower the load (USERS), relax SLO_P99_MS or sweep other values")
         if len(healthy) > 1:
-            top, knee = _knee(healthy)
-            noise = noise_between(knee, top)
+            top, knee, _ = _knee(healthy, margin)
             notes.append(f"ignoring the SLO, {param}={fmt_value(knee.value)} is the smallest value within "
-                         f"noise ({noise:.0%}) of the best throughput, {fmt_rps(top.ok_rps)} rps at "
+                         f"noise (margin {margin:.0%}) of the best throughput, {fmt_rps(top.ok_rps)} rps at "
                          f"{fmt_value(top.value)} (p99 {fmt_ms(knee.p99_ms)} there)")
-        return Recommendation("slo_not_met", closest.value, sentence, point=closest, notes=tuple(notes))
+        return Recommendation("slo_not_met", closest.value, sentence, point=closest, notes=tuple(notes),
+                              margin=margin)
 
-    best, chosen = _knee(within)
-    noise = noise_between(chosen, best)
+    best, chosen, decision = _knee(within, margin)
     name = f"{param}={fmt_value(chosen.value)}"
     slo = f"p99 {fmt_ms(chosen.p99_ms)} under the {slo_p99_ms:g} ms SLO"
     if len(pts) == 1:
@@ -150,13 +173,18 @@ def recommend(points: Sequence[Point], slo_p99_ms: float, param: str = "value") 
                     "values to see where throughput levels off")
     elif chosen is best:
         sentence = (f"{name}: the best throughput, {fmt_rps(best.ok_rps)} rps, with no smaller value within "
-                    f"noise ({noise:.0%}) of it, and {slo}")
+                    f"noise (margin {margin:.0%}) of it, and {slo}")
     else:
-        sentence = (f"{name}: the smallest value within noise ({noise:.0%}) of the best throughput, "
+        sentence = (f"{name}: the smallest value within noise (margin {margin:.0%}) of the best throughput, "
                     f"{fmt_rps(best.ok_rps)} rps at {fmt_value(best.value)}, with {slo}")
+    if decision is not None:
+        sentence += f" ({said(decision)})"
+    if decision is not None and decision.p is None:
+        notes.append(f"{decision.reason}: no smaller value could be called within noise of the best, so the "
+                     f"best is recommended; run REPS={stats.MIN_REPS} or more per value")
 
     faster = [p for p in healthy if p not in within
-              and (p.ok_rps or 0.0) > (best.ok_rps or 0.0) * (1 + noise_between(p, best))]
+              and (d := against(best, p, margin)).changed and d.direction > 0]
     if faster:
         top = max(faster, key=lambda p: p.ok_rps or 0.0)
         notes.append(f"{param}={fmt_value(top.value)} reached {fmt_rps(top.ok_rps)} rps, more than the "
@@ -184,10 +212,10 @@ def recommend(points: Sequence[Point], slo_p99_ms: float, param: str = "value") 
     if best.generator_bound:
         notes.append(f"the load generator was the limit at {param}={fmt_value(best.value)}, so the plateau "
                      "may be the generator's rather than the server's (LOCUST_WORKERS adds load processes)")
-    widest = max((p.spread or 0.0 for p in within), default=0.0)
-    if widest > NOISY:
-        notes.append(f"repetitions differ by up to {widest:.0%} of their median"
-                     + (f" (noise capped at {NOISE_CAP:.0%})" if widest > NOISE_CAP else "")
-                     + ": run more repetitions (REPS) or longer ones (DURATION) for a sharper answer")
-    return Recommendation("recommended", chosen.value, sentence, noise=noise, best=best, point=chosen,
-                          cliff_after=cliff_after, notes=tuple(notes))
+    if decision is not None and decision.mde is not None and decision.mde > NOISY:
+        five = (f"{stats.TARGET:.0%} would take {decision.reps_for_target} repetitions per value"
+                if decision.reps_for_target is not None else f"{stats.TARGET:.0%} is inside the margin")
+        notes.append(f"these repetitions could only see a change of {decision.could_see()} in throughput; "
+                     f"{five} (REPS), or longer ones (DURATION) for less scatter")
+    return Recommendation("recommended", chosen.value, sentence, decision=decision, best=best, point=chosen,
+                          cliff_after=cliff_after, notes=tuple(notes), margin=margin)

@@ -41,7 +41,7 @@ def write_reports(doc: dict[str, Any], tune_dir: Path) -> tuple[Path, Path]:
     return html_path, md_path
 
 
-def rebuild(tune_arg: str, slo: str) -> int:
+def rebuild(tune_arg: str, slo: str, margin: float | None = None) -> int:
     tune_dir = Path(tune_arg)
     if not tune_dir.is_dir():
         tune_dir = Path(os.environ.get("LAB_REPORTS_DIR") or load_settings.REPO / "reports") / tune_arg
@@ -50,6 +50,8 @@ def rebuild(tune_arg: str, slo: str) -> int:
         raise TuneError(f"{tune_arg} is not a tune folder (no tune.json); pass reports/<tune-id>")
     if slo.strip():
         doc["slo_p99_ms"] = slo_ms(slo)
+    if margin is not None:
+        doc["margin_within"] = margin
     param = PARAMS[doc["param"]]
     for rec in doc["points"]:
         read_point(tune_dir, rec, doc["servers"], doc["scenario"], param)
@@ -67,7 +69,7 @@ def new_doc(sweep: Sweep) -> dict[str, Any]:
         "servers": sweep.servers, "scenario": sweep.scenario, "slo_p99_ms": sweep.slo_p99_ms,
         "users": s.users or catalogue.scenario(sweep.scenario).users, "reps": sweep.rounds,
         "order": "round-robin: each round runs every value once, every other round backwards",
-        "duration": s.duration,
+        "duration": s.duration, "margin_within": s.margin_within,
         "warmup": s.warmup, "server_env": {k: v for k, v in s.server_env.items() if k != sweep.param.env_var},
         "server_cpus": s.server_cpus, "load_cpus": s.load_cpus, "locust_workers": s.locust_workers,
         "command": reproduce(sweep), "argv": sys.argv, "started_at": time.time(), "finished_at": None,
