@@ -39,7 +39,8 @@ def test_plateau_recommends_the_smallest_value_within_noise_of_the_best() -> Non
     assert r.decision is not None and not r.decision.changed and r.decision.mde is not None
     assert r.sentence == ("pool_size=8: the smallest value within noise (margin 3%) of the best throughput, "
                           "2,440 rps at 32, with p99 31 ms under the 100 ms SLO "
-                          "(x0.963 [0.949-0.978], p=0.12; could see ±5% (80% power, alpha 0.05, margin 3%); 5% needs 4 repetitions a side)")
+                          "(x0.963 [0.949-0.978], p=0.12; could see ±5% (80% power, alpha 0.05, margin 3%); "
+                          "5% needs 4 repetitions a side)")
     assert r.as_dict()["decision"]["mde"] == pytest.approx(r.decision.mde, rel=1e-3)
     assert r.cliff_after is None and not any("rising" in n for n in r.notes)
 
