@@ -49,7 +49,7 @@ def test_whole_command_writes_three_files(tiny_run: tuple[Path, dict[str, Any]])
     ids = {c["id"] for c in data["claims"]}
     assert {"thread-switch", "greenlet-switch", "thread-memory", "greenlet-memory", "threaded-connections",
             "gevent-connections", "asyncio-connections", "gil-threads", "processes-scale",
-            "asyncio-blocking", "gevent-blocking", "threaded-blocking"} <= ids
+            "asyncio-blocking", "gevent-blocking", "threaded-blocking", "guarantee-cost"} <= ids
     for c in data["claims"]:
         assert c["folk"] and c["figure"] and c["method"] and c["verdict"], c
         assert c["verdict_kind"] in {"holds", "off", "refuted", "inconclusive"}, c
@@ -112,6 +112,16 @@ def test_blocking_call_freezes_the_event_loop(tiny_run: tuple[Path, dict[str, An
     # Other clients wait for the blocking call on one loop (latency only grows under noise).
     for model in ("asyncio", "gevent"):
         assert b["servers"][model]["with"]["p99_ms"]["median"] >= b["block_ms"] / 2
+
+
+def test_guarantee_costs_are_measured(tiny_run: tuple[Path, dict[str, Any]]) -> None:
+    g = tiny_run[1]["experiments"]["guarantees"]
+    assert set(g["servers"]) == {"threaded", "gevent", "asyncio"}
+    for figures in g["servers"].values():
+        assert set(figures["cpu_us"]) == {"all on", "-deadline,cap,cancel"}  # tiny: the three together only
+        assert all(len(v) == 2 and min(v) > 0 for v in figures["samples"].values())
+        cost = figures["costs"]["-deadline,cap,cancel"]
+        assert cost["low"] <= cost["us"] <= cost["high"] and set(figures["non2xx"].values()) == {0}
 
 
 def test_verdict_rules() -> None:

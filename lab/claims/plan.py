@@ -13,7 +13,7 @@ from lab.knobs import env_flag
 from lab.stack import idle
 
 REPO = Path(__file__).resolve().parents[2]
-EXPERIMENTS = ("switch", "memory", "connections", "gil", "blocking")
+EXPERIMENTS = ("switch", "memory", "connections", "gil", "blocking", "guarantees")
 SERVERS = ("threaded", "gevent", "asyncio", "multiproc")
 BLOCKING_SERVERS = ("asyncio", "gevent", "threaded")
 
@@ -41,6 +41,8 @@ class Plan:
     server_max_connections: int = 1_000_000  # LAB_MAX_CONNECTIONS of the ramp's servers (raised)
     ft_python: str = ""  # a free-threaded interpreter for the thread loop
     idle_poll: str = "auto"  # idle CPUs poll while measuring, as make load and make bench (lab/stack/idle.py)
+    guarantee_seconds: int = 2  # guarantees: seconds of wrk per figure
+    guarantee_each: bool = True  # guarantees: each of the three off alone too (else only together)
 
 
 PRESETS: dict[str, Plan] = {
@@ -59,6 +61,8 @@ PRESETS: dict[str, Plan] = {
         block_ms=100,
         block_seconds=0.6,
         block_clients=2,
+        guarantee_seconds=1,
+        guarantee_each=False,
     ),
     "quick": Plan(
         "quick",

@@ -195,6 +195,13 @@ def detail_tables(data: dict[str, Any]) -> list[tuple[str, list[str], list[list[
                 rows,
             )
         )
+    if ok(ex.get("guarantees")):
+        gr = ex["guarantees"]
+        labels = list(dict.fromkeys(k for f in gr["servers"].values() for k in f["cpu_us"]))
+        rows = [[m, *(f"{f['cpu_us'][k]:.1f}" if k in f["cpu_us"] else "" for k in labels)]
+                for m, f in gr["servers"].items()]
+        tables.append((f"CPU µs per {gr['path']} request, guarantees on and off (LAB_ABLATE)",
+                       ["server", *labels], rows))
     errors = [[name, r["error"]] for name, r in ex.items() if r and r.get("error")]
     if errors:
         tables.append(("Experiments that failed", ["experiment", "error"], errors))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import machine
-from lab.claims import blocking, connections, gil, memory, plan, report, switch, verdict
+from lab.claims import blocking, connections, gil, guarantees, memory, plan, report, switch, verdict
 from lab.stack import database, idle
 
 
@@ -56,7 +56,7 @@ def run(p: plan.Plan, out_dir: Path, command: str) -> dict[str, Any]:
         "experiments": {},
         "problems": [],
     }
-    needs_db = {"connections", "gil", "blocking"} & set(p.experiments)
+    needs_db = {"connections", "gil", "blocking", "guarantees"} & set(p.experiments)
     url = database.provision() if needs_db else ""
     steps: dict[str, Callable[[], dict[str, Any]]] = {
         "switch": lambda: switch.run(p, _say),
@@ -64,6 +64,7 @@ def run(p: plan.Plan, out_dir: Path, command: str) -> dict[str, Any]:
         "connections": lambda: connections.run(p, url, log_dir, _say),
         "gil": lambda: gil.run(p, url, log_dir, _say),
         "blocking": lambda: blocking.run(p, url, log_dir, _say),
+        "guarantees": lambda: guarantees.run(p, url, log_dir, _say),
     }
     with idle.polling(p.idle_poll) as held:
         data["idle"] = held.as_dict()

@@ -324,12 +324,53 @@ def _blocking(r: dict[str, Any]) -> list[Claim]:
     return claims
 
 
+def _guarantees(r: dict[str, Any]) -> list[Claim]:
+    """One claim: the three per-connection guarantees together, threaded against asyncio (gevent shown)."""
+    three = "-deadline,cap,cancel"
+    costs = {m: f["costs"].get(three) for m, f in r["servers"].items()}
+    on = {m: f["cpu_us"].get("all on") for m, f in r["servers"].items()}
+
+    def shown(m: str) -> str:
+        c = costs.get(m)
+        if not c:
+            return f"{m} not measured"
+        return f"{m} {c['us']:+.1f} µs [{c['low']:+.1f}, {c['high']:+.1f}] of {on[m]:.1f}"
+
+    t, a = costs.get("threaded"), costs.get("asyncio")
+    judged: tuple[str, str, float]
+    if not t or not a:
+        judged = yes_no(None)
+    elif a["high"] < t["low"]:
+        judged = yes_no(True)
+    elif t["high"] < a["low"]:
+        judged = yes_no(False, "dearer on the event loop than on threads")
+    else:
+        judged = ("inconclusive", f"inconclusive: {t['us']:+.1f} and {a['us']:+.1f} µs cannot be told apart "
+                  "at these repetitions (their intervals overlap)", math.nan)
+    return [_claim(
+        "guarantee-cost",
+        "guarantees",
+        "A timeout, a connection cap and a cancellation are cheap on an event loop and dear on threads.",
+        "deadline + cap + cancel per /json request: " + "; ".join(shown(m) for m in r["servers"]),
+        t["us"] if t else None,
+        "µs",
+        f"wrk -c{r['connections']} on {r['path']}, {r['reps']} x {r['seconds']} s per figure, each server "
+        "with all its guarantees on and with the receive deadline, the connection cap and the "
+        "cancellation on disconnect switched off (LAB_ABLATE, lab only); CPU per request over the middle "
+        "of each run; cost = on - off, with its 95 % interval (lab/bench/ablation.py).",
+        judged,
+        "Holds when asyncio's interval lies below threaded's. `make bench --ablation` prices every "
+        "guarantee on /json and /db.",
+    )]
+
+
 BUILDERS: dict[str, Callable[[dict[str, Any]], list[Claim]]] = {
     "switch": _switch,
     "memory": _memory,
     "connections": _connections,
     "gil": _gil,
     "blocking": _blocking,
+    "guarantees": _guarantees,
 }
 
 
