@@ -10,6 +10,10 @@
   throughput change. Missing it means the rule is blind.
 - load vs bench (opt-in, `--load-vs-bench N`): the CPU per request of /json and /db from `make load`
   and from `make bench`, alternated N times, must agree within 15 % (lab/load_vs_bench.py).
+- fidelity (opt-in, `--fidelity yes`): json, db and io under the default, at a full core without a
+  budget, and with idle CPUs halting: each server's CPU per request relative to asyncio's must agree
+  within 10 % between the default and the full core; halting against polling is reported per server
+  beside its noise (lab/fidelity.py).
 All write normal run folders and compare pages under reports/selfcheck-<time>/, and selfcheck.md /
 selfcheck.json there; the exit status is 0 only when every check run passes.
 """
@@ -24,8 +28,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lab import files, load_vs_bench
+from lab import fidelity, files, load_vs_bench
 from lab.fmt import fmt_seconds
+from lab.knobs import env_flag
 from lab.load import plan, runner
 from lab.load import settings as load_settings
 from lab.load.settings import RunError, Settings, say
@@ -47,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--load-vs-bench", default=os.environ.get("LAB_SELFCHECK_LOAD_VS_BENCH", "0"),
                    help="cycles of the load-vs-bench check (one make load and one make bench repetition "
                         "each, ~2 min a cycle with the defaults); 0 skips it [LAB_SELFCHECK_LOAD_VS_BENCH]")
+    env_flag(p, "--fidelity", "LAB_SELFCHECK_FIDELITY", "no", "yes: also run the fidelity check (three "
+             "runs of json, db and io: default, full core, idle CPUs halting; ~15 min with the defaults)",
+             os.environ, choices=("yes", "no"))
     return p
 
 
@@ -122,6 +130,9 @@ def render_md(doc: dict[str, Any]) -> str:
         if check["check"] == "A/B" and "throughput" in check:
             out += [f"- {t}" for t in check["throughput"]]
         out += [f"- {a}" for a in check.get("agreements") or []]
+        if check.get("halting_lines"):
+            out.append("- idle CPUs halting against polling (CPU per request, same settings otherwise):")
+            out += [f"  - {h}" for h in check["halting_lines"]]
         if check.get("compare"):
             out.append(f"- comparison: {check['compare']}")
         out.append("")
@@ -152,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         planned += 2 * plan.total_seconds(ab_settings(base, args.ab_server, AB_POOLS[0], ab_reps), False)
     if lvb_cycles:
         planned += load_vs_bench.planned_seconds(base, lvb_cycles)
+    if args.fidelity == "yes":
+        planned += fidelity.planned_seconds(base)
     say(f"self-check into {folder}: planned ~{fmt_seconds(planned)}")
     began = time.monotonic()
     checks = []
@@ -161,6 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         checks.append(check_ab(base, folder, args.ab_server, ab_reps))
     if lvb_cycles:
         checks.append(load_vs_bench.check(base, folder, lvb_cycles))
+    if args.fidelity == "yes":
+        checks.append(fidelity.check(base, folder))
     doc = {"id": folder.name, "command": " ".join(["python -m lab selfcheck", *(argv or sys.argv[1:])]),
            "checks": checks, "passed": bool(checks) and all(c["passed"] for c in checks),
            "wall_seconds": round(time.monotonic() - began, 1)}
