@@ -21,7 +21,7 @@ from hdrh.histogram import HdrHistogram
 
 from lab import files
 from lab.load import sampler
-from lab.results import matrix, stats
+from lab.results import drift, matrix, stats
 from lab.results.generator import generator_cpu, generator_verdict
 from lab.results.openmodel import capacity, merge_steps, open_steps
 from lab.results.records import ResultsError, encode, latency_ms, load_records, merge, read_json
@@ -165,6 +165,7 @@ def build_rep(rep_dir: Path, meta: dict[str, Any], calibration: dict[str, Any] |
         "latency_ms": latency_ms(ok_h),
         "latency_failed_ms": latency_ms(failed_h),
         "cost": cost(samples, start, end, requests - failures),
+        "speed": drift.rep_speed(rep_dir, start, end),
         "open_model": {
             "offered": sum(r.get("offered", 0) for r in records),
             "late": sum(r.get("late", 0) for r in records),
@@ -413,6 +414,8 @@ def build(run_dir: Path, margin_within: float | None = None) -> dict[str, Any]:
     entries.sort(key=lambda e: (order_c.get(e["scenario"], 99), order_s.get(e["server"], 99)))
     problems = list(status.get("problems") or [])
     problems += [f"{e['server']}/{e['scenario']}: {p}" for e in entries for p in e["problems"]]
+    machine_speed = drift.run_speed(entries)
+    drift.adjust(entries, (machine_speed or {}).get("work_per_cpu_ms"), _spread)
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,
@@ -429,6 +432,7 @@ def build(run_dir: Path, margin_within: float | None = None) -> dict[str, Any]:
             "settings": settings,
             "machine": read_json(run_dir / "machine.json"),
             "calibration": calibration,
+            "speed": machine_speed,
         },
         "servers": settings.get("servers") or sorted({e["server"] for e in entries}),
         "scenarios": settings.get("scenarios") or sorted({e["scenario"] for e in entries}),

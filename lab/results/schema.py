@@ -90,6 +90,8 @@ class Cost(TypedDict, total=False):
     cpu_us_per_request_by_source: dict[str, Any]  # source -> a float (repetition) or Rates (entry)
     metrics_vs_cgroup: float | None  # entry: median of metrics / cgroup - 1 over repetitions
     cpu_budget: dict[str, Any] | None
+    speed_work_per_cpu_ms: Rates | None
+    cpu_us_per_request_speed_adjusted: Rates | None
 
 
 class Capacity(TypedDict, total=False):
@@ -117,6 +119,26 @@ class OpenModel(TypedDict, total=False):
     steps: list[dict[str, Any]]
 
 
+class RepSpeed(TypedDict, total=False):
+    """The speed probe's reading over one repetition (lab/load/speed.py)."""
+
+    work_per_cpu_ms: float
+    windows: int
+    cpu_s: float
+    window_log_sd: float | None
+
+
+class Speed(TypedDict, total=False):
+    """The run's reference speed: over every repetition with a probe reading."""
+
+    work_per_cpu_ms: float
+    reps: int
+    log_sd: float | None
+    min: float
+    max: float
+    probe: str
+
+
 class Window(TypedDict, total=False):
     start: float
     end: float
@@ -142,6 +164,7 @@ class Repetition(TypedDict, total=False):
     latency_failed_ms: Latency | None
     locust_processes: int
     cost: Cost
+    speed: RepSpeed | None
     open_model: OpenModel | None
     capacity: Capacity | None
     cpu_budget: dict[str, Any] | None
@@ -214,6 +237,7 @@ class Run(TypedDict, total=False):
     settings: dict[str, Any]
     machine: dict[str, Any]
     calibration: dict[str, Any] | None
+    speed: Speed | None
 
 
 class Rule(TypedDict, total=False):
