@@ -11,7 +11,7 @@ round ran back to back, so the machine's drift cancels) and averaged on logs. Fi
 ratio under the default over its ratio at a full core; it agrees when the 90 % interval of that
 lies inside 1/1.1..1.1 (an equivalence test: too few or too noisy repetitions fail it, "not shown"). Halting:
 each server's own CPU per request halting over polling, judged by the lab's rule (lab/results/stats.py)
-at the CPU-per-request margin, so a difference is reported only beside its noise.
+with the margin between runs (LAB_MARGIN_ACROSS), so a difference is reported only beside its noise.
 
 The client is Locust in all three runs, never wrk: how fast a client turns around changes what
 gevent pays per request (lab/bench/bench.py), so the full-core figures here are not the wrk figures
@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from scipy.stats import t as t_dist
+
 from lab import files
 from lab.load import plan, runner
 from lab.load.settings import Settings, say
@@ -37,7 +39,6 @@ SCENARIOS = ("json", "db", "io")
 REFERENCE = "asyncio"
 MARGIN = 0.10
 CONFIDENCE = 0.90  # an equivalence test: the interval must lie inside the margin, at 5 % each side
-HALT_MARGIN = 0.15  # the rule's minimum effect for CPU per request
 CONDITIONS = ("default", "full-core", "halting")
 
 
@@ -100,7 +101,7 @@ def agreement(default: Sequence[float], full: Sequence[float], server: str, scen
     if len(default) < 2 or len(full) < 2:
         return Ratio(server, scenario, None, None, None, None, "not measured")
     w = stats.welch(list(full), list(default))
-    half = stats.t_quantile(1 - (1 - CONFIDENCE) / 2, w.df) * w.se
+    half = float(t_dist.ppf(1 - (1 - CONFIDENCE) / 2, w.df)) * w.se
     lo, hi, bound = w.diff - half, w.diff + half, math.log(1 + MARGIN)
     verdict = ("agrees" if -bound <= lo and hi <= bound else "differs" if lo > bound or hi < -bound
                else "not shown")
@@ -118,7 +119,7 @@ def halting_lines(poll: dict[tuple[str, str], list[float | None]],
         b = [v for v in halt.get(key) or [] if v]
         if not a or not b:
             continue
-        d = stats.decide(a, b, HALT_MARGIN)
+        d = stats.decide(a, b, stats.margin(stats.ACROSS))  # two runs: the across-runs margin
         rows.append({"server": key[0], "scenario": key[1], "polling_us": round(statistics.median(a), 1),
                      "halting_us": round(statistics.median(b), 1), "ratio": d.ratio,
                      "ci": list(d.ci) if d.ci else None, "changed": d.changed, "p": d.p,
