@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.stack import database, procs
+from lab.stack import pg_config, procs
 from servers import settings
 
 pytestmark = pytest.mark.e2e
@@ -53,9 +53,9 @@ def private_clone() -> Iterator[tuple[Path, dict[str, str]]]:
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user (serverlab-pg)")
 def test_make_up_in_a_clone_under_a_mode_700_home(private_clone: tuple[Path, dict[str, str]]) -> None:
     clone, env = private_clone
-    cfg = database.PgConfig.from_env({**env, "LAB_STATE_DIR": str(clone / ".lab")})
+    cfg = pg_config.PgConfig.from_env({**env, "LAB_STATE_DIR": str(clone / ".lab")})
     home = cfg.home_dir
-    assert home.parent == database.HOMES and clone not in home.parents
+    assert home.parent == pg_config.HOMES and clone not in home.parents
 
     up = make(clone, "up", env)
     assert up.returncode == 0, up.stdout + up.stderr

@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lab.stack import database
-from lab.stack.database import PgConfig, PostgresError
+from lab.stack import database, pg_config
+from lab.stack.pg_config import PgConfig, PostgresError
 from lab.stack.procs import free_port, port_in_use
 
 pytestmark = pytest.mark.integration
@@ -100,14 +100,14 @@ def test_embedded_stop_start_cycle(scratch: PgConfig, capsys: pytest.CaptureFixt
     assert state.running and state.port == scratch.port and state.pid
     postmaster = psutil.Process(state.pid)
     if IS_ROOT:
-        assert postmaster.username() == database.PG_SYSTEM_USER
+        assert postmaster.username() == pg_config.PG_SYSTEM_USER
     listening = [c.laddr for c in postmaster.net_connections("inet") if c.status == psutil.CONN_LISTEN]
     assert listening and all(addr.ip == "127.0.0.1" for addr in listening)
 
     assert database.start(scratch) is False  # already running: a no-op that says so
     assert "already running" in capsys.readouterr().err
 
-    url = database.embedded_url("postgres", scratch.port)
+    url = pg_config.embedded_url("postgres", scratch.port)
     conn = database.connect(url)
     with conn.cursor() as cur:
         cur.execute("SHOW max_connections")
@@ -136,7 +136,7 @@ def test_embedded_stop_start_cycle(scratch: PgConfig, capsys: pytest.CaptureFixt
 
 def test_ensure_database_creates_once(scratch: PgConfig) -> None:
     database.start(scratch)
-    url = database.embedded_url("made_by_test", scratch.port)
+    url = pg_config.embedded_url("made_by_test", scratch.port)
     assert database.ensure_database(url, "made_by_test") is True
     assert database.ensure_database(url, "made_by_test") is False
     database.apply_schema(url)
@@ -155,7 +155,7 @@ def test_pinned_holds_postmaster_and_new_backends_then_gives_the_affinity_back(s
     with database.pinned(target, scratch) as cpus:
         assert cpus == target
         assert sorted(os.sched_getaffinity(pid)) == target
-        conn = database.connect(database.embedded_url("postgres", scratch.port))
+        conn = database.connect(pg_config.embedded_url("postgres", scratch.port))
         with conn.cursor() as cur:  # a backend forked after pinning inherits it
             cur.execute("SELECT pg_backend_pid()")
             backend = cur.fetchone()[0]

@@ -1,7 +1,7 @@
 """The reliability suite (issue 11): the short `make faults` cases, run for real against every server.
 
 Each server runs behind the lab's fault proxy (lab/faults/proxy.py) with the suite's settings, and
-each case is the one `make faults` runs (lab/faults/cases.py). Timing thresholds belong to the
+each case is the one `make faults` runs (lab/faults/cases.py lists them). Timing thresholds belong to the
 suite's report on a quiet machine, not here: these tests assert what does not depend on the CPU
 (statuses, closed sockets, rows, exit codes), and only generous ratios against the servers' own
 timeouts where promptness is the point.
@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.faults import cases, wire
-from lab.faults.cases import Target
+from lab.faults import cases, client_cases, db_cases, wire
 from lab.faults.proxy import FaultProxy
 from lab.faults.suite import (
     ACQUIRE_TIMEOUT,
@@ -24,6 +23,7 @@ from lab.faults.suite import (
     STATEMENT_TIMEOUT,
     cases_across_models,
 )
+from lab.faults.target import Result, Target, busy_sessions
 from lab.stack import procs
 from lab.stack.procs import ServerProcess
 from servers.settings import MODELS
@@ -76,11 +76,11 @@ def heal_after(request: pytest.FixtureRequest) -> Iterator[None]:
         assert target.proc.alive(), f"{target.model} died; see {target.proc.log_path}"
 
 
-BAD_INPUT: dict[str, cases.Result] = {}
+BAD_INPUT: dict[str, Result] = {}
 
 
 def test_bad_input_gets_the_tables_status_and_never_5xx(target: Target) -> None:
-    result = cases.bad_input(target)
+    result = client_cases.bad_input(target)
     BAD_INPUT[target.model] = result
     assert result.figures["kinds"] >= 38
     assert result.figures["5xx"] == 0, result.figures["statuses"]
@@ -95,7 +95,7 @@ def test_bad_input_same_status_from_all_four() -> None:
 
 
 def test_idempotency_race_makes_one_row(target: Target) -> None:
-    result = cases.idempotency_race(target)
+    result = client_cases.idempotency_race(target)
     assert result.passed, result.figures
 
 
@@ -111,7 +111,7 @@ def test_overload_answers_200_or_a_prompt_503(target: Target) -> None:
 
 
 def test_killed_sessions_fail_no_read(target: Target) -> None:
-    result = cases.sessions_killed(target)
+    result = db_cases.sessions_killed(target)
     figures = result.figures
     assert figures["killed_under_load"] > 0 and figures["killed_idle"] > 0, figures
     assert figures["500s"] == 0, figures
@@ -120,7 +120,7 @@ def test_killed_sessions_fail_no_read(target: Target) -> None:
 
 
 def test_database_down_3s_gives_no_500_and_recovers(target: Target) -> None:
-    result = cases.database_down(target)
+    result = db_cases.database_down(target)
     figures = result.figures
     assert figures["500s"] == 0, figures
     assert figures["statuses_while_down"].get("503", 0) > 0, figures
@@ -129,7 +129,7 @@ def test_database_down_3s_gives_no_500_and_recovers(target: Target) -> None:
 
 
 def test_an_unreachable_database_ends_requests_within_the_statement_timeout(target: Target) -> None:
-    result = cases.database_blackhole(target)
+    result = db_cases.database_blackhole(target)
     figures = result.figures
     assert figures["db_over_limit"] == 0, figures  # none waited for the network to give up
     assert set(figures["db_statuses"]) <= {"200", "503"} and "503" in figures["db_statuses"], figures
@@ -142,11 +142,11 @@ def test_a_statement_past_the_timeout_is_stopped_with_a_503(target: Target) -> N
     answer = wire.request(target.url, "GET", f"/hold?ms={over}", timeout=STATEMENT_TIMEOUT + 5)
     assert answer.status == 503, answer
     assert b"did not answer within" in answer.body and "retry-after" in answer.headers, answer
-    assert cases.busy_sessions(target) == 0  # PostgreSQL stopped it: nothing runs on
+    assert busy_sessions(target) == 0  # PostgreSQL stopped it: nothing runs on
 
 
 def test_client_disconnects_free_the_database(target: Target) -> None:
-    result = cases.disconnects(target)
+    result = client_cases.disconnects(target)
     idle = result.figures["database_idle_after_ms"]
     assert idle is not None, f"the database stayed busy 3 s after the clients left: {result.figures}"
     if target.model != "threaded":  # a queued thread cannot be interrupted: it runs, then is cancelled
@@ -154,7 +154,7 @@ def test_client_disconnects_free_the_database(target: Target) -> None:
 
 
 def test_slowloris_sockets_are_closed_and_normal_clients_served(target: Target) -> None:
-    result = cases.slowloris(target)
+    result = client_cases.slowloris(target)
     figures = result.figures
     assert figures["slow_still_open_at_end"] == 0, figures
     assert figures["slow_closed_late"] == 0, figures
@@ -186,8 +186,8 @@ def test_report_files(tmp_path: Path) -> None:
     from lab.faults import report
 
     results = [
-        cases.Result("overload", "asyncio", True, {"503_p99_ms": 4.0, "health_p99_ms": 2.0}),
-        cases.Result("bad_input", "asyncio", False, {"statuses": {"x": 400}}, ["1 kinds answered 5xx"]),
+        Result("overload", "asyncio", True, {"503_p99_ms": 4.0, "health_p99_ms": 2.0}),
+        Result("bad_input", "asyncio", False, {"statuses": {"x": 400}}, ["1 kinds answered 5xx"]),
     ]
     meta = {"id": "faults-test", "quick": True, "servers": ["asyncio"], "cases": ["overload"],
             "seconds": 1.0, "pool_size": 10, "acquire_timeout": 1.0, "request_timeout": 2.0,

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lab.stack import database, procs
+from lab.stack import pg_config, procs
 from servers import settings
 
 pytestmark = pytest.mark.e2e
@@ -66,7 +66,7 @@ def state(env: dict[str, str]) -> dict:
 
 
 def postmaster_pid(env: dict[str, str]) -> int | None:
-    pidfile = database.PgConfig.from_env(env).data_dir / "postmaster.pid"
+    pidfile = pg_config.PgConfig.from_env(env).data_dir / "postmaster.pid"
     return int(pidfile.read_text().split()[0]) if pidfile.exists() else None
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from lab import machine
 from lab.claims import blocking, connections, gil, guarantees, memory, plan, report, switch, verdict
-from lab.stack import database, idle
+from lab.stack import database, idle, pg_config
 
 
 def _say(text: str) -> None:
@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _say(f"size {p.size}: {', '.join(p.experiments)} -> {out_dir}")
     try:
         data = run(p, out_dir, command.strip())
-    except (database.PostgresError, idle.IdleError) as exc:
+    except (pg_config.PostgresError, idle.IdleError) as exc:
         print(f"make claims: {exc}", file=sys.stderr)
         return 2
     write(out_dir, data)

@@ -9,7 +9,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from lab.faults.cases import Result
+from lab.faults.target import Result
 from lab.report import svgplot
 
 MARK = {True: "pass", False: "FAIL", None: "n/a"}

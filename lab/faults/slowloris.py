@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 
 from lab.faults import wire
-from lab.faults.cases import SlowLoris
+from lab.faults.client_cases import SlowLoris
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from lab import knobs
 from lab.faults import cases, report
-from lab.faults.cases import Result, Target
 from lab.faults.proxy import FaultProxy
-from lab.stack import database, procs
+from lab.faults.target import Result, Target
+from lab.stack import database, pg_config, procs
 from lab.stack.procs import ServerProcess
 from servers.settings import MODELS
 
@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     try:
         return run(args)
-    except (database.PostgresError, procs.StartError) as exc:
+    except (pg_config.PostgresError, procs.StartError) as exc:
         print(f"lab faults: {exc}", file=sys.stderr)
         return 2
 

@@ -34,20 +34,29 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
 import psycopg2
 
-from lab import files, knobs, machine
+from lab import machine
 from lab.cpus import pin
 from lab.fmt import fmt_seconds
 from lab.load import calibrate, plan, probe, sampler
-from lab.load.locust_job import STOP_TIMEOUT, LocustJob, generator_now
+from lab.load.locust_job import STOP_TIMEOUT, LocustJob
+from lab.load.observe import (
+    add_throttling,
+    count_sessions,
+    live_line,
+    process_tree,
+    server_config,
+    throttle_delta,
+    tree_rss,
+)
+from lab.load.run_folder import new_run_dir, point_latest, reproduce_command, write_json
 from lab.load.settings import RunError, Settings, build_parser, from_args, say
 from lab.load.writes import WRITE_SCENARIOS, check_writes
 from lab.report import run_report as report
 from lab.results import build as results
 from lab.results.records import ResultsError
-from lab.stack import cpu_budget, database, idle, procs
+from lab.stack import cpu_budget, database, idle, pg_config, procs
 from loadtests import catalogue
 from servers.settings import redact
 
@@ -347,136 +356,12 @@ class Runner:
             say(f"  {label} done: {p['requests']:,} requests measured, {p['failures']:,} failures")
 
 
-def live_line(job: LocustJob, elapsed: float) -> str:
-    """What runs now, from the lab's own per-second records: phase, users (or offered rate), the newest
-    whole second's requests/s, failures; and the Locust process's CPU."""
-    p = job.progress()
-    gen = generator_now(job)
-    cpu = f", Locust CPU {gen:.0f}%" if gen is not None else ""
-    if not p:
-        return f"starting {fmt_seconds(elapsed):>6}{cpu}"
-    phase = {"warmup": "warm-up", "measure": "measuring", "tail": "stopping"}.get(str(p["phase"]), "starting")
-    load = f"offered {p['offered_rps']:,.0f}/s" if p.get("offered_rps") else f"{p['users']} users"
-    late = f", {p['late']} late, {p['dropped']} dropped" if p.get("offered_rps") else ""
-    return (f"{phase:<9} {fmt_seconds(elapsed):>6} | {load}, {p['rps']:,.0f} rps, "
-            f"{p['failures']} failures{late}{cpu}")
-
-
-def process_tree(pid: int) -> list[int]:
-    try:
-        root = psutil.Process(pid)
-        return [root.pid, *(c.pid for c in root.children(recursive=True))]
-    except psutil.Error:
-        return []
-
-
-def tree_rss(pid: int) -> int | None:
-    """The RSS of a process and its descendants, in bytes."""
-    total = 0
-    for child in process_tree(pid):
-        with contextlib.suppress(psutil.Error):
-            total += psutil.Process(child).memory_info().rss
-    return total or None
-
-
-def add_throttling(total: dict[str, Any] | None, stat: dict[str, Any]) -> dict[str, Any]:
-    """One budget's stat added to the scenario's: the counters summed over its processes."""
-    if not total or "periods" not in total:
-        return dict(stat)
-    out = dict(stat)
-    for key in ("periods", "throttled_periods", "throttled_seconds"):
-        if isinstance(total.get(key), int | float) and isinstance(stat.get(key), int | float):
-            out[key] = round(total[key] + stat[key], 6)
-    return out
-
-
-def throttle_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """The kernel's throttling counters over one repetition."""
-    out = {k: after.get(k) for k in ("cores", "period_us", "quota_us", "cgroup_version")}
-    for key in ("periods", "throttled_periods", "throttled_seconds"):
-        a, b = before.get(key), after.get(key)
-        out[key] = round(b - a, 6) if isinstance(a, int | float) and isinstance(b, int | float) else None
-    return out
-
-
-def count_sessions(database_url: str, app_name: str) -> int | None:
-    try:
-        conn = database.connect(database_url)
-    except psycopg2.Error:  # a count we cannot take is recorded as unknown
-        return None
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app_name,))
-            row = cur.fetchone()
-            return int(row[0]) if row else 0
-    finally:
-        conn.close()
-
-
-def server_config(url: str) -> dict[str, Any] | None:
-    try:
-        status, body = procs.get(f"{url}/config", timeout=2.0)
-        data = json.loads(body) if status == 200 else None
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def write_json(path: Path, data: Any) -> None:
-    files.write_json(path, data, default=str)
-
-
-def point_latest(reports_dir: Path, run_dir: Path) -> None:
-    latest = reports_dir / "latest"
-    tmp = reports_dir / ".latest.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    tmp.symlink_to(run_dir.name)
-    tmp.replace(latest)
-
-
 def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else 1_048_576
     if soft < want:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-
-
-def reproduce_command(s: Settings) -> str:
-    parts = [".venv/bin/python", "-m", "lab", "load", "--profile", s.profile,
-             "--servers", ",".join(s.servers), "--scenarios", ",".join(s.scenarios),
-             "--duration", f"{s.duration:g}", "--warmup", f"{s.warmup:g}", "--reps", str(s.reps),
-             "--locust-workers", str(s.locust_workers)]
-    if s.remote_workers:
-        parts += ["--remote-workers", str(s.remote_workers), "--master-bind", s.master_bind,
-                  "--master-port", str(s.master_port), "--target-host", s.target_host]
-    if s.users:
-        parts += ["--users", str(s.users)]
-    if s.shape:
-        parts += ["--shape", s.shape]
-    parts += ["--server-cpu", f"{s.server_cpu:g}" if s.server_cpu is not None else "none"]
-    if s.server_cpu is not None and s.cpu_period_us != cpu_budget.DEFAULT_PERIOD_US:
-        parts += ["--cpu-period-us", str(s.cpu_period_us)]
-    if any(s.scenario(n).open_model for n in s.scenarios):
-        parts += ["--step-seconds", f"{s.step_seconds:g}", "--slo-p99-ms", f"{s.slo_p99_ms:g}",
-                  "--arrival", s.arrival]
-        if s.rates:
-            parts += ["--rates", ",".join(f"{r:g}" for r in s.rates)]
-    if s.idle_poll != "auto":
-        parts += ["--idle-poll", s.idle_poll]
-    if s.server_cpus:
-        parts += ["--server-cpus", ",".join(map(str, s.server_cpus))]
-    if set(s.server_env) & set(knobs.OPT_IN):
-        parts += ["--allow-extra-cpu"]
-    if s.load_cpus:
-        parts += ["--load-cpus", ",".join(map(str, s.load_cpus))]
-    if s.database_cpus != s.load_cpus:
-        parts += ["--database-cpus", ",".join(map(str, s.database_cpus)) if s.database_cpus else "none"]
-    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(s.server_env.items()))
-    if os.environ.get("LAB_CONNECTIONS_USERS"):
-        env = (env + f" LAB_CONNECTIONS_USERS={os.environ['LAB_CONNECTIONS_USERS']}").strip()
-    return (env + " " if env else "") + shlex.join(parts)
 
 
 def check_budget(s: Settings) -> None:
@@ -487,17 +372,6 @@ def check_budget(s: Settings) -> None:
         cpu_budget.CpuBudget(s.server_cpu, s.cpu_period_us).create().remove()
     except cpu_budget.BudgetError as exc:
         raise RunError(str(exc)) from None
-
-
-def new_run_dir(s: Settings) -> Path:
-    run_id = s.run_id or time.strftime("%Y%m%d-%H%M%S") + f"-{s.profile}"
-    run_dir = s.reports_dir / run_id
-    for n in range(2, 100):  # two runs in the same second get distinct folders
-        if not run_dir.exists():
-            break
-        run_dir = s.reports_dir / f"{run_id}-{n}"
-    run_dir.mkdir(parents=True)
-    return run_dir
 
 
 def run(s: Settings, *, link_latest: bool = True) -> int:
@@ -566,7 +440,7 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
         status["problems"].append("interrupted")
         exit_status = 130
         say("interrupted: servers, samplers and Locust are stopped; building results from what ran")
-    except (database.PostgresError, calibrate.CalibrationError, RunError, idle.IdleError) as exc:
+    except (pg_config.PostgresError, calibrate.CalibrationError, RunError, idle.IdleError) as exc:
         status["problems"].append(str(exc))
         say(f"load run failed: {exc}")
         exit_status = 1

@@ -22,250 +22,43 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import hashlib
-import importlib.util
 import os
-import pwd
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 import psycopg2.errors
 from psycopg2 import sql
 
-from lab import knobs
 from lab.cpus import pin_tree
+from lab.stack.pg_config import (
+    COPY,
+    HOMES,
+    PgConfig,
+    PostgresError,
+    database_url,
+    embedded_url,
+    say,
+    with_database,
+)
+from lab.stack.pg_user import RunAs, check_owner, make_home, prepare_dirs, run_as, with_binaries
 from lab.stack.procs import log_tail, port_in_use, port_user
-from servers.settings import DEFAULT_DATABASE_URL, redact
+from servers.settings import redact
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA = REPO / "db" / "schema.sql"
 SEED = REPO / "db" / "seed.sql"
 SUPERUSER = "serverlab"
-PG_SYSTEM_USER = "serverlab-pg"  # runs the server when the lab runs as root
-HOMES = Path("/var/lib/serverlab")  # PostgreSQL homes of clones serverlab-pg cannot enter
-COPY = "pgserver-copy"  # the home's copy of pgserver's binaries, laid out as in site-packages
-DEFAULT_PORT = 54320
-DEFAULT_MAX_CONNECTIONS = 300
 START_TIMEOUT = 60  # seconds pg_ctl waits for the server to accept connections
 STOP_TIMEOUT = 30
 LOG_TAIL_LINES = 25
-
-
-class PostgresError(RuntimeError):
-    """Provisioning failed; the message says why and what to read or do next."""
-
-
-def say(message: str) -> None:
-    """A progress line for the person waiting (stderr, so `url` output stays clean)."""
-    print(f"[postgres] {message}", file=sys.stderr, flush=True)
-
-
-# --- configuration ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PgConfig:
-    bin_dir: Path
-    data_dir: Path
-    port: int = DEFAULT_PORT
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    home: Path | None = None  # None: the data dir's parent
-    home_reason: str = ""  # why the home is not the run folder ("" when it is)
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] = os.environ) -> PgConfig:
-        port = _int_env("LAB_PG_PORT", DEFAULT_PORT, 1, 65535, env)
-        max_conn = _int_env("LAB_PG_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS, 1, 10_000, env)
-        home, reason = pg_home(env)
-        data = Path(env.get("LAB_PG_DATA") or home / "pgdata").expanduser().absolute()
-        return cls(bin_dir=_bin_dir(env), data_dir=data, port=port, max_connections=max_conn, home=home,
-                   home_reason=reason)
-
-    @property
-    def home_dir(self) -> Path:
-        return self.home or self.data_dir.parent
-
-    @property
-    def log_path(self) -> Path:
-        return self.data_dir.parent / "postgres.log"
-
-    @property
-    def lock_path(self) -> Path:
-        return self.data_dir.parent / f".{self.data_dir.name}.lock"
-
-    def exe(self, name: str) -> str:
-        return str(self.bin_dir / name)
-
-
-def _int_env(name: str, default: int, low: int, high: int, env: Mapping[str, str] = os.environ) -> int:
-    try:
-        value = knobs.integer(env.get(name), name, low, high)
-    except ValueError as exc:
-        raise PostgresError(str(exc)) from None
-    return default if value is None else value
-
-
-def pg_home(env: Mapping[str, str] = os.environ) -> tuple[Path, str]:
-    """(the PostgreSQL home, why it is not the run folder or "" when it is); see the module doc."""
-    raw = env.get("LAB_PG_HOME")
-    if raw:
-        return Path(raw).expanduser().absolute(), f"LAB_PG_HOME={raw}"
-    state = Path(env.get("LAB_STATE_DIR") or REPO / ".lab").expanduser().absolute()
-    closed = _closed_to_others(state) if os.geteuid() == 0 else None
-    if closed is None:
-        return state, ""
-    digest = hashlib.sha256(str(state).encode()).hexdigest()[:12]
-    mode = stat.filemode(closed.stat().st_mode)
-    return HOMES / digest, f"{PG_SYSTEM_USER} cannot enter {closed} (mode {mode})"
-
-
-def _closed_to_others(path: Path) -> Path | None:
-    """The first existing directory on the way to `path` that other users may not enter, if any."""
-    for step in [*reversed(path.parents), path]:
-        if not step.exists():
-            return None
-        if not step.stat().st_mode & stat.S_IXOTH:
-            return step
-    return None
-
-
-def _bin_dir(env: Mapping[str, str] = os.environ) -> Path:
-    raw = env.get("LAB_PG_BIN")
-    if raw:
-        path = Path(raw).expanduser().absolute()
-        source = f"LAB_PG_BIN={raw}"
-    else:
-        # Locate pgserver's binaries without importing it (its import has side effects).
-        spec = importlib.util.find_spec("pgserver")
-        if spec is None or not spec.submodule_search_locations:
-            raise PostgresError(
-                "no PostgreSQL binaries: install the `pgserver` package (`pip install pgserver`, part of "
-                "serverlab's dependencies), set LAB_PG_BIN to a PostgreSQL bin dir "
-                "(e.g. /usr/lib/postgresql/15/bin), or set LAB_DATABASE_URL to an existing server"
-            )
-        path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-        source = "the pgserver package"
-    missing = [n for n in ("initdb", "pg_ctl", "postgres") if not (path / n).is_file()]
-    if missing:
-        raise PostgresError(f"{path} (from {source}) lacks {', '.join(missing)}: not a PostgreSQL bin dir")
-    return path
-
-
-def embedded_url(dbname: str = "serverlab", port: int | None = None) -> str:
-    """URL of a database on the embedded server (port: LAB_PG_PORT, default 54320)."""
-    if port is None:
-        port = _int_env("LAB_PG_PORT", DEFAULT_PORT, 1, 65535)
-    return with_database(DEFAULT_DATABASE_URL, dbname).replace(f":{DEFAULT_PORT}/", f":{port}/", 1)
-
-
-def database_url() -> str:
-    """LAB_DATABASE_URL when set, else the embedded server's `serverlab` database."""
-    return os.environ.get("LAB_DATABASE_URL") or embedded_url()
-
-
-def with_database(url: str, dbname: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path="/" + dbname))
-
-
-# --- running as root: the unprivileged system user --------------------------------------------
-
-
-@dataclass(frozen=True)
-class _RunAs:
-    uid: int
-    gid: int
-    name: str
-
-    def kwargs(self) -> dict[str, Any]:
-        if self.uid == os.geteuid():
-            return {}
-        return {"user": self.uid, "group": self.gid, "extra_groups": []}
-
-
-def _run_as() -> _RunAs:
-    if os.geteuid() != 0:
-        entry = pwd.getpwuid(os.geteuid())
-        return _RunAs(entry.pw_uid, entry.pw_gid, entry.pw_name)
-    try:
-        entry = pwd.getpwnam(PG_SYSTEM_USER)
-    except KeyError:
-        say(f"running as root: creating system user {PG_SYSTEM_USER} for PostgreSQL (it refuses root)")
-        useradd = shutil.which("useradd") or "/usr/sbin/useradd"
-        done = subprocess.run(
-            [useradd, "--system", "--no-create-home", "--user-group", "--home-dir", "/nonexistent",
-             "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
-            capture_output=True, text=True, timeout=30, check=False,
-        )
-        try:  # another process may have created it meanwhile
-            entry = pwd.getpwnam(PG_SYSTEM_USER)
-        except KeyError:
-            raise PostgresError(
-                f"PostgreSQL refuses to run as root and creating the user {PG_SYSTEM_USER} failed: "
-                f"{done.stderr.strip() or done.returncode}. Run as a normal user, or create it: "
-                f"useradd --system --no-create-home {PG_SYSTEM_USER}"
-            ) from None
-    return _RunAs(entry.pw_uid, entry.pw_gid, entry.pw_name)
-
-
-def _can_search(path: Path, who: _RunAs) -> bool:
-    """Whether `who` may enter directory `path` (mode bits; root always may)."""
-    if who.uid == 0:
-        return True
-    st = path.stat()
-    if st.st_uid == who.uid:
-        return bool(st.st_mode & stat.S_IXUSR)
-    if st.st_gid == who.gid or st.st_gid in os.getgrouplist(who.name, who.gid):
-        return bool(st.st_mode & stat.S_IXGRP)
-    return bool(st.st_mode & stat.S_IXOTH)
-
-
-def _reachable(path: Path, who: _RunAs) -> bool:
-    return all(_can_search(p, who) for p in [*reversed(path.parents), path] if p.exists())
-
-
-def _with_binaries(cfg: PgConfig, who: _RunAs) -> PgConfig:
-    """cfg, with pgserver's binaries copied into the home when `who` cannot reach them where pip put them."""
-    install = cfg.bin_dir.parent
-    if who.uid == os.geteuid() or _reachable(cfg.bin_dir, who) or install.parent.name != "pgserver":
-        return cfg  # reachable, or not pgserver's (then _check_access says what to do)
-    copy = cfg.home_dir / COPY
-    bin_dir = copy / "pgserver" / "pginstall" / "bin"
-    postgres = (cfg.bin_dir / "postgres").stat()
-    source = f"{install} {postgres.st_size} {postgres.st_mtime_ns}\n"
-    stamp = copy / "source"
-    if stamp.exists() and stamp.read_text() == source:
-        return replace(cfg, bin_dir=bin_dir)
-    say(f"copying PostgreSQL's binaries from {install} to {copy}, where {who.name} can reach them")
-    tmp = copy.with_name(COPY + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for part in ("bin", "lib", "share"):  # not include/: headers are for building extensions
-        shutil.copytree(install / part, tmp / "pgserver" / "pginstall" / part, symlinks=True)
-    libs = install.parent.parent / "pgserver.libs"  # shared libraries the binaries find via $ORIGIN
-    if libs.is_dir():
-        shutil.copytree(libs, tmp / "pgserver.libs", symlinks=True)
-    for root, dirs, files in os.walk(tmp):  # readable (and where executable, runnable) by anyone
-        for name in dirs:
-            os.chmod(os.path.join(root, name), 0o755)
-        for name in files:
-            path = os.path.join(root, name)
-            if not os.path.islink(path):
-                mode = os.stat(path).st_mode
-                os.chmod(path, mode | (0o755 if mode & stat.S_IXUSR else 0o644))
-    tmp.chmod(0o755)
-    (tmp / "source").write_text(source)
-    shutil.rmtree(copy, ignore_errors=True)
-    tmp.rename(copy)
-    return replace(cfg, bin_dir=bin_dir)
 
 
 def clean(cfg: PgConfig | None = None) -> list[Path]:
@@ -290,66 +83,6 @@ def clean(cfg: PgConfig | None = None) -> list[Path]:
     with contextlib.suppress(OSError):
         HOMES.rmdir()  # only when empty: other clones' homes stay
     return removed
-
-
-def _check_access(cfg: PgConfig, who: _RunAs) -> None:
-    for parent in reversed(cfg.data_dir.parents):
-        if parent.exists() and not _can_search(parent, who):
-            raise PostgresError(
-                f"PostgreSQL runs as user {who.name} (it refuses root), and {who.name} cannot enter "
-                f"{parent} (mode {stat.filemode(parent.stat().st_mode)}), a parent of the data dir "
-                f"{cfg.data_dir}. Set LAB_PG_HOME (or LAB_PG_DATA) to a directory outside it "
-                f"(e.g. LAB_PG_HOME=/var/lib/serverlab/mine) or `chmod o+x {parent}`."
-            )
-    for path in [*reversed(cfg.bin_dir.parents), cfg.bin_dir]:
-        if not _can_search(path, who):
-            raise PostgresError(
-                f"PostgreSQL runs as user {who.name} (it refuses root), and {who.name} cannot enter "
-                f"{path}, which holds the PostgreSQL binaries {cfg.bin_dir}. `chmod o+x {path}`, "
-                f"or set LAB_PG_BIN to a bin dir it can read (e.g. /usr/lib/postgresql/15/bin)."
-            )
-
-
-def _make_home(cfg: PgConfig, who: _RunAs) -> None:
-    if cfg.home_dir.parent == HOMES and not HOMES.exists():
-        HOMES.mkdir(parents=True, exist_ok=True)
-        HOMES.chmod(0o755)  # whatever the umask: serverlab-pg must get in
-    if not cfg.data_dir.parent.exists():
-        cfg.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        if who.uid != os.geteuid():
-            cfg.data_dir.parent.chmod(0o755)
-
-
-def _prepare_dirs(cfg: PgConfig, who: _RunAs) -> None:
-    if who.uid == os.geteuid():
-        return
-    _check_access(cfg, who)
-    # The log lives next to the data dir, in a directory the server user may not write to.
-    cfg.log_path.touch(exist_ok=True)
-    os.chown(cfg.log_path, who.uid, who.gid)
-    if cfg.data_dir.exists() and cfg.data_dir.stat().st_uid != who.uid:
-        say(f"handing {cfg.data_dir} to user {who.name}")
-        for root, dirs, files in os.walk(cfg.data_dir):
-            for name in [*dirs, *files]:
-                os.lchown(os.path.join(root, name), who.uid, who.gid)
-        os.chown(cfg.data_dir, who.uid, who.gid)
-
-
-def _check_owner(cfg: PgConfig, who: _RunAs) -> None:
-    if cfg.data_dir.exists() and cfg.data_dir.stat().st_uid != who.uid:
-        owner = _user_name(cfg.data_dir.stat().st_uid)
-        raise PostgresError(
-            f"the data dir {cfg.data_dir} belongs to {owner}, not to {who.name} who would run PostgreSQL; "
-            f"run as the same user as before (root runs it as {PG_SYSTEM_USER}), or set LAB_PG_DATA "
-            f"to another directory"
-        )
-
-
-def _user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
 
 
 # --- the embedded server --------------------------------------------------------------------
@@ -420,7 +153,7 @@ def _postmaster(cfg: PgConfig) -> tuple[int | None, int | None]:
     return pid, port
 
 
-def _run(cmd: Sequence[str], who: _RunAs, timeout: float) -> subprocess.CompletedProcess[str]:
+def _run(cmd: Sequence[str], who: RunAs, timeout: float) -> subprocess.CompletedProcess[str]:
     # Files, not pipes: the postmaster that pg_ctl forks must not hold our pipe open.
     with tempfile.TemporaryFile("w+") as out:
         try:
@@ -460,7 +193,7 @@ def _major(text: str) -> str:
     return text.strip().split()[-1].split(".")[0] if text.strip() else "?"
 
 
-def _initdb(cfg: PgConfig, who: _RunAs) -> None:
+def _initdb(cfg: PgConfig, who: RunAs) -> None:
     say(f"initialising PostgreSQL data dir {cfg.data_dir} ...")
     # initdb into a sibling and rename, so an interrupted initdb never leaves a half-made data dir.
     tmp = cfg.data_dir.with_name(cfg.data_dir.name + ".initdb-tmp")
@@ -481,8 +214,8 @@ def _initdb(cfg: PgConfig, who: _RunAs) -> None:
 def start(cfg: PgConfig | None = None) -> bool:
     """Start the embedded server; True if started, False if it was already running."""
     cfg = cfg or PgConfig.from_env()
-    who = _run_as()
-    _make_home(cfg, who)
+    who = run_as()
+    make_home(cfg, who)
     with _locked(cfg):
         pid, port = _postmaster(cfg)
         if pid is not None:
@@ -498,12 +231,12 @@ def start(cfg: PgConfig | None = None) -> bool:
                 f"port {cfg.port} on 127.0.0.1 is already in use{port_user(cfg.port)}; "
                 f"set LAB_PG_PORT to a free port (or stop that program)"
             )
-        cfg = _with_binaries(cfg, who)
+        cfg = with_binaries(cfg, who)
         if cfg.home_reason:
             parts = "data, log and binaries" if cfg.home_dir in cfg.bin_dir.parents else "data and log"
             say(f"PostgreSQL's {parts} are in {cfg.home_dir}: {cfg.home_reason}")
-        _prepare_dirs(cfg, who)
-        _check_owner(cfg, who)
+        prepare_dirs(cfg, who)
+        check_owner(cfg, who)
         if not (cfg.data_dir / "PG_VERSION").exists():
             if cfg.data_dir.exists() and any(cfg.data_dir.iterdir()):
                 raise PostgresError(
@@ -541,8 +274,8 @@ def stop(cfg: PgConfig | None = None) -> bool:
         if pid is None:
             say(f"PostgreSQL of {cfg.data_dir} is not running")
             return False
-        who = _run_as()
-        cfg = _with_binaries(cfg, who)
+        who = run_as()
+        cfg = with_binaries(cfg, who)
         say(f"stopping PostgreSQL (pid {pid}) ...")
         ctl = [cfg.exe("pg_ctl"), "stop", "-D", str(cfg.data_dir), "-w", "-t", str(STOP_TIMEOUT)]
         done = _run([*ctl, "-m", "fast"], who, timeout=STOP_TIMEOUT + 15)

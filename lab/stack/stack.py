@@ -23,7 +23,7 @@ import psutil
 
 from lab import files
 from lab.knobs import SERVER_KNOBS, lab_only_asked  # passed to every server; a change restarts it
-from lab.stack import database, procs
+from lab.stack import database, pg_config, procs
 from servers.settings import DEFAULT_PORTS, MODELS, redact
 
 REPO = Path(__file__).resolve().parents[2]
@@ -200,7 +200,7 @@ def _native_up(models: list[str], env: Mapping[str, str], wanted: dict[str, str]
             state.servers[model] = ServerRecord(model, proc.pid, port, psutil.Process(proc.pid).create_time(),
                                                 str(proc.log_path), wanted)
             state.save(folder)
-    except (procs.StartError, database.PostgresError, StackError) as exc:
+    except (procs.StartError, pg_config.PostgresError, StackError) as exc:
         print(f"\nmake up failed: {exc}", file=sys.stderr)
         _undo(started, state, folder, stop_db=not db_was_running)
         return 1
@@ -234,7 +234,7 @@ def _undo(started: list[procs.ServerProcess], state: State, folder: Path, stop_d
     if stop_db and state.database != "external":
         try:
             database.stop()
-        except database.PostgresError as exc:
+        except pg_config.PostgresError as exc:
             print(f"also: {exc}", file=sys.stderr)
     if not state.servers:
         state = State()
@@ -339,7 +339,7 @@ def logs(env: Mapping[str, str] = os.environ, follow: bool = True, lines: int = 
     if state.backend == "compose":
         return _compose(["logs", "--tail", str(lines), *(["-f"] if follow else [])], env)
     files = sorted((folder / "logs").glob("*.log"))
-    pg_log = database.PgConfig.from_env().log_path
+    pg_log = pg_config.PgConfig.from_env().log_path
     if pg_log.exists():
         files.append(pg_log)
     if not files:
@@ -357,8 +357,8 @@ def clean(env: Mapping[str, str] = os.environ) -> int:
     down(env)
     folder = state_dir(env)
     try:
-        removed = database.clean(database.PgConfig.from_env(env))
-    except database.PostgresError as exc:
+        removed = database.clean(pg_config.PgConfig.from_env(env))
+    except pg_config.PostgresError as exc:
         raise StackError(str(exc)) from None
     for path in removed:
         say(f"removed {path}")
@@ -384,7 +384,7 @@ def _compose_up(models: list[str], env: Mapping[str, str]) -> int:
               "backend with LAB_BACKEND=native", file=sys.stderr)
         return code
     folder = state_dir(env)
-    pg_port = env.get("LAB_PG_PORT", str(database.DEFAULT_PORT))
+    pg_port = env.get("LAB_PG_PORT", str(pg_config.DEFAULT_PORT))
     state = State("compose", "compose", f"postgresql://serverlab@127.0.0.1:{pg_port}/serverlab")
     for model in models:
         port = port_of(model, env)

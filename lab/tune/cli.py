@@ -36,7 +36,7 @@ from lab.knobs import env_flag
 from lab.load import calibrate
 from lab.load import settings as load_settings
 from lab.results import stats
-from lab.stack import database
+from lab.stack import pg_config
 from lab.tune import budget as budgets
 from lab.tune.plan import (
     DEFAULT_DURATION,
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.plan:
             print_plan(sweep, needs_calibration(sweep))
             try:
-                limits = budgets.read_budget(sweep.base.database_url or database.database_url())
+                limits = budgets.read_budget(sweep.base.database_url or pg_config.database_url())
             except psycopg2.Error as exc:
                 say(f"PostgreSQL not reachable ({str(exc).strip()}): database connections not checked")
                 return 0
@@ -124,6 +124,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         signal.signal(signal.SIGTERM, _sigterm)
         return run(sweep)
-    except (TuneError, database.PostgresError, calibrate.CalibrationError) as exc:
+    except (TuneError, pg_config.PostgresError, calibrate.CalibrationError) as exc:
         print(f"lab tune: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,74 @@
+"""A load run's folder: its id, its JSON files, reports/latest, and the command that runs it again."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+from lab import files, knobs
+from lab.load.settings import Settings
+from lab.stack import cpu_budget
+
+
+def write_json(path: Path, data: Any) -> None:
+    files.write_json(path, data, default=str)
+
+
+def point_latest(reports_dir: Path, run_dir: Path) -> None:
+    latest = reports_dir / "latest"
+    tmp = reports_dir / ".latest.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.symlink_to(run_dir.name)
+    tmp.replace(latest)
+
+
+def reproduce_command(s: Settings) -> str:
+    parts = [".venv/bin/python", "-m", "lab", "load", "--profile", s.profile,
+             "--servers", ",".join(s.servers), "--scenarios", ",".join(s.scenarios),
+             "--duration", f"{s.duration:g}", "--warmup", f"{s.warmup:g}", "--reps", str(s.reps),
+             "--locust-workers", str(s.locust_workers)]
+    if s.remote_workers:
+        parts += ["--remote-workers", str(s.remote_workers), "--master-bind", s.master_bind,
+                  "--master-port", str(s.master_port), "--target-host", s.target_host]
+    if s.users:
+        parts += ["--users", str(s.users)]
+    if s.shape:
+        parts += ["--shape", s.shape]
+    parts += ["--server-cpu", f"{s.server_cpu:g}" if s.server_cpu is not None else "none"]
+    if s.server_cpu is not None and s.cpu_period_us != cpu_budget.DEFAULT_PERIOD_US:
+        parts += ["--cpu-period-us", str(s.cpu_period_us)]
+    if any(s.scenario(n).open_model for n in s.scenarios):
+        parts += ["--step-seconds", f"{s.step_seconds:g}", "--slo-p99-ms", f"{s.slo_p99_ms:g}",
+                  "--arrival", s.arrival]
+        if s.rates:
+            parts += ["--rates", ",".join(f"{r:g}" for r in s.rates)]
+    if s.idle_poll != "auto":
+        parts += ["--idle-poll", s.idle_poll]
+    if s.server_cpus:
+        parts += ["--server-cpus", ",".join(map(str, s.server_cpus))]
+    if set(s.server_env) & set(knobs.OPT_IN):
+        parts += ["--allow-extra-cpu"]
+    if s.load_cpus:
+        parts += ["--load-cpus", ",".join(map(str, s.load_cpus))]
+    if s.database_cpus != s.load_cpus:
+        parts += ["--database-cpus", ",".join(map(str, s.database_cpus)) if s.database_cpus else "none"]
+    env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(s.server_env.items()))
+    if os.environ.get("LAB_CONNECTIONS_USERS"):
+        env = (env + f" LAB_CONNECTIONS_USERS={os.environ['LAB_CONNECTIONS_USERS']}").strip()
+    return (env + " " if env else "") + shlex.join(parts)
+
+
+def new_run_dir(s: Settings) -> Path:
+    run_id = s.run_id or time.strftime("%Y%m%d-%H%M%S") + f"-{s.profile}"
+    run_dir = s.reports_dir / run_id
+    for n in range(2, 100):  # two runs in the same second get distinct folders
+        if not run_dir.exists():
+            break
+        run_dir = s.reports_dir / f"{run_id}-{n}"
+    run_dir.mkdir(parents=True)
+    return run_dir
