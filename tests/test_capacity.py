@@ -83,4 +83,4 @@ def test_the_knee_of_a_saturated_server_is_the_servers(database_url: str, tmp_pa
     assert e["capacity"]["median"] == 40.0
     # Past the knee a closed-loop generator would have waited; the open one counts what it could not start.
     assert second["dropped"] > 0 or second["p99_ms"] > second["p50_ms"]
-    assert "capacity 40/s at p99<200ms" in run["out"]
+    assert "only asyncio has figures: capacity at p99<200ms 40" in run["out"]  # the end of make load

@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
+from lab.report.digest import digest
 from servers.settings import MODELS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,8 +49,8 @@ def smoke_run(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> di
     assert latest.is_symlink(), f"reports/latest missing:\n{out[-3000:]}"
     run_dir = latest.resolve()
     data = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
-    return {"data": data, "run_dir": run_dir, "reports": reports, "output": out, "wall": wall,
-            "ended": time.time()}
+    return {"data": data, "run_dir": run_dir, "reports": reports, "output": out, "stdout": proc.stdout,
+            "wall": wall, "ended": time.time()}
 
 
 def entries(data: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -224,3 +225,17 @@ def test_progress_was_shown_and_nothing_left_running(smoke_run: dict[str, Any]) 
                     and proc.create_time() < smoke_run["ended"]):
                 leftovers.append(f"{pid}: {cmd[:200]}")
     assert not leftovers, "processes of the smoke run are still running:\n" + "\n".join(leftovers)
+
+
+def test_the_end_says_what_it_found_in_ten_lines(smoke_run: dict[str, Any],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # The last block of the output is the digest of results.json: per scenario its verdict, the flags,
+    # and the report to open; every figure stays in summary.md.
+    monkeypatch.chdir(REPO)  # where the run printed its paths from
+    run_dir = smoke_run["run_dir"]
+    end = smoke_run["stdout"].rstrip("\n").split("\n\n")[-1].splitlines()
+    assert end == digest(smoke_run["data"], run_dir, run_dir / "index.html"), "\n".join(end)
+    assert 4 <= len(end) <= 10 and "summary.md" in end[0] and end[-1].endswith("index.html")
+    for scenario in SMOKE_SCENARIOS:
+        (line,) = [x for x in end if x.startswith(f"  {scenario} ")]
+        assert "CPU per request" in line, line

@@ -54,6 +54,7 @@ from lab.load.run_folder import new_run_dir, point_latest, reproduce_command, wr
 from lab.load.settings import RunError, Settings, build_parser, from_args, say
 from lab.load.writes import WRITE_SCENARIOS, check_writes
 from lab.report import run_report as report
+from lab.report.digest import digest
 from lab.results import build as results
 from lab.results.records import ResultsError
 from lab.stack import cpu_budget, database, idle, pg_config, procs
@@ -459,22 +460,15 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
     data = json.loads(out.read_text(encoding="utf-8"))
     if link_latest:
         point_latest(s.reports_dir, run_dir)
+    html: Path | None = None
     try:
-        html, markdown = report.build(run_dir)
-        say(f"report: {html} (and {markdown.name})")
+        html, _markdown = report.build(run_dir)
     except Exception as exc:  # the raw files and results.json stand; `make report` can retry
         where = run_dir.relative_to(s.reports_dir) if run_dir.is_relative_to(s.reports_dir) else run_dir
         say(f"could not build the report ({exc}); rebuild it with `make report RUN={where}`")
         exit_status = exit_status or 1
     say("")
-    say("\n".join(results.summary_lines(data)))
-    say(f"\nwall time {fmt_seconds(status['wall_seconds'])} (planned ~{fmt_seconds(planned)}); "
-        f"results: {out}" + (f"; reports/latest -> {run_dir.name}" if link_latest else ""))
-    if data["generator_bound"]:
-        say(f"generator-bound (the load generator, not the server, was the limit): "
-            f"{', '.join(data['generator_bound'])}")
-    for problem in data["problems"]:
-        say(f"PROBLEM: {problem}")
+    say("\n".join(digest(data, run_dir, html)))  # every figure stays in summary.md
     if data["problems"] and exit_status == 0:
         exit_status = 1
     return exit_status
