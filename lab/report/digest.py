@@ -31,10 +31,8 @@ def _names(items: Sequence[str]) -> str:
 
 
 def _decision(fig: Figure, a: Entry, b: Entry, v: Verdict) -> stats.Decision | None:
-    """The rule's decision on fig from a to b, judged as the verdict was (its margin, where it has one)."""
-    margin = getattr(v, "margin", None)  # between servers, where the verdict records one
-    judged_as: dict[str, Any] = {} if margin is None else {"margin": margin}
-    return headline.judge(fig, a, b, **judged_as)[2]
+    """The rule's decision on fig from a to b, judged as the verdict was (with its margin)."""
+    return headline.judge(fig, a, b, margin=v.margin)[2]
 
 
 def _confidence(d: stats.Decision | None, tie: bool) -> str:
@@ -42,9 +40,7 @@ def _confidence(d: stats.Decision | None, tie: bool) -> str:
     if d is None:
         return "not tested"
     text = d.confidence()
-    could_see = getattr(d, "could_see", None)  # the minimum detectable effect, where the rule gives one
-    see = could_see() if tie and callable(could_see) else ""
-    return f"{text}; could see {see}" if see else text
+    return f"{text}; could see {d.could_see()}" if tie and d.mde is not None else text
 
 
 def _lead(v: Verdict, ranked: Sequence[Entry], fig: Figure, noun: str, winner: str | None) -> str:
