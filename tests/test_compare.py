@@ -177,3 +177,32 @@ def test_cli_errors_say_what_to_do(runs: tuple[Path, Path], tmp_path: Path) -> N
     assert done.returncode == 2 and "pass reports/<run-id>" in done.stderr and "Traceback" not in done.stderr
     done = run_cli(str(runs[0]), str(runs[0]))
     assert done.returncode == 2 and "the same run" in done.stderr
+
+
+def test_compare_html_opens_with_a_forest_plot_and_folds_the_tables(runs: tuple[Path, Path],
+                                                                    tmp_path: Path) -> None:
+    html_path, _, c = compare.build(*runs, out=tmp_path / "out")
+    html = html_path.read_text(encoding="utf-8")
+    body = html.split("<main>", 1)[1]
+    assert body.index('id="forest"') < body.index('id="settings"') < body.index('id="figures"')
+    for key, _ in compare.FOREST:
+        assert f'data-plot="forest-{key}"' in html
+    # One row per entry in every plot, its mark as the comparison judged it; the margin as a band.
+    assert html.count('<g class="row"') == 4 * len(c.pairs)
+    assert '<g class="row" data-label="asyncio/writes" data-mark="better">' in html
+    assert '<g class="row" data-label="threaded/writes" data-mark="worse">' in html
+    assert html.count('<rect class="band"') == 4 and "band: margin ±10%" in html
+    # The full tables stay, folded by scenario, saying how many figures each marks.
+    assert ('<details id="scenario-writes"><summary>Scenario writes: 3 figure(s) marked across 2 server(s)'
+            "</summary>") in html
+
+
+def test_forest_rows_carry_the_ratio_and_interval_of_the_test(runs: tuple[Path, Path]) -> None:
+    c = compare.compare(load(runs[0]), load(runs[1]))
+    rows = {r.label: r for r in compare.forest_rows(c, "throughput")}
+    faster = rows["asyncio/writes"]
+    assert faster.mark == "better" and faster.ratio == pytest.approx(3.01, abs=0.01)
+    assert faster.ci is not None and faster.ci[0] == pytest.approx(1.8, abs=0.01)
+    assert rows["asyncio/json"].mark == "generator-bound" and rows["asyncio/json"].ratio is None
+    cpu = {r.label: r for r in compare.forest_rows(c, "cpu_per_req")}
+    assert cpu["threaded/json"].mark == "within noise" and "could see ±" in cpu["threaded/json"].note

@@ -22,7 +22,7 @@ from typing import Any
 from lab import files
 from lab.claims import compare as claims_compare
 from lab.fmt import fmt_pct
-from lab.report import markup, run_tables, runs
+from lab.report import forest, markup, run_tables, runs
 from lab.results import headline, stats
 from lab.results.headline import FIGURES
 
@@ -293,6 +293,10 @@ def render_md(c: Comparison) -> str:
 # --- HTML ------------------------------------------------------------------------------------------------
 
 CSS_EXTRA = """
+.forest-grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:14px}
+svg.forest{width:100%;height:auto;display:block}
+details{margin:10px 0;border:1px solid var(--line);border-radius:8px;padding:6px 12px}
+details summary{cursor:pointer;font-weight:600;font-size:15px;padding:4px 0}
 .mark{display:inline-block;padding:0 8px;border-radius:9px;font-size:12px}
 .mark.better{background:#e6f4ea;color:#1a7f37}.mark.worse{background:#fdeceb;color:#b42318}
 .mark.within-noise,.mark.not-compared{color:#5b6470}.mark.higher,.mark.lower{background:#eef1f5;color:#1f2328}
@@ -317,6 +321,7 @@ def render_html(c: Comparison) -> str:
         f"<style>{markup.CSS}{CSS_EXTRA}</style></head><body><main><header><h1>{escape(title)}</h1>"
         f'<p class="sub">A: <code>{escape(_v(c.a["run"].get("command")))}</code><br>'
         f'B: <code>{escape(_v(c.b["run"].get("command")))}</code></p></header>')
+    add(forest_section(c))
     add('<section class="card" id="settings"><h2>Settings that differ</h2>')
     if _versions_note(c):
         add(f'<p class="warn" data-warning="versions">{escape(_versions_note(c))}</p>')
@@ -336,8 +341,11 @@ def render_html(c: Comparison) -> str:
     add(f'<section class="card" id="figures"><h2>Figures</h2><p class="meta">Change is from A to B. '
         f"{escape(rules(c.margin))}</p>")
     for scenario in dict.fromkeys(p.scenario for p in c.pairs):
-        add(f'<h2 id="{markup.anchor(scenario)}">Scenario {escape(scenario)}</h2><div class="pairs">')
-        for p in (p for p in c.pairs if p.scenario == scenario):
+        mine = [p for p in c.pairs if p.scenario == scenario]
+        marked = sum(r.mark in FLAGGED for p in mine for r in p.rows)
+        add(f'<details id="{markup.anchor(scenario)}"><summary>Scenario {escape(scenario)}: {marked} '
+            f"figure(s) marked across {len(mine)} server(s)</summary><div class=\"pairs\">")
+        for p in mine:
             rows = "".join(
                 f'<tr data-figure="{escape(r.figure)}"><td>{escape(r.figure)}</td><td>{escape(r.a)}</td>'
                 f"<td>{escape(r.b)}</td><td>{escape(r.change)}</td>"
@@ -352,9 +360,43 @@ def render_html(c: Comparison) -> str:
                 "<th>mark</th><th>confidence</th><th>could see</th></tr></thead>"
                 f"<tbody>{rows}</tbody></table></div>"
                 + (f'<ul class="notes">{notes}</ul>' if notes else "") + "</div>")
-        add("</div>")
+        add("</div></details>")
     add("</section></main></body></html>")
     return "".join(h)
+
+
+FOREST = (("cpu_per_req", "CPU per request"), ("throughput", "throughput (ok rps, or capacity at the SLO)"),
+          ("p99", "p99 latency"), ("rss_per_conn", "memory per connection"))
+
+
+def forest_rows(c: Comparison, column: str) -> list[forest.Row]:
+    """Each entry's B/A ratio of one headline figure, as the comparison judged it."""
+    labels = ({FIGURES["ok_rps"].label, FIGURES["capacity"].label} if column == "throughput"
+              else {FIGURES[column].label})
+    out = []
+    for p in c.pairs:
+        found = [r for r in p.rows if r.figure in labels]
+        row = next((r for r in found if r.figure == FIGURES["capacity"].label), found[0] if found else None)
+        if row is None:
+            continue
+        d = row.decision
+        seen = f"could see {row.could_see()}" if row.could_see() else ""
+        note = "; ".join(x for x in (row.mark, row.confidence, seen) if x)
+        out.append(forest.Row(f"{p.server}/{p.scenario}", d.ratio if d else None, d.ci if d else None,
+                              row.mark, note))
+    return out
+
+
+def forest_section(c: Comparison) -> str:
+    """The forest plots compare.html opens with: one per headline figure."""
+    plots = "".join(f"<figure>{forest.forest(f'forest-{key}', title, forest_rows(c, key), c.margin)}</figure>"
+                    for key, title in FOREST)
+    return (f'<section class="card" id="forest"><h2>B / A at a glance</h2><p class="meta">Each entry\'s '
+            f"ratio B/A of the geometric means with its 95% interval; the shaded band is the margin between "
+            f"runs (±{c.margin:.0%}, {stats.MARGIN_VARS[stats.ACROSS]}): a change inside it is no change. "
+            f"Filled dots are marked changes (green better, red worse); hollow ones are within noise (hover "
+            f"for what they could have seen). {changes(c)} figure(s) marked. Every figure, folded by "
+            f'scenario, is below.</p><div class="forest-grid">{plots}</div></section>')
 
 
 def _could_see_headline(pair: Pair) -> str:
