@@ -192,6 +192,7 @@ def test_compare_html_opens_with_a_forest_plot_and_folds_the_tables(runs: tuple[
     assert '<g class="row" data-label="asyncio/writes" data-mark="better">' in html
     assert '<g class="row" data-label="threaded/writes" data-mark="worse">' in html
     assert html.count('<rect class="band"') == 4 and "band: margin ±10%" in html
+    assert "band: margin ±30%" in html and "band: margin ±50%" in html  # p99's and memory's own floors
     # The full tables stay, folded by scenario, saying how many figures each marks.
     assert ('<details id="scenario-writes"><summary>Scenario writes: 3 figure(s) marked across 2 server(s)'
             "</summary>") in html

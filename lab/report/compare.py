@@ -389,14 +389,19 @@ def forest_rows(c: Comparison, column: str) -> list[forest.Row]:
 
 def forest_section(c: Comparison) -> str:
     """The forest plots compare.html opens with: one per headline figure."""
-    plots = "".join(f"<figure>{forest.forest(f'forest-{key}', title, forest_rows(c, key), c.margin)}</figure>"
-                    for key, title in FOREST)
-    return (f'<section class="card" id="forest"><h2>B / A at a glance</h2><p class="meta">Each entry\'s '
-            f"ratio B/A of the geometric means with its 95% interval; the shaded band is the margin between "
-            f"runs (±{c.margin:.0%}, {stats.MARGIN_VARS[stats.ACROSS]}): a change inside it is no change. "
-            f"Filled dots are marked changes (green better, red worse); hollow ones are within noise (hover "
-            f"for what they could have seen). {changes(c)} figure(s) marked. Every figure, folded by "
-            f'scenario, is below.</p><div class="forest-grid">{plots}</div></section>')
+    def band(key: str) -> float:  # the margin the figure was judged against: the runs', or its own floor
+        return max(c.margin, FIGURES["ok_rps" if key == "throughput" else key].min_effect)
+    plots = "".join("<figure>" + forest.forest(f"forest-{key}", title, forest_rows(c, key), band(key))
+                    + "</figure>" for key, title in FOREST)
+    note = (f"Each entry's ratio B/A of the geometric means with its 95% interval; the shaded band is the "
+            f"margin between runs (±{c.margin:.0%}, {stats.MARGIN_VARS[stats.ACROSS]}, or the figure's own "
+            "floor where larger): a change inside it is no change. Filled dots are marked changes (green "
+            "better, red worse); hollow ones are within noise (hover for what they could have seen). The "
+            "interval is for one figure alone; the test corrects for all the figures compared, so an "
+            f"interval just clear of the band can stay unmarked. {changes(c)} figure(s) marked. Every "
+            "figure, folded by scenario, is below.")
+    return (f'<section class="card" id="forest"><h2>B / A at a glance</h2><p class="meta">{escape(note)}</p>'
+            f'<div class="forest-grid">{plots}</div></section>')
 
 
 def _could_see_headline(pair: Pair) -> str:
