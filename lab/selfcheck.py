@@ -2,12 +2,19 @@
 
     python -m lab selfcheck [--profile quick] [--servers ...] [--scenarios ...] [--reps N] [--duration S]
         [--ab-server asyncio] [--skip-aa] [--skip-ab] [--load-vs-bench CYCLES]
+        [--power-tries N] [--power-effects 5,10,20] [--power-aa PAIRS] [--power-server asyncio]
+        [--power-scenario json] [--power-base-us US]
 
 - A/A: the same settings twice (by default the default `make load`), compared: nothing may be
   marked better, worse, higher or lower. A mark here is noise the rule let through.
 - A/B: `hold` with LAB_POOL_SIZE=2 against 10 on one server (each request holds a pool connection
   for 20 ms, so the pool caps throughput near pool/0.02 requests/s): the comparison must mark the
   throughput change. Missing it means the rule is blind.
+- the power curve (`--power-tries N`, 0 skips it): N runs, each of one server several times over,
+  interleaved: a baseline, unchanged copies (A/A) and copies with +5, +10, +20 % CPU per request
+  (LAB_EXTRA_CPU_US); how often each change is detected, and how often A/A pairs are marked, within a
+  run and between runs (lab/power_curve.py). It passes when +10 % (the nearest effect to it) is
+  detected within a run in at least 8 of 10 tries and at most 1 in 20 A/A pairs is marked.
 - load vs bench (opt-in, `--load-vs-bench N`): the CPU per request of /json and /db from `make load`
   and from `make bench`, alternated N times, must agree within 15 % (lab/load_vs_bench.py).
 - fidelity (opt-in, `--fidelity yes`): json, db and io under the default, at a full core without a
@@ -28,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lab import fidelity, files, load_vs_bench
+from lab import fidelity, files, knobs, load_vs_bench, power_curve
 from lab.fmt import fmt_seconds
 from lab.knobs import env_flag
 from lab.load import plan, runner
@@ -36,6 +43,8 @@ from lab.load import settings as load_settings
 from lab.load.settings import RunError, Settings, say
 from lab.report import compare
 from lab.results import stats
+from loadtests import catalogue
+from servers.settings import MODELS
 
 AB_SCENARIO = "hold"
 AB_POOLS = (2, 10)
@@ -55,7 +64,53 @@ def build_parser() -> argparse.ArgumentParser:
     env_flag(p, "--fidelity", "LAB_SELFCHECK_FIDELITY", "no", "yes: also run the fidelity check (three "
              "runs of json, db and io: default, full core, idle CPUs halting; ~15 min with the defaults)",
              os.environ, choices=("yes", "no"))
+    p.add_argument("--power-tries", default=os.environ.get("LAB_SELFCHECK_POWER_TRIES", "10"),
+                   help="tries (runs) of the power curve; 0 skips it [LAB_SELFCHECK_POWER_TRIES, default 10]")
+    p.add_argument("--power-effects", default=os.environ.get("LAB_SELFCHECK_POWER_EFFECTS", "5,10,20"),
+                   help="extra CPU per request to inject, in per cent of the baseline's "
+                        "[LAB_SELFCHECK_POWER_EFFECTS, default 5,10,20]")
+    p.add_argument("--power-aa", default=os.environ.get("LAB_SELFCHECK_POWER_AA", "20"),
+                   help="A/A pairs within runs, spread over the tries [LAB_SELFCHECK_POWER_AA, default 20]")
+    p.add_argument("--power-server", default=os.environ.get("LAB_SELFCHECK_POWER_SERVER", "asyncio"),
+                   help="the server of the power curve [LAB_SELFCHECK_POWER_SERVER, default asyncio]")
+    p.add_argument("--power-scenario", default=os.environ.get("LAB_SELFCHECK_POWER_SCENARIO", "json"),
+                   help="its scenario [LAB_SELFCHECK_POWER_SCENARIO, default json]")
+    p.add_argument("--power-base-us", default=os.environ.get("LAB_SELFCHECK_POWER_BASE_US", ""),
+                   help="the baseline's CPU per request the effects are shares of (default: measured by a "
+                        "pilot run first) [LAB_SELFCHECK_POWER_BASE_US]")
     return p
+
+
+def power_design(args: argparse.Namespace) -> power_curve.Design | None:
+    tries = load_settings.int_knob(args.power_tries, "--power-tries", 0, 1000) or 0
+    if not tries:
+        return None
+    if args.power_server not in MODELS:
+        raise RunError(f"--power-server {args.power_server!r}: choose one of {', '.join(MODELS)}")
+    if args.power_scenario not in catalogue.SCENARIOS or catalogue.SCENARIOS[args.power_scenario].open_model:
+        raise RunError(f"--power-scenario {args.power_scenario!r}: choose a closed-loop scenario, "
+                       "e.g. json, db")
+    try:
+        base_us = knobs.number(args.power_base_us, "--power-base-us / LAB_SELFCHECK_POWER_BASE_US", 0.1, 1e6)
+    except ValueError as exc:
+        raise RunError(f"{exc} (µs)") from None
+    return power_curve.Design(args.power_server, args.power_scenario, tries,
+                              power_curve.parse_effects(args.power_effects),
+                              load_settings.int_knob(args.power_aa, "--power-aa", 0, 10_000) or 0, base_us)
+
+
+def check_power(base: Settings, folder: Path, d: power_curve.Design) -> dict[str, Any]:
+    try:
+        curve = power_curve.measure(base, d, folder)
+    except RunError as exc:
+        return {"check": "power curve", "passed": False, "problems": [str(exc)]}
+    near = min(curve["within_run"], key=lambda k: abs(float(k.rstrip("%")) - 10))
+    found, aa = curve["within_run"][near], curve["within_run_aa"]
+    # The bar: +10 % found in 8 of 10 tries, A/A marked in at most 1 of 20 pairs.
+    passed = (found["n"] > 0 and found["hits"] >= 0.8 * found["n"] and aa["hits"] <= aa["n"] / 20
+              and not curve["problems"])
+    return {"check": "power curve", "passed": passed, "bar": f"+{near} detected in >= 80 % of tries, A/A "
+            "marked in <= 5 % of pairs, within a run", **curve}
 
 
 def ab_settings(base: Settings, server: str, pool: int, reps: int) -> Settings:
@@ -133,6 +188,8 @@ def render_md(doc: dict[str, Any]) -> str:
         if check.get("halting_lines"):
             out.append("- idle CPUs halting against polling (CPU per request, same settings otherwise):")
             out += [f"  - {h}" for h in check["halting_lines"]]
+        if check["check"] == "power curve" and "within_run" in check:
+            out += [f"- the bar: {check['bar']}", *power_curve.render_md(check)]
         if check.get("compare"):
             out.append(f"- comparison: {check['compare']}")
         out.append("")
@@ -146,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ab_reps = (load_settings.int_knob(args.ab_reps, "--ab-reps", 1, 100)
                    or max(base.reps, stats.MIN_REPS))
         lvb_cycles = load_settings.int_knob(args.load_vs_bench, "--load-vs-bench", 0, 100) or 0
+        power = power_design(args)
         runner.check_budget(base)
     except RunError as exc:
         print(f"lab selfcheck: {exc}", file=sys.stderr)
@@ -165,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         planned += load_vs_bench.planned_seconds(base, lvb_cycles)
     if args.fidelity == "yes":
         planned += fidelity.planned_seconds(base)
+    if power is not None:
+        planned += power_curve.planned_seconds(base, power)
     say(f"self-check into {folder}: planned ~{fmt_seconds(planned)}")
     began = time.monotonic()
     checks = []
@@ -176,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         checks.append(load_vs_bench.check(base, folder, lvb_cycles))
     if args.fidelity == "yes":
         checks.append(fidelity.check(base, folder))
+    if power is not None:
+        checks.append(check_power(base, folder, power))
     doc = {"id": folder.name, "command": " ".join(["python -m lab selfcheck", *(argv or sys.argv[1:])]),
            "checks": checks, "passed": bool(checks) and all(c["passed"] for c in checks),
            "wall_seconds": round(time.monotonic() - began, 1)}

@@ -28,7 +28,8 @@ def selfcheck(database_url: str, folder: Path, *args: str) -> tuple[subprocess.C
 
 
 def test_a_a_is_silent_and_a_b_is_found(database_url: str, tmp_path: Path) -> None:
-    done, out, doc = selfcheck(database_url, tmp_path, "--scenarios", "json", "--reps", "6")
+    done, out, doc = selfcheck(database_url, tmp_path, "--scenarios", "json", "--reps", "6",
+                               "--power-tries", "0")
     aa, ab = doc["checks"]
     assert aa["check"] == "A/A" and aa["marked"] == [], out[-4000:]
     assert aa["figures"] > 10 and aa["entries"] == 1
@@ -40,10 +41,35 @@ def test_a_a_is_silent_and_a_b_is_found(database_url: str, tmp_path: Path) -> No
 
 def test_load_vs_bench_pairs_every_figure(database_url: str, tmp_path: Path) -> None:
     # Only the wiring, at smoke size: whether the two agree is a figure of the machine, not a test.
-    done, out, doc = selfcheck(database_url, tmp_path, "--skip-aa", "--skip-ab", "--load-vs-bench", "2")
+    done, out, doc = selfcheck(database_url, tmp_path, "--skip-aa", "--skip-ab", "--load-vs-bench", "2",
+                               "--power-tries", "0")
     (lvb,) = doc["checks"]
     assert lvb["check"] == "load vs bench" and lvb["problems"] == [], out[-4000:]
     assert set(lvb["ratios"]) == {"asyncio /json", "asyncio /db"}, out[-4000:]
     assert all(len(r) == 2 and all(0.1 < x < 10 for x in r) for r in lvb["ratios"].values()), lvb
     assert done.returncode == (0 if lvb["passed"] else 1)
     assert "load vs bench" in out and "asyncio /json: load/bench x" in out
+
+
+def test_power_curve_finds_a_large_injected_change(database_url: str, tmp_path: Path) -> None:
+    # The small version: two tries, one large effect (+100 % CPU per request, of a given baseline, so no
+    # pilot run). How often smaller effects are found is a figure of the machine, measured by make
+    # selfcheck itself, not a test.
+    done, out, doc = selfcheck(database_url, tmp_path, "--skip-aa", "--skip-ab", "--scenarios", "json",
+                               "--reps", "4", "--power-tries", "2", "--power-effects", "100",
+                               "--power-aa", "1", "--power-base-us", "50", "--fresh-server", "no")
+    (curve,) = doc["checks"]
+    assert curve["check"] == "power curve" and curve["problems"] == [], out[-4000:]
+    assert curve["tries_run"] == 2 and curve["extra_cpu_us"] == {"100%": 50.0}
+    found = curve["within_run"]["100%"]
+    assert found["n"] == 2 and found["hits"] >= 1, found["judgements"]
+    assert found["measured_ratio_median"] > 1.5, found["judgements"]  # the knob spends what it says
+    assert curve["within_run_aa"]["n"] == 1 and curve["between_runs"]["100%"]["n"] == 1
+    assert curve["between_runs_aa"]["n"] == 1
+    assert done.returncode == (0 if doc["passed"] else 1)
+    md = (tmp_path / "check" / "selfcheck.md").read_text(encoding="utf-8")
+    assert "| +100% (50 µs) |" in md and "A/A (none)" in md
+    for i in (1, 2):  # ordinary runs: each copy a server of its own, with its knob on record
+        run = tmp_path / "check" / f"power-{i}"
+        settings = json.loads((run / "settings.json").read_text(encoding="utf-8"))
+        assert settings["variants"]["asyncio-plus100pct"]["server_env"] == {"LAB_EXTRA_CPU_US": "50.000"}
