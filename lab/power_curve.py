@@ -177,9 +177,8 @@ def judged_between(run_a: dict[str, Any], a: dict[str, Any], run_b: dict[str, An
 
 
 def measure(base: Settings, d: Design, folder: Path) -> dict[str, Any]:
-    """Every try, then the curve: detections per effect and A/A marks, within and between runs."""
+    """The pilot (unless the baseline is given), every try, then the curve."""
     base_us = d.base_us
-    pilot = None
     if base_us is None:
         say(f"\n== power curve: a pilot run of {d.server}/{d.scenario} ({PILOT_REPS} repetitions) for its "
             "CPU per request, the size the effects are taken of")
@@ -192,20 +191,31 @@ def measure(base: Settings, d: Design, folder: Path) -> dict[str, Any]:
     say(f"\n== power curve: {d.tries} tries of {d.server}/{d.scenario}, each one run of the server several "
         f"times over, interleaved ({base.reps} repetitions each): baseline {fmt_us(base_us)} per request, "
         f"extra CPU {extra}; {d.aa_pairs} A/A pairs, up to {d.aa_per_try} a try")
-    within = {e: Tally() for e in d.effects}
-    aa_within, aa_between = Tally(), Tally()
-    between = {e: Tally() for e in d.effects}
-    runs: list[dict[str, Any]] = []
+    runs: list[tuple[int, dict[str, Any]]] = []
     problems: list[str] = []
     for index in range(1, d.tries + 1):
         say(f"\n-- power curve try {index}/{d.tries}")
         try:
-            data = run_one(try_settings(base, d, base_us, index), folder)
+            runs.append((index, run_one(try_settings(base, d, base_us, index), folder)))
         except RunError as exc:
             problems.append(str(exc))
-            continue
+    curve = judge_tries(d, runs, folder, problems)
+    curve["base_from"] = "pilot run" if d.base_us is None else "given (--power-base-us)"
+    return curve
+
+
+def judge_tries(d: Design, runs: list[tuple[int, dict[str, Any]]], folder: Path,
+                problems: list[str]) -> dict[str, Any]:
+    """The curve from the tries' results: detections per effect and A/A marks, within and between runs,
+    by the rules as they are now (so the same runs can be judged again after the rule changes)."""
+    within = {e: Tally() for e in d.effects}
+    aa_within, aa_between = Tally(), Tally()
+    between = {e: Tally() for e in d.effects}
+    judged: list[dict[str, Any]] = []
+    extra: dict[str, float] = {}
+    for index, data in runs:
         found = entries(data, d.scenario)
-        aa = d.aa_in_try(index)
+        aa = (sum(n.startswith(f"{d.server}-same") for n in found) + 1) // 2  # as many as the try ran
         missing = [n for n in d.labels(aa) if n not in found]
         if missing:
             where = folder / f"power-{index}"
@@ -218,27 +228,55 @@ def measure(base: Settings, d: Design, folder: Path) -> dict[str, Any]:
             within[e].add(judged_within(a, b), a, b, f"try {index}")
         for x, y in d.aa_names(aa):
             aa_within.add(judged_within(found[x], found[y]), found[x], found[y], f"try {index} {x} vs {y}")
-        if runs:
-            prev_run = runs[-1]
+        if judged:
+            prev_run = judged[-1]
             prev = entries(prev_run, d.scenario)[d.server]
             step = f"try {index - 1} -> {index}"
             for e in d.effects:
                 b = found[effect_label(d.server, e)]
                 between[e].add(judged_between(prev_run, prev, data, b), prev, b, step)
             aa_between.add(judged_between(prev_run, prev, data, a), prev, a, step)
-        runs.append(data)
+        judged.append(data)
+        settings = read_json(folder / f"power-{index}" / "settings.json")
+        extra = {f"{e:.0%}": float(settings["variants"][effect_label(d.server, e)]["server_env"]
+                                   ["LAB_EXTRA_CPU_US"]) for e in d.effects}
+    first = read_json(folder / f"power-{runs[0][0]}" / "settings.json") if runs else {}
+    base_us = next(iter(extra.values())) / d.effects[0] if extra else None
     return {
-        "server": d.server, "scenario": d.scenario, "tries": d.tries, "tries_run": len(runs),
-        "reps": base.reps, "duration": base.duration, "warmup": base.warmup,
-        "server_cpu": base.server_cpu, "base_cpu_us_per_request": round(base_us, 2),
-        "base_from": "pilot run" if pilot is not None else "given (--power-base-us)",
-        "extra_cpu_us": {f"{e:.0%}": round(e * base_us, 3) for e in d.effects},
+        "server": d.server, "scenario": d.scenario, "tries": d.tries, "tries_run": len(judged),
+        "reps": first.get("reps"), "duration": first.get("duration"), "warmup": first.get("warmup"),
+        "server_cpu": first.get("server_cpu"), "profile": first.get("profile"),
+        "base_cpu_us_per_request": round(base_us, 2) if base_us else None,
+        "extra_cpu_us": extra,
         "within_run": {f"{e:.0%}": within[e].summary(True) for e in d.effects},
         "within_run_aa": aa_within.summary(False),
         "between_runs": {f"{e:.0%}": between[e].summary(True) for e in d.effects},
         "between_runs_aa": aa_between.summary(False),
         "problems": problems,
     }
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+def rejudge(folder: Path) -> dict[str, Any]:
+    """The curve of the tries already in `folder` (a self-check's), judged by today's rules; the design
+    is read back from the runs' settings.json (names and knobs of the copies)."""
+    tries = sorted((int(p.name.split("-")[1]), p) for p in folder.glob("power-*")
+                   if p.name.split("-")[1].isdigit() and (p / "results.json").is_file())
+    if not tries:
+        raise RunError(f"{folder} holds no power curve tries (power-<n>/results.json)")
+    settings = read_json(tries[0][1] / "settings.json")
+    server = next(n for n in settings["servers"] if n not in settings["variants"])
+    effects = tuple(sorted(float(n.rsplit("plus", 1)[1].removesuffix("pct")) / 100
+                           for n in settings["variants"] if n.startswith(f"{server}-plus")))
+    copies = [len([n for n in read_json(p / "settings.json")["servers"] if "-same" in n]) for _, p in tries]
+    d = Design(server, settings["scenarios"][0], len(tries), effects, sum((c + 1) // 2 for c in copies))
+    curve = judge_tries(d, [(i, read_json(p / "results.json")) for i, p in tries], folder, [])
+    curve["base_from"] = f"judged again from {folder}"
+    return curve
 
 
 def _rate_text(r: dict[str, Any]) -> str:
@@ -251,8 +289,9 @@ def _rate_text(r: dict[str, Any]) -> str:
 def render_md(curve: dict[str, Any]) -> list[str]:
     """The curve as markdown lines for selfcheck.md."""
     out = [f"- {curve['tries_run']} of {curve['tries']} tries of {curve['server']}/{curve['scenario']}, "
-           f"{curve['reps']} interleaved repetitions of {curve['duration']:g}s each per copy, baseline CPU "
-           f"per request {fmt_us(curve['base_cpu_us_per_request'])} ({curve['base_from']})", "",
+           f"{curve['reps']} interleaved repetitions of {curve['duration']:g}s each per copy (profile "
+           f"{curve['profile']}, {curve['server_cpu']} core), baseline CPU per request "
+           f"{fmt_us(curve['base_cpu_us_per_request'])} ({curve['base_from']})", "",
            "| change | within a run: detected | measured B/A | between runs (make compare): detected |",
            "|---|---|---|---|"]
     for key, r in curve["within_run"].items():

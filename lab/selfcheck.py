@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the server of the power curve [LAB_SELFCHECK_POWER_SERVER, default asyncio]")
     p.add_argument("--power-scenario", default=os.environ.get("LAB_SELFCHECK_POWER_SCENARIO", "json"),
                    help="its scenario [LAB_SELFCHECK_POWER_SCENARIO, default json]")
+    p.add_argument("--power-from", default="",
+                   help="judge the power curve tries of an earlier self-check folder again, by the rules as "
+                        "they are now, instead of running anything")
     p.add_argument("--power-base-us", default=os.environ.get("LAB_SELFCHECK_POWER_BASE_US", ""),
                    help="the baseline's CPU per request the effects are shares of (default: measured by a "
                         "pilot run first) [LAB_SELFCHECK_POWER_BASE_US]")
@@ -99,9 +102,14 @@ def power_design(args: argparse.Namespace) -> power_curve.Design | None:
                               load_settings.int_knob(args.power_aa, "--power-aa", 0, 10_000) or 0, base_us)
 
 
-def check_power(base: Settings, folder: Path, d: power_curve.Design) -> dict[str, Any]:
+def check_power(base: Settings, folder: Path, d: power_curve.Design | None, earlier: Path | None = None
+                ) -> dict[str, Any]:
     try:
-        curve = power_curve.measure(base, d, folder)
+        if earlier is not None:
+            curve = power_curve.rejudge(earlier)
+        else:
+            assert d is not None
+            curve = power_curve.measure(base, d, folder)
     except RunError as exc:
         return {"check": "power curve", "passed": False, "problems": [str(exc)]}
     near = min(curve["within_run"], key=lambda k: abs(float(k.rstrip("%")) - 10))
@@ -198,6 +206,9 @@ def render_md(doc: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.power_from:  # judging earlier tries again runs nothing
+        args.skip_aa, args.skip_ab, args.load_vs_bench, args.power_tries = True, True, "0", "0"
+        args.fidelity = "no"
     try:
         base = load_settings.from_args(args)
         ab_reps = (load_settings.int_knob(args.ab_reps, "--ab-reps", 1, 100)
@@ -236,7 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         checks.append(load_vs_bench.check(base, folder, lvb_cycles))
     if args.fidelity == "yes":
         checks.append(fidelity.check(base, folder))
-    if power is not None:
+    if args.power_from:
+        checks.append(check_power(base, folder, None, Path(args.power_from).absolute()))
+    elif power is not None:
         checks.append(check_power(base, folder, power))
     doc = {"id": folder.name, "command": " ".join(["python -m lab selfcheck", *(argv or sys.argv[1:])]),
            "checks": checks, "passed": bool(checks) and all(c["passed"] for c in checks),
