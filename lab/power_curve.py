@@ -29,7 +29,7 @@ from lab.fmt import fmt_us
 from lab.load import plan, runner
 from lab.load.settings import RunError, Settings, say
 from lab.report import compare
-from lab.results import headline
+from lab.results import headline, stats
 
 EFFECTS = (0.05, 0.10, 0.20)
 FIGURE = headline.FIGURES["cpu_per_req"]
@@ -139,15 +139,22 @@ class Tally:
 
     marks: list[str] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)  # B/A of the medians, as measured
+    mdes: list[float] = field(default_factory=list)  # the change each test could see (80 % power)
+    margins: set[float] = field(default_factory=set)
     details: list[str] = field(default_factory=list)
 
-    def add(self, judged: tuple[str, str], a: dict[str, Any], b: dict[str, Any], where: str) -> None:
-        mark, confidence = judged
+    def add(self, judged: tuple[str, stats.Decision | None], a: dict[str, Any], b: dict[str, Any],
+            where: str) -> None:
+        mark, decision = judged
         va, vb = FIGURE.value(a), FIGURE.value(b)
         if va and vb:
             self.ratios.append(vb / va)
+        if decision is not None and decision.mde is not None:
+            self.mdes.append(decision.mde)
+            self.margins.add(decision.margin)
         self.marks.append(mark)
-        self.details.append(f"{where}: {FIGURE.fmt(va)} -> {FIGURE.fmt(vb)}: {mark} ({confidence})")
+        said = decision.confidence() if decision is not None else ""
+        self.details.append(f"{where}: {FIGURE.fmt(va)} -> {FIGURE.fmt(vb)}: {mark} ({said})")
 
     def summary(self, detect: bool) -> dict[str, Any]:
         hits = sum(m == "worse" for m in self.marks) if detect else sum(m in CHANGED for m in self.marks)
@@ -157,23 +164,33 @@ class Tally:
         if detect:
             out["wrong_way"] = sum(m == "better" for m in self.marks)
         out["measured_ratio_median"] = round(statistics.median(self.ratios), 3) if self.ratios else None
+        out["could_see_median"] = round(statistics.median(self.mdes), 3) if self.mdes else None
+        out["margins"] = sorted(self.margins)
         out["judgements"] = self.details
         return out
 
 
-def judged_within(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, str]:
-    mark, _change, decision = headline.judge(FIGURE, a, b)
-    return mark, decision.confidence() if decision is not None else ""
+def margin_within(run: dict[str, Any]) -> float:
+    """The margin the run's own verdicts were judged with (else today's, LAB_MARGIN_WITHIN)."""
+    recorded = ((run.get("verdicts") or {}).get("rule") or {}).get("margin")
+    return float(recorded) if isinstance(recorded, int | float) else stats.margin(stats.WITHIN)
+
+
+def judged_within(run: dict[str, Any], a: dict[str, Any], b: dict[str, Any]
+                  ) -> tuple[str, stats.Decision | None]:
+    """As the run's verdicts judge two of its servers."""
+    mark, _change, decision = headline.judge(FIGURE, a, b, margin=margin_within(run))
+    return mark, decision
 
 
 def judged_between(run_a: dict[str, Any], a: dict[str, Any], run_b: dict[str, Any],
-                   b: dict[str, Any]) -> tuple[str, str]:
+                   b: dict[str, Any]) -> tuple[str, stats.Decision | None]:
     """As `make compare` judges one server of two runs: b under a's name, alone in its run."""
     one_a = {**run_a, "results": [a]}
     one_b = {**run_b, "results": [{**b, "server": a["server"]}]}
     (pair,) = compare.compare(one_a, one_b).pairs
     row = next((r for r in pair.rows if r.figure == FIGURE.label), None)
-    return (row.mark, row.confidence) if row is not None else ("not compared", "")
+    return (row.mark, row.decision) if row is not None else ("not compared", None)
 
 
 def measure(base: Settings, d: Design, folder: Path) -> dict[str, Any]:
@@ -225,9 +242,10 @@ def judge_tries(d: Design, runs: list[tuple[int, dict[str, Any]]], folder: Path,
         a = found[d.server]
         for e in d.effects:
             b = found[effect_label(d.server, e)]
-            within[e].add(judged_within(a, b), a, b, f"try {index}")
+            within[e].add(judged_within(data, a, b), a, b, f"try {index}")
         for x, y in d.aa_names(aa):
-            aa_within.add(judged_within(found[x], found[y]), found[x], found[y], f"try {index} {x} vs {y}")
+            aa_within.add(judged_within(data, found[x], found[y]), found[x], found[y],
+                          f"try {index} {x} vs {y}")
         if judged:
             prev_run = judged[-1]
             prev = entries(prev_run, d.scenario)[d.server]
@@ -286,6 +304,14 @@ def _rate_text(r: dict[str, Any]) -> str:
     return f"{r['hits']}/{r['n']} ({r['rate']:.0%}, 95 % interval {lo:.0%}-{hi:.0%})"
 
 
+def _margins(r: dict[str, Any]) -> str:
+    return "/".join(f"{m:.0%}" for m in r["margins"]) or "-"
+
+
+def _pct(x: float | None) -> str:
+    return f"±{x:.0%}" if x is not None else "-"
+
+
 def render_md(curve: dict[str, Any]) -> list[str]:
     """The curve as markdown lines for selfcheck.md."""
     out = [f"- {curve['tries_run']} of {curve['tries']} tries of {curve['server']}/{curve['scenario']}, "
@@ -301,5 +327,8 @@ def render_md(curve: dict[str, Any]) -> list[str]:
                    f"{_rate_text(b)} |")
     aa, aab = curve["within_run_aa"], curve["between_runs_aa"]
     out.append(f"| A/A (none) | marked: {_rate_text(aa)} | - | marked: {_rate_text(aab)} |")
+    out += ["", f"- margins: within a run {_margins(aa)}, between runs {_margins(aab)}; the change each "
+            "test could see (80 % power, median over the A/A tests): within a run "
+            f"{_pct(aa['could_see_median'])}, between runs {_pct(aab['could_see_median'])}"]
     out += ["", *(f"- problem: {p}" for p in curve["problems"])]
     return out
