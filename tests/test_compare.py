@@ -185,8 +185,10 @@ def test_compare_html_opens_with_a_forest_plot_and_folds_the_tables(runs: tuple[
     html = html_path.read_text(encoding="utf-8")
     body = html.split("<main>", 1)[1]
     assert body.index('id="forest"') < body.index('id="settings"') < body.index('id="figures"')
-    for key, _ in compare.FOREST:
+    for key, _ in compare.FOREST[:4]:
         assert f'data-plot="forest-{key}"' in html
+    assert "forest-cpu_per_req_net" not in html  # no speed probe in these runs: nothing to net out
+    assert "own drift between them is not measured" in html
     # One row per entry in every plot, its mark as the comparison judged it; the margin as a band.
     assert html.count('<g class="row"') == 4 * len(c.pairs)
     assert '<g class="row" data-label="asyncio/writes" data-mark="better">' in html
@@ -207,3 +209,33 @@ def test_forest_rows_carry_the_ratio_and_interval_of_the_test(runs: tuple[Path, 
     assert rows["asyncio/json"].mark == "generator-bound" and rows["asyncio/json"].ratio is None
     cpu = {r.label: r for r in compare.forest_rows(c, "cpu_per_req")}
     assert cpu["threaded/json"].mark == "within noise" and "could see ±" in cpu["threaded/json"].note
+
+
+def test_the_speed_probe_nets_the_machines_drift_out_of_cpu_per_request() -> None:
+    """B on a machine 25 % slower: every repetition's CPU per request 25 % higher and its speed reading 25 %
+    lower. Raw CPU per request moves x1.25; net of drift it does not move, and the page says how far the
+    machine moved."""
+    a = load(DATA / "run-a")
+    a["run"]["speed"] = {"work_per_cpu_ms": 100.0}
+    for e in a["results"]:
+        for i, r in enumerate(e["repetitions"]):
+            r["speed"] = {"work_per_cpu_ms": 100.0 + i}
+    b = copy.deepcopy(a)
+    b["run"]["speed"] = {"work_per_cpu_ms": 80.0}
+    for e in b["results"]:
+        for r in e["repetitions"]:
+            r["speed"]["work_per_cpu_ms"] /= 1.25
+            if isinstance(r["cost"]["cpu_us_per_request"], int | float):
+                r["cost"]["cpu_us_per_request"] *= 1.25
+        e["cost"]["cpu_us_per_request"]["median"] *= 1.25
+    c = compare.compare(a, b, margin=0.10)
+    assert c.speed == pytest.approx(0.8)
+    pair = next(p for p in c.pairs if p.server == "threaded" and p.scenario == "writes")
+    rows = {r.figure: r for r in pair.rows}
+    raw, net = rows["CPU per request"], rows[compare.NET_LABEL]
+    assert raw.decision is not None and raw.decision.ratio == pytest.approx(1.25)
+    assert net.decision is not None and net.decision.ratio == pytest.approx(1.0)
+    assert net.mark == "within noise"
+    html = compare.render_html(c)
+    assert 'data-plot="forest-cpu_per_req_net"' in html and 'data-speed="0.8000"' in html
+    assert "ran at x0.800 of A's speed in B" in compare.render_md(c)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -142,12 +142,44 @@ def noise(entries: Sequence[Entry]) -> dict[str, stats.Noise | None]:
     return {key: stats.pooled_noise([FIGURES[key].values(e) for e in entries]) for key in COMPARED}
 
 
+NET_KEY, NET_LABEL = "cpu_per_req_net", "CPU per request, net of drift"
+
+
+def net_figure(a: dict[str, Any]) -> headline.Figure | None:
+    """CPU per request at run A's machine speed: each repetition's CPU per request times the speed probe's
+    reading over it, over A's reference speed (run.speed). The machine's drift between the runs cancels
+    in B/A; None when run A has no speed reference."""
+    ref = (a["run"].get("speed") or {}).get("work_per_cpu_ms")
+    if not isinstance(ref, int | float) or ref <= 0:
+        return None
+
+    def at_reference(rep: Entry) -> float | None:
+        cpu = (rep.get("cost") or {}).get("cpu_us_per_request")
+        speed = (rep.get("speed") or {}).get("work_per_cpu_ms")
+        if isinstance(cpu, int | float) and isinstance(speed, int | float) and cpu > 0 and speed > 0:
+            return float(cpu) * float(speed) / float(ref)
+        return None
+    return replace(FIGURES["cpu_per_req"], key=NET_KEY, label=NET_LABEL, rep_fn=at_reference)
+
+
+def speed_move(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    """How fast the machine ran in B relative to A (the speed probes' references), or None."""
+    ra, rb = ((d["run"].get("speed") or {}).get("work_per_cpu_ms") for d in (a, b))
+    if isinstance(ra, int | float) and isinstance(rb, int | float) and ra > 0:
+        return float(rb) / float(ra)
+    return None
+
+
 def compare_entries(a: Entry, b: Entry, noises: dict[str, stats.Noise | None] | None = None,
-                    margin: float = stats.DEFAULT_MARGINS[stats.ACROSS]) -> Pair:
+                    margin: float = stats.DEFAULT_MARGINS[stats.ACROSS],
+                    net: headline.Figure | None = None) -> Pair:
     bound = [name for name, e in (("A", a), ("B", b)) if e.get("generator_bound")]
     rows = []
-    for key in COMPARED:
-        fig = FIGURES[key]
+    figures = [FIGURES[key] for key in COMPARED]
+    if net is not None and net.values(a) and net.values(b):
+        figures.insert(1, net)
+    for fig in figures:
+        key = fig.key
         if fig.value(a) is None and fig.value(b) is None:
             continue  # e.g. capacity of a closed-loop scenario
         mark, change, decision = headline.judge(fig, a, b, (noises or {}).get(key), margin)
@@ -182,6 +214,7 @@ class Comparison:
     only_a: list[str]
     only_b: list[str]
     margin: float = stats.DEFAULT_MARGINS[stats.ACROSS]  # between the runs: what counts as a change
+    speed: float | None = None  # the machine's speed in B over A's (speed probes), None without them
 
 
 def _key(e: Entry) -> tuple[str, str]:
@@ -207,8 +240,11 @@ def compare(a: dict[str, Any], b: dict[str, Any], margin: float | None = None) -
     ea, eb = {_key(e): e for e in a["results"]}, {_key(e): e for e in b["results"]}
     order = [k for k in ea if k in eb]
     machine, different = machine_diff(a, b)
+    net = net_figure(a)
     noises = noise([*a["results"], *b["results"]])
-    pairs = [compare_entries(ea[k], eb[k], noises, margin) for k in order]
+    if net is not None:
+        noises[NET_KEY] = stats.pooled_noise([net.values(e) for e in [*a["results"], *b["results"]]])
+    pairs = [compare_entries(ea[k], eb[k], noises, margin, net) for k in order]
     as_family(pairs)
     return Comparison(
         a_id=str(a["run"].get("id")), b_id=str(b["run"].get("id")), a=a, b=b,
@@ -216,7 +252,17 @@ def compare(a: dict[str, Any], b: dict[str, Any], margin: float | None = None) -
         pairs=pairs,
         only_a=[f"{srv}/{scn}" for scn, srv in ea if (scn, srv) not in eb],
         only_b=[f"{srv}/{scn}" for scn, srv in eb if (scn, srv) not in ea], margin=margin,
+        speed=speed_move(a, b),
     )
+
+
+def speed_note(c: Comparison) -> str:
+    """What the speed probes say the machine itself did between the runs."""
+    if c.speed is None:
+        return ("No speed reference in one of the runs: the machine's own drift between them is not "
+                "measured, and the margin between runs covers it.")
+    return (f"The machine itself ran at x{c.speed:.3f} of A's speed in B (the speed probes' references, "
+            f"run.speed). '{NET_LABEL}' takes that out of CPU per request, repetition by repetition.")
 
 
 def rules(margin: float = stats.DEFAULT_MARGINS[stats.ACROSS]) -> str:
@@ -267,7 +313,7 @@ def render_md(c: Comparison) -> str:
                                right_from=3)
     else:
         out.append("None: both runs used the same settings.")
-    out += ["", "## Machines", ""]
+    out += ["", "## Machines", "", speed_note(c), ""]
     if c.different_machines:
         out += ["**Warning: the runs were made on different machines (or software); differences may come "
                 "from the machine, not the servers.**", ""]
@@ -331,6 +377,7 @@ def render_html(c: Comparison) -> str:
     if c.different_machines:
         add('<p class="warn" data-warning="different-machines">The runs were made on different machines (or '
             "software): differences may come from the machine, not the servers.</p>")
+    add(f'<p data-speed="{"" if c.speed is None else f"{c.speed:.4f}"}">{escape(speed_note(c))}</p>')
     add(_table(["fact", "A", "B"], [[k, _v(x), _v(y)] for k, x, y in c.machine]) if c.machine
         else "<p>Same machine facts.</p>")
     add("</section>")
@@ -366,13 +413,13 @@ def render_html(c: Comparison) -> str:
 
 
 FOREST = (("cpu_per_req", "CPU per request"), ("throughput", "throughput (ok rps, or capacity at the SLO)"),
-          ("p99", "p99 latency"), ("rss_per_conn", "memory per connection"))
+          ("p99", "p99 latency"), ("rss_per_conn", "memory per connection"), (NET_KEY, NET_LABEL))
 
 
 def forest_rows(c: Comparison, column: str) -> list[forest.Row]:
     """Each entry's B/A ratio of one headline figure, as the comparison judged it."""
     labels = ({FIGURES["ok_rps"].label, FIGURES["capacity"].label} if column == "throughput"
-              else {FIGURES[column].label})
+              else {NET_LABEL} if column == NET_KEY else {FIGURES[column].label})
     out = []
     for p in c.pairs:
         found = [r for r in p.rows if r.figure in labels]
@@ -390,9 +437,10 @@ def forest_rows(c: Comparison, column: str) -> list[forest.Row]:
 def forest_section(c: Comparison) -> str:
     """The forest plots compare.html opens with: one per headline figure."""
     def band(key: str) -> float:  # the margin the figure was judged against: the runs', or its own floor
-        return max(c.margin, FIGURES["ok_rps" if key == "throughput" else key].min_effect)
-    plots = "".join("<figure>" + forest.forest(f"forest-{key}", title, forest_rows(c, key), band(key))
-                    + "</figure>" for key, title in FOREST)
+        judged = {"throughput": "ok_rps", NET_KEY: "cpu_per_req"}.get(key, key)
+        return max(c.margin, FIGURES[judged].min_effect)
+    plots = "".join("<figure>" + forest.forest(f"forest-{key}", title, rows, band(key)) + "</figure>"
+                    for key, title in FOREST if (rows := forest_rows(c, key)) or key != NET_KEY)
     note = (f"Each entry's ratio B/A of the geometric means with its 95% interval; the shaded band is the "
             f"margin between runs (±{c.margin:.0%}, {stats.MARGIN_VARS[stats.ACROSS]}, or the figure's own "
             "floor where larger): a change inside it is no change. Filled dots are marked changes (green "
@@ -471,6 +519,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         marked = [f"{r.figure} {r.mark} ({r.change}; {r.confidence})" for r in pair.rows if r.mark in FLAGGED]
         print(f"{pair.server}/{pair.scenario}: {'; '.join(marked) if marked else 'no change beyond noise'}"
               + ("" if marked else _could_see_headline(pair)))
+    print(speed_note(c))
     print(f"{changes(c)} figure(s) marked changed across {len(c.pairs)} entries (margin between runs "
           f"{c.margin:.0%}, {stats.MARGIN_VARS[stats.ACROSS]})")
     print(f"wrote {html_path}\nwrote {md_path}")

@@ -89,15 +89,20 @@ class Figure:
     better: int  # +1 higher is better, -1 lower is better, 0 neither
     min_effect: float
     fmt: Callable[[float | None], str]
+    rep_fn: Callable[[Entry], float | None] | None = None  # a figure derived from each repetition
 
     def value(self, entry: Entry) -> float | None:
+        if self.rep_fn is not None:
+            found = self.values(entry)
+            return statistics.median(found) if found else None
         return _number(_path(entry, self.path))
 
     def values(self, entry: Entry) -> list[float]:
         """The repetitions' values (what the rule tests)."""
         if self.rep_path is None:
             return []
-        found = (_number(_path(r, self.rep_path)) for r in entry.get("repetitions") or [])
+        reps = entry.get("repetitions") or []
+        found = (self.rep_fn(r) if self.rep_fn else _number(_path(r, self.rep_path)) for r in reps)
         return [v for v in found if v is not None]
 
 
