@@ -119,7 +119,8 @@ class Row:
         d = self.decision
         if self.mark != "within noise" or d is None or d.mde is None:
             return ""
-        five = f"{d.reps_for_target} reps" if d.reps_for_target is not None else "inside the margin"
+        five = (f"{d.reps_for_target} reps" if d.reps_for_target is not None
+                else f"inside the {d.margin:.0%} margin")
         return f"{d.could_see()}; {stats.TARGET:.0%}: {five}"
 
 
