@@ -6,13 +6,14 @@ while the pool is opening sessions (after PostgreSQL ended them, say). When that
 FAIL_FAST_SHARE of the acquire timeout it is refused at once (a prompt 503) instead of waiting out
 the timeout and being refused then. The share leaves room for the estimate's error: under steady
 overload the queue sits at the refusal line, and a wait admitted there must still end in time.
-A connect is not counted as part of a hold: it happens once per session, not once per request,
-so a pool that has just reopened its sessions does not take itself for a slow one.
 
-The hold is the mean of the holds that ended within about one horizon (the acquire timeout), each
-counting once, so a stall that stretches the few holds in progress moves it little, and holds
-from an earlier workload fade. With no hold ended for longer than a horizon plus a hold (a fresh
-or idle pool) it knows nothing, and refuses nothing: the acquire timeout still bounds the wait.
+The hold is the median of the last HOLDS_PER_CONNECTION x size holds. A stall (the database or the
+process paused for a moment) stretches only the `size` holds in progress, a minority of those, so
+it does not move the median; a workload that turned slow does, within two rounds of the pool.
+A connect is not counted as part of a hold: it happens once per session, not once per request,
+so a pool that has just reopened its sessions does not take itself for a slow one. With no hold
+ended for longer than the horizon (the acquire timeout) plus a hold, a fresh or idle pool, the
+clock knows nothing and refuses nothing: the acquire timeout still bounds the wait.
 """
 
 from __future__ import annotations
@@ -24,41 +25,40 @@ from collections.abc import Callable
 from typing import Protocol
 
 FAIL_FAST_SHARE = 0.75  # refuse when the expected wait passes this share of the acquire timeout
+HOLDS_PER_CONNECTION = 3  # the median is over this many recent holds per pool connection
 
 
 class HoldClock:
     """Recent pool hold times (seconds, on the caller's monotonic clock) and the fail-fast rule."""
 
-    __slots__ = ("_count", "_last", "_total", "connect_seconds", "connecting", "horizon")
+    __slots__ = ("_holds", "_last", "_median", "connect_seconds", "connecting", "horizon")
 
-    def __init__(self, horizon: float) -> None:
-        self.horizon = horizon  # seconds over which a hold's weight falls to 1/e
-        self._count = 0.0  # holds ended, each weighted by how recently
-        self._total = 0.0  # their seconds, weighted alike
-        self._last = -math.inf  # when the last one ended
+    def __init__(self, horizon: float, size: int) -> None:
+        self.horizon = horizon  # after this long plus a hold with none ended, the holds are stale
+        self._holds: deque[float] = deque(maxlen=HOLDS_PER_CONNECTION * size)
+        self._median: float | None = 0.0  # None: not worked out since the last hold
+        self._last = -math.inf  # when the last hold ended
         self.connecting = 0  # sessions being opened now (the pool keeps the count)
         self.connect_seconds = 0.0  # how long the last one took to open
 
     def held(self, seconds: float, now: float) -> None:
-        # Threads may race here; a lost update only drops one sample from the average.
-        keep = math.exp((self._last - now) / self.horizon) if now > self._last else 1.0
-        self._count = self._count * keep + 1.0
-        self._total = self._total * keep + seconds
+        self._holds.append(seconds)
+        self._median = None  # worked out when a full pool needs it, not on every release
         self._last = now
 
-    def mean(self, now: float) -> float:
-        """The mean recent hold; 0.0 when there is none to go by."""
-        count = self._count
-        if not count:
-            return 0.0
-        mean = self._total / count
-        return 0.0 if now - self._last > self.horizon + mean else mean
+    def typical(self, now: float) -> float:
+        """The median recent hold; 0.0 when there is none to go by."""
+        median = self._median
+        if median is None:
+            ordered = sorted(self._holds)  # a copy in one step (under the GIL) of at most 3 x size
+            median = self._median = ordered[len(ordered) // 2]
+        return 0.0 if now - self._last > self.horizon + median else median
 
     def expected_wait(self, ahead: int, size: int, now: float) -> float:
-        mean = self.mean(now)
-        if not mean:
+        hold = self.typical(now)
+        if not hold:
             return 0.0
-        return (ahead + 1) * mean / size + (self.connect_seconds if self.connecting else 0.0)
+        return (ahead + 1) * hold / size + (self.connect_seconds if self.connecting else 0.0)
 
     def hopeless(self, ahead: int, size: int, timeout: float, now: float) -> bool:
         """True when the queue ahead cannot be served before the deadline."""

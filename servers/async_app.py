@@ -174,7 +174,7 @@ class AsyncApp:
         self._connections = Slots(settings.pool_size)  # one per pooled connection lent out
         # how long a request holds a connection: the fail-fast rule
         clock = NeverHopeless if settings.off("failfast") else HoldClock
-        self.clock = clock(horizon=settings.acquire_timeout)
+        self.clock = clock(horizon=settings.acquire_timeout, size=settings.pool_size)
         self._lent: dict[int, float] = {}
         self._ready_conn: asyncpg.Connection | None = None
         self._ready_lock = asyncio.Lock()

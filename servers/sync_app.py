@@ -85,7 +85,7 @@ class SyncApp:
             0.0 if settings.off("statement") else settings.statement_timeout,
         )
         if settings.off("failfast"):  # lab only (LAB_ABLATE): no early refusal, only the timeout
-            self.pool.clock = NeverHopeless(horizon=settings.acquire_timeout)
+            self.pool.clock = NeverHopeless(horizon=settings.acquire_timeout, size=settings.pool_size)
         self._limit = not settings.off("inflight")
         self.ready_check = ReadyCheck(settings.database_url, settings.ready_application_name,
                                       settings.ready_timeout)

@@ -82,7 +82,7 @@ class BlockingPool:
         self.application_name = application_name
         self.timeout = timeout
         self.connect_timeout = max(2, math.ceil(timeout))  # libpq's unit is whole seconds, at least 2
-        self.clock = HoldClock(horizon=timeout)
+        self.clock = HoldClock(horizon=timeout, size=size)
         self._gate = FairGate(size, token)  # one slot per lent-out connection
         self._lock = threading.Lock()
         self._idle: list[Connection] = []
@@ -157,17 +157,20 @@ class BlockingPool:
                     cur.execute("ROLLBACK")
             except psycopg2.Error:
                 broken = True
-        keep = not (broken or conn.closed)
+        drop: Connection | None = conn if broken or conn.closed else None
         with self._lock:
-            # A fresh session opened while idle ones waited (a retry) would grow the pool past its size.
-            if keep and not self._closed and len(self._idle) + len(self._lent) < self.size:
+            if self._closed:
+                drop = conn
+            elif drop is None:
                 self._idle.append(conn)
-                keep = True
-            else:
-                keep = False
+                # A retry's fresh session, opened while idle ones waited, would grow the pool past
+                # its size: the session idle longest goes instead (after a mass termination, it is
+                # the likeliest to be dead too).
+                if len(self._idle) + len(self._lent) > self.size:
+                    drop = self._idle.pop(0)
         self._gate.give()
-        if not keep:
-            _close_quietly(conn)
+        if drop is not None:
+            _close_quietly(drop)
 
     @contextmanager
     def connection(self, fresh: bool = False) -> Iterator[Connection]:

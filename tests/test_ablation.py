@@ -43,6 +43,6 @@ def test_stand_ins_do_nothing() -> None:
     b = ablation.NoBusy()
     b.start("a", 1)
     assert b.older_than(0) == []
-    clock = ablation.NeverHopeless(horizon=1.0)
+    clock = ablation.NeverHopeless(horizon=1.0, size=10)
     clock.held(100.0, 5.0)
     assert not clock.hopeless(10_000, 1, 0.001, 5.0)

@@ -53,12 +53,12 @@ def test_fair_gate_wait_times_out_and_leaves_the_queue() -> None:
 
 
 def test_hold_clock_refuses_only_a_hopeless_wait() -> None:
-    clock = HoldClock(horizon=1.0)
+    clock = HoldClock(horizon=1.0, size=10)
     assert not clock.hopeless(1000, 10, 1.0, now=0.0)  # no measurement yet: never refuse
     for n in range(200):
         clock.held(0.5, now=n * 0.05)
     now = 200 * 0.05
-    assert abs(clock.mean(now) - 0.5) < 1e-9
+    assert clock.typical(now) == 0.5
     # 10 connections, 0.5 s each: 13 waiting clear in ~0.7 s, within 0.75 of a 1 s timeout.
     assert not clock.hopeless(12, 10, 1.0, now)
     assert clock.hopeless(20, 10, 1.0, now)
@@ -66,31 +66,40 @@ def test_hold_clock_refuses_only_a_hopeless_wait() -> None:
 
 
 def test_hold_clock_shrugs_off_a_stall_of_the_holds_in_progress() -> None:
-    """Ten holds of 10 ms a millisecond, then the ten in progress stretched by a 0.3 s stall: the
-    54 waiting behind still clear in well under the timeout, and the clock must say so."""
-    clock = HoldClock(horizon=1.0)
+    """Holds of 10 ms, then the ten in progress stretched by a 0.3 s stall: the 54 waiting behind
+    still clear in well under the timeout, and the clock must say so."""
+    clock = HoldClock(horizon=1.0, size=10)
     now = 0.0
-    for _ in range(1000):
+    for _ in range(100):
         now += 0.001
         clock.held(0.010, now)
     now += 0.3
     for _ in range(10):
         clock.held(0.310, now)
-    assert clock.mean(now) < 0.02
+    assert clock.typical(now) == 0.010
     assert not clock.hopeless(54, 10, 1.0, now)
 
 
-def test_hold_clock_forgets_an_old_workload() -> None:
-    """Holds of 2 s that ended long ago say nothing about a burst arriving now: no refusal; and
-    new holds outweigh old ones within a horizon."""
-    clock = HoldClock(horizon=1.0)
+def test_hold_clock_follows_a_workload_that_turned_slow() -> None:
+    """Short holds, then the pool's holds turn to 0.5 s: within two rounds of the pool (the
+    overload case's first second) the queue past the line is refused."""
+    clock = HoldClock(horizon=1.0, size=10)
+    for n in range(60):
+        clock.held(0.02, now=n * 0.002)
+    for batch in (1, 2):
+        for _ in range(10):
+            clock.held(0.5, now=0.12 + batch * 0.5)
+    assert clock.typical(now=1.12) == 0.5
+    assert clock.hopeless(20, 10, 1.0, now=1.12)
+
+
+def test_hold_clock_forgets_an_idle_pool() -> None:
+    """Holds of 2 s that ended long ago say nothing about a burst arriving now: no refusal."""
+    clock = HoldClock(horizon=1.0, size=10)
     for n in range(20):
         clock.held(2.0, now=n * 0.2)
     assert clock.hopeless(9, 10, 1.0, now=4.0)  # while they are recent, they count
-    assert clock.mean(now=10.0) == 0.0 and not clock.hopeless(9, 10, 1.0, now=10.0)
-    for n in range(20):
-        clock.held(0.01, now=4.0 + 2.0 + n * 0.001)
-    assert clock.mean(now=6.02) < 0.1 and not clock.hopeless(50, 10, 1.0, now=6.02)
+    assert clock.typical(now=10.0) == 0.0 and not clock.hopeless(9, 10, 1.0, now=10.0)
 
 
 def test_deadlines_separate_receiving_from_idle() -> None:
@@ -113,7 +122,7 @@ def test_deadlines_separate_receiving_from_idle() -> None:
 
 def test_hold_clock_counts_one_connect_while_sessions_open() -> None:
     """A pool reopening its sessions makes the queue wait one connect longer, not each hold."""
-    clock = HoldClock(horizon=1.0)
+    clock = HoldClock(horizon=1.0, size=10)
     clock.connecting, clock.connect_seconds = 3, 0.2
     assert clock.expected_wait(9, 10, now=0.0) == 0.0  # nothing learnt yet: no refusal either
     clock.held(0.05, now=0.0)
