@@ -7,9 +7,10 @@ FAIL_FAST_SHARE of the acquire timeout it is refused at once (a prompt 503) inst
 the timeout and being refused then. The share leaves room for the estimate's error: under steady
 overload the queue sits at the refusal line, and a wait admitted there must still end in time.
 
-The hold is the median of the last HOLDS_PER_CONNECTION x size holds. A stall (the database or the
-process paused for a moment) stretches only the `size` holds in progress, a minority of those, so
-it does not move the median; a workload that turned slow does, within two rounds of the pool.
+The typical hold is the median of the last HOLDS_PER_CONNECTION x size holds once the `size`
+longest are set aside. A stall (the database or the process paused for a moment) stretches only
+the `size` holds in progress: set aside, they do not move it; a workload that turned slow does,
+within two rounds of the pool.
 A connect is not counted as part of a hold: it happens once per session, not once per request,
 so a pool that has just reopened its sessions does not take itself for a slow one. With no hold
 ended for longer than the horizon (the acquire timeout) plus a hold, a fresh or idle pool, the
@@ -31,10 +32,11 @@ HOLDS_PER_CONNECTION = 3  # the median is over this many recent holds per pool c
 class HoldClock:
     """Recent pool hold times (seconds, on the caller's monotonic clock) and the fail-fast rule."""
 
-    __slots__ = ("_holds", "_last", "_median", "connect_seconds", "connecting", "horizon")
+    __slots__ = ("_holds", "_last", "_median", "_size", "connect_seconds", "connecting", "horizon")
 
     def __init__(self, horizon: float, size: int) -> None:
         self.horizon = horizon  # after this long plus a hold with none ended, the holds are stale
+        self._size = size
         self._holds: deque[float] = deque(maxlen=HOLDS_PER_CONNECTION * size)
         self._median: float | None = 0.0  # None: not worked out since the last hold
         self._last = -math.inf  # when the last hold ended
@@ -47,11 +49,11 @@ class HoldClock:
         self._last = now
 
     def typical(self, now: float) -> float:
-        """The median recent hold; 0.0 when there is none to go by."""
+        """The median recent hold, the `size` longest set aside; 0.0 when there is none to go by."""
         median = self._median
         if median is None:
             ordered = sorted(self._holds)  # a copy in one step (under the GIL) of at most 3 x size
-            median = self._median = ordered[len(ordered) // 2]
+            median = self._median = ordered[max(0, len(ordered) - self._size) // 2]
         return 0.0 if now - self._last > self.horizon + median else median
 
     def expected_wait(self, ahead: int, size: int, now: float) -> float:

@@ -66,18 +66,19 @@ def test_hold_clock_refuses_only_a_hopeless_wait() -> None:
 
 
 def test_hold_clock_shrugs_off_a_stall_of_the_holds_in_progress() -> None:
-    """Holds of 10 ms, then the ten in progress stretched by a 0.3 s stall: the 54 waiting behind
-    still clear in well under the timeout, and the clock must say so."""
+    """Holds of 50-200 ms (an event loop under 64 clients), then the ten in progress stretched by a
+    0.3 s stall: the 42 waiting behind clear in about 42 x 0.125 / 10 s, and the clock must say so
+    (a plain median of the window would be the 75th percentile of the unstretched holds)."""
     clock = HoldClock(horizon=1.0, size=10)
     now = 0.0
-    for _ in range(100):
+    for n in range(100):
         now += 0.001
-        clock.held(0.010, now)
+        clock.held(0.05 * (1 + n % 4), now)
     now += 0.3
     for _ in range(10):
-        clock.held(0.310, now)
-    assert clock.typical(now) == 0.010
-    assert not clock.hopeless(54, 10, 1.0, now)
+        clock.held(0.4, now)
+    assert clock.typical(now) < 0.16
+    assert not clock.hopeless(42, 10, 1.0, now)
 
 
 def test_hold_clock_follows_a_workload_that_turned_slow() -> None:
