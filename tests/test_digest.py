@@ -68,6 +68,34 @@ def test_a_tie_says_what_it_could_have_seen(data: dict[str, Any]) -> None:
     assert "could see" not in line_of(digest.digest(data, RUN_A, None), "writes")  # a winner: no
 
 
+def _scale_cpu(e: dict[str, Any], factor: float) -> None:
+    cost = e["cost"]["cpu_us_per_request"]
+    for key in ("median", "min", "max"):
+        cost[key] *= factor
+    for r in e["repetitions"]:
+        r["cost"]["cpu_us_per_request"] *= factor
+
+
+def test_a_tie_on_cpu_names_the_servers_that_tie_on_cpu(data: dict[str, Any]) -> None:
+    # db: asyncio and threaded tie on throughput. Make them tie on CPU too, beside a third server as
+    # fast but three times as costly: the CPU tie is the cheapest two, never the throughput tie.
+    doc = copy.deepcopy(data)
+    doc["results"] = [e for e in doc["results"] if e["scenario"] == "db"]
+    threaded, asyncio = entry(doc, "threaded", "db"), entry(doc, "asyncio", "db")
+    costly = copy.deepcopy(threaded)
+    costly["server"] = "gevent"
+    _scale_cpu(costly, 3.0)
+    asyncio["cost"] = copy.deepcopy(threaded["cost"])
+    for mine, theirs in zip(asyncio["repetitions"], threaded["repetitions"], strict=False):
+        mine["cost"] = copy.deepcopy(theirs["cost"])
+    _scale_cpu(asyncio, 1.02)
+    doc["results"].append(costly)
+    v = headline.verdict("db", doc["results"])
+    assert "gevent" in v.tie and v.cheapest is None  # the throughput tie holds all three
+    line = line_of(digest.digest(doc, RUN_A, None), "db")
+    assert "tie on CPU per request: threaded ≈ asyncio (" in line, line
+
+
 def _capacity(e: dict[str, Any], per_rep: list[float]) -> None:
     e["capacity"] = {"median": sorted(per_rep)[len(per_rep) // 2], "slo_p99_ms": 100.0, "notes": [],
                      "limited_by": ["server"]}

@@ -43,9 +43,11 @@ def _confidence(d: stats.Decision | None, tie: bool) -> str:
     return f"{text}; could see {d.could_see()}" if tie and d.mde is not None else text
 
 
-def _lead(v: Verdict, ranked: Sequence[Entry], fig: Figure, noun: str, winner: str | None) -> str:
+def _lead(v: Verdict, ranked: Sequence[Entry], fig: Figure, noun: str, winner: str | None,
+          tie: Sequence[str] = ()) -> str:
     """'asyncio wins on CPU per request: 0.41x gevent's (...)', 'tie on ...: a ≈ b (...)', or not judged.
-    ranked: best first by fig; winner: the verdict's, for this figure (None: a tie or not judged)."""
+    ranked: best first by fig; winner and tie: the verdict's for this figure (a tie of two when it names
+    none: the best two, as the verdict's sentence does)."""
     if not ranked:
         return f"no {noun} to compare"
     best = ranked[0]
@@ -62,7 +64,7 @@ def _lead(v: Verdict, ranked: Sequence[Entry], fig: Figure, noun: str, winner: s
         why = d.reason if d is not None else "not tested"
         return (f"not judged on {noun}: {best['server']} {fig.fmt(fig.value(best))}, {other['server']} "
                 f"{fig.fmt(fig.value(other))} ({why})")
-    tied = v.tie if len(v.tie) > 1 and best["server"] in v.tie else [best["server"], other["server"]]
+    tied = list(tie) if len(tie) > 1 and best["server"] in tie else [best["server"], other["server"]]
     return f"tie on {noun}: {' ≈ '.join(tied)} ({figures}; {_confidence(d, True)})"
 
 
@@ -78,7 +80,7 @@ def scenario_line(scenario: str, entries: Sequence[Entry]) -> str:
     if any(e.get("capacity") for e in entries) and (len(ranked) < 2 or not bound):
         slo = next((e["capacity"].get("slo_p99_ms") for e in entries if e.get("capacity")), None)
         noun = f"capacity at p99<{slo:g}ms" if isinstance(slo, int | float) else "capacity at the SLO"
-        return _lead(v, ranked, capacity, noun, v.winner)
+        return _lead(v, ranked, capacity, noun, v.winner, v.tie)  # the verdict's tie is on capacity
     ranked = sorted((e for e in usable if cpu.value(e) is not None), key=lambda e: cpu.value(e) or 0.0)
     return _lead(v, ranked, cpu, "CPU per request", v.cheapest)
 
