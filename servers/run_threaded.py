@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 from servers import contract
 from servers.ablation import NoBusy, NoDeadlines
-from servers.deadlines import SWEEP_SECONDS, Busy, Deadlines
+from servers.deadlines import SWEEP_SECONDS, Busy, ThreadDeadlines
 from servers.http11 import (
     BACKLOG,
     MAX_HEADERS,
@@ -71,8 +71,9 @@ class ThreadedServer:
         self.timed = not settings.off("deadline")
         self.capped = not settings.off("cap")
         self.strict = not settings.off("strict")
-        self.deadlines: Deadlines | NoDeadlines = (
-            Deadlines(settings.request_timeout, settings.keepalive_timeout) if self.timed else NoDeadlines())
+        self.deadlines: ThreadDeadlines | NoDeadlines = (
+            ThreadDeadlines(settings.request_timeout, settings.keepalive_timeout) if self.timed
+            else NoDeadlines())
         self.busy: Busy | NoBusy = NoBusy() if settings.off("cancel") else Busy()
 
     # --- accepting ------------------------------------------------------------------------
