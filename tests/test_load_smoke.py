@@ -164,6 +164,20 @@ def test_every_repetition_has_a_fresh_server(smoke_run: dict[str, Any]) -> None:
         assert meta["server_exit_codes"] == [0] * len(reps), meta_path
 
 
+def test_the_speed_probe_ran_beside_every_repetition(smoke_run: dict[str, Any]) -> None:
+    data = smoke_run["data"]
+    settings = data["run"]["settings"]
+    assert settings["speed_probe"] is True and settings["runner_cpus"] == settings["load_cpus"]
+    for rep_dir in smoke_run["run_dir"].glob("*/*/rep-*"):
+        assert (rep_dir / "speed.jsonl").read_text(encoding="utf-8").startswith('{"probe": "speed"'), rep_dir
+    # SCHED_IDLE: a repetition on a saturated CPU may read nothing, but a run reads its reference
+    assert data["run"]["speed"] and data["run"]["speed"]["work_per_cpu_ms"] > 0
+    for e in data["results"]:
+        adjusted = e["cost"]["cpu_us_per_request_speed_adjusted"]
+        read = [r for r in e["repetitions"] if r["speed"]]
+        assert (adjusted is None) == (not read), e["server"]
+
+
 def test_cost_per_request_under_the_cpu_budget(smoke_run: dict[str, Any]) -> None:
     data = smoke_run["data"]
     assert data["run"]["settings"]["server_cpu"] == 0.1  # the smoke profile's budget

@@ -49,6 +49,8 @@ def reproduce_command(s: Settings) -> str:
             parts += ["--rates", ",".join(f"{r:g}" for r in s.rates)]
     if s.idle_poll != "auto":
         parts += ["--idle-poll", s.idle_poll]
+    if not s.speed_probe:
+        parts += ["--speed-probe", "no"]
     if s.server_cpus:
         parts += ["--server-cpus", ",".join(map(str, s.server_cpus))]
     if set(s.server_env) & set(knobs.OPT_IN):

@@ -37,9 +37,9 @@ from typing import Any
 import psycopg2
 
 from lab import machine
-from lab.cpus import pin
+from lab.cpus import pin, running_on
 from lab.fmt import fmt_seconds
-from lab.load import calibrate, plan, probe, sampler
+from lab.load import calibrate, plan, probe, sampler, speed
 from lab.load.locust_job import STOP_TIMEOUT, LocustJob
 from lab.load.observe import (
     add_throttling,
@@ -298,6 +298,9 @@ class Runner:
                 say(f"  {label} {line} | run {fmt_seconds(self.progress.elapsed)} elapsed, ~{left} left")
             return None
 
+        probe_popen = (speed.start(rep_dir / speed.FILE, self.s.server_cpus,
+                                   max_seconds=job.hard_timeout + 30) if self.s.speed_probe else None)
+        run["speed_probe"] = {"file": speed.FILE, "duty": speed.DEFAULT_DUTY} if probe_popen else None
         try:
             job.start()
             run["locust"] = {"commands": [shlex.join(c) for c in job.commands], "pids": job.pids,
@@ -323,6 +326,8 @@ class Runner:
             codes = job.stop() if job.popens else []
             if samp is not None:
                 sampler.stop_sampler(samp)
+            if probe_popen is not None:
+                speed.stop(probe_popen)
             run.setdefault("locust", {})["exit_codes"] = codes
             run["locust"]["exit_code"] = codes[0] if codes else None
             run["generator"] = {"polls": job.polls, "load_pids": job.load_pids}
@@ -403,7 +408,8 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
         "target_host": s.target_host, "server_cpus": s.server_cpus, "load_cpus": s.load_cpus,
         "server_cpu": s.server_cpu, "cpu_period_us": s.cpu_period_us, "interleaved": True,
         "rates": list(s.rates), "step_seconds": s.step_seconds, "slo_p99_ms": s.slo_p99_ms,
-        "arrival": s.arrival, "margin_within": s.margin_within,
+        "arrival": s.arrival, "margin_within": s.margin_within, "speed_probe": s.speed_probe,
+        "runner_cpus": s.load_cpus,
         "database_cpus": None, "calibrate": s.calibrate, "server_env": s.server_env,
         "variants": {k: {"model": m, "server_env": e} for k, (m, e) in s.variants.items()},
         "connections_users": catalogue.CONNECTIONS_USERS, "planned_seconds": round(planned),
@@ -418,6 +424,7 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
     runner: Runner | None = None
     holds = contextlib.ExitStack()
     try:
+        holds.enter_context(running_on(s.load_cpus))  # the runner's own polling stays off the servers' CPUs
         url = database.provision()
         settings_doc["database_url"] = redact(url)
         held = holds.enter_context(idle.polling(s.idle_poll))

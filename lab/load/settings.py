@@ -12,6 +12,7 @@ from pathlib import Path
 from lab import cpus as cpu_lists
 from lab import knobs
 from lab.knobs import SERVER_KNOBS, env_flag
+from lab.load import speed
 from lab.results import stats
 from lab.stack import cpu_budget, idle
 from loadtests import catalogue
@@ -73,6 +74,7 @@ class Settings:
     fresh_server: bool = True  # a new server process for every repetition (False: one per scenario)
     idle_poll: str = "auto"  # idle CPUs poll while measuring: auto | yes | no (lab/stack/idle.py)
     margin_within: float = stats.DEFAULT_MARGINS[stats.WITHIN]  # the verdicts' margin between servers
+    speed_probe: bool = True  # the machine's speed measured beside the servers (lab/load/speed.py)
     database_cpus: list[int] | None = None  # the lab's PostgreSQL pinned here for the run; None: left alone
     database_url: str | None = None
     run_id: str = ""
@@ -164,6 +166,10 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
              "to wake a halted CPU: auto (where allowed, else the report says why not), yes (or stop), no "
              "(default auto)", env, choices=idle.CHOICES)
     stats.add_margin_flag(p, stats.WITHIN)
+    env_flag(p, "--speed-probe", "LAB_SPEED_PROBE", "yes", "a drift control: a fixed loop of CPU work on "
+             "the server CPUs (SCHED_IDLE, 5 %% of one CPU) through every repetition, so that results carry "
+             "the machine's speed and CPU per request at the run's speed beside the raw figure; no: none "
+             "(default yes)", env, choices=speed.CHOICES)
     p.add_argument("--allow-extra-cpu", action="store_true",
                    default=knobs.yes(env.get("LAB_ALLOW_EXTRA_CPU")),
                    help="start the servers with LAB_EXTRA_CPU_US from the environment, a lab-only knob that "
@@ -279,6 +285,7 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         or catalogue.DEFAULT_SLO_P99_MS,
         arrival=args.arrival, fresh_server=args.fresh_server == "yes", idle_poll=args.idle_poll,
         margin_within=margin_within,
+        speed_probe=args.speed_probe == "yes",
         database_url=args.database_url,
         server_env={**{k: environ[k] for k in SERVER_KNOBS if environ.get(k)}, **lab_only},
         run_id=check_run_id(args.run_id), remote_workers=remote,
