@@ -74,3 +74,20 @@ def test_the_conditions_differ_in_one_setting_each() -> None:
     assert default.servers == ("asyncio", "gevent") and default.scenarios == fidelity.SCENARIOS
     assert default.server_cpu == 0.1 and full.server_cpu is None and full.idle_poll == default.idle_poll
     assert halt.idle_poll == "no" and halt.server_cpu == 0.1
+
+
+def test_the_report_shows_the_latest_fidelity_check_and_the_machine_speed(tmp_path: Path) -> None:
+    from lab.report.fidelity_rows import fidelity_rows, speed_rows
+
+    assert "not checked yet" in fidelity_rows(tmp_path)[0][1]
+    default = {("asyncio", "db"): [164, 165, 160, 168], ("gevent", "db"): [181, 180, 177, 184]}
+    full = {("asyncio", "db"): [127, 126, 129, 128], ("gevent", "db"): [170, 168, 171, 169]}
+    doc = fidelity.judge({"default": _results(tmp_path / "d", default),
+                          "full-core": _results(tmp_path / "f", full)}, ("asyncio", "gevent"))
+    (tmp_path / "selfcheck-1").mkdir()
+    (tmp_path / "selfcheck-1" / "fidelity.json").write_text(json.dumps(doc), encoding="utf-8")
+    rows = dict(fidelity_rows(tmp_path))
+    assert rows["fidelity"].startswith("selfcheck-1: 0 of 1 ratios to asyncio")
+    assert rows["fidelity db"].startswith("gevent x0.8") and rows["fidelity db"].endswith("differs")
+    assert "not measured" in speed_rows(None)[0][1]
+    assert "126 probe loops" in speed_rows({"work_per_cpu_ms": 126.0, "reps": 4, "log_sd": 0.02})[0][1]

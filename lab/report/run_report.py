@@ -24,6 +24,7 @@ from typing import Any
 from lab.files import write_text
 from lab.fmt import fmt_num
 from lab.report import verdict_matrix
+from lab.report.fidelity_rows import fidelity_rows, speed_rows
 from lab.report.markup import CSS, anchor, head_cells, html_table, kv_table, md_table
 from lab.report.run_plots import colors, scenario_plots
 from lab.report.run_tables import (
@@ -95,6 +96,12 @@ def latest_faults(run_dir: Path, page: str = "faults.html") -> tuple[str, str] |
     return os.path.relpath(found[-1], run_dir), f"latest make faults run: {found[-1].parent.name}"
 
 
+def _calibration(run: dict[str, Any]) -> list[tuple[str, str]]:
+    """The generator's calibration, the machine's speed over this run, and the latest fidelity check."""
+    return [*calibration_rows(run.get("calibration")), *speed_rows(run.get("speed")),
+            *fidelity_rows(reports_dir())]
+
+
 def render_html(data: dict[str, Any], run_dir: Path, margin: float | None = None) -> str:
     run = data["run"]
     run_id = str(run.get("id") or run_dir.name)
@@ -163,7 +170,7 @@ def render_html(data: dict[str, Any], run_dir: Path, margin: float | None = None
     add('</section><div><section class="card" id="machine"><h2>Machine</h2>'
         f'{kv_table(machine_rows(run.get("machine")))}</section>'
         '<section class="card" id="calibration"><h2>Calibration</h2>'
-        f'<p class="meta">{escape(CALIBRATION_NOTE)}</p>{kv_table(calibration_rows(run.get("calibration")))}'
+        f'<p class="meta">{escape(CALIBRATION_NOTE)}</p>{kv_table(_calibration(run))}'
         "</section>"
         '<section class="card" id="reproduce"><h2>Reproduce</h2><p>Run it again with:</p>'
         f"<pre>{escape(value_text(run.get('command')))}</pre><p>Rebuild this report from the raw files:</p>"
@@ -219,7 +226,7 @@ def render_md(data: dict[str, Any], run_dir: Path | None = None, margin: float |
     out += ["", "## Machine", "",
             *md_table(["fact", "value"], machine_rows(run.get("machine")), right_from=2)]
     out += ["", "## Calibration", "", CALIBRATION_NOTE, "",
-            *md_table(["", "value"], calibration_rows(run.get("calibration")), right_from=2)]
+            *md_table(["", "value"], _calibration(run), right_from=2)]
     out += ["", "## Reproduce", "", "```sh", value_text(run.get("command")), "```", "",
             "Rebuild this report from the raw files:", "", "```sh", rebuild_command(run_id), "```", ""]
     return "\n".join(out)
