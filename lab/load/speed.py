@@ -90,14 +90,12 @@ def start(out: Path, cpus: Sequence[int] | None, duty: float = DEFAULT_DUTY,
                             stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[2])
 
 
-def stop(popen: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+def stop(popen: subprocess.Popen[bytes]) -> None:
+    """End the probe at once. SIGKILL: under SCHED_IDLE on a busy CPU a SIGTERM can wait for idle time
+    to be handled, and the lines it already wrote are whole (a cut last line is skipped by read())."""
     if popen.poll() is None:
-        popen.terminate()
-        try:
-            popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait()
+        popen.kill()
+    popen.wait()
 
 
 def read(path: Path) -> list[dict[str, float]]:
