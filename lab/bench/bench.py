@@ -28,7 +28,7 @@ request; when it is not there yet, that read fails and the greenlet goes through
 sleeps and is woken) first. Counted by perf on one gevent process: 1.1 receive calls per request
 under wrk, 1.8 under Locust or under wrk waiting 1 ms. asyncio's protocol callbacks never read ahead.
 So the default shows each server at its cheapest; --think-ms (LAB_BENCH_THINK_MS) shows it under a
-client that turns around as Locust's does (the README has the figures), and the load-vs-bench
+client that turns around as Locust's does (docs/bench.md has the figures), and the load-vs-bench
 self-check uses 1 ms.
 
 The load generator is wrk (C, one thread), pinned to its own CPUs; the servers are pinned to
