@@ -6,6 +6,7 @@ Every problem is one sentence naming what is missing and the page to put it in:
   Makefile or the code reads, flags in `*_ARGS="..."` and after `python -m lab <command>` exist in that
   command's parser, flags after `python -m servers <model>` exist in the servers' settings;
 - every relative link between pages resolves, to a file and (with `#anchor`) to a heading;
+- every module of lab/, loadtests/ and servers/ is named on the package map, docs/architecture.md;
 - every target of the Makefile has a `## ` line of help, so `make help` lists it.
 """
 
@@ -389,6 +390,17 @@ class Checker:
                            "put a ```sh block before the first section")
         return out
 
+    def unmapped_modules(self) -> list[str]:
+        """Every module of the code is named on the package map (docs/architecture.md)."""
+        text = self.texts.get("docs/architecture.md", "")
+        out = []
+        for folder in CODE_DIRS:
+            for path in sorted((self.root / folder).rglob("*.py")):
+                if path.name != "__init__.py" and not re.search(rf"\b{re.escape(path.stem)}(\.py)?\b", text):
+                    out.append(f"module {rel(self.root, path)} is not named in docs/architecture.md: "
+                               "add it to the package map with its one-line role")
+        return out
+
     def all_problems(self) -> list[str]:
         return [*self.missing_targets(), *self.missing_help(), *self.missing_knobs(), *self.bad_links(),
-                *self.bad_commands(), *self.pages_without_command_first()]
+                *self.bad_commands(), *self.pages_without_command_first(), *self.unmapped_modules()]

@@ -55,6 +55,10 @@ def test_every_command_in_a_code_block_parses(checker: Checker) -> None:
     assert not (problems := checker.bad_commands()), _report(problems)
 
 
+def test_every_module_is_on_the_package_map(checker: Checker) -> None:
+    assert not (problems := checker.unmapped_modules()), _report(problems)
+
+
 def test_every_link_between_pages_resolves(checker: Checker) -> None:
     assert not (problems := checker.bad_links()), _report(problems)
 
@@ -122,6 +126,12 @@ def test_a_bad_command_is_named_with_its_page_and_line(tmp_path: Path) -> None:
         assert expected in text, text
     assert all(p.startswith("docs/load.md:") for p in problems), problems
     assert "no flag --reps" not in text, "a flag that exists was called missing"
+
+
+def test_a_module_missing_from_the_map_is_named(tmp_path: Path) -> None:
+    root = _copy(tmp_path)
+    _edit(root / "docs" / "architecture.md", "sockdiag.py", "sock_diag reader")
+    assert [p.split(" is ")[0] for p in Checker(root).unmapped_modules()] == ["module lab/load/sockdiag.py"]
 
 
 def test_a_broken_link_or_anchor_is_named(tmp_path: Path) -> None:
