@@ -121,3 +121,18 @@ def test_a_burst_right_after_every_session_was_killed_is_served(
     with db.cursor() as cur:
         cur.execute("SELECT count(*) FROM orders WHERE idempotency_key = %s", (key,))
         assert cur.fetchone()[0] == 1
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_an_ended_idle_session_is_never_lent(model: str, server_factory: ServerFactory, db: Any) -> None:
+    """Once PostgreSQL has ended the idle sessions (and said so), a write that cannot be retried,
+    an order without an Idempotency-Key, still gets a live session: the pool replaced the dead."""
+    server = server_factory(model, env=ENV)
+    Load(server.url, "/db", 20, 0.5).run()  # every pooled session in use once, then idle
+    time.sleep(0.2)
+    assert _terminate_sessions(db, model) > 0
+    time.sleep(0.5)  # PostgreSQL's farewell has arrived on every socket
+    order = json.dumps({"item": "unkeyed after the sessions ended", "qty": 1}).encode()
+    answers = _burst(server.url, [("POST", "/orders", order, {"Content-Type": "application/json"})] * 10)
+    failed = _failures(answers)
+    assert not failed, f"{model}: {sum(failed.values())} of {len(answers)} failed: {dict(failed)}"
