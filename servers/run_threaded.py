@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import queue
 import signal
 import socket
 import struct
@@ -366,8 +367,33 @@ def _close(sock: socket.socket) -> None:
         sock.close()
 
 
+class InflightTokens:
+    """The in-flight limit as `max_inflight` tokens in a queue.SimpleQueue (C code, one lock inside):
+    acquire takes one, waiting up to its timeout; release puts one back. threading.BoundedSemaphore
+    is a Condition in Python: an acquire and release cost 2.45 µs against these 0.73 µs (timeit, lab
+    VM, 2026-12-07), about 4 % of threaded's CPU per /json request. Neither wakes waiters in order."""
+
+    __slots__ = ("_get", "_put")
+
+    def __init__(self, size: int) -> None:
+        tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(size):
+            tokens.put(None)
+        self._get, self._put = tokens.get, tokens.put
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        try:
+            self._get(blocking, None if timeout < 0 else timeout)
+        except queue.Empty:
+            return False
+        return True
+
+    def release(self) -> None:
+        self._put(None)
+
+
 def serve(settings: Settings) -> None:
-    app = make_app(settings)
+    app = make_app(settings, InflightTokens)
     server = ThreadedServer(settings, app)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
