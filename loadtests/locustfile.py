@@ -43,6 +43,7 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests import catalogue
+from loadtests.heartbeats import Heartbeats
 
 # HDR range and precision; the results builder reads them from each record.
 HDR_LOWEST_US = 1
@@ -280,6 +281,7 @@ def write_record(record: dict[str, Any], acks: str) -> None:
 
 
 RECORDER = Recorder()
+HEARTBEATS = Heartbeats(RECORD_DIR)  # the master's record of its workers' hosts and CPU
 
 
 @events.init_command_line_parser.add_listener
@@ -296,6 +298,7 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
     global RUN_TAG
     opts = environment.parsed_options
     RUN_TAG = str(getattr(opts, "lab_run_tag", "") or RUN_TAG)
+    HEARTBEATS.on_test_start(environment)
     if not isinstance(environment.runner, MasterRunner) and not _PROGRESS:
         _PROGRESS.append(gevent.spawn(_write_progress, environment))
     if RECORDER.told:
@@ -309,13 +312,32 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
 @events.init.add_listener
 def _on_init(environment: Environment, **_: Any) -> None:
     runner = environment.runner
+    HEARTBEATS.on_init(environment)
     if isinstance(runner, MasterRunner):
         RECORDER.role = "master"
-        runner.register_message(RECORD_MESSAGE, lambda msg, **_kw: write_record(msg.data["record"],
-                                                                                msg.data["acks"]))
+        runner.register_message(RECORD_MESSAGE, _received_record)
     elif isinstance(runner, WorkerRunner):
         RECORDER.role = "worker"
         runner.register_message(MEASURE_MESSAGE, lambda msg, **_kw: RECORDER.set_phase(msg.data["phase"]))
+
+
+RECORDS_RECEIVED: list[str] = []  # the master: workers whose record it has written
+RECORD_WAIT_SECONDS = 15.0  # the master waits this long at most for its workers' records
+
+
+def _received_record(msg: Any, **_: Any) -> None:
+    write_record(msg.data["record"], msg.data["acks"])
+    RECORDS_RECEIVED.append(str(msg.node_id))
+
+
+def stop_workers_and_collect(runner: MasterRunner) -> None:
+    """Stop the workers and wait (bounded) until each has handed in its record. Locust's quit() alone
+    gives them 0.5 s, which a busy machine or a slow network misses, and the record is then lost."""
+    expected = {str(c.id) for c in runner.clients.all}
+    runner.stop()  # "stop" to every worker: each stops its users and sends its record (test_stop)
+    deadline = time.time() + RECORD_WAIT_SECONDS
+    while not expected <= set(RECORDS_RECEIVED) and time.time() < deadline:
+        gevent.sleep(0.05)
 
 
 @events.request.add_listener
@@ -348,6 +370,7 @@ _PROGRESS: list[gevent.Greenlet] = []
 @events.test_stop.add_listener
 def _on_test_stop(environment: Environment, **_: Any) -> None:
     if RECORDER.role == "master":  # a master sends no requests; its workers report to it
+        HEARTBEATS.on_test_stop(environment)
         return
     for greenlet in _PROGRESS:
         greenlet.kill(block=False)
@@ -617,6 +640,8 @@ class LabShape(LoadTestShape):
         self._set_phase("tail", now)
         self._write(now)
         self.finished = True
+        if isinstance(self.runner, MasterRunner):
+            stop_workers_and_collect(self.runner)
         if self.runner is not None:  # stop now, not at the next tick (up to a second later)
             self.runner.quit()
 

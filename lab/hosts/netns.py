@@ -13,15 +13,18 @@ every namespace (their veths go with them) and checks that nothing is left.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import os
 import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 BENCHMARK_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 DEFAULT_SUBNET = "198.18.0.0/24"
@@ -238,3 +241,35 @@ def status(hosts: TestHosts) -> list[HostStatus]:
     out.append(HostStatus("lab", "(this machine)", hosts.address("lab"), lab_present,
                           tuple(_addresses(hosts.lab_link)) if lab_present else (), 0))
     return out
+
+
+_CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+def call_in(namespace: str, fn: Callable[[], T]) -> T:
+    """fn() on a thread that entered the network namespace: what it starts (subprocess) runs on that
+    host, even where privileges are dropped before exec (PostgreSQL runs as another user when root)."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/run/netns/{namespace}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    code = ctypes.get_errno()
+                    raise HostsError(f"cannot enter {namespace}: {os.strerror(code)}")
+            finally:
+                os.close(fd)
+            result.append(fn())
+        except BaseException as exc:  # handed to the caller's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=run, name=f"in-{namespace}")  # gone with its namespace at its end
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]

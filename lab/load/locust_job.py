@@ -57,6 +57,9 @@ class LocustJob:
     remote_workers: int = 0
     master_bind: str = "127.0.0.1"
     master_port: int = 0
+    master_prefix: list[str] = field(default_factory=list)  # runs the master on a test host
+    worker_prefix: list[str] = field(default_factory=list)  # runs the workers started here on a test host
+    worker_master_host: str = "127.0.0.1"  # where those workers find the master
     load_cpus: list[int] | None = None
     run_tag: str = "manual"
     rates: tuple[float, ...] = ()  # open model: offered requests/s per step (`duration` seconds each)
@@ -109,11 +112,12 @@ class LocustJob:
             return [[*main, self.user_class]]
         port = self.master_port or procs.free_port()
         wait = 30 + (120 if self.remote_workers else 0)
-        master = [*main, "--master", "--master-bind-host", self.master_bind, "--master-bind-port", str(port),
-                  "--expect-workers", str(self.workers + self.remote_workers),
-                  "--expect-workers-max-wait", str(wait), self.user_class]
-        worker = [*base, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port),
-                  "--loglevel", "INFO", self.user_class]
+        master = [*self.master_prefix, *main, "--master", "--master-bind-host", self.master_bind,
+                  "--master-bind-port", str(port),
+                  "--expect-workers", str(self.workers + self.remote_workers), "--expect-workers-max-wait",
+                  str(wait), self.user_class]
+        worker = [*self.worker_prefix, *base, "--worker", "--master-host", self.worker_master_host,
+                  "--master-port", str(port), "--loglevel", "INFO", self.user_class]
         return [master] + [worker] * self.workers
 
     def start(self) -> None:

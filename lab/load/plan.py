@@ -78,10 +78,8 @@ def print_plan(s: Settings, with_calibration: bool) -> float:
            else "no pinning")
     if s.database_cpus:
         pin += f", the lab's PostgreSQL on CPUs {s.database_cpus}"
-    workers = f"a master and {s.locust_workers} workers" if s.locust_workers else "one process"
-    if s.remote_workers:
-        workers += f", waiting for {s.remote_workers} workers on other machines"
-    say(f"  {pin}; {cpu_budget.describe(s.server_cpu, s.cpu_period_us)}; Locust as {workers}"
+    say(f"  {pin}; {cpu_budget.describe(s.server_cpu, s.cpu_period_us)}; "
+        f"{s.topology.describe(s.locust_workers, s.remote_workers)}"
         + ("; calibration first" if with_calibration else ""))
     say(f"planned total: ~{fmt_seconds(total)}")
     return total

@@ -32,6 +32,11 @@ def reproduce_command(s: Settings) -> str:
              "--servers", ",".join(s.servers), "--scenarios", ",".join(s.scenarios),
              "--duration", f"{s.duration:g}", "--warmup", f"{s.warmup:g}", "--reps", str(s.reps),
              "--locust-workers", str(s.locust_workers)]
+    hosts = s.topology.hosts
+    if hosts is not None:
+        parts += ["--test-hosts", "yes", "--hosts-prefix", hosts.prefix, "--hosts-subnet", hosts.subnet]
+    elif s.topology.bind != "127.0.0.1":
+        parts += ["--bind", s.topology.bind]
     if s.remote_workers:
         parts += ["--remote-workers", str(s.remote_workers), "--master-bind", s.master_bind,
                   "--master-port", str(s.master_port), "--target-host", s.target_host]

@@ -39,7 +39,8 @@ import psycopg2
 from lab import machine
 from lab.cpus import pin, running_on
 from lab.fmt import fmt_seconds
-from lab.load import calibrate, plan, probe, sampler, speed
+from lab.hosts import netns
+from lab.load import calibrate, plan, probe, sampler, speed, topology
 from lab.load.locust_job import STOP_TIMEOUT, LocustJob
 from lab.load.observe import (
     add_throttling,
@@ -122,12 +123,17 @@ class Runner:
     def start_server(self, live: Live) -> None:
         # Sized for the server CPUs (multiproc workers); the tree is pinned to them, and put under its
         # budget, once it is up.
-        listen = "127.0.0.1" if self.s.target_host == "127.0.0.1" else "0.0.0.0"
+        listen, hosts = self.s.topology.bind, self.s.topology.hosts  # where asked, never wider
         model, own = self.s.variants.get(live.model, (live.model, {}))  # a variant: a model, knobs of its own
-        live.server = procs.start_server(
-            model, port=procs.free_port(listen), database_url=self.database_url,
-            log_dir=live.scen_dir, host=listen, cpus=self.s.server_cpus,
-            env={**self.s.server_env, **own, "LAB_APP_NAME": self.app_name(live.model)})
+
+        def start() -> procs.ServerProcess:
+            return procs.start_server(
+                model, port=procs.free_port(listen), database_url=self.database_url,
+                log_dir=live.scen_dir, host=listen, cpus=self.s.server_cpus,
+                env={**self.s.server_env, **own, "LAB_APP_NAME": self.app_name(live.model)})
+
+        # On test hosts the server starts (and its port is found free) on host a.
+        live.server = netns.call_in(hosts.namespace("a"), start) if hosts else start()
         tree = process_tree(live.server.pid)
         if self.s.server_cpus:
             pin(tree, self.s.server_cpus)
@@ -275,7 +281,10 @@ class Runner:
                         duration=self.s.step_seconds if sc.open_model else self.s.duration,
                         warmup=self.s.warmup, workers=self.s.locust_workers,
                         remote_workers=self.s.remote_workers, master_bind=self.s.master_bind,
-                        master_port=self.s.master_port, load_cpus=self.s.load_cpus, run_tag=tag,
+                        master_port=self.s.master_port, master_prefix=self.s.topology.master_prefix(),
+                        worker_prefix=self.s.topology.worker_prefix(),
+                        worker_master_host=self.s.topology.worker_master_host(),
+                        load_cpus=self.s.load_cpus, run_tag=tag,
                         rates=live.rates, path=sc.path, arrival=self.s.arrival)
         run: dict[str, Any] = {"rep": rep, "run_tag": tag, "status": "running", "error": None,
                                "server": {"model": server.model, "pid": server.pid, "url": server.url},
@@ -306,12 +315,13 @@ class Runner:
             run["locust"] = {"commands": [shlex.join(c) for c in job.commands], "pids": job.pids,
                              "load_pids": job.load_pids, "workers": job.workers,
                              "remote_workers": job.remote_workers, "cpus": job.load_cpus}
+            remote = self.s.topology.remote_servers  # read as on another machine: from /metrics only
             samp = sampler.start_sampler(
-                rep_dir / "samples.jsonl", server.pid, app_name=self.app_name(server.model),
+                rep_dir / "samples.jsonl", 0 if remote else server.pid, app_name=self.app_name(server.model),
                 database_url=self.database_url, metrics_url=f"{server.url}/metrics",
                 generator_pids=job.pids, ports=[server.port], cpus=job.load_cpus,
                 log_path=rep_dir / "sampler.log", max_seconds=job.hard_timeout + 30,
-                cpu_usage_file=live.budget.usage_file if live.budget else None)
+                cpu_usage_file=live.budget.usage_file if live.budget and not remote else None)
             outcome = job.wait(tick)
             run["status"] = "ok" if outcome == "ok" else "failed"
             if outcome == "timeout":
@@ -405,7 +415,8 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
         "servers": s.servers, "scenarios": s.scenarios,
         "users": s.users, "duration": s.duration, "warmup": s.warmup, "reps": s.reps, "shape": s.shape,
         "locust_workers": s.locust_workers, "remote_workers": s.remote_workers,
-        "target_host": s.target_host, "server_cpus": s.server_cpus, "load_cpus": s.load_cpus,
+        "target_host": s.target_host, "topology": s.topology.as_dict(s.locust_workers, s.remote_workers),
+        "server_cpus": s.server_cpus, "load_cpus": s.load_cpus,
         "server_cpu": s.server_cpu, "cpu_period_us": s.cpu_period_us, "interleaved": True,
         "rates": list(s.rates), "step_seconds": s.step_seconds, "slo_p99_ms": s.slo_p99_ms,
         "arrival": s.arrival, "margin_within": s.margin_within, "speed_probe": s.speed_probe,
@@ -425,7 +436,11 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
     holds = contextlib.ExitStack()
     try:
         holds.enter_context(running_on(s.load_cpus))  # the runner's own polling stays off the servers' CPUs
-        url = database.provision()
+        hosts = s.topology.hosts
+        if hosts is not None:
+            say(f"topology: {s.topology.describe(s.locust_workers, s.remote_workers)}")
+            holds.callback(topology.stop_database, hosts)
+        url = topology.provision_on(hosts) if hosts else database.provision()
         settings_doc["database_url"] = redact(url)
         held = holds.enter_context(idle.polling(s.idle_poll))
         settings_doc["idle"] = held.as_dict()
@@ -448,7 +463,8 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
         status["problems"].append("interrupted")
         exit_status = 130
         say("interrupted: servers, samplers and Locust are stopped; building results from what ran")
-    except (pg_config.PostgresError, calibrate.CalibrationError, RunError, idle.IdleError) as exc:
+    except (pg_config.PostgresError, calibrate.CalibrationError, RunError, idle.IdleError,
+            netns.HostsError) as exc:
         status["problems"].append(str(exc))
         say(f"load run failed: {exc}")
         exit_status = 1

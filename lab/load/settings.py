@@ -11,8 +11,10 @@ from pathlib import Path
 
 from lab import cpus as cpu_lists
 from lab import knobs
+from lab.hosts import netns
+from lab.hosts.cli import add_hosts_flags, hosts_from
 from lab.knobs import SERVER_KNOBS, env_flag
-from lab.load import speed
+from lab.load import speed, topology
 from lab.results import stats
 from lab.stack import cpu_budget, idle
 from loadtests import catalogue
@@ -82,6 +84,7 @@ class Settings:
     master_bind: str = "127.0.0.1"
     master_port: int = 0  # 0: a free port
     target_host: str = "127.0.0.1"  # the servers' address as the load generator sees it
+    topology: topology.Topology = field(default_factory=topology.Topology)  # where each part runs
     run_token: str = field(default_factory=lambda: secrets.token_hex(4))  # makes order keys unique
     server_env: dict[str, str] = field(default_factory=dict)
     # Servers of the run that are a model with knobs of their own (make selfcheck's power curve: the same
@@ -147,13 +150,23 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
     p.add_argument("--remote-workers", default=env.get("LOCUST_REMOTE_WORKERS", "0"),
                    help="Locust workers on other machines the master waits for; see docs/scale-out.md "
                         "[LOCUST_REMOTE_WORKERS]")
-    p.add_argument("--master-bind", default=env.get("LOCUST_MASTER_BIND", "127.0.0.1"),
-                   help="address the Locust master listens on for workers [LOCUST_MASTER_BIND]")
+    p.add_argument("--master-bind", default=env.get("LOCUST_MASTER_BIND", ""),
+                   help="address the Locust master listens on for workers (default 127.0.0.1; with remote "
+                        "workers, LAB_BIND) [LOCUST_MASTER_BIND]")
     p.add_argument("--master-port", default=env.get("LOCUST_MASTER_PORT", "0"),
                    help="port of the Locust master (0: any free one) [LOCUST_MASTER_PORT]")
-    p.add_argument("--target-host", default=env.get("LAB_TARGET_HOST", "127.0.0.1"),
-                   help="the servers' address for the load generator; anything but 127.0.0.1 makes the "
-                        "servers listen on all interfaces [LAB_TARGET_HOST]")
+    p.add_argument("--target-host", default=env.get("LAB_TARGET_HOST", ""),
+                   help="the servers' address as the load generator reaches it (default LAB_BIND) "
+                        "[LAB_TARGET_HOST]")
+    p.add_argument("--bind", default=env.get("LAB_BIND", ""),
+                   help="the one address the servers listen on (default 127.0.0.1, or LAB_TARGET_HOST "
+                        "when that is an address of this machine; never every interface unless given "
+                        "as 0.0.0.0) [LAB_BIND]")
+    env_flag(p, "--test-hosts", "LAB_TEST_HOSTS", "no", "run across the lab's test hosts (network "
+             "namespaces, made when missing): servers and PostgreSQL on a, the Locust master on b, "
+             f"LOCUST_WORKERS workers (default {topology.TEST_HOST_WORKERS}) on c; needs root", env,
+             choices=("yes", "no", "1", "0"))
+    add_hosts_flags(p, env)
     p.add_argument("--server-cpus", default=env.get("LAB_SERVER_CPUS", "0"),
                    help="CPUs the servers are pinned to [LAB_SERVER_CPUS, default 0]")
     p.add_argument("--load-cpus", default=env.get("LAB_LOAD_CPUS", "1"),
@@ -271,6 +284,13 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
     except ValueError as exc:
         raise RunError(str(exc)) from None
     remote = int_knob(args.remote_workers, "LOCUST_REMOTE_WORKERS", 0, 1000) or 0
+    try:
+        hosts: netns.TestHosts | None = hosts_from(args) if knobs.yes(args.test_hosts) else None
+        topo = topology.resolve(args.bind, args.target_host, args.master_bind, remote, hosts)
+    except (topology.TopologyError, netns.HostsError) as exc:
+        raise RunError(str(exc)) from None
+    if hosts is not None:
+        workers = workers or topology.TEST_HOST_WORKERS
     if (workers or remote) and any(catalogue.SCENARIOS[n].open_model for n in scenarios):
         raise RunError("the capacity (open-model) scenarios run in one Locust process: drop LOCUST_WORKERS "
                        "and LOCUST_REMOTE_WORKERS for them, or run them apart")
@@ -289,8 +309,8 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         database_url=args.database_url,
         server_env={**{k: environ[k] for k in SERVER_KNOBS if environ.get(k)}, **lab_only},
         run_id=check_run_id(args.run_id), remote_workers=remote,
-        master_bind=args.master_bind.strip() or "127.0.0.1",
+        master_bind=topo.master_bind,
         master_port=int_knob(args.master_port, "LOCUST_MASTER_PORT", 0, 65535) or 0,
-        target_host=args.target_host.strip() or "127.0.0.1",
+        target_host=topo.target_host, topology=topo,
     )
 

@@ -84,8 +84,10 @@ def _status(data: dict[str, Any]) -> str:
 
 def _subtitle(data: dict[str, Any]) -> str:
     run = data["run"]
+    topology = ((run.get("settings") or {}).get("topology") or {}).get("text")  # where each part ran
     return (f"profile {value_text(run.get('profile'))} · servers {', '.join(data.get('servers') or [])} · "
-            f"started {when(run.get('started_at'))} · {fmt_num(run.get('wall_seconds'))} s wall")
+            f"started {when(run.get('started_at'))} · {fmt_num(run.get('wall_seconds'))} s wall"
+            + (f" · {topology}" if topology else ""))
 
 
 def latest_faults(run_dir: Path, page: str = "faults.html") -> tuple[str, str] | None:

@@ -22,7 +22,7 @@ from hdrh.histogram import HdrHistogram
 from lab import files
 from lab.load import sampler
 from lab.results import drift, matrix, stats
-from lab.results.generator import generator_cpu, generator_verdict
+from lab.results.generator import generator_cpu, generator_verdict, worker_heartbeats, worker_reasons
 from lab.results.openmodel import capacity, merge_steps, open_steps
 from lab.results.records import ResultsError, encode, latency_ms, load_records, merge, read_json
 from lab.results.resources import cost, resource_timeline, resources
@@ -126,6 +126,7 @@ def build_rep(rep_dir: Path, meta: dict[str, Any], calibration: dict[str, Any] |
     if samples and records and window and not res["samples"]:
         problems.append("the sampler recorded no sample inside the measured window")
     gen = generator_cpu(run, start, end)
+    gen["workers"] = workers = worker_heartbeats(rep_dir / "records", start, end)
     rps = round(requests / window, 1) if window else None
     cap = capacity(steps, slo) if open_model else None
     if open_model:  # the ceiling is a closed-loop figure; the steps say whether the rate was kept
@@ -134,10 +135,12 @@ def build_rep(rep_dir: Path, meta: dict[str, Any], calibration: dict[str, Any] |
         ceiling = (calibration or {}).get("ceiling_rps")
     else:
         bound, reasons, ceiling = generator_verdict(gen["cpu_percent_mean"], rps, calibration)
+        reasons += worker_reasons(workers)
+        bound = bound or bool(reasons)
 
     warnings = []
     remote = (run.get("locust") or {}).get("remote_workers") or 0
-    if remote:
+    if remote and not any(w["heartbeats"] for w in workers):
         warnings.append(f"{remote} Locust workers ran on other machines: their CPU was not measured, so "
                         "only the calibrated ceiling can flag a generator-bound result")
     acks = sum(r.get("acks", 0) for r in records)
@@ -342,6 +345,9 @@ def build_entry(scen_dir: Path, calibration: dict[str, Any] | None) -> dict[str,
             "cpu_percent_peak": max(gen_peak) if gen_peak else None,
             "ceiling_rps": ceiling,
             "share_of_ceiling": round(rps["median"] / ceiling, 3) if ceiling and rps["median"] else None,
+            "workers_cpu_percent_max": max((w["cpu_percent_mean"] for r in reps
+                                            for w in r["generator"].get("workers") or []
+                                            if w["cpu_percent_mean"] is not None), default=None),
         },
         "generator_bound": bound,
         "generator_bound_reason": "; ".join(reasons) if reasons else None,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 from typing import Any
 
 GENERATOR_CPU_LIMIT = 90.0  # % of one core for one Locust process: it is the bottleneck
@@ -50,3 +52,28 @@ def generator_verdict(cpu_mean: float | None, rps: float | None,
         reasons.append(f"{rps:.0f} rps is {rps / ceiling:.0%} of the generator's calibrated ceiling "
                        f"of {ceiling:.0f} rps (limit {CEILING_SHARE:.0%})")
     return bool(reasons), reasons, ceiling
+
+
+def worker_heartbeats(records_dir: Path, start: float, end: float) -> list[dict[str, Any]]:
+    """Each Locust worker's host and CPU over the window, from its heartbeats as the master wrote them
+    (loadtests/heartbeats.py): mean and peak percent of one core, and whether it was over the limit."""
+    out = []
+    for path in sorted(records_dir.glob("workers-*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        polls = [p for p in data.get("polls") or [] if start <= p[0] <= end + 1.0]
+        for worker_id, info in sorted((data.get("workers") or {}).items()):
+            cpus = [p[1][worker_id] for p in polls if isinstance(p[1].get(worker_id), int | float)]
+            mean = round(sum(cpus) / len(cpus), 1) if cpus else None
+            out.append({"id": worker_id, "host": info.get("host"), "address": info.get("address"),
+                        "heartbeats": len(cpus), "cpu_percent_mean": mean,
+                        "cpu_percent_peak": max(cpus) if cpus else None,
+                        "bound": mean is not None and mean >= GENERATOR_CPU_LIMIT})
+    return out
+
+
+def worker_reasons(workers: list[dict[str, Any]]) -> list[str]:
+    return [f"Locust worker {w['id']} on {w['address'] or w['host']} used {w['cpu_percent_mean']:.0f}% of "
+            f"its core (its heartbeats; limit {GENERATOR_CPU_LIMIT:.0f}%)" for w in workers if w["bound"]]

@@ -60,6 +60,7 @@ class Generator(TypedDict, total=False):
     cpu_percent_peak: float | None
     ceiling_rps: float | None
     share_of_ceiling: float | None
+    workers_cpu_percent_max: float | None  # the busiest Locust worker by its heartbeats
 
 
 class Saturation(TypedDict, total=False):

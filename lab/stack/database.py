@@ -38,6 +38,7 @@ import psycopg2.errors
 from psycopg2 import sql
 
 from lab.cpus import pin_tree
+from lab.hosts import netns
 from lab.stack.pg_config import (
     COPY,
     HOMES,
@@ -224,9 +225,9 @@ def start(cfg: PgConfig | None = None) -> bool:
                     f"PostgreSQL of {cfg.data_dir} already runs (pid {pid}) on port {port}, but LAB_PG_PORT "
                     f"asks for {cfg.port}: run `python -m lab database down` first, or use port {port}"
                 )
-            say(f"PostgreSQL already running on 127.0.0.1:{port} (pid {pid})")
+            say(f"PostgreSQL already running on {cfg.listen}:{port} (pid {pid})")
             return False
-        if port_in_use(cfg.port):
+        if cfg.netns is None and port_in_use(cfg.port):
             raise PostgresError(
                 f"port {cfg.port} on 127.0.0.1 is already in use{port_user(cfg.port)}; "
                 f"set LAB_PG_PORT to a free port (or stop that program)"
@@ -252,18 +253,36 @@ def start(cfg: PgConfig | None = None) -> bool:
                 f"but {cfg.bin_dir} is {version.strip()}; "
                 f"set LAB_PG_BIN to a PostgreSQL {data_major} bin dir or LAB_PG_DATA to a new directory"
             )
-        say(f"starting PostgreSQL on 127.0.0.1:{cfg.port} (data {cfg.data_dir}, log {cfg.log_path}) ...")
-        options = (f"-c listen_addresses=127.0.0.1 -c port={cfg.port} -c unix_socket_directories='' "
+        where = f"{cfg.listen}:{cfg.port}" + (f" on test host {cfg.netns}" if cfg.netns else "")
+        say(f"starting PostgreSQL on {where} (data {cfg.data_dir}, log {cfg.log_path}) ...")
+        _trust(cfg)
+        options = (f"-c listen_addresses={cfg.listen} -c port={cfg.port} -c unix_socket_directories='' "
                    f"-c max_connections={cfg.max_connections}")
-        done = _run([cfg.exe("pg_ctl"), "start", "-D", str(cfg.data_dir), "-l", str(cfg.log_path), "-w",
-                     "-t", str(START_TIMEOUT), "-o", options], who, timeout=START_TIMEOUT + 15)
+        cmd = [cfg.exe("pg_ctl"), "start", "-D", str(cfg.data_dir), "-l", str(cfg.log_path), "-w",
+               "-t", str(START_TIMEOUT), "-o", options]
+        if cfg.netns is not None:
+            namespace = cfg.netns
+            done = netns.call_in(namespace, lambda: _run(cmd, who, timeout=START_TIMEOUT + 15))
+        else:
+            done = _run(cmd, who, timeout=START_TIMEOUT + 15)
         if done.returncode != 0 or _postmaster(cfg)[0] is None:
             raise PostgresError(
-                f"PostgreSQL did not start on 127.0.0.1:{cfg.port}: {done.stdout.strip()}\n"
+                f"PostgreSQL did not start on {where}: {done.stdout.strip()}\n"
                 f"read {cfg.log_path}; its last lines:\n{log_tail(cfg.log_path, LOG_TAIL_LINES)}"
             )
-        say(f"PostgreSQL is up on 127.0.0.1:{cfg.port}")
+        say(f"PostgreSQL is up on {where}")
         return True
+
+
+def _trust(cfg: PgConfig) -> None:
+    """Let the test hosts' subnet in as the embedded server lets in 127.0.0.1 (trust: no password)."""
+    if not cfg.trust_subnet:
+        return
+    hba = cfg.data_dir / "pg_hba.conf"
+    line = f"host all all {cfg.trust_subnet} trust"
+    text = hba.read_text(encoding="utf-8")
+    if line not in text.splitlines():
+        hba.write_text(text.rstrip("\n") + f"\n# the lab's test hosts\n{line}\n", encoding="utf-8")
 
 
 def stop(cfg: PgConfig | None = None) -> bool:

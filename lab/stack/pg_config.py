@@ -40,6 +40,9 @@ class PgConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     home: Path | None = None  # None: the data dir's parent
     home_reason: str = ""  # why the home is not the run folder ("" when it is)
+    listen: str = "127.0.0.1"  # listen_addresses; a test host's address when it runs on one
+    netns: str | None = None  # the test host's network namespace it runs in (None: this machine's)
+    trust_subnet: str | None = None  # also trust connections from this subnet (the test hosts')
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> PgConfig:
