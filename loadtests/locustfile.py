@@ -40,6 +40,7 @@ import gevent
 from hdrh.histogram import HdrHistogram
 from locust import FastHttpUser, LoadTestShape, between, constant, events, task
 from locust.env import Environment
+from locust.rpc import Message
 from locust.runners import MasterRunner, WorkerRunner
 
 from loadtests import catalogue
@@ -331,10 +332,12 @@ def _received_record(msg: Any, **_: Any) -> None:
 
 
 def stop_workers_and_collect(runner: MasterRunner) -> None:
-    """Stop the workers and wait (bounded) until each has handed in its record. Locust's quit() alone
-    gives them 0.5 s, which a busy machine or a slow network misses, and the record is then lost."""
+    """At the master's test stop (whoever ended the test): tell every worker to stop, and wait (bounded)
+    until each has handed in its record. Locust's quit() alone gives them 0.5 s, which a busy machine
+    or a slow network misses, and the record is then lost."""
     expected = {str(c.id) for c in runner.clients.all}
-    runner.stop()  # "stop" to every worker: each stops its users and sends its record (test_stop)
+    for worker_id in expected:  # each stops its users and sends its record (its test_stop)
+        runner.server.send_to_client(Message("stop", None, worker_id))
     deadline = time.time() + RECORD_WAIT_SECONDS
     while not expected <= set(RECORDS_RECEIVED) and time.time() < deadline:
         gevent.sleep(0.05)
@@ -370,6 +373,8 @@ _PROGRESS: list[gevent.Greenlet] = []
 @events.test_stop.add_listener
 def _on_test_stop(environment: Environment, **_: Any) -> None:
     if RECORDER.role == "master":  # a master sends no requests; its workers report to it
+        if isinstance(environment.runner, MasterRunner):
+            stop_workers_and_collect(environment.runner)
         HEARTBEATS.on_test_stop(environment)
         return
     for greenlet in _PROGRESS:
@@ -640,8 +645,6 @@ class LabShape(LoadTestShape):
         self._set_phase("tail", now)
         self._write(now)
         self.finished = True
-        if isinstance(self.runner, MasterRunner):
-            stop_workers_and_collect(self.runner)
         if self.runner is not None:  # stop now, not at the next tick (up to a second later)
             self.runner.quit()
 

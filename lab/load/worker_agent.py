@@ -1,16 +1,20 @@
 """`python -m lab worker --master HOST:PORT`: a Locust worker on another machine, kept connected.
 
-A Locust worker exits when its master ends a repetition, and `make load` starts a new master for the
-next one. This agent starts `locust --worker` again each time (Locust's own distributed mode: no
-scheduler here), so one command on each worker machine serves a whole run. It stops on Ctrl-C,
+`make load` starts a new Locust master for every repetition. This agent runs `locust --worker` and,
+once the master it served is gone, starts a new worker (Locust's own distributed mode: no scheduler
+here), so one command on each worker machine serves a whole run. A worker left running after its
+master is stopped here, not left to join the next master half-way (that master would take its
+leaving as the end of its test). A new worker retries until the next master listens. It stops on Ctrl-C,
 after --max-hours, or after --max-runs workers; it says what each worker did.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +41,15 @@ def parse_master(raw: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def listening(host: str, port: int) -> bool:
+    """Whether a master listens at host:port now (a TCP connect, closed at once)."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
 def command(host: str, port: int) -> list[str]:
     return [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", host,
             "--master-port", str(port), "--loglevel", "INFO"]
@@ -55,12 +68,20 @@ def run(host: str, port: int, max_hours: float, max_runs: int) -> int:
         began = time.monotonic()
         worker = subprocess.Popen(command(host, port), cwd=REPO, stdin=subprocess.DEVNULL,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        seen = False  # the master was seen listening since this worker started
         try:
             while worker.poll() is None and not stopping and time.monotonic() < deadline:
-                time.sleep(0.2)
+                up = listening(host, port)
+                if seen and not up:  # its master is gone: this worker's repetition is over
+                    worker.terminate()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        worker.wait(3)
+                    break
+                seen = seen or up
+                time.sleep(0.5)
         except KeyboardInterrupt:
             stopping.append(signal.SIGINT)
-        if worker.poll() is None:
+        if worker.poll() is None and (stopping or time.monotonic() >= deadline):
             worker.send_signal(signal.SIGINT)
             try:
                 worker.wait(15)
@@ -68,6 +89,9 @@ def run(host: str, port: int, max_hours: float, max_runs: int) -> int:
                 worker.kill()
                 worker.wait(5)
             break
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(5)
         lived = time.monotonic() - began
         if lived < QUICK_EXIT:
             backoff = min(30.0, backoff * 2)
