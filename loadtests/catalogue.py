@@ -14,11 +14,21 @@ from dataclasses import dataclass, replace
 from lab import knobs
 
 SHAPES = ("steady", "ramp", "spike")  # closed-loop shapes; open-model scenarios step offered rates
-STEP_SECONDS = 2.0  # measured seconds per offered rate of a capacity scenario
+STEP_SECONDS = 1.0  # measured seconds per offered rate of a capacity scenario
 DEFAULT_SLO_P99_MS = 100.0
-# Offered rates of a capacity scenario as shares of the closed-loop rate a quick probe reached:
-# below, around and past the knee. RATES= replaces them.
-PROBE_SHARES = (0.25, 0.5, 0.7, 0.85, 1.0, 1.15, 1.3)
+# A capacity scenario's first repetition offers shares of the closed-loop rate a quick probe reached;
+# RATES= replaces them. Every repetition then goes on by itself while its last step met the SLO (the
+# probe often lands below the knee): EXTEND_MAX more steps at most, each EXTEND_FACTOR higher, never
+# past the generator's calibrated sustainable rate.
+PROBE_SHARES = (0.5, 0.7, 0.85, 1.0, 1.15)
+EXTEND_FACTOR = 1.15
+EXTEND_MAX = 8
+EXTEND_EXPECTED = 1.5  # steps added on average (the plan's estimate)
+# Later repetitions step finely across the first repetition's knee: KNEE_STEPS steps KNEE_RATIO apart,
+# the highest one step above its capacity, the grid shifted by a fraction of a step in each repetition
+# so that, over the repetitions, the capacities fall between the steps rather than on one of them.
+KNEE_RATIO = 1.08
+KNEE_STEPS = 4
 RAMP_STEPS = 5
 SPIKE_BASE = 0.2  # users outside the spike, as a share of the peak
 # The spike: base load for 40 % of the run, peak for 20 %, base again for 40 %.
@@ -125,8 +135,11 @@ PROFILES: dict[str, Profile] = {
         Profile("quick", ("json", "db", "io", "hold", "writes"), 2, 0.5, 4,
                 "every server, the core scenarios, four interleaved repetitions: the default of `make load`",
                 SERVER_CPU),
-        Profile("capacity", ("capacity-json", "capacity-db", "capacity-io"), 2, 2, 1,
-                "every server, offered rates stepped past the knee: capacity at the SLO", SERVER_CPU),
+        # Four repetitions: the fewest the lab's rule judges; the first finds each knee, the rest step
+        # finely across it.
+        Profile("capacity", ("capacity-json", "capacity-db", "capacity-io"), 1, 0.5, 4,
+                "every server, offered rates stepped until each misses the SLO, four repetitions: capacity "
+                "at the SLO", SERVER_CPU),
         Profile("full", tuple(SCENARIOS), 30, 5, 5,
                 "every server, every scenario and shape, five repetitions", SERVER_CPU),
     )
@@ -177,6 +190,23 @@ def probe_rates(probed_rps: float) -> tuple[float, ...]:
         if not rates or rate >= rates[-1] + 10:
             rates.append(rate)
     return tuple(rates)
+
+
+def knee_rates(capacity: float, rep: int, reps: int) -> tuple[float, ...]:
+    """The offered rates of repetition `rep` (2..reps) around a knee first found at `capacity` (the
+    highest rate that met the SLO): KNEE_STEPS steps KNEE_RATIO apart, the grid shifted by
+    (rep - 2) / (reps - 1) of a step."""
+    shift = KNEE_RATIO ** ((rep - 2) / max(1, reps - 1))
+    top = capacity * KNEE_RATIO * shift
+    return tuple(float(max(1, round(top / KNEE_RATIO ** k))) for k in range(KNEE_STEPS - 1, -1, -1))
+
+
+def extend_rate(last: float, factor: float, ceiling: float | None) -> float | None:
+    """The next step past `last` (rounded), held to `ceiling`; None when `last` already reached it."""
+    if ceiling is not None and last >= ceiling * 0.999:
+        return None
+    rate = float(max(last + 1, round(last * factor)))
+    return min(rate, ceiling) if ceiling is not None else rate
 
 
 def spawn_seconds(users: int, spawn_rate: float) -> float:

@@ -15,6 +15,9 @@ starts it as a subprocess (lab/load/runner.py). Environment, set by the runner:
       LAB_DURATION seconds, the request, uniform or poisson arrivals. LAB_OPEN_MAX_INFLIGHT caps the
       requests in flight (a start refused for it is "dropped"); a start more than LAB_LATE_MS after its
       scheduled time is "late" (the generator fell behind).
+  LAB_EXTEND_MAX, LAB_EXTEND_FACTOR, LAB_RATE_CEILING, LAB_SLO_P99_MS  while the last step met the SLO,
+      add up to LAB_EXTEND_MAX steps, each LAB_EXTEND_FACTOR higher, never past LAB_RATE_CEILING (the
+      generator's sustainable rate); shape.json says what was added and why it stopped.
 
 Every process that sends requests also rewrites progress-<host>-<pid>.json in LAB_RECORD_DIR each
 second (phase, users, requests so far, the newest whole second's rate): the runner's live line.
@@ -70,7 +73,15 @@ def _env_float(name: str, default: float) -> float:
 # server must accept: a cap keeps the overload a server's problem (dropped, counted) not a connection storm.
 OPEN_MAX_INFLIGHT = int(_env_float("LAB_OPEN_MAX_INFLIGHT", 256))
 LATE_MS = _env_float("LAB_LATE_MS", 10.0)
-RATES = tuple(float(r) for r in os.environ.get("LAB_RATES", "").split(",") if r.strip())
+RATES = [float(r) for r in os.environ.get("LAB_RATES", "").split(",") if r.strip()]  # grows by extend()
+EXTEND_MAX = int(_env_float("LAB_EXTEND_MAX", 0))
+EXTEND_FACTOR = _env_float("LAB_EXTEND_FACTOR", catalogue.EXTEND_FACTOR)
+RATE_CEILING = _env_float("LAB_RATE_CEILING", 0) or None
+SLO_P99_MS = _env_float("LAB_SLO_P99_MS", catalogue.DEFAULT_SLO_P99_MS)
+# The steps added past the planned ones: each judged step, and why the adding stopped.
+EXTENSION: dict[str, Any] = {"planned": len(RATES), "max": EXTEND_MAX, "factor": EXTEND_FACTOR,
+                             "ceiling": RATE_CEILING, "slo_p99_ms": SLO_P99_MS, "judged": [], "stop": None}
+_PENDING: dict[int, float] = {}  # open-model requests in flight: key -> scheduled start
 
 
 def _hdr(digits: int = HDR_DIGITS) -> HdrHistogram:
@@ -152,12 +163,15 @@ class Recorder:
     def _step(self, when: float) -> list[Any]:
         """The open model's step a scheduled start falls in: [requests, failures, hdr, offered, late,
         dropped, uncorrected hdr or None, start-lag hdr]."""
-        assert self.measure_start is not None
-        index = int((when - self.measure_start) / _env_float("LAB_DURATION", 10))
+        index = self._index(when)
         step = self.steps.get(index)
         if step is None:
             step = self.steps[index] = [0, 0, _hdr(TIMELINE_DIGITS), 0, 0, 0, None, _hdr(TIMELINE_DIGITS)]
         return step
+
+    def _index(self, when: float) -> int:
+        assert self.measure_start is not None
+        return int((when - self.measure_start) / _env_float("LAB_DURATION", 10))
 
     def offer(self, when: float, lag: float) -> None:
         """An open-model request started `lag` seconds after its scheduled time (late: over LATE_MS)."""
@@ -227,6 +241,8 @@ class Recorder:
         return {"phase": self.phase, "users": users, "requests": self.requests, "failures": self.failures,
                 "last_second_rps": self.done_at.get(second, 0),
                 "offered_rps": (current_rate(time.time()) or 0.0) if self.open_model else None,
+                "step": self._index(time.time()) + 1 if self.open_model and self.measure_start else None,
+                "steps": len(RATES), "steps_added": len(RATES) - EXTENSION["planned"],
                 "late": self.late, "dropped": self.dropped}
 
     def as_json(self) -> dict[str, Any]:
@@ -529,7 +545,59 @@ def current_rate(when: float) -> float | None:
         began = _OPEN_BEGAN[0] if _OPEN_BEGAN else when
         return RATES[0] * min(1.0, 0.2 + 0.8 * (when - began) / warmup)
     step = int((when - start) / _env_float("LAB_DURATION", 10))
+    if step == len(RATES):
+        extend(when)
     return RATES[step] if step < len(RATES) else None
+
+
+def _last_step_miss(now: float) -> str | None:
+    """Why the last step missed the SLO, judged as it ends (None: it met it). Requests still in flight
+    past the SLO count as misses; the results judge the step again from every request."""
+    k = len(RATES) - 1
+    step = RECORDER.steps.get(k)
+    if step is None or not step[3]:
+        return "nothing was offered"
+    _n, fails, hdr, offered, _late, dropped = step[:6]
+    duration = _env_float("LAB_DURATION", 10)
+    lo = (RECORDER.measure_start or now) + k * duration
+    overdue = sum(1 for t in _PENDING.values() if lo <= t < lo + duration and now - t >= SLO_P99_MS / 1000)
+    if not hdr.get_total_count():
+        return "no successful request"
+    p99 = hdr.get_value_at_percentile(99) / 1000
+    if p99 >= SLO_P99_MS:
+        return f"p99 {p99:.0f} ms >= {SLO_P99_MS:g} ms"
+    bad = fails + dropped + overdue
+    if bad >= FAILURE_SHARE * offered:
+        return f"{bad} of {offered} failed, dropped or still waiting past the SLO"
+    return None
+
+
+FAILURE_SHARE = 0.01  # as lab/results/openmodel.py: a step with this share failed or dropped misses the SLO
+
+
+def extend(now: float) -> bool:
+    """At the end of the last step: add a step EXTEND_FACTOR higher when it met the SLO, unless
+    EXTEND_MAX were added already or the ceiling is reached. Decides once per step: True while the last
+    step is still under way."""
+    ext = EXTENSION
+    if ext["stop"] is not None or EXTEND_MAX <= 0 or not RATES or RECORDER.measure_start is None:
+        return False
+    if now < RECORDER.measure_start + len(RATES) * _env_float("LAB_DURATION", 10):
+        return True
+    if len(RATES) - ext["planned"] >= EXTEND_MAX:
+        ext["stop"] = f"{EXTEND_MAX} steps added, the most allowed"
+        return False
+    miss = _last_step_miss(now)
+    ext["judged"].append({"rate": RATES[-1], "met": miss is None, "miss": miss})
+    if miss is not None:
+        ext["stop"] = f"{RATES[-1]:g}/s missed the SLO ({miss})"
+        return False
+    nxt = catalogue.extend_rate(RATES[-1], EXTEND_FACTOR, RATE_CEILING)
+    if nxt is None:
+        ext["stop"] = f"the generator's sustainable rate ({RATE_CEILING:g}/s) was reached"
+        return False
+    RATES.append(nxt)
+    return True
 
 
 class OpenUser(LabUser):
@@ -544,6 +612,7 @@ class OpenUser(LabUser):
         poisson = os.environ.get("LAB_ARRIVAL") == "poisson"
         rng = random.Random()
         inflight = [0]
+        keys = itertools.count()
         due = time.time()
         _OPEN_BEGAN[:] = [due]
         for _ in range(10**9):  # bounded; the shape stops this user when the last step ends
@@ -560,13 +629,16 @@ class OpenUser(LabUser):
                 continue
             RECORDER.offer(due, time.time() - due)
             inflight[0] += 1
-            gevent.spawn(self._one, path, due, inflight)
+            key = next(keys)
+            _PENDING[key] = due
+            gevent.spawn(self._one, path, due, inflight, key)
 
-    def _one(self, path: str, intended: float, inflight: list[int]) -> None:
+    def _one(self, path: str, intended: float, inflight: list[int], key: int) -> None:
         try:
             self.client.get(path, name=path, context={"intended": intended})
         finally:
             inflight[0] -= 1
+            _PENDING.pop(key, None)
 
 
 class ConnectionsUser(LabUser):
@@ -600,7 +672,7 @@ class LabShape(LoadTestShape):
         self.spawn_rate = _env_float("LAB_SPAWN_RATE", self.users)
         self.duration = _env_float("LAB_DURATION", 10)
         self.warmup = _env_float("LAB_WARMUP", 2)
-        self.stages = catalogue.schedule(self.shape, self.users, self.spawn_rate, self.duration, RATES)
+        self.stages = catalogue.schedule(self.shape, self.users, self.spawn_rate, self.duration, tuple(RATES))
         first = self.stages[0]
         # Spawning that never completes (an overloaded generator) must not stall the run.
         self.spawn_deadline = catalogue.spawn_seconds(first.users, first.spawn_rate) * 3 + 15
@@ -637,10 +709,13 @@ class LabShape(LoadTestShape):
         self._start_measuring(time.time())
         assert self.measure_start is not None
         cap = getattr(self.runner.environment.parsed_options, "run_time", None) if self.runner else None
-        end = self.measure_start + self.stages[-1].end
-        if cap:
-            end = min(end, self.began + cap)
-        gevent.sleep(max(0.0, end - time.time()))
+        while True:  # the open model's last step may add another (extend)
+            end = self.measure_start + (len(RATES) * self.duration if RATES else self.stages[-1].end)
+            if cap:
+                end = min(end, self.began + cap)
+            gevent.sleep(max(0.0, end - time.time()))
+            if not (RATES and (not cap or end < self.began + cap) and extend(time.time())):
+                break
         now = time.time()
         self._set_phase("tail", now)
         self._write(now)
@@ -670,7 +745,12 @@ class LabShape(LoadTestShape):
             "duration": self.duration, "warmup": self.warmup, "began": self.began,
             "spawned_at": self.spawned_at, "spawn_complete": self.spawn_complete,
             "measure_start": self.measure_start, "measure_end": now,
-            "stages": [vars(s) for s in self.stages], "rates": list(RATES),
+            # a step the -t cap cut short is left out
+            "stages": [vars(s) for s in catalogue.schedule(self.shape, self.users, self.spawn_rate,
+                                                             self.duration, tuple(RATES))
+                       if s.end <= now - (self.measure_start or now) + 0.01]
+            if RATES else [vars(s) for s in self.stages], "rates": list(RATES),
+            "planned_rates": RATES[:EXTENSION["planned"]], "extension": EXTENSION if RATES else None,
         }
         (folder / "shape.json").write_text(json.dumps(data, indent=1))
 

@@ -7,6 +7,7 @@ late and dropped counts and the capacity at SLO, and that a saturated server's k
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -26,7 +27,7 @@ def capacity_run(database_url: str, reports: Path, *args: str) -> dict[str, Any]
     env = {**os.environ, "LAB_DATABASE_URL": database_url}
     cmd = [sys.executable, "-m", "lab", "load", "--profile", "capacity", "--servers", "asyncio",
            "--scenarios", "capacity-json", "--reports-dir", str(reports), "--step-seconds", "1.5",
-           "--warmup", "1", *args]
+           "--warmup", "1", "--reps", "1", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO, timeout=300, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode in (0, 1), out[-4000:]
@@ -84,3 +85,25 @@ def test_the_knee_of_a_saturated_server_is_the_servers(database_url: str, tmp_pa
     # Past the knee a closed-loop generator would have waited; the open one counts what it could not start.
     assert second["dropped"] > 0 or second["p99_ms"] > second["p50_ms"]
     assert "only asyncio has figures: capacity at p99<200ms 40" in run["out"]  # the end of make load
+
+
+def test_a_knee_above_the_planned_steps_is_found_by_adding_steps(database_url: str, tmp_path: Path) -> None:
+    # One planned step far below the knee of asyncio at 0.02 core (a couple of hundred /json a second): the
+    # repetition adds steps, each 1.15x higher, until one misses the SLO, and that knee is the server's.
+    run = capacity_run(database_url, tmp_path, "--rates", "40", "--server-cpu", "0.02",
+                       "--cpu-period-us", "50000", "--slo-p99-ms", "200", "--step-seconds", "0.5",
+                       "--extend-steps", "20")
+    (e,) = run["data"]["results"]
+    steps = e["open_model"]["steps"]
+    assert len(steps) > 1 and steps[0]["rate"] == 40.0, steps
+    rates = [s["rate"] for s in steps]
+    assert all(b == pytest.approx(a * 1.15, abs=1) for a, b in itertools.pairwise(rates)), rates
+    assert e["capacity"]["limited_by"] == ["server"], e["capacity"]
+    assert e["capacity"]["median"] > 60.0 and not steps[-1]["meets_slo"], steps
+    # The repetition stopped at the first miss the generator saw, at most one step past the one the
+    # results judge (the generator judges as a step ends; the results see every request).
+    knee = e["capacity"]["knee_rates"][0]
+    assert rates.index(knee) >= len(rates) - 2, (knee, rates)
+    shape = json.loads((run["dir"] / "asyncio" / "capacity-json" / "rep-1" / "records" / "shape.json")
+                       .read_text(encoding="utf-8"))
+    assert shape["planned_rates"] == [40.0] and "missed the SLO" in shape["extension"]["stop"]

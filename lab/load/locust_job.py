@@ -65,6 +65,11 @@ class LocustJob:
     rates: tuple[float, ...] = ()  # open model: offered requests/s per step (`duration` seconds each)
     path: str = ""  # open model: the request
     arrival: str = "uniform"
+    # open model: steps added while the last met the SLO (loadtests/locustfile.py extend())
+    extend_max: int = 0
+    extend_factor: float = catalogue.EXTEND_FACTOR
+    rate_ceiling: float | None = None
+    slo_p99_ms: float = catalogue.DEFAULT_SLO_P99_MS
     commands: list[list[str]] = field(default_factory=list)
     popens: list[subprocess.Popen[bytes]] = field(default_factory=list)
     polls: list[list[Any]] = field(default_factory=list)
@@ -88,7 +93,7 @@ class LocustJob:
 
     @property
     def measured_seconds(self) -> float:
-        return self.duration * len(self.rates) if self.rates else self.duration
+        return self.duration * (len(self.rates) + self.extend_max) if self.rates else self.duration
 
     @property
     def hard_timeout(self) -> float:
@@ -100,7 +105,9 @@ class LocustJob:
             "LAB_DURATION": f"{self.duration:g}", "LAB_WARMUP": f"{self.warmup:g}",
             "LAB_RECORD_DIR": str(self.records), "LAB_RUN_TAG": self.run_tag,
             "LAB_RATES": ",".join(f"{r:g}" for r in self.rates), "LAB_PATH": self.path,
-            "LAB_ARRIVAL": self.arrival,
+            "LAB_ARRIVAL": self.arrival, "LAB_EXTEND_MAX": str(self.extend_max),
+            "LAB_EXTEND_FACTOR": f"{self.extend_factor:g}", "LAB_RATE_CEILING": f"{self.rate_ceiling or 0:g}",
+            "LAB_SLO_P99_MS": f"{self.slo_p99_ms:g}",
         })
 
     def build_commands(self) -> list[list[str]]:
@@ -181,6 +188,8 @@ class LocustJob:
             "offered_rps": sum(float(p.get("offered_rps") or 0) for p in found) or None,
             "late": sum(int(p.get("late") or 0) for p in found),
             "dropped": sum(int(p.get("dropped") or 0) for p in found),
+            # open model (one process): the step under way, of how many, and how many were added
+            **{k: found[0].get(k) for k in ("step", "steps", "steps_added")},
         }
 
     def stop(self) -> list[int | None]:

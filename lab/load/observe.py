@@ -24,6 +24,9 @@ def live_line(job: LocustJob, elapsed: float) -> str:
         return f"starting {fmt_seconds(elapsed):>6}{cpu}"
     phase = {"warmup": "warm-up", "measure": "measuring", "tail": "stopping"}.get(str(p["phase"]), "starting")
     load = f"offered {p['offered_rps']:,.0f}/s" if p.get("offered_rps") else f"{p['users']} users"
+    if p.get("offered_rps") and p.get("step"):  # steps are added while the last met the SLO
+        added = f", {p['steps_added']} added" if p.get("steps_added") else ""
+        load += f" (step {min(p['step'], p['steps'])} of {p['steps']}{added})"
     late = f", {p['late']} late, {p['dropped']} dropped" if p.get("offered_rps") else ""
     return (f"{phase:<9} {fmt_seconds(elapsed):>6} | {load}, {p['rps']:,.0f} rps, "
             f"{p['failures']} failures{late}{cpu}")

@@ -20,8 +20,10 @@ EST_WARM = 0.6  # the warm-up burst on every fresh server process
 
 def measured_seconds(s: Settings, sc: catalogue.Scenario) -> float:
     """The measured phase of one repetition: the duration, or one step per offered rate."""
-    if sc.open_model:
-        return s.step_seconds * (len(s.rates) or len(catalogue.PROBE_SHARES))
+    if sc.open_model:  # the first repetition's steps, then the fine ones across its knee; a few added
+        later = len(s.rates) or catalogue.KNEE_STEPS
+        steps = ((len(s.rates) or len(catalogue.PROBE_SHARES)) + later * (s.reps - 1)) / s.reps
+        return s.step_seconds * (steps + min(s.extend_steps, catalogue.EXTEND_EXPECTED))
     return s.duration
 
 
@@ -72,7 +74,8 @@ def print_plan(s: Settings, with_calibration: bool) -> float:
     for name in s.scenarios:
         sc = s.scenario(name)
         load = (f"offered rates {', '.join(f'{r:g}' for r in s.rates) if s.rates else 'from a probe'}, "
-                f"{s.step_seconds:g}s each" if sc.open_model else f"{sc.users:>5} users, {sc.shape:<6}")
+                f"{s.step_seconds:g}s each, up to {s.extend_steps} more until the SLO is missed"
+                if sc.open_model else f"{sc.users:>5} users, {sc.shape:<6}")
         say(f"  {name:<14} {load} ~{fmt_seconds(scenario_seconds(s, name))}  {sc.description}")
     pin = (f"servers on CPUs {s.server_cpus}, Locust on CPUs {s.load_cpus}" if s.server_cpus
            else "no pinning")

@@ -49,7 +49,7 @@ def reproduce_command(s: Settings) -> str:
         parts += ["--cpu-period-us", str(s.cpu_period_us)]
     if any(s.scenario(n).open_model for n in s.scenarios):
         parts += ["--step-seconds", f"{s.step_seconds:g}", "--slo-p99-ms", f"{s.slo_p99_ms:g}",
-                  "--arrival", s.arrival]
+                  "--arrival", s.arrival, "--extend-steps", str(s.extend_steps)]
         if s.rates:
             parts += ["--rates", ",".join(f"{r:g}" for r in s.rates)]
     if s.idle_poll != "auto":

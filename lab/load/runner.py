@@ -12,7 +12,9 @@ that as noise rather than call two runs different. Per repetition: Locust
 runs headless as a subprocess (pinned to the load CPUs; its load shape warms up first, uncounted,
 then measures), lab.load.sampler samples the server, and every raw file goes under
 reports/<run-id>/<server>/<scenario>/rep-<n>/. Capacity (open-model) scenarios first probe each server
-briefly to place their offered rates, unless RATES= names them. After `writes` (and `mixed`) the
+briefly to place their offered rates, unless RATES= names them; each repetition adds steps while its last
+met the SLO (up to the generator's sustainable rate), and repetitions after the first step finely across
+the knee the first found. After `writes` (and `mixed`) the
 orders Locust saw acknowledged are checked against the database. Then results.json is built from the
 raw files alone (lab.results) and reports/latest points at the run. Every flag also reads an
 environment variable (the Makefile passes them through): see --help.
@@ -57,6 +59,7 @@ from lab.load.writes import WRITE_SCENARIOS, check_writes
 from lab.report import run_report as report
 from lab.report.digest import digest
 from lab.results import build as results
+from lab.results.openmodel import rep_capacity
 from lab.results.records import ResultsError
 from lab.stack import cpu_budget, database, idle, pg_config, procs
 from loadtests import catalogue
@@ -99,6 +102,7 @@ class Live:
     server: procs.ServerProcess | None = None
     budget: cpu_budget.CpuBudget | None = None
     rates: tuple[float, ...] = ()
+    knee: float | None = None  # capacity of a capacity scenario's first repetition: later ones step across it
     rss_idle: int | None = None  # the current process's RSS before any client connected
 
     @property
@@ -156,6 +160,8 @@ class Runner:
                         self.restart(live, sc)
                     if live.ok:
                         self.run_rep_safely(live, sc, rep)
+                    if live.ok and sc.open_model and rep == 1 and not self.s.rates:
+                        self.place_knee(live, sc)
             for live in lives:
                 if live.meta["status"] == "running":
                     live.meta["status"] = "ok"
@@ -249,6 +255,24 @@ class Runner:
             f"{f' ({failed} failed)' if failed else ''}; offered rates {', '.join(f'{r:g}' for r in rates)}")
         return rates
 
+    def place_knee(self, live: Live, sc: catalogue.Scenario) -> None:
+        """After a capacity scenario's first repetition: the rest step finely across the knee it found."""
+        try:
+            cap = rep_capacity(live.scen_dir / "rep-1", self.s.slo_p99_ms, self.calibration)
+        except ResultsError as exc:
+            say(f"  {live.model}/{sc.name}: cannot read the first repetition's knee ({exc}); later "
+                "repetitions keep its steps")
+            return
+        if cap is None:
+            return
+        # Below the lowest step: start the fine steps from half of it.
+        live.knee = cap["capacity_rps"] or live.rates[0] / 2
+        live.meta["knee_from_rep_1"] = {"capacity_rps": cap["capacity_rps"], "limited_by": cap["limited_by"],
+                                        "knee_rate": cap["knee_rate"]}
+        say(f"  {live.model}/{sc.name}: rep 1 met the SLO up to {cap['capacity_rps'] or 0:,.0f}/s "
+            f"({cap['limited_by']}); later repetitions step {catalogue.KNEE_RATIO:g}x apart across it")
+        write_json(live.scen_dir / "scenario.json", live.meta)
+
     def fail(self, live: Live, error: str) -> None:
         live.meta["status"], live.meta["error"] = "failed", error
         self.problems.append(f"{live.model}/{live.meta['scenario']}: {error}")
@@ -276,6 +300,8 @@ class Runner:
         rep_dir = live.scen_dir / f"rep-{rep}"
         rep_dir.mkdir(parents=True, exist_ok=True)
         tag = f"{self.s.run_id}-{self.s.run_token}-{server.model}-{sc.name}-{rep}"
+        fine = sc.open_model and live.knee is not None and rep > 1
+        rates = catalogue.knee_rates(live.knee or 0.0, rep, self.s.reps) if fine else live.rates
         job = LocustJob(out_dir=rep_dir, host=f"http://{self.s.target_host}:{server.port}",
                         user_class=sc.user_class, shape=sc.shape, users=sc.users, spawn_rate=sc.spawn_rate,
                         duration=self.s.step_seconds if sc.open_model else self.s.duration,
@@ -285,10 +311,15 @@ class Runner:
                         worker_prefix=self.s.topology.worker_prefix(),
                         worker_master_host=self.s.topology.worker_master_host(),
                         load_cpus=self.s.load_cpus, run_tag=tag,
-                        rates=live.rates, path=sc.path, arrival=self.s.arrival)
+                        rates=rates, path=sc.path, arrival=self.s.arrival,
+                        extend_max=self.s.extend_steps if sc.open_model else 0,
+                        extend_factor=catalogue.KNEE_RATIO if fine else catalogue.EXTEND_FACTOR,
+                        rate_ceiling=(self.calibration or {}).get("open_sustainable_rps"),
+                        slo_p99_ms=self.s.slo_p99_ms)
         run: dict[str, Any] = {"rep": rep, "run_tag": tag, "status": "running", "error": None,
                                "server": {"model": server.model, "pid": server.pid, "url": server.url},
-                               "rss_idle_bytes": live.rss_idle}
+                               "rss_idle_bytes": live.rss_idle,
+                               "rates": list(rates) if sc.open_model else None}
         label = (f"[{self.progress.index}/{self.progress.total_runs}] {server.model}/{sc.name} "
                  f"rep {rep}/{self.s.reps}")
         samp: subprocess.Popen[bytes] | None = None

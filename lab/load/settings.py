@@ -72,6 +72,7 @@ class Settings:
     rates: tuple[float, ...] = ()  # offered rates of open-model (capacity) scenarios; (): probe first
     step_seconds: float = catalogue.STEP_SECONDS  # measured seconds per offered rate
     slo_p99_ms: float = catalogue.DEFAULT_SLO_P99_MS
+    extend_steps: int = catalogue.EXTEND_MAX  # steps a capacity repetition may add past its planned ones
     arrival: str = "uniform"  # uniform | poisson
     fresh_server: bool = True  # a new server process for every repetition (False: one per scenario)
     idle_poll: str = "auto"  # idle CPUs poll while measuring: auto | yes | no (lab/stack/idle.py)
@@ -139,6 +140,11 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
     p.add_argument("--slo-p99-ms", default=env.get("SLO_P99_MS", ""),
                    help=f"the latency budget of capacity at SLO (default {catalogue.DEFAULT_SLO_P99_MS:g}) "
                         "[SLO_P99_MS]")
+    p.add_argument("--extend-steps", default=env.get("EXTEND_STEPS", ""),
+                   help="steps a capacity repetition adds, each "
+                        f"{catalogue.EXTEND_FACTOR:g}x higher, while its last step met the SLO, up to the "
+                        f"generator's sustainable rate (default {catalogue.EXTEND_MAX}; 0: the planned steps "
+                        "only) [EXTEND_STEPS]")
     env_flag(p, "--arrival", "ARRIVAL", "uniform", "open-model arrivals: evenly spaced or Poisson "
              "(default uniform)", env, choices=ARRIVALS)
     env_flag(p, "--fresh-server", "LAB_FRESH_SERVER", "yes", "start a new server process for every "
@@ -203,6 +209,11 @@ def int_knob(raw: str, name: str, low: int, high: int) -> int | None:
         return knobs.integer(raw, name, low, high)
     except ValueError as exc:
         raise RunError(str(exc)) from None
+
+
+def _extend_steps(raw: str) -> int:
+    value = int_knob(raw, "EXTEND_STEPS", 0, 100)
+    return catalogue.EXTEND_MAX if value is None else value
 
 
 def _float_knob(raw: str, name: str, low: float, high: float, unit: str = "seconds") -> float | None:
@@ -303,6 +314,7 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         step_seconds=_float_knob(args.step_seconds, "STEP_SECONDS", 0.5, 3600) or catalogue.STEP_SECONDS,
         slo_p99_ms=_float_knob(args.slo_p99_ms, "SLO_P99_MS", 0.1, 600_000, "milliseconds")
         or catalogue.DEFAULT_SLO_P99_MS,
+        extend_steps=_extend_steps(args.extend_steps),
         arrival=args.arrival, fresh_server=args.fresh_server == "yes", idle_poll=args.idle_poll,
         margin_within=margin_within,
         speed_probe=args.speed_probe == "yes",

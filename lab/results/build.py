@@ -128,7 +128,8 @@ def build_rep(rep_dir: Path, meta: dict[str, Any], calibration: dict[str, Any] |
     gen = generator_cpu(run, start, end)
     gen["workers"] = workers = worker_heartbeats(rep_dir / "records", start, end)
     rps = round(requests / window, 1) if window else None
-    cap = capacity(steps, slo) if open_model else None
+    cap = capacity(steps, slo, (calibration or {}).get("open_sustainable_rps"),
+                   shape.get("extension")) if open_model else None
     if open_model:  # the ceiling is a closed-loop figure; the steps say whether the rate was kept
         bound = bool(cap and cap["limited_by"] == "generator")
         reasons = [cap["note"]] if bound and cap else []

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from lab.results.generator import GENERATOR_CPU_LIMIT, generator_cpu
-from lab.results.records import latency_ms, merge
+from lab.results.records import latency_ms, load_records, merge, read_json
 
 # Open model: the generator could not sustain a rate when its starts lagged the schedule by more than
 # this at p99 (a few late starts behind a burst of responses are counted, not disqualifying).
@@ -95,9 +96,12 @@ def step_holds(st: dict[str, Any]) -> bool:
     return not st["dropped"] and (st["achieved_rps"] or 0) >= DELIVERED_SHARE * st["rate"]
 
 
-def capacity(steps: Sequence[dict[str, Any]], slo_p99_ms: float) -> dict[str, Any] | None:
+def capacity(steps: Sequence[dict[str, Any]], slo_p99_ms: float, sustainable: float | None = None,
+             extension: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Capacity at SLO: the highest offered rate, stepping up, before the first step that misses the SLO
-    (p99 or failures). A step the generator could not sustain is never taken for the server's limit."""
+    (p99 or failures). A step the generator could not sustain is never taken for the server's limit, nor
+    is a last step at the generator's `sustainable` rate that still met the SLO. `extension`: what the
+    generator added past the planned steps (shape.json), for the note."""
     if not steps:
         return None
     best: float | None = None
@@ -110,9 +114,16 @@ def capacity(steps: Sequence[dict[str, Any]], slo_p99_ms: float) -> dict[str, An
     # A higher step that held again: one noisy step may have placed the knee (stated, never used).
     after = steps[steps.index(knee) + 1:] if knee else []
     again = max((st["rate"] for st in after if step_holds(st)), default=None)
-    if knee is None:
-        limited_by, note = "not reached", (f"every offered rate up to {steps[-1]['rate']:g}/s met the SLO: "
-                                           "the capacity is at least that; offer more (RATES=)")
+    top = steps[-1]["rate"]
+    if knee is None and sustainable and top >= 0.999 * sustainable:
+        limited_by, note = "generator", (f"every offered rate up to {top:g}/s met the SLO, and that is "
+                                         "the generator's calibrated sustainable rate: the generator's "
+                                         "limit, not the server's; the server's capacity is at least that")
+    elif knee is None:
+        stop = (extension or {}).get("stop")
+        limited_by, note = "not reached", (f"every offered rate up to {top:g}/s met the SLO"
+                                           f"{f' ({stop})' if stop else ''}: the capacity is at least that; "
+                                           "allow more steps (EXTEND_STEPS=) or offer more (RATES=)")
     elif knee["generator_limited"]:
         limited_by, note = "generator", (f"the generator could not sustain {knee['rate']:g}/s "
                                          f"({'; '.join(knee['generator_reasons'])}): the server's capacity "
@@ -125,3 +136,17 @@ def capacity(steps: Sequence[dict[str, Any]], slo_p99_ms: float) -> dict[str, An
     return {"capacity_rps": best, "slo_p99_ms": slo_p99_ms, "limited_by": limited_by,
             "knee_rate": knee["rate"] if knee else None, "held_again_rate": again, "note": note}
 
+
+
+def rep_capacity(rep_dir: Path, slo_p99_ms: float,
+                 calibration: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One finished repetition's capacity at SLO from its raw files (the runner places the next
+    repetition's steps by it); None when it has no steps."""
+    run = read_json(rep_dir / "run.json") or {}
+    records = load_records(rep_dir / "records")
+    shape = read_json(rep_dir / "records" / "shape.json") or {}
+    if not records or not shape.get("measure_start"):
+        return None
+    steps = open_steps(shape, merge_steps(records), shape["measure_start"], run, calibration, slo_p99_ms)
+    sustainable = (calibration or {}).get("open_sustainable_rps")
+    return capacity(steps, slo_p99_ms, sustainable, shape.get("extension"))

@@ -1,0 +1,59 @@
+"""Where a capacity scenario places its steps, how far it adds them, and what a knee not reached means."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import pytest
+
+from lab.results import openmodel
+from loadtests import catalogue
+
+pytestmark = pytest.mark.unit
+
+
+def test_later_repetitions_step_finely_across_the_first_knee_each_shifted() -> None:
+    reps = 4
+    grids = [catalogue.knee_rates(1000.0, rep, reps) for rep in range(2, reps + 1)]
+    for grid in grids:
+        assert len(grid) == catalogue.KNEE_STEPS and list(grid) == sorted(grid)
+        # The highest step lies above the knee's capacity, the lowest well below it.
+        assert grid[-1] > 1000.0 > grid[0]
+        ratios = [b / a for a, b in itertools.pairwise(grid)]
+        assert all(r == pytest.approx(catalogue.KNEE_RATIO, rel=0.01) for r in ratios)
+    # Each repetition's grid is shifted by a fraction of a step: no two share a top step, and the
+    # shifts cover less than one step, so the capacities fall between the steps over the repetitions.
+    tops = [g[-1] for g in grids]
+    assert len(set(tops)) == len(tops)
+    span = math.log(max(tops) / min(tops)) / math.log(catalogue.KNEE_RATIO)
+    assert 0.3 < span < 1.0
+
+
+def test_an_added_step_is_geometric_and_stops_at_the_generators_sustainable_rate() -> None:
+    assert catalogue.extend_rate(1000.0, 1.15, None) == 1150.0
+    assert catalogue.extend_rate(1000.0, 1.15, 1100.0) == 1100.0  # held to the ceiling
+    assert catalogue.extend_rate(1100.0, 1.15, 1100.0) is None  # at the ceiling: nothing more to offer
+    assert catalogue.extend_rate(3.0, 1.1, None) == 4.0  # a low rate still moves up
+
+
+def _step(rate: float, meets: bool = True) -> dict[str, Any]:
+    return {"rate": rate, "meets_slo": meets, "misses": [] if meets else ["p99 300 ms >= 100 ms"],
+            "generator_limited": False, "generator_reasons": [], "achieved_rps": rate, "dropped": 0}
+
+
+def test_a_knee_not_reached_at_the_sustainable_rate_is_the_generators_limit() -> None:
+    cap = openmodel.capacity([_step(500), _step(900)], 100, sustainable=900)
+    assert cap and cap["limited_by"] == "generator" and cap["capacity_rps"] == 900
+    assert "generator's calibrated sustainable rate" in cap["note"] and "not the server's" in cap["note"]
+
+
+def test_a_knee_not_reached_below_the_sustainable_rate_says_why_the_steps_stopped() -> None:
+    ext = {"stop": "8 steps added, the most allowed"}
+    cap = openmodel.capacity([_step(500), _step(900)], 100, sustainable=3000, extension=ext)
+    assert cap and cap["limited_by"] == "not reached" and cap["capacity_rps"] == 900
+    assert "8 steps added" in cap["note"] and "EXTEND_STEPS=" in cap["note"]
+    # A miss is the server's knee, wherever the sustainable rate lies.
+    cap = openmodel.capacity([_step(500), _step(900, meets=False)], 100, sustainable=900)
+    assert cap and cap["limited_by"] == "server" and cap["capacity_rps"] == 500
