@@ -182,8 +182,11 @@ def schedule(shape: str, users: int, spawn_rate: float, duration: float,
     raise ValueError(f"unknown shape {shape!r}; choose from {', '.join(SHAPES)}")
 
 
-def probe_rates(probed_rps: float) -> tuple[float, ...]:
-    """Offered rates around the closed-loop rate a quick probe reached (at least 10/s apart)."""
+def probe_rates(probed_rps: float, ceiling: float | None = None) -> tuple[float, ...]:
+    """Offered rates around the closed-loop rate a quick probe reached (at least 10/s apart); the
+    highest at most `ceiling` (the generator's sustainable rate: past it a miss says nothing)."""
+    if ceiling:
+        probed_rps = min(probed_rps, ceiling / PROBE_SHARES[-1])
     rates: list[float] = []
     for share in PROBE_SHARES:
         rate = max(10.0, round(probed_rps * share, -1))
@@ -192,13 +195,24 @@ def probe_rates(probed_rps: float) -> tuple[float, ...]:
     return tuple(rates)
 
 
-def knee_rates(capacity: float, rep: int, reps: int) -> tuple[float, ...]:
+def knee_rates(capacity: float, rep: int, reps: int, ceiling: float | None = None) -> tuple[float, ...]:
     """The offered rates of repetition `rep` (2..reps) around a knee first found at `capacity` (the
     highest rate that met the SLO): KNEE_STEPS steps KNEE_RATIO apart, the grid shifted by
-    (rep - 2) / (reps - 1) of a step."""
+    (rep - 2) / (reps - 1) of a step; none above `ceiling` (the generator's sustainable rate)."""
     shift = KNEE_RATIO ** ((rep - 2) / max(1, reps - 1))
     top = capacity * KNEE_RATIO * shift
-    return tuple(float(max(1, round(top / KNEE_RATIO ** k))) for k in range(KNEE_STEPS - 1, -1, -1))
+    rates = [float(max(1, round(top / KNEE_RATIO ** k))) for k in range(KNEE_STEPS - 1, -1, -1)]
+    return _below(rates, ceiling)
+
+
+def _below(rates: list[float], ceiling: float | None) -> tuple[float, ...]:
+    """`rates` held to `ceiling`, each once."""
+    out: list[float] = []
+    for rate in rates:
+        rate = min(rate, ceiling) if ceiling else rate
+        if not out or rate > out[-1]:
+            out.append(rate)
+    return tuple(out)
 
 
 def extend_rate(last: float, factor: float, ceiling: float | None) -> float | None:

@@ -57,3 +57,11 @@ def test_a_knee_not_reached_below_the_sustainable_rate_says_why_the_steps_stoppe
     # A miss is the server's knee, wherever the sustainable rate lies.
     cap = openmodel.capacity([_step(500), _step(900, meets=False)], 100, sustainable=900)
     assert cap and cap["limited_by"] == "server" and cap["capacity_rps"] == 500
+
+
+def test_no_planned_step_lies_past_the_generators_sustainable_rate() -> None:
+    rates = catalogue.probe_rates(1800.0, ceiling=500.0)
+    assert rates[-1] <= 500.0 and len(rates) == len(catalogue.PROBE_SHARES)  # shares of a lower base
+    assert catalogue.probe_rates(200.0, ceiling=500.0) == catalogue.probe_rates(200.0)
+    grid = catalogue.knee_rates(480.0, 3, 4, ceiling=500.0)
+    assert grid[-1] == 500.0 and list(grid) == sorted(set(grid))

@@ -250,9 +250,12 @@ class Runner:
         rps, failed = probe.probe(self.s.target_host, live.server.port, sc.path, cpus=self.s.load_cpus)
         live.meta["probe"] = {"rps": round(rps, 1), "failed": failed, "seconds": probe.SECONDS,
                               "connections": probe.CONNECTIONS}
-        rates = catalogue.probe_rates(rps)
+        ceiling = (self.calibration or {}).get("open_sustainable_rps")
+        rates = catalogue.probe_rates(rps, ceiling)
         say(f"  {live.model}/{sc.name}: a {probe.SECONDS:g}s closed-loop probe answered {rps:,.0f} requests/s"
-            f"{f' ({failed} failed)' if failed else ''}; offered rates {', '.join(f'{r:g}' for r in rates)}")
+            f"{f' ({failed} failed)' if failed else ''}; offered rates {', '.join(f'{r:g}' for r in rates)}"
+            + (f" (held to the generator's sustainable {ceiling:g}/s)"
+               if ceiling and rps * catalogue.PROBE_SHARES[-1] > ceiling else ""))
         return rates
 
     def place_knee(self, live: Live, sc: catalogue.Scenario) -> None:
@@ -301,7 +304,8 @@ class Runner:
         rep_dir.mkdir(parents=True, exist_ok=True)
         tag = f"{self.s.run_id}-{self.s.run_token}-{server.model}-{sc.name}-{rep}"
         fine = sc.open_model and live.knee is not None and rep > 1
-        rates = catalogue.knee_rates(live.knee or 0.0, rep, self.s.reps) if fine else live.rates
+        ceiling = (self.calibration or {}).get("open_sustainable_rps")
+        rates = catalogue.knee_rates(live.knee or 0.0, rep, self.s.reps, ceiling) if fine else live.rates
         job = LocustJob(out_dir=rep_dir, host=f"http://{self.s.target_host}:{server.port}",
                         user_class=sc.user_class, shape=sc.shape, users=sc.users, spawn_rate=sc.spawn_rate,
                         duration=self.s.step_seconds if sc.open_model else self.s.duration,
@@ -314,7 +318,7 @@ class Runner:
                         rates=rates, path=sc.path, arrival=self.s.arrival,
                         extend_max=self.s.extend_steps if sc.open_model else 0,
                         extend_factor=catalogue.KNEE_RATIO if fine else catalogue.EXTEND_FACTOR,
-                        rate_ceiling=(self.calibration or {}).get("open_sustainable_rps"),
+                        rate_ceiling=ceiling,
                         slo_p99_ms=self.s.slo_p99_ms)
         run: dict[str, Any] = {"rep": rep, "run_tag": tag, "status": "running", "error": None,
                                "server": {"model": server.model, "pid": server.pid, "url": server.url},
