@@ -38,8 +38,9 @@ def capacity_run(database_url: str, reports: Path, *args: str) -> dict[str, Any]
 
 @pytest.fixture(scope="module")
 def below_knee(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    # The planned steps only (no steps added). A generous SLO: far below the knee the server answers in milliseconds, but one stall of this
-    # VM (100-500 ms was seen in CI) would put a 1.5 s step's p99 over the default 100 ms.
+    # The planned steps only (no steps added). A generous SLO: far below the knee the server answers in
+    # milliseconds, but one stall of this VM (100-500 ms was seen in CI) would put a 1.5 s step's p99
+    # over the default 100 ms.
     return capacity_run(database_url, tmp_path_factory.mktemp("cap"), "--rates", "50,150",
                         "--server-cpu", "none", "--slo-p99-ms", "1000", "--extend-steps", "0")
 
