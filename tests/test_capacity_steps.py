@@ -65,3 +65,9 @@ def test_no_planned_step_lies_past_the_generators_sustainable_rate() -> None:
     assert catalogue.probe_rates(200.0, ceiling=500.0) == catalogue.probe_rates(200.0)
     grid = catalogue.knee_rates(480.0, 3, 4, ceiling=500.0)
     assert grid[-1] == 500.0 and list(grid) == sorted(set(grid))
+
+
+def test_the_repetitions_notes_are_said_once_each_with_their_repetitions() -> None:
+    assert openmodel.notes_by_rep(["a", "a", "a"]) == "a"
+    assert openmodel.notes_by_rep(["a", "b", "a"]) == "rep 1,3: a; rep 2: b"
+    assert openmodel.notes_by_rep([]) == ""

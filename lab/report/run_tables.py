@@ -162,7 +162,7 @@ def scenario_notes(entries: Sequence[Entry]) -> list[tuple[str, str]]:
             unsteady = any(r is not None for r in cap.get("held_again_rates") or [])
             notes.append(("warning" if unsteady or "generator" in (cap.get("limited_by") or []) else "info",
                           f"{s}: capacity at p99 < {fmt_num(cap.get('slo_p99_ms'))} ms: "
-                          + "; ".join(cap.get("notes") or [])))
+                          + openmodel.notes_by_rep(cap.get("notes") or [])))
         om = e.get("open_model")
         if om and (om.get("late") or om.get("dropped")):
             notes.append(("info", f"{s}: of {om['offered']:,} scheduled starts, {om['late']:,} started late "

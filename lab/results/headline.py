@@ -24,6 +24,7 @@ from typing import Any
 
 from lab.fmt import fmt_bytes, fmt_ms, fmt_num, fmt_pct, fmt_us
 from lab.results import stats
+from lab.results.openmodel import notes_by_rep
 
 FAILURE_FLOOR = 0.001  # 0.1 percentage point
 # Successful requests a repetition needs before its percentile is judged: a p99 of 450 requests is their
@@ -360,7 +361,7 @@ def verdict(scenario: str, entries: Sequence[Entry], margin: float | None = None
     v.failing = [e["server"] for e in entries if (e.get("failures") or 0) > 0]
     bound = [e["server"] for e in ranked if e.get("generator_bound")]
     if not ranked and open_model:
-        why = [f"{e['server']}: {' '.join(e['capacity'].get('notes') or [])}" for e in entries
+        why = [f"{e['server']}: {notes_by_rep(e['capacity'].get('notes') or [])}" for e in entries
                if e.get("capacity")]
         v.sentences.append(f"No capacity at the SLO could be measured: {'; '.join(why)}.")
     elif not ranked:

@@ -150,3 +150,13 @@ def rep_capacity(rep_dir: Path, slo_p99_ms: float,
     steps = open_steps(shape, merge_steps(records), shape["measure_start"], run, calibration, slo_p99_ms)
     sustainable = (calibration or {}).get("open_sustainable_rps")
     return capacity(steps, slo_p99_ms, sustainable, shape.get("extension"))
+
+
+def notes_by_rep(notes: Sequence[str]) -> str:
+    """The repetitions' capacity notes, each once, with the repetitions it holds for."""
+    groups: dict[str, list[int]] = {}
+    for rep, note in enumerate(notes, 1):
+        groups.setdefault(note, []).append(rep)
+    if len(groups) <= 1:
+        return next(iter(groups), "")
+    return "; ".join(f"rep {','.join(map(str, reps))}: {note}" for note, reps in groups.items())
