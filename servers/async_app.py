@@ -2,9 +2,10 @@
 
 It only maps HTTP in and out: every rule lives in servers.contract. One catch-all route hands
 each request to `AsyncApp.handle`, which calls `contract.route`, so 404/405 bodies are the
-contract's. The runtimes start it with `web.AppRunner`; `attach_connection_hooks` hooks the
-runner's server to count open client connections, enforce LAB_MAX_CONNECTIONS and answer
-unparseable HTTP in JSON.
+contract's. The runtimes start it with `web.AppRunner`; `async_connections.attach_connection_hooks`
+hooks the runner's server to count open client connections, enforce LAB_MAX_CONNECTIONS and answer
+unparseable HTTP in JSON. Requests queue first come first served in `slots.Slots` (in-flight and
+pool gates) and hold a database session through `async_lease.Lease`.
 """
 
 from __future__ import annotations
@@ -13,22 +14,21 @@ import asyncio
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from http import HTTPStatus
 from typing import Any
 
 import asyncpg
-from aiohttp import HttpVersion10, HttpVersion11, web, web_protocol, web_server
+from aiohttp import HttpVersion10, HttpVersion11, web
 
 from servers import contract, cpuwork
 from servers.ablation import NeverHopeless, NoDeadlines
 from servers.admission import HoldClock
+from servers.async_lease import DB_ERRORS, LOST, Lease, keep_session
 from servers.contract import ContractError, Reply, Route
-from servers.deadlines import SWEEP_SECONDS as DEADLINE_SWEEP
 from servers.deadlines import Deadlines
 from servers.metrics import Metrics
 from servers.settings import Settings
+from servers.slots import SWEEP_SECONDS, Slots, loop_time
 
 log = logging.getLogger("serverlab")
 
@@ -39,120 +39,6 @@ Handler = Callable[[web.Request, Route], Awaitable[Reply]]
 
 _JSON_REPLY = Reply(200, contract.JSON_BODY)
 _TEXT_REPLY = Reply(200, contract.HELLO, contract.TEXT)
-# Errors that mean "the database is unreachable or broken", answered 503 rather than 500.
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)
-# Of those, the ones where a session that worked was lost: a read may run once more on a new one.
-# (InternalClientError: "cannot switch to state ...", asyncpg's protocol on a session ended mid-query.)
-LOST = (asyncpg.ConnectionDoesNotExistError, asyncpg.AdminShutdownError, asyncpg.ConnectionFailureError,
-        asyncpg.InterfaceError, asyncpg.InternalClientError, ConnectionResetError, BrokenPipeError)
-SWEEP_SECONDS = 0.02  # while requests wait for a slot or a connection, how often overdue waits end
-
-
-async def _keep_session(conn: asyncpg.Connection) -> None:
-    """Pool reset hook: asyncpg already rolls back an open transaction before calling it.
-
-    The app never changes session state (no SET, LISTEN, advisory locks or cursors), so the
-    default reset query (RESET ALL, UNLISTEN *, ...) would only cost a round trip per request.
-    """
-
-
-class Lease:
-    """`async with Lease(app) as conn`: a pooled connection for one request, given back after.
-
-    How the request ended decides what the session needs first:
-    - a statement that got no answer (asyncpg's command_timeout) leaves asyncpg waiting for a cancel
-      that an unreachable database never confirms: the session is dropped instead of given back;
-    - a cancelled request (the client hung up, or a timeout fired) may have stopped between asyncpg's
-      prepare (Parse, Describe and Flush, but no Sync) and its execute, leaving the session in an
-      implicit transaction, 'active' in pg_stat_activity, until the connection's next use: on an
-      idle pool, never. One simple query ends it (after asyncpg has finished cancelling a running
-      query); a session that fails it is dropped.
-    """
-
-    __slots__ = ("app", "conn")
-
-    def __init__(self, app: AsyncApp) -> None:
-        self.app = app
-
-    async def __aenter__(self) -> asyncpg.Connection:
-        self.conn = await self.app.acquire()
-        return self.conn
-
-    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        if kind is TimeoutError:
-            self.conn.terminate()
-        elif kind is asyncio.CancelledError:
-            try:
-                await self.conn.execute("SELECT 1", timeout=self.app.settings.acquire_timeout)
-            except Exception:  # a broken connection: the pool replaces a closed one
-                self.conn.terminate()
-        await self.app.release(self.conn)
-
-
-def loop_time() -> float:
-    return asyncio.get_running_loop().time()
-
-
-class Slots:
-    """A first-come, first-served gate of `size` slots for one event loop: in-flight requests
-    (LAB_MAX_INFLIGHT) and pool connections (LAB_POOL_SIZE) each have one.
-
-    A free slot is one comparison; a wait is one future. A freed slot is handed straight to the
-    longest waiter, so nobody can barge in between (asyncpg's own pool queue lets a newcomer take
-    a just-released connection while the woken waiter re-queues at the back, which starved some
-    waits past the acquire timeout under steady load). Deadlines are enforced by `expire`, which
-    the app's sweeper calls every SWEEP_SECONDS, rather than a timer per wait. Only the loop's
-    own thread touches it.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.taken = 0
-        self.waiting = 0
-        # (deadline, future) in arrival order; every wait of a gate has the same timeout, so
-        # deadlines never decrease along the queue.
-        self._waiters: deque[tuple[float, asyncio.Future[bool]]] = deque()
-
-    def try_take(self) -> bool:
-        # Waiters exist only while every slot is taken (give() hands a slot to a waiter before it
-        # frees one), so a free slot never jumps the queue.
-        if self.taken < self.size:
-            self.taken += 1
-            return True
-        return False
-
-    async def take(self, deadline: float) -> bool:
-        """Wait for a slot until the loop's clock passes `deadline` (give or take one sweep):
-        True once handed one, False if none came."""
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiters.append((deadline, fut))
-        self.waiting += 1
-        try:
-            return await fut
-        except BaseException:  # cancelled (the client went away): a slot handed over goes on
-            if fut.done() and not fut.cancelled() and fut.result():
-                self.give()
-            raise
-        finally:
-            self.waiting -= 1
-
-    def give(self) -> None:
-        """Free a slot: hand it straight to the longest waiter still waiting, if any."""
-        waiters = self._waiters
-        while waiters:
-            fut = waiters.popleft()[1]
-            if not fut.done():
-                fut.set_result(True)
-                return
-        self.taken -= 1
-
-    def expire(self, now: float) -> None:
-        """End the waits whose deadline has passed: their take() returns False."""
-        waiters = self._waiters
-        while waiters and waiters[0][0] <= now:
-            fut = waiters.popleft()[1]
-            if not fut.done():
-                fut.set_result(False)
 
 
 class AsyncApp:
@@ -305,7 +191,7 @@ class AsyncApp:
                 "application_name": self.settings.application_name,
                 **({"statement_timeout": statement_ms} if timed else {}),
             },
-            reset=_keep_session,
+            reset=keep_session,
             connect=self._connect,
             timeout=self.settings.acquire_timeout,  # connect timeout (asyncpg's default: 60 s)
             # No answer at all (an unreachable database): asyncpg gives up, and Lease drops the session.
@@ -589,106 +475,3 @@ def make_app(settings: Settings, metrics_peers: MetricsPeers | None = None) -> w
 
 def app_state(app: web.Application) -> AsyncApp:
     return app[APP_KEY]
-
-
-def json_errors_handler(state: AsyncApp, timed: bool = True) -> type[web_protocol.RequestHandler]:
-    """aiohttp's per-connection protocol, except that HTTP it cannot parse gets the JSON 400 the
-    sync servers send, not aiohttp's text page, and is logged at debug rather than as an error
-    with a traceback; and that arriving bytes start the receive deadline. RequestHandler has
-    __slots__, so attach_connection_hooks switches each new connection to this class rather than
-    setting an attribute."""
-    deadlines = state.deadlines
-
-    class JsonErrorsHandler(web_protocol.RequestHandler):
-        __slots__ = ()
-
-        def data_received(self, data: bytes) -> None:
-            deadlines.wake(self)  # an idle connection starts receiving; others are left be
-            super().data_received(data)
-
-        def handle_error(self, request: web.BaseRequest, status: int = 500,
-                         exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
-            if request.writer.output_size > 0:  # as aiohttp's own: too late for another response
-                raise ConnectionError("the response was already started; cannot send an error reply")
-            if status >= 500:
-                log.error("error handling a request from %s", request.remote, exc_info=exc)
-                reply = contract.internal()
-            else:
-                log.debug("invalid request from %s: %s", request.remote, exc or message)
-                detail = " ".join(str(message or exc or HTTPStatus(status).phrase).split())[:200]
-                reply = contract.malformed_http(detail, status)
-            state.metrics.observe(None, reply.status, 0.0)
-            headers = state.headers_for(reply.content_type)
-            response = web.Response(body=reply.body, status=reply.status, headers=headers)
-            response.force_close()
-            return response
-
-    if timed:
-        return JsonErrorsHandler
-
-    class UntimedHandler(JsonErrorsHandler):
-        """Lab only (LAB_ABLATE=deadline): arriving bytes start no deadline."""
-
-        __slots__ = ()
-        data_received = web_protocol.RequestHandler.data_received
-
-    return UntimedHandler
-
-
-def attach_connection_hooks(app: web.Application, server: web_server.Server) -> asyncio.Task[None]:
-    """Count open client connections in metrics; at LAB_MAX_CONNECTIONS close the longest-receiving
-    (else longest idle) connection, or mark the newcomer when all run requests; answer HTTP that
-    cannot be parsed in JSON (json_errors_handler); enforce the receive deadline and the
-    keep-alive idle timeout (a sweeper task, returned).
-
-    aiohttp has no public connection hook, so this wraps the two methods each connection's
-    RequestHandler calls on its server (and the protocol's data_received, above). A marked
-    connection's requests get a 503 and close.
-    """
-    state = app_state(app)
-    metrics, limit, refused = state.metrics, state.settings.max_connections, state.refused
-    deadlines = state.deadlines
-    made, lost = server.connection_made, server.connection_lost
-    json_errors = json_errors_handler(state, state.timed)
-    server_name = contract.server_header(state.settings.model)
-
-    def end(handler: Any, late: bool) -> None:
-        transport = handler.transport
-        if transport is None:
-            return
-        if late:
-            metrics.reject("request_timeout")
-            reply = contract.request_timeout(state.settings.request_timeout)
-            transport.write(contract.raw_response(reply, server_name, contract.http_date()))
-        transport.close()
-
-    def connection_made(handler: Any, transport: asyncio.Transport) -> None:
-        made(handler, transport)
-        handler.__class__ = json_errors
-        metrics.add_connection(1)
-        if state.capped and metrics.connections > limit:
-            found = deadlines.victim()
-            if found is None:
-                refused.add(handler)
-            else:
-                end(*found)
-        deadlines.receiving(handler)  # the first request's deadline runs from the connection's start
-
-    def connection_lost(handler: Any, exc: BaseException | None = None) -> None:
-        lost(handler, exc)
-        metrics.add_connection(-1)
-        refused.discard(handler)
-        deadlines.forget(handler)
-
-    async def sweep() -> None:
-        while True:
-            await asyncio.sleep(DEADLINE_SWEEP)
-            late, expired = deadlines.overdue()
-            for handler in late:
-                end(handler, True)
-            for handler in expired:
-                end(handler, False)
-
-    server.connection_made = connection_made  # type: ignore[method-assign]
-    server.connection_lost = connection_lost  # type: ignore[method-assign]
-    return asyncio.get_running_loop().create_task(sweep() if state.timed else asyncio.sleep(0))

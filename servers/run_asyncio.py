@@ -14,7 +14,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from servers.async_app import attach_connection_hooks, make_app
+from servers.async_app import make_app
+from servers.async_connections import attach_connection_hooks
 from servers.settings import Settings
 
 log = logging.getLogger("serverlab")

@@ -10,7 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from servers.async_app import AsyncApp, Lease
+from servers.async_app import AsyncApp
+from servers.async_lease import Lease
 from servers.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""Every lab module stays small and says what it is for: at most 600 lines, opening with a docstring."""
+"""Every lab and servers module stays small and says its role: at most 600 lines, a docstring first."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 LAB = Path(__file__).resolve().parents[1] / "lab"
+SERVERS = LAB.parent / "servers"
 MAX_LINES = 600
 
 
@@ -35,6 +36,11 @@ def test_every_lab_module_is_small_and_says_its_role() -> None:
     modules = list(LAB.rglob("*.py"))
     assert len(modules) > 50  # the walk found the tree
     assert module_problems(LAB) == []
+
+
+def test_every_servers_module_is_small_and_says_its_role() -> None:
+    assert len(list(SERVERS.rglob("*.py"))) > 15  # the walk found the tree
+    assert module_problems(SERVERS) == []
 
 
 def test_the_check_finds_a_long_module_and_one_without_a_docstring(tmp_path: Path) -> None:

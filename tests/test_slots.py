@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from servers.async_app import Slots, loop_time
+from servers.slots import Slots, loop_time
 
 pytestmark = pytest.mark.unit
 
