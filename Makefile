@@ -13,7 +13,7 @@ CONSTRAINTS := constraints.txt
 apt_install = command -v $(1) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	echo "==> installing $(2) (apt-get)" && { apt-get install -y -qq $(2) >/dev/null 2>&1 || \
 	{ apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(2) >/dev/null 2>&1; }; }; } || true
-.PHONY: help venv lock test-fast test test-compose lint bench up down status logs clean load calibrate report compare tune selfcheck claims faults hosts-up hosts-down hosts-status
+.PHONY: help venv lock test-fast test test-compose lint bench up down status logs clean load calibrate report compare tune selfcheck claims faults distance hosts-up hosts-down hosts-status
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ bench: venv ## CPU per request of every server vs its stack's bare reference (4 
 
 faults: venv ## every server through overload, DB faults, slow clients, bad input (FAULTS_ARGS=--quick)
 	$(PY) -m lab faults $(FAULTS_ARGS)
+
+distance: venv ## each server at 0, 5, 50 ms added RTT, one offered rate: threads, RSS, conns, p99 (DISTANCE_ARGS)
+	$(PY) -m lab distance $(DISTANCE_ARGS)
 
 load: venv ## drive every server with the Locust scenarios (PROFILE SERVERS SCENARIOS USERS DURATION REPS ...)
 	$(PY) -m lab load $(LOAD_ARGS)

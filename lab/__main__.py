@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "claims": ("lab.claims.runner", "the folklore on threads, greenlets and event loops, measured here"),
     "database": ("lab.stack.database", "the embedded PostgreSQL alone: up, down, status, url"),
     "hosts": ("lab.hosts.cli", "test hosts on this machine (network namespaces): up, down, status"),
+    "distance": ("lab.load.distance", "each server at 0, 5 and 50 ms of added RTT, one offered rate"),
     "worker": ("lab.load.worker_agent", "a Locust worker for make load on another machine, kept connected"),
 }
 STACK = ("up", "down", "status", "logs", "clean")
