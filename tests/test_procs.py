@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -149,3 +150,36 @@ def test_stop_server_kills_what_ignores_sigterm(tmp_path: Path) -> None:
     assert time.monotonic() - began < 5
     assert gone(popen.pid) and gone(child)
     popen.stdout.close()
+
+
+def _client_on(port: int, server: socket.socket) -> tuple[socket.socket, socket.socket]:
+    """A client connection whose local port is `port` (no SO_REUSEADDR, as pip's are), and its peer."""
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    client.bind(("127.0.0.1", port))
+    client.connect(server.getsockname())
+    peer, _ = server.accept()
+    return client, peer
+
+
+def test_a_port_held_by_a_closing_client_is_waited_for_and_a_listener_is_not() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = procs.free_port()
+        client, peer = _client_on(port, server)
+        peer.close()  # the far end closes first; our end lingers in CLOSE_WAIT until closed below
+        assert procs.port_in_use(port) and not procs.listener(port)
+        assert not procs.wait_for_port(port, timeout=0.6, say=lambda _: None)
+        threading.Timer(0.5, client.close).start()  # the passive closer's port is free at once
+        said: list[str] = []
+        began = time.monotonic()
+        assert procs.wait_for_port(port, timeout=10, say=said.append)
+        assert time.monotonic() - began < 5
+        assert said and "closing connection" in said[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        taken = listening.getsockname()[1]
+        began = time.monotonic()
+        assert not procs.wait_for_port(taken, timeout=10, say=lambda _: None)
+        assert time.monotonic() - began < 1  # a server holds it: no point in waiting

@@ -50,7 +50,7 @@ from lab.stack.pg_config import (
     with_database,
 )
 from lab.stack.pg_user import RunAs, check_owner, make_home, prepare_dirs, run_as, with_binaries
-from lab.stack.procs import log_tail, port_in_use, port_user
+from lab.stack.procs import log_tail, port_user, wait_for_port
 from servers.settings import redact
 
 REPO = Path(__file__).resolve().parents[2]
@@ -227,7 +227,7 @@ def start(cfg: PgConfig | None = None) -> bool:
                 )
             say(f"PostgreSQL already running on {cfg.listen}:{port} (pid {pid})")
             return False
-        if cfg.netns is None and port_in_use(cfg.port):
+        if cfg.netns is None and not wait_for_port(cfg.port, say=say):
             raise PostgresError(
                 f"port {cfg.port} on 127.0.0.1 is already in use{port_user(cfg.port)}; "
                 f"set LAB_PG_PORT to a free port (or stop that program)"

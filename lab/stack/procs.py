@@ -96,6 +96,35 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
+def listener(port: int) -> bool:
+    """Whether some socket LISTENs on a local TCP port (best effort: False when it cannot be told)."""
+    try:
+        return any(c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+                   for c in psutil.net_connections(kind="tcp"))
+    except (psutil.Error, OSError):
+        return False
+
+
+def wait_for_port(port: int, timeout: float = 65.0, say: Callable[[str], None] = print) -> bool:
+    """Wait until a port no server listens on is free: a fixed port inside the kernel's ephemeral range
+    can be held by a client connection (pip's, say) that is closing, for up to TIME_WAIT's 60 s. True
+    when the port is free; False at once when something listens on it, or after `timeout`."""
+    if not port_in_use(port):
+        return True
+    if listener(port):
+        return False
+    say(f"port {port} is held by a closing connection (no server listens on it); waiting for the kernel "
+        f"to release it, at most {timeout:.0f} s ...")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if not port_in_use(port):
+            return True
+        if listener(port):
+            return False
+    return False
+
+
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         with path.open("rb") as fh:
