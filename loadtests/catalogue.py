@@ -24,11 +24,14 @@ PROBE_SHARES = (0.5, 0.7, 0.85, 1.0, 1.15)
 EXTEND_FACTOR = 1.15
 EXTEND_MAX = 8
 EXTEND_EXPECTED = 1.5  # steps added on average (the plan's estimate)
-# Later repetitions step finely across the first repetition's knee: KNEE_STEPS steps KNEE_RATIO apart,
-# the highest one step above its capacity, the grid shifted by a fraction of a step in each repetition
-# so that, over the repetitions, the capacities fall between the steps rather than on one of them.
+# Later repetitions step finely across the first repetition's knee: a floor step at KNEE_FLOOR of its
+# capacity (the knee moves between repetitions by more than the fine steps span: a repetition whose
+# first fine step missed would have no capacity at all), then KNEE_STEPS - 1 steps KNEE_RATIO apart, the
+# highest one step above its capacity, the grid shifted by a fraction of a step in each repetition so
+# that, over the repetitions, the capacities fall between the steps rather than on one of them.
 KNEE_RATIO = 1.08
 KNEE_STEPS = 4
+KNEE_FLOOR = 0.7
 RAMP_STEPS = 5
 SPIKE_BASE = 0.2  # users outside the spike, as a share of the peak
 # The spike: base load for 40 % of the run, peak for 20 %, base again for 40 %.
@@ -197,12 +200,12 @@ def probe_rates(probed_rps: float, ceiling: float | None = None) -> tuple[float,
 
 def knee_rates(capacity: float, rep: int, reps: int, ceiling: float | None = None) -> tuple[float, ...]:
     """The offered rates of repetition `rep` (2..reps) around a knee first found at `capacity` (the
-    highest rate that met the SLO): KNEE_STEPS steps KNEE_RATIO apart, the grid shifted by
-    (rep - 2) / (reps - 1) of a step; none above `ceiling` (the generator's sustainable rate)."""
+    highest rate that met the SLO): a floor step, then KNEE_STEPS - 1 steps KNEE_RATIO apart, the grid
+    shifted by (rep - 2) / (reps - 1) of a step; none above `ceiling` (the generator's sustainable rate)."""
     shift = KNEE_RATIO ** ((rep - 2) / max(1, reps - 1))
     top = capacity * KNEE_RATIO * shift
-    rates = [float(max(1, round(top / KNEE_RATIO ** k))) for k in range(KNEE_STEPS - 1, -1, -1)]
-    return _below(rates, ceiling)
+    fine = [float(max(1, round(top / KNEE_RATIO ** k))) for k in range(KNEE_STEPS - 2, -1, -1)]
+    return _below([float(max(1, round(capacity * KNEE_FLOOR * shift))), *fine], ceiling)
 
 
 def _below(rates: list[float], ceiling: float | None) -> tuple[float, ...]:

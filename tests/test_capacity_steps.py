@@ -19,9 +19,10 @@ def test_later_repetitions_step_finely_across_the_first_knee_each_shifted() -> N
     grids = [catalogue.knee_rates(1000.0, rep, reps) for rep in range(2, reps + 1)]
     for grid in grids:
         assert len(grid) == catalogue.KNEE_STEPS and list(grid) == sorted(grid)
-        # The highest step lies above the knee's capacity, the lowest well below it.
-        assert grid[-1] > 1000.0 > grid[0]
-        ratios = [b / a for a, b in itertools.pairwise(grid)]
+        # The highest step lies above the knee's capacity; a floor step well below it, so that a
+        # repetition whose knee moved lower than the fine steps still has a capacity.
+        assert grid[-1] > 1000.0 > grid[1] and grid[0] < 0.8 * 1000.0
+        ratios = [b / a for a, b in itertools.pairwise(grid[1:])]
         assert all(r == pytest.approx(catalogue.KNEE_RATIO, rel=0.01) for r in ratios)
     # Each repetition's grid is shifted by a fraction of a step: no two share a top step, and the
     # shifts cover less than one step, so the capacities fall between the steps over the repetitions.
@@ -63,7 +64,7 @@ def test_no_planned_step_lies_past_the_generators_sustainable_rate() -> None:
     rates = catalogue.probe_rates(1800.0, ceiling=500.0)
     assert rates[-1] <= 500.0 and len(rates) == len(catalogue.PROBE_SHARES)  # shares of a lower base
     assert catalogue.probe_rates(200.0, ceiling=500.0) == catalogue.probe_rates(200.0)
-    grid = catalogue.knee_rates(480.0, 3, 4, ceiling=500.0)
+    grid = catalogue.knee_rates(480.0, 3, 4, ceiling=500.0)[1:]
     assert grid[-1] == 500.0 and list(grid) == sorted(set(grid))
 
 

@@ -272,8 +272,10 @@ class Runner:
         live.knee = cap["capacity_rps"] or live.rates[0] / 2
         live.meta["knee_from_rep_1"] = {"capacity_rps": cap["capacity_rps"], "limited_by": cap["limited_by"],
                                         "knee_rate": cap["knee_rate"]}
-        say(f"  {live.model}/{sc.name}: rep 1 met the SLO up to {cap['capacity_rps'] or 0:,.0f}/s "
-            f"({cap['limited_by']}); later repetitions step {catalogue.KNEE_RATIO:g}x apart across it")
+        held = (f"met the SLO up to {cap['capacity_rps']:,.0f}/s" if cap["capacity_rps"]
+                else f"missed the SLO at its first step, {live.rates[0]:,.0f}/s")
+        say(f"  {live.model}/{sc.name}: rep 1 {held} ({cap['limited_by']}); later repetitions step "
+            f"{catalogue.KNEE_RATIO:g}x apart across {live.knee:,.0f}/s")
         write_json(live.scen_dir / "scenario.json", live.meta)
 
     def fail(self, live: Live, error: str) -> None:
