@@ -1,4 +1,4 @@
-"""Every lab and servers module stays small and says its role: at most 600 lines, a docstring first."""
+"""Every lab, servers and loadtests module stays small and says its role: at most 600 lines, a docstring."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ pytestmark = pytest.mark.unit
 
 LAB = Path(__file__).resolve().parents[1] / "lab"
 SERVERS = LAB.parent / "servers"
+LOADTESTS = LAB.parent / "loadtests"
 MAX_LINES = 600
 
 
@@ -41,6 +42,12 @@ def test_every_lab_module_is_small_and_says_its_role() -> None:
 def test_every_servers_module_is_small_and_says_its_role() -> None:
     assert len(list(SERVERS.rglob("*.py"))) > 15  # the walk found the tree
     assert module_problems(SERVERS) == []
+
+
+def test_every_loadtests_module_is_small_and_says_its_role() -> None:
+    assert (LOADTESTS / "locustfile.py").is_file()  # the walk looks at the right tree
+    assert len(list(LOADTESTS.rglob("*.py"))) > 5
+    assert module_problems(LOADTESTS) == []
 
 
 def test_the_check_finds_a_long_module_and_one_without_a_docstring(tmp_path: Path) -> None:

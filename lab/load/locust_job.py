@@ -65,7 +65,7 @@ class LocustJob:
     rates: tuple[float, ...] = ()  # open model: offered requests/s per step (`duration` seconds each)
     path: str = ""  # open model: the request
     arrival: str = "uniform"
-    # open model: steps added while the last met the SLO (loadtests/locustfile.py extend())
+    # open model: steps added while the last met the SLO (loadtests/open_model.py extend())
     extend_max: int = 0
     extend_factor: float = catalogue.EXTEND_FACTOR
     rate_ceiling: float | None = None
