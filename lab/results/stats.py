@@ -71,7 +71,7 @@ def margin(kind: Kind, raw: object = None, env: Mapping[str, str] = os.environ) 
 def add_margin_flag(parser: argparse.ArgumentParser, kind: Kind) -> None:
     """The flag of a kind's margin, its default from LAB_MARGIN_* (checked by `margin`)."""
     knobs.env_flag(parser, MARGIN_FLAGS[kind], MARGIN_VARS[kind], "",
-                   f"{MARGIN_HELP[kind]}; default {DEFAULT_MARGINS[kind]:g}")
+                   f"{MARGIN_HELP[kind]}; default {DEFAULT_MARGINS[kind]:g}".replace("%", "%%"))
 
 
 def settings(kind: Kind, margin_value: float) -> dict[str, Any]:
