@@ -7,8 +7,9 @@ import math
 from typing import Any
 
 import pytest
+from hdrh.histogram import HdrHistogram
 
-from lab.results import openmodel
+from lab.results import openmodel, records
 from loadtests import catalogue
 
 pytestmark = pytest.mark.unit
@@ -72,3 +73,43 @@ def test_the_repetitions_notes_are_said_once_each_with_their_repetitions() -> No
     assert openmodel.notes_by_rep(["a", "a", "a"]) == "a"
     assert openmodel.notes_by_rep(["a", "b", "a"]) == "rep 1,3: a; rep 2: b"
     assert openmodel.notes_by_rep([]) == ""
+
+
+def _blob(ms: float, n: int = 200) -> str:
+    h = HdrHistogram(1, 120_000_000, 2)
+    h.record_value(int(ms * 1000), n)
+    return records.encode(h)
+
+
+def _open_step(p99_ms: float, sent_p99_ms: float, lag_ms: float, failed: int = 0,
+               polls: list[Any] | None = None, rate: float = 200.0) -> dict[str, Any]:
+    """One 1 s step, 200 offered, each request taking p99_ms from its schedule, sent_p99_ms from the send."""
+    shape = {"stages": [{"start": 0.0, "end": 1.0, "rate": rate}]}
+    acc = {0: [200, failed, [_blob(p99_ms)], 200, 0, 0, [_blob(sent_p99_ms)], [_blob(lag_ms)]]}
+    run = {"generator": {"polls": polls or []}}
+    (step,) = openmodel.open_steps(shape, acc, 100.0, run, {"open_sustainable_rps": 2000.0}, 100.0)
+    return step
+
+
+def test_a_miss_the_servers_own_answers_show_is_the_servers_whatever_the_generators_lag() -> None:
+    # Lagging starts past a saturated server's knee: timed from the send its answers missed the SLO too.
+    step = _open_step(p99_ms=500, sent_p99_ms=450, lag_ms=60)
+    assert step["generator_limited"] and not step["meets_slo"] and step["servers_miss"]
+    cap = openmodel.capacity([_step(100), step], 100, sustainable=2000)
+    assert cap and cap["limited_by"] == "server" and cap["capacity_rps"] == 100 and not cap["lower_bound"]
+    # Requests failed: late starts explain no failure.
+    assert _open_step(p99_ms=150, sent_p99_ms=50, lag_ms=60, failed=10)["servers_miss"]
+    # The lag alone put p99 over the SLO: the server answered in time once asked; the miss is in doubt.
+    step = _open_step(p99_ms=150, sent_p99_ms=50, lag_ms=100)
+    assert step["generator_limited"] and not step["meets_slo"] and not step["servers_miss"]
+    cap = openmodel.capacity([_step(100), step], 100, sustainable=2000)
+    assert cap and cap["limited_by"] == "generator" and cap["capacity_rps"] == 100 and cap["lower_bound"]
+    # Locust at a full core: even the time from the send is its own, so no miss is the server's for sure.
+    busy = [[100.0, {"1": 0.0}], [100.5, {"1": 0.49}], [101.0, {"1": 0.98}]]
+    step = _open_step(p99_ms=500, sent_p99_ms=450, lag_ms=60, polls=busy)
+    assert step["generator_saturated"] and not step["servers_miss"]
+    # So is a rate above the generator's calibrated sustainable one.
+    assert _open_step(p99_ms=500, sent_p99_ms=450, lag_ms=60, rate=2500.0)["generator_saturated"]
+    # Without lag a miss is the server's, as ever.
+    step = _open_step(p99_ms=500, sent_p99_ms=450, lag_ms=1)
+    assert not step["generator_limited"] and step["servers_miss"]

@@ -298,10 +298,11 @@ def test_cli_says_what_to_pass_for_a_wrong_folder(tmp_path: Path) -> None:
 
 
 def _step(rate: float, *, meets: bool = True, limited: bool = False, achieved: float | None = None,
-          dropped: int = 0) -> dict[str, Any]:
+          dropped: int = 0, servers_miss: bool = False) -> dict[str, Any]:
     return {"rate": rate, "meets_slo": meets, "misses": [] if meets else ["p99 500 ms >= 200 ms"],
             "generator_limited": limited, "generator_reasons": ["its starts lagged"] if limited else [],
-            "achieved_rps": rate if achieved is None else achieved, "dropped": dropped}
+            "achieved_rps": rate if achieved is None else achieved, "dropped": dropped,
+            "servers_miss": servers_miss, "p99_uncorrected_ms": 450.0 if servers_miss else 150.0}
 
 
 def test_capacity_is_the_last_step_that_held_and_a_generator_miss_is_never_the_servers() -> None:
@@ -309,7 +310,12 @@ def test_capacity_is_the_last_step_that_held_and_a_generator_miss_is_never_the_s
     assert cap and cap["capacity_rps"] == 80 and cap["limited_by"] == "server" and cap["knee_rate"] == 160
     # The generator lagged on a step that missed: the miss may be the generator's, so it is no knee.
     cap = openmodel.capacity([_step(40), _step(80, meets=False, limited=True)], 200)
-    assert cap and cap["capacity_rps"] == 40 and cap["limited_by"] == "generator"
+    assert cap and cap["capacity_rps"] == 40 and cap["limited_by"] == "generator" and cap["lower_bound"]
+    # ...but when the server's answers, timed from the send, missed too, the knee is the server's: lag
+    # follows a saturated server (bursts of answers, requests piling up), and it explains no such miss.
+    cap = openmodel.capacity([_step(40), _step(80, meets=False, limited=True, servers_miss=True)], 200)
+    assert cap and cap["capacity_rps"] == 40 and cap["limited_by"] == "server" and not cap["lower_bound"]
+    assert "timed from the send its p99 was still 450 ms" in cap["note"]
     # It lagged on a step the server met at the full rate: latency counted from the schedule already
     # holds the lag, so the step stands.
     cap = openmodel.capacity([_step(40, limited=True), _step(80, meets=False)], 200)

@@ -57,18 +57,25 @@ def open_steps(shape: dict[str, Any], acc: dict[int, list[Any]], start: float, r
         if lag_p99 is not None and lag_p99 > LAG_P99_LIMIT_MS:
             reasons.append(f"its starts lagged the schedule by {lag_p99:g} ms at p99 (limit "
                            f"{LAG_P99_LIMIT_MS:g} ms): the generator fell behind")
+        saturated = []  # the generator itself at its limit: even latency from the send is in doubt
         if gen is not None and gen >= GENERATOR_CPU_LIMIT:
-            reasons.append(f"Locust used {gen:.0f}% of a core")
+            saturated.append(f"Locust used {gen:.0f}% of a core")
         if sustainable and rate > sustainable:
-            reasons.append(f"above the generator's calibrated sustainable rate ({sustainable:.0f}/s)")
+            saturated.append(f"above the generator's calibrated sustainable rate ({sustainable:.0f}/s)")
+        reasons += saturated
         failure_share = (fails + dropped) / offered if offered else None
         p99 = lat["p99"] if lat else None
+        raw_p99 = raw["p99"] if raw else None
         misses = []
         if p99 is None or p99 >= slo_p99_ms:
             misses.append(f"p99 {p99} ms >= {slo_p99_ms:g} ms" if p99 is not None
                           else "no successful request")
         if failure_share is not None and failure_share >= FAILURE_SHARE_LIMIT:
             misses.append(f"{failure_share:.1%} failed or dropped")
+        # A miss late starts cannot explain: the server's answers, timed from when each request was sent,
+        # missed the SLO, or requests failed or could not start (too many waiting on the server).
+        own = bool(misses) and ((p99 is not None and raw_p99 is not None and raw_p99 >= slo_p99_ms)
+                                or (failure_share is not None and failure_share >= FAILURE_SHARE_LIMIT))
         steps.append({
             "index": i, "rate": rate, "start_s": st["start"], "end_s": st["end"],
             "offered": offered, "requests": n, "failures": fails, "late": late, "dropped": dropped,
@@ -80,7 +87,8 @@ def open_steps(shape: dict[str, Any], acc: dict[int, list[Any]], start: float, r
             "p50_uncorrected_ms": raw["p50"] if raw else None,
             "p99_uncorrected_ms": raw["p99"] if raw else None,
             "generator_cpu_percent": gen, "generator_limited": bool(reasons), "generator_reasons": reasons,
-            "meets_slo": not misses, "misses": misses,
+            "generator_saturated": bool(saturated), "meets_slo": not misses, "misses": misses,
+            "servers_miss": own and not saturated,
         })
     return steps
 
@@ -99,9 +107,11 @@ def step_holds(st: dict[str, Any]) -> bool:
 def capacity(steps: Sequence[dict[str, Any]], slo_p99_ms: float, sustainable: float | None = None,
              extension: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """Capacity at SLO: the highest offered rate, stepping up, before the first step that misses the SLO
-    (p99 or failures). A step the generator could not sustain is never taken for the server's limit, nor
-    is a last step at the generator's `sustainable` rate that still met the SLO. `extension`: what the
-    generator added past the planned steps (shape.json), for the note."""
+    (p99 or failures). A miss late starts could explain (the generator lagged, and timed from the send the
+    server met the SLO), or one where the generator itself was at its limit, is never taken for the
+    server's limit, nor is a last step at the generator's `sustainable` rate that still met the SLO: the
+    capacity is then a lower bound (`limited_by` not "server"). `extension`: what the generator added
+    past the planned steps (shape.json), for the note."""
     if not steps:
         return None
     best: float | None = None
@@ -124,16 +134,23 @@ def capacity(steps: Sequence[dict[str, Any]], slo_p99_ms: float, sustainable: fl
         limited_by, note = "not reached", (f"every offered rate up to {top:g}/s met the SLO"
                                            f"{f' ({stop})' if stop else ''}: the capacity is at least that; "
                                            "allow more steps (EXTEND_STEPS=) or offer more (RATES=)")
-    elif knee["generator_limited"]:
+    elif knee["generator_limited"] and not knee.get("servers_miss"):
         limited_by, note = "generator", (f"the generator could not sustain {knee['rate']:g}/s "
                                          f"({'; '.join(knee['generator_reasons'])}): the server's capacity "
                                          "is at least the rate before, not known beyond")
     else:
         limited_by, note = "server", f"at {knee['rate']:g}/s: {'; '.join(knee['misses'])}"
+        if knee["generator_limited"]:  # late starts, yet the server's own answers missed too
+            raw = knee.get("p99_uncorrected_ms")
+            own = raw is not None and raw >= slo_p99_ms
+            why = (f"timed from the send its p99 was still {raw:g} ms" if own
+                   else "requests failed or could not start")
+            note += f" (the generator's starts lagged too, but {why}: the miss is the server's)"
     if again is not None:
         note += (f"; yet {again:g}/s met the SLO again, so one noisy step may have placed this knee: "
                  "more repetitions (REPS=) judge it")
     return {"capacity_rps": best, "slo_p99_ms": slo_p99_ms, "limited_by": limited_by,
+            "lower_bound": limited_by != "server",  # the knee lies above (lab/results/bounds.py)
             "knee_rate": knee["rate"] if knee else None, "held_again_rate": again, "note": note}
 
 
