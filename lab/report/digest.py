@@ -9,7 +9,7 @@ from typing import Any
 
 from lab.fmt import fmt_pct, fmt_seconds
 from lab.report.runs import Entry, by_scenario
-from lab.results import headline, stats
+from lab.results import bounds, headline, stats
 from lab.results.headline import FIGURES, Figure, Verdict
 
 MAX_LINES = 10
@@ -56,10 +56,17 @@ def _lead(v: Verdict, ranked: Sequence[Entry], fig: Figure, noun: str, winner: s
     other = ranked[1]
     d = _decision(fig, other, best, v)
     figures = f"{fig.fmt(fig.value(best))} vs {fig.fmt(fig.value(other))}"
+    bounded = v.bounded if fig.key == "capacity" else None  # lower bounds decided the capacity verdict
+    seen = f"; could see {d.could_see()}" if d is not None and d.mde is not None else ""
     if winner == best["server"]:
         r = (fig.value(best) or 0.0) / (fig.value(other) or 1.0)
         return (f"{best['server']} wins on {noun}: {headline.ratio(r)} {other['server']}'s "
-                f"({figures}; {_confidence(d, False)})")
+                f"({figures}; {_confidence(d, False)})" + (f"; {bounded.note}" if bounded else ""))
+    if bounded is not None and bounded.state == "at least tie":
+        return (f"{bounded.winner} at least ties {bounded.other} on {noun} ({figures}; "
+                f"{_confidence(d, False)}{seen}): {bounded.note}")
+    if bounded is not None:
+        return f"not judged on {noun}: {bounded.note} ({figures}; {_confidence(d, False)}{seen})"
     if d is None or d.p is None:
         why = d.reason if d is not None else "not tested"
         return (f"not judged on {noun}: {best['server']} {fig.fmt(fig.value(best))}, {other['server']} "
@@ -69,15 +76,14 @@ def _lead(v: Verdict, ranked: Sequence[Entry], fig: Figure, noun: str, winner: s
 
 
 def scenario_line(scenario: str, entries: Sequence[Entry]) -> str:
-    """The headline of one scenario by the report's verdict: capacity at the SLO for a capacity scenario
-    (unless the load generator set the pace of one of several servers), else CPU per request."""
+    """The headline of one scenario by the report's verdict: capacity at the SLO for a capacity scenario,
+    else CPU per request."""
     v = headline.verdict(scenario, entries)
     usable = [e for e in entries if not e.get("problems")]
     capacity, cpu = FIGURES["capacity"], FIGURES["cpu_per_req"]
     ranked = sorted((e for e in usable if capacity.value(e) is not None),
                     key=lambda e: capacity.value(e) or 0.0, reverse=True)
-    bound = any(e.get("generator_bound") for e in ranked)  # then, as in the verdict, CPU per request decides
-    if any(e.get("capacity") for e in entries) and (len(ranked) < 2 or not bound):
+    if any(e.get("capacity") for e in entries):  # lower bounds on capacity are judged as the verdict does
         slo = next((e["capacity"].get("slo_p99_ms") for e in entries if e.get("capacity")), None)
         noun = f"capacity at p99<{slo:g}ms" if isinstance(slo, int | float) else "capacity at the SLO"
         return _lead(v, ranked, capacity, noun, v.winner, v.tie)  # the verdict's tie is on capacity
@@ -108,6 +114,10 @@ def flags(data: dict[str, Any]) -> list[str]:
     out = []
     if data.get("generator_bound"):
         out.append(f"generator-bound (the load generator set the pace): {_names(data['generator_bound'])}")
+    held = [f"{e['server']}/{e['scenario']} {n} of {bounds.values(e)}" for e in entries
+            if (n := bounds.lower_bounds(e))]
+    if held:
+        out.append(f"capacity only a lower bound (knee above what was offered) in: {_names(held)}")
     failing = [f"{e['server']}/{e['scenario']} {fmt_pct(e.get('failure_rate'))}" for e in entries
                if (e.get("failures") or 0) > 0]
     if failing:

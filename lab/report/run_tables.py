@@ -11,7 +11,7 @@ from typing import Any
 
 from lab.fmt import fmt_bytes, fmt_ms, fmt_num, fmt_pct
 from lab.report.runs import Entry
-from lab.results import generator, openmodel
+from lab.results import bounds, generator, openmodel
 from lab.stack import idle
 
 
@@ -69,9 +69,12 @@ def capacity_cell(e: Entry) -> str:
         return "-"
     limited = cap.get("limited_by") or []
     value = fmt_num(cap.get("median"))
-    if "generator" in limited:
-        return f">= {value}" if cap.get("median") is not None else "generator-limited"
-    return f">= {value}" if "not reached" in limited else value
+    if cap.get("median") is None:
+        return "generator-limited" if "generator" in limited else value
+    held, tested = bounds.lower_bounds(e), bounds.values(e)
+    if not held:
+        return value
+    return f">= {value}" if held >= tested else f"{value} ({held} of {tested} lower bounds)"
 
 
 def _note(e: Entry) -> str:

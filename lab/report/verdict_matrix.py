@@ -38,7 +38,10 @@ def rule_note(margin: float) -> str:
             f"ratio is winner / runner-up with its 95% interval. A tie says the change it could have seen: "
             f"the minimum detectable effect at {stats.POWER:.0%} power, from the repetitions' scatter, never "
             f"less than the margin (or the figure's own floor: p99 30%, memory per connection 50%). Hover a "
-            f"cell for p and the repetitions a side that {stats.TARGET:.0%} would take.")
+            f"cell for p and the repetitions a side that {stats.TARGET:.0%} would take. A capacity some "
+            f"repetitions only bound from below (the generator or the steps stopped before the SLO was "
+            f"missed) is judged on them as measured: a winner on lower bounds stands, a verdict against "
+            f"them is not judged, a tie with them on one side is 'at least tie'.")
 
 
 def _html_cell(c: Cell) -> str:
@@ -47,14 +50,18 @@ def _html_cell(c: Cell) -> str:
         ci = f" [{d.ci[0]:.2f}-{d.ci[1]:.2f}]" if d.ci else ""
         body = (f"<b>{escape(c.winner or '')}</b>{d.ratio:.2f}x{ci}"
                 f"<small>vs {escape(c.runner_up or '')}</small>")
+        body += f"<small>{escape(c.note)}</small>" if c.note else ""  # it stands on lower bounds
         cls = "winner"
-    elif c.state == "tie":
+    elif c.state in ("tie", "at least tie"):
         seen = d.could_see() if d is not None else ""
-        body = "<b>tie</b>" + (f"could see {escape(seen)}" if seen else "")
+        body = f"<b>{escape(c.state)}</b>" + (f"could see {escape(seen)}" if seen else "")
         body += f"<small>{escape(c.winner or '')} vs {escape(c.runner_up or '')}</small>"
+        body += f"<small>{escape(c.note)}</small>" if c.note else ""
         cls = "tie"
     else:
-        body = f"<b>{escape(c.state)}</b>" + (f"<small>{escape(c.note)}</small>" if c.note else "")
+        seen = d.could_see() if d is not None and c.state == "not judged" else ""
+        body = (f"<b>{escape(c.state)}</b>" + (f"could see {escape(seen)}" if seen else "")
+                + (f"<small>{escape(c.note)}</small>" if c.note else ""))
         cls = "other"
     return (f'<td class="{cls}" data-column="{c.column}" data-state="{escape(c.state)}" '
             f'title="{escape(c.detail())}">{body}</td>')

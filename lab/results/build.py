@@ -271,7 +271,9 @@ def build_entry(scen_dir: Path, calibration: dict[str, Any] | None) -> dict[str,
     else:
         bound, reasons, ceiling = generator_verdict(max(gen_cpu) if gen_cpu else None, rps["median"],
                                                     calibration)
-    for r in reps:  # a repetition that was bound makes the figure suspect too
+    # A closed-loop repetition that was bound makes the figure suspect too; a capacity the generator
+    # stopped is a lower bound instead, judged as such (lab/results/bounds.py).
+    for r in [] if meta.get("open_model") else reps:
         if r["generator"]["bound"] and not bound:
             bound, reasons = True, [f"rep {r['rep']}: {x}" for x in r["generator"]["reasons"]]
     saturation = None
@@ -387,6 +389,7 @@ def _capacity_summary(caps: Sequence[dict[str, Any]]) -> dict[str, Any]:
     values = [c["capacity_rps"] for c in caps if c["capacity_rps"] is not None]
     limited = sorted({c["limited_by"] for c in caps})
     return {"median": statistics.median(values) if values else None, "values": values,
+            "lower_bounds": [c["limited_by"] != "server" for c in caps if c["capacity_rps"] is not None],
             "slo_p99_ms": caps[0]["slo_p99_ms"], "limited_by": limited,
             "knee_rates": [c["knee_rate"] for c in caps], "notes": [c["note"] for c in caps],
             "held_again_rates": [c.get("held_again_rate") for c in caps]}

@@ -12,6 +12,9 @@ with its confidence and the change it could have seen (the minimum detectable ef
 - failure rate: also at least FAILURE_FLOOR apart (absolute);
 - a load-generator-bound entry never wins (or loses) on throughput: the verdict compares CPU time
   per request instead, which does not depend on the generator outrunning the server;
+- capacity at the SLO that some repetitions only bound from below (the generator or the steps stopped
+  before the server missed its SLO) is read as lab.results.bounds says: a winner on lower bounds stands,
+  a verdict against them is not judged, a tie with them on one side is "at least tie";
 - entries with problems are left out of the verdict.
 """
 
@@ -23,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lab.fmt import fmt_bytes, fmt_ms, fmt_num, fmt_pct, fmt_us
-from lab.results import stats
+from lab.results import bounds, stats
 from lab.results.openmodel import notes_by_rep
 
 FAILURE_FLOOR = 0.001  # 0.1 percentage point
@@ -212,6 +215,7 @@ class Verdict:
     failing: list[str] = field(default_factory=list)  # servers with failed requests
     left_out: list[str] = field(default_factory=list)  # servers with problems
     cheapest: str | None = None  # lowest CPU per request, by the rule; None: a tie or not measured
+    bounded: bounds.Reading | None = None  # the capacity verdict where lower bounds decided it
     margin: float = WITHIN  # the margin between servers the verdict was judged with
 
     @property
@@ -267,9 +271,13 @@ def _order(ranked: Sequence[Entry], fig: Figure, mark_bound: bool, margin: float
         text = f"{e['server']} {fig.fmt(fig.value(e))}"
         if mark_bound and e.get("generator_bound"):
             text += " (generator-bound)"
+        held = bounds.lower_bounds(e) if fig.key == "capacity" else 0
+        if held:
+            text += f" ({held} lower bound{'s' if held > 1 else ''})"
         if i:
             rising = (fig.value(e) or 0.0) > (fig.value(ranked[i - 1]) or 0.0)
-            if not tested(fig, ranked[i - 1], e, margin):
+            if not tested(fig, ranked[i - 1], e, margin) or _bounded(fig, ranked[i - 1], e, margin).state \
+                    == "not judged":
                 parts[-1] += ","
             else:
                 parts.append(("<" if rising else ">") if differs(fig, ranked[i - 1], e, margin) else "≈")
@@ -327,15 +335,42 @@ def _cost(v: Verdict, usable: Sequence[Entry]) -> None:
         v.sentences.append(f"Memory per open connection: {_order(held, conn, False, v.margin)}.")
 
 
+def _bounded(fig: Figure, a: Entry, b: Entry, margin: float) -> bounds.Reading:
+    """The rule's mark from a to b read with lower bounds (capacity only; otherwise never bounded)."""
+    if fig.key != "capacity":
+        return bounds.Reading("plain")
+    return bounds.read(judge(fig, a, b, margin=margin)[0], a, b)
+
+
+def _with_sensitivity(fig: Figure, a: Entry, b: Entry, margin: float) -> str:
+    """The confidence and, where the rule states one, what it could see (whatever the mark)."""
+    d = judge(fig, a, b, margin=margin)[2]
+    if d is None:
+        return "not tested"
+    return f"{d.confidence()}; {d.sensitivity()}" if d.mde is not None else d.confidence()
+
+
 def _throughput(v: Verdict, ranked: Sequence[Entry], fig: Figure, noun: str) -> None:
     top, second = ranked[0], ranked[1]
     a, b = fig.value(top) or 0.0, fig.value(second) or 0.0
     names = f"{top['server']} and {second['server']}"
     used = _memory(top, second, v.margin)
     lat = _latency_phrase(top, second, v.margin)
+    reading = _bounded(fig, second, top, v.margin) if tested(fig, second, top, v.margin) else None
     if not tested(fig, second, top, v.margin):
         v.sentences.append(f"{names} are not judged on {noun} ({fig.fmt(a)} vs {fig.fmt(b)}: "
                            f"{_confidence(fig, second, top, v.margin)}); {used}; {lat}.")
+    elif reading is not None and reading.bounded and reading.state != "winner":
+        v.bounded = reading
+        seen = _with_sensitivity(fig, second, top, v.margin)
+        if reading.state == "at least tie":
+            v.sentences.append(f"{reading.winner} at least ties {reading.other} on {noun} ({fig.fmt(a)} vs "
+                               f"{fig.fmt(b)}: {seen}): {reading.note}, and a lower bound can only "
+                               f"understate its server; {used}; {lat}.")
+        else:
+            v.sentences.append(f"{names} are not judged on {noun} ({fig.fmt(a)} vs {fig.fmt(b)}: {seen}): "
+                               f"{reading.note}, and a verdict against a lower bound could be the bound's; "
+                               f"{used}; {lat}.")
     elif not differs(fig, second, top, v.margin):
         v.tie = [e["server"] for e in ranked if not differs(fig, e, top, v.margin)]
         v.sentences.append(f"{and_join(v.tie)} tie on {noun} ({fig.fmt(a)} vs {fig.fmt(b)}: "
@@ -343,8 +378,11 @@ def _throughput(v: Verdict, ranked: Sequence[Entry], fig: Figure, noun: str) -> 
     else:
         v.winner = top["server"]
         more = f"{ratio(a / b)} the {noun} of" if a >= 1.5 * b else f"{a / b - 1:.0%} more {noun} than"
+        stands = ""
+        if reading is not None and reading.bounded:  # the winner had lower bounds: it wins even on them
+            v.bounded, stands = reading, f"; {reading.note}"
         v.sentences.append(f"{top['server']} served {more} {second['server']} ({fig.fmt(a)} vs {fig.fmt(b)}; "
-                           f"{_confidence(fig, second, top, v.margin)}); {used}; {lat}.")
+                           f"{_confidence(fig, second, top, v.margin)}{stands}); {used}; {lat}.")
 
 
 def verdict(scenario: str, entries: Sequence[Entry], margin: float | None = None) -> Verdict:
@@ -359,7 +397,8 @@ def verdict(scenario: str, entries: Sequence[Entry], margin: float | None = None
     ranked = sorted(usable, key=lambda e: fig.value(e) or 0.0, reverse=True)
     v.generator_bound = [e["server"] for e in entries if e.get("generator_bound")]
     v.failing = [e["server"] for e in entries if (e.get("failures") or 0) > 0]
-    bound = [e["server"] for e in ranked if e.get("generator_bound")]
+    # A capacity the generator stopped is a lower bound, judged as such; only a closed loop is bound.
+    bound = [] if open_model else [e["server"] for e in ranked if e.get("generator_bound")]
     if not ranked and open_model:
         why = [f"{e['server']}: {notes_by_rep(e['capacity'].get('notes') or [])}" for e in entries
                if e.get("capacity")]

@@ -3,7 +3,9 @@ with the change it could have seen; what index.html opens with and results.json'
 
 Each cell compares the best server on the figure with the runner-up by the one rule
 (lab.results.headline.judge, margin between servers of one run): a winner only when the rule marks the
-difference; otherwise a tie, stated with its minimum detectable effect.
+difference; otherwise a tie, stated with its minimum detectable effect. A capacity with repetitions that
+only bound it from below is read as lab.results.bounds says: a winner on lower bounds stands, a verdict
+against them is "not judged", a tie with them one side is "at least tie"; each says which lower bounds.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lab.results import stats
+from lab.results import bounds, stats
 from lab.results.headline import FIGURES, Entry, judge
 
 # The headline figures, in the matrix's column order; "throughput" is capacity at the SLO in an open-model
@@ -20,7 +22,7 @@ from lab.results.headline import FIGURES, Entry, judge
 COLUMNS = ("cpu_per_req", "throughput", "p99", "rss_per_conn")
 LABELS = {"cpu_per_req": "CPU per request", "throughput": "throughput or capacity", "p99": "p99 latency",
           "rss_per_conn": "memory per connection"}
-STATES = ("winner", "tie", "not judged", "generator-bound", "one server", "not measured")
+STATES = ("winner", "tie", "at least tie", "not judged", "generator-bound", "one server", "not measured")
 
 
 @dataclass(frozen=True)
@@ -38,12 +40,18 @@ class Cell:
     def text(self) -> str:
         """'threaded 0.81x [0.70-0.93] vs gevent', 'tie (could see ±12%)', 'not judged (...)'."""
         d = self.decision
+        seen = d.could_see() if d is not None else ""
         if self.state == "winner" and d is not None and d.ratio is not None:
             ci = f" [{d.ci[0]:.2f}-{d.ci[1]:.2f}]" if d.ci else ""
-            return f"{self.winner} {d.ratio:.2f}x{ci} vs {self.runner_up}"
+            stands = f" ({self.note})" if self.note else ""  # it won on lower bounds
+            return f"{self.winner} {d.ratio:.2f}x{ci} vs {self.runner_up}{stands}"
         if self.state == "tie":
-            seen = d.could_see() if d is not None else ""
             return f"tie (could see {seen})" if seen else "tie"
+        if self.state == "at least tie":  # the winner field holds the side with lower bounds
+            return (f"{self.winner} at least ties {self.runner_up} ({self.note}"
+                    + (f"; could see {seen}" if seen else "") + ")")
+        if self.state == "not judged" and seen:
+            return f"not judged ({self.note}; could see {seen})"
         return f"{self.state} ({self.note})" if self.note else self.state
 
     def detail(self) -> str:
@@ -54,6 +62,8 @@ class Cell:
         parts = [f"{self.winner} vs {self.runner_up}: {d.confidence()}"]
         if self.state != "winner" and d.mde is not None:
             parts.append(d.sensitivity())
+        if self.note:
+            parts.append(self.note)
         return "; ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
@@ -80,13 +90,17 @@ def cell(column: str, entries: Sequence[Entry], margin: float) -> Cell:
     if len(ranked) == 1:
         return Cell(column, key, "one server", best["server"], note=f"only {best['server']} measured")
     second = ranked[1]
-    if column == "throughput" and (best.get("generator_bound") or second.get("generator_bound")):
+    if key == "ok_rps" and (best.get("generator_bound") or second.get("generator_bound")):
         return Cell(column, key, "generator-bound", best["server"], second["server"],
                     note="the load generator set the pace; CPU per request decides")
     mark, _, decision = judge(fig, second, best, margin=margin)
     if decision is None or decision.p is None or mark == "not compared":
         why = decision.reason if decision is not None and decision.p is None else "too few requests or values"
         return Cell(column, key, "not judged", best["server"], second["server"], decision, why)
+    if key == "capacity":
+        r = bounds.read(mark, second, best)
+        if r.bounded:
+            return Cell(column, key, r.state, r.winner, r.other, decision, r.note)
     state = "winner" if mark in ("better", "worse") else "tie"
     return Cell(column, key, state, best["server"], second["server"], decision)
 

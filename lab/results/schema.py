@@ -103,6 +103,8 @@ class Capacity(TypedDict, total=False):
     values: list[float]
     slo_p99_ms: float
     limited_by: Any  # a repetition's word, or the entry's sorted list of them
+    lower_bound: bool  # a repetition's: its knee lies above (limited_by not "server")
+    lower_bounds: list[bool]  # an entry's, one per value
     knee_rate: float | None
     knee_rates: list[float | None]
     held_again_rate: float | None  # a higher step that met the SLO after the knee's miss
@@ -275,7 +277,8 @@ class Cell(TypedDict, total=False):
     """One scenario x headline figure of `verdicts`."""
 
     figure: str
-    state: Literal["winner", "tie", "not judged", "generator-bound", "one server", "not measured"]
+    state: Literal["winner", "tie", "at least tie", "not judged", "generator-bound", "one server",
+                   "not measured"]
     winner: str | None
     runner_up: str | None
     text: str
