@@ -103,3 +103,19 @@ def test_closed_loop_throughput_stays_generator_bound() -> None:
                 "ok_rps": {"median": sorted(rps)[2]}, "repetitions": [{"ok_rps": x} for x in rps]}
     cell = throughput(closed("asyncio", HIGH, True), closed("threaded", LOW, False))
     assert cell.state == "generator-bound"
+
+
+def test_make_compare_reads_lower_bounds_too() -> None:
+    from lab.report import compare
+
+    def row(a: dict[str, Any], b: dict[str, Any]) -> tuple[str, list[str]]:
+        pair = compare.compare_entries(a, b)
+        (cap,) = [r for r in pair.rows if r.figure == headline.FIGURES["capacity"].label]
+        return cap.mark, pair.notes
+
+    assert row(entry("asyncio", LOW), entry("asyncio", HIGH)) == ("better", [])
+    mark, notes = row(entry("asyncio", HIGH), entry("asyncio", LOW, bounded=1))  # B's drop may be its bound
+    assert mark == "not compared" and notes == ["capacity: not judged: B's knee lay above what the generator "
+                                                "could offer in 1 of 4 repetitions"]
+    mark, notes = row(entry("asyncio", LOW), entry("asyncio", HIGH, bounded=1))  # B gained even on its bound
+    assert mark == "better" and "it wins even on those" in notes[0]

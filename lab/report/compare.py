@@ -23,7 +23,7 @@ from lab import files
 from lab.claims import compare as claims_compare
 from lab.fmt import fmt_pct
 from lab.report import forest, markup, run_tables, runs
-from lab.results import headline, stats
+from lab.results import bounds, headline, stats
 from lab.results.headline import FIGURES
 
 COMPARED = ("cpu_per_req", "rss_per_conn", "capacity", "rps", "ok_rps", "p50", "p90", "p99", "p99_9", "max",
@@ -175,7 +175,7 @@ def compare_entries(a: Entry, b: Entry, noises: dict[str, stats.Noise | None] | 
                     margin: float = stats.DEFAULT_MARGINS[stats.ACROSS],
                     net: headline.Figure | None = None) -> Pair:
     bound = [name for name, e in (("A", a), ("B", b)) if e.get("generator_bound")]
-    rows = []
+    rows, notes = [], []
     figures = [FIGURES[key] for key in COMPARED]
     if net is not None and net.values(a) and net.values(b):
         figures.insert(1, net)
@@ -186,10 +186,14 @@ def compare_entries(a: Entry, b: Entry, noises: dict[str, stats.Noise | None] | 
         mark, change, decision = headline.judge(fig, a, b, (noises or {}).get(key), margin)
         if key in RPS_FIGURES and bound and mark != "not compared":
             mark = "generator-bound"
+        named = ({**a, "server": "A"}, {**b, "server": "B"})
+        if key == "capacity" and (reading := bounds.read(mark, *named)).bounded:  # lower bounds in A or B
+            notes.append(f"capacity: {reading.state}: {reading.note}")
+            mark = "not compared" if reading.state == "not judged" else mark
         rows.append(Row(fig.label, fig.fmt(fig.value(a)), fig.fmt(fig.value(b)), _change(change), mark,
                         decision.confidence() if decision is not None else "",
                         decision if mark != "generator-bound" else None))
-    pair = Pair(a["scenario"], a["server"], rows)
+    pair = Pair(a["scenario"], a["server"], rows, notes)
     for name, e in (("A", a), ("B", b)):
         if e.get("generator_bound"):
             pair.notes.append(f"{name}: limited by the load generator ({e.get('generator_bound_reason')}); "
