@@ -9,7 +9,9 @@ scenario (`Scenario.user_class`) and one load shape that follows `schedule()`.
 from __future__ import annotations
 
 import os
+import statistics
 from dataclasses import dataclass, replace
+from typing import Any
 
 from lab import knobs
 
@@ -24,8 +26,8 @@ PROBE_SHARES = (0.5, 0.7, 0.85, 1.0, 1.15)
 EXTEND_FACTOR = 1.15
 EXTEND_MAX = 8
 EXTEND_EXPECTED = 1.5  # steps added on average (the plan's estimate)
-# Later repetitions step finely across the first repetition's knee: a floor step at KNEE_FLOOR of its
-# capacity (the knee moves between repetitions by more than the fine steps span: a repetition whose
+# Later repetitions step finely across the knee found so far (lab/load/runner.py place_knee): a floor
+# step at KNEE_FLOOR of it (the knee moves between repetitions by more than the fine steps span: one whose
 # first fine step missed would have no capacity at all), then KNEE_STEPS - 1 steps KNEE_RATIO apart, the
 # highest one step above its capacity, the grid shifted by a fraction of a step in each repetition so
 # that, over the repetitions, the capacities fall between the steps rather than on one of them.
@@ -206,6 +208,17 @@ def knee_rates(capacity: float, rep: int, reps: int, ceiling: float | None = Non
     top = capacity * KNEE_RATIO * shift
     fine = [float(max(1, round(top / KNEE_RATIO ** k))) for k in range(KNEE_STEPS - 2, -1, -1)]
     return _below([float(max(1, round(capacity * KNEE_FLOOR * shift))), *fine], ceiling)
+
+
+def next_knee(capacities: list[float], last: dict[str, Any], before: float | None,
+              first_rate: float) -> float:
+    """Where the next capacity repetition steps finely: the median of the capacities found so far, never
+    below the last repetition's when that is a lower bound (`last`: its capacity, lab.results.openmodel);
+    none found yet: where it was, else half the first step (every step missed)."""
+    knee = statistics.median(capacities) if capacities else before or first_rate / 2
+    if last.get("lower_bound") and last.get("capacity_rps"):
+        knee = max(knee, float(last["capacity_rps"]))
+    return float(knee)
 
 
 def _below(rates: list[float], ceiling: float | None) -> tuple[float, ...]:

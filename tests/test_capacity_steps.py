@@ -113,3 +113,19 @@ def test_a_miss_the_servers_own_answers_show_is_the_servers_whatever_the_generat
     # Without lag a miss is the server's, as ever.
     step = _open_step(p99_ms=500, sent_p99_ms=450, lag_ms=1)
     assert not step["generator_limited"] and step["servers_miss"]
+
+
+def test_the_fine_steps_follow_the_knee_found_so_far() -> None:
+    server = {"capacity_rps": 870.0, "lower_bound": False}
+    # After repetition 1: its capacity (coarse steps can put it well below the knee).
+    assert catalogue.next_knee([870.0], server, None, 870.0) == 870.0
+    # After more: the median, so one far-off repetition does not place them all.
+    assert catalogue.next_knee([870.0, 1491.0], {"capacity_rps": 1491.0}, 870.0, 870.0) == 1180.5
+    assert catalogue.next_knee([870.0, 1491.0, 1453.0], {"capacity_rps": 1453.0}, 1180.5, 870.0) == 1453.0
+    # A repetition whose steps ran out below its knee: the next starts from that bound at least.
+    bound = {"capacity_rps": 1783.0, "lower_bound": True}
+    assert catalogue.next_knee([870.0, 1783.0], bound, 870.0, 870.0) == 1783.0
+    # Every step missed and nothing found yet: half the first step; later, where it was.
+    missed = {"capacity_rps": None, "lower_bound": False}
+    assert catalogue.next_knee([], missed, None, 570.0) == 285.0
+    assert catalogue.next_knee([], missed, 400.0, 570.0) == 400.0

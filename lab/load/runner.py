@@ -14,7 +14,8 @@ then measures), lab.load.sampler samples the server, and every raw file goes und
 reports/<run-id>/<server>/<scenario>/rep-<n>/. Capacity (open-model) scenarios first probe each server
 briefly to place their offered rates, unless RATES= names them; each repetition adds steps while its last
 met the SLO (up to the generator's sustainable rate), and repetitions after the first step finely across
-the knee the first found. After `writes` (and `mixed`) the
+the knee found so far (the median capacity of the repetitions done, never below a lower bound just
+found). After `writes` (and `mixed`) the
 orders Locust saw acknowledged are checked against the database. Then results.json is built from the
 raw files alone (lab.results) and reports/latest points at the run. Every flag also reads an
 environment variable (the Makefile passes them through): see --help.
@@ -102,7 +103,8 @@ class Live:
     server: procs.ServerProcess | None = None
     budget: cpu_budget.CpuBudget | None = None
     rates: tuple[float, ...] = ()
-    knee: float | None = None  # capacity of a capacity scenario's first repetition: later ones step across it
+    knee: float | None = None  # where a capacity scenario's next repetition steps finely (place_knee)
+    capacities: list[float] = field(default_factory=list)  # the capacity repetitions' so far
     rss_idle: int | None = None  # the current process's RSS before any client connected
 
     @property
@@ -160,8 +162,8 @@ class Runner:
                         self.restart(live, sc)
                     if live.ok:
                         self.run_rep_safely(live, sc, rep)
-                    if live.ok and sc.open_model and rep == 1 and not self.s.rates:
-                        self.place_knee(live, sc)
+                    if live.ok and sc.open_model and rep < self.s.reps and not self.s.rates:
+                        self.place_knee(live, sc, rep)
             for live in lives:
                 if live.meta["status"] == "running":
                     live.meta["status"] = "ok"
@@ -258,25 +260,32 @@ class Runner:
                if ceiling and rps * catalogue.PROBE_SHARES[-1] > ceiling else ""))
         return rates
 
-    def place_knee(self, live: Live, sc: catalogue.Scenario) -> None:
-        """After a capacity scenario's first repetition: the rest step finely across the knee it found."""
+    def place_knee(self, live: Live, sc: catalogue.Scenario, rep: int) -> None:
+        """After a capacity repetition: the next steps finely across the median capacity so far, never
+        below a lower bound just found (its knee lies above). Re-placed after every repetition: a first
+        repetition's coarse steps (or a noisy moment) can put the knee far off, and fine steps that never
+        reach it leave every later repetition a lower bound ("not reached")."""
         try:
-            cap = rep_capacity(live.scen_dir / "rep-1", self.s.slo_p99_ms, self.calibration)
+            cap = rep_capacity(live.scen_dir / f"rep-{rep}", self.s.slo_p99_ms, self.calibration)
         except ResultsError as exc:
-            say(f"  {live.model}/{sc.name}: cannot read the first repetition's knee ({exc}); later "
-                "repetitions keep its steps")
+            say(f"  {live.model}/{sc.name}: cannot read repetition {rep}'s knee ({exc}); the next keeps the "
+                "steps it had")
             return
         if cap is None:
             return
-        # Below the lowest step: start the fine steps from half of it.
-        live.knee = cap["capacity_rps"] or live.rates[0] / 2
-        live.meta["knee_from_rep_1"] = {"capacity_rps": cap["capacity_rps"], "limited_by": cap["limited_by"],
-                                        "knee_rate": cap["knee_rate"]}
-        held = (f"met the SLO up to {cap['capacity_rps']:,.0f}/s" if cap["capacity_rps"]
-                else f"missed the SLO at its first step, {live.rates[0]:,.0f}/s")
-        say(f"  {live.model}/{sc.name}: rep 1 {held} ({cap['limited_by']}); later repetitions step "
-            f"{catalogue.KNEE_RATIO:g}x apart across {live.knee:,.0f}/s")
+        if cap["capacity_rps"]:
+            live.capacities.append(cap["capacity_rps"])
+        before = live.knee
+        live.knee = knee = catalogue.next_knee(live.capacities, cap, before, live.rates[0])
+        found = {k: cap[k] for k in ("capacity_rps", "limited_by", "knee_rate")}
+        live.meta.setdefault("knees", []).append({"after_rep": rep, **found, "next_across": round(knee, 1)})
         write_json(live.scen_dir / "scenario.json", live.meta)
+        if before is not None and max(knee, before) / min(knee, before) < catalogue.KNEE_RATIO:
+            return  # moved by less than a fine step: nothing to tell
+        held = (f"met the SLO up to {cap['capacity_rps']:,.0f}/s" if cap["capacity_rps"]
+                else "missed the SLO at its first step")
+        say(f"  {live.model}/{sc.name}: rep {rep} {held} ({cap['limited_by']}); the next repetition steps "
+            f"{catalogue.KNEE_RATIO:g}x apart across {knee:,.0f}/s")
 
     def fail(self, live: Live, error: str) -> None:
         live.meta["status"], live.meta["error"] = "failed", error
