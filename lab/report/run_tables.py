@@ -189,7 +189,9 @@ def step_rows(entries: Sequence[Entry]) -> list[list[str]]:
         for st in (e.get("open_model") or {}).get("steps") or []:
             lagged = st.get("generator_limited")
             held = lagged and openmodel.step_holds(st)
+            own = lagged and st.get("servers_miss")  # the server's miss, though the generator lagged
             verdict_text = ("meets the SLO, though the generator lagged" if held
+                            else "misses the SLO (the generator lagged too)" if own
                             else "generator could not keep the rate" if lagged
                             else "meets the SLO" if st.get("meets_slo") else "misses the SLO")
             rows.append([e["server"], fmt_num(st["rate"]), fmt_num(st.get("achieved_rps")),

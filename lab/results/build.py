@@ -378,6 +378,7 @@ def _open_summary(reps: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for key in ("offered", "requests", "failures", "late", "dropped"):
             step[key] = sum(int(s.get(key) or 0) for s in group)
         step["generator_limited"] = any(s["generator_limited"] for s in group)
+        step["servers_miss"] = any(s.get("servers_miss") for s in group)  # in some repetition
         step["meets_slo"] = all(s["meets_slo"] for s in group)
         steps.append(step)
     totals = {k: sum(int((r.get("open_model") or {}).get(k) or 0) for r in reps)
