@@ -73,9 +73,10 @@ def open_steps(shape: dict[str, Any], acc: dict[int, list[Any]], start: float, r
         if failure_share is not None and failure_share >= FAILURE_SHARE_LIMIT:
             misses.append(f"{failure_share:.1%} failed or dropped")
         # A miss late starts cannot explain: the server's answers, timed from when each request was sent,
-        # missed the SLO, or requests failed or could not start (too many waiting on the server).
-        own = bool(misses) and ((p99 is not None and raw_p99 is not None and raw_p99 >= slo_p99_ms)
-                                or (failure_share is not None and failure_share >= FAILURE_SHARE_LIMIT))
+        # missed the SLO by more than the generator's own delay (its start lag's p99: a loop that starts
+        # requests late reads answers late too), or requests failed or could not start (too many waiting).
+        slow = p99 is not None and raw_p99 is not None and raw_p99 - (lag_p99 or 0.0) >= slo_p99_ms
+        own = bool(misses) and (slow or (failure_share is not None and failure_share >= FAILURE_SHARE_LIMIT))
         steps.append({
             "index": i, "rate": rate, "start_s": st["start"], "end_s": st["end"],
             "offered": offered, "requests": n, "failures": fails, "late": late, "dropped": dropped,
@@ -141,10 +142,10 @@ def capacity(steps: Sequence[dict[str, Any]], slo_p99_ms: float, sustainable: fl
     else:
         limited_by, note = "server", f"at {knee['rate']:g}/s: {'; '.join(knee['misses'])}"
         if knee["generator_limited"]:  # late starts, yet the server's own answers missed too
-            raw = knee.get("p99_uncorrected_ms")
-            own = raw is not None and raw >= slo_p99_ms
-            why = (f"timed from the send its p99 was still {raw:g} ms" if own
-                   else "requests failed or could not start")
+            raw, lag = knee.get("p99_uncorrected_ms"), knee.get("start_lag_p99_ms") or 0.0
+            own = raw is not None and raw - lag >= slo_p99_ms
+            why = (f"timed from the send its p99 was still {raw:g} ms, more than the lag's {lag:g} ms over "
+                   "the SLO" if own else "requests failed or could not start")
             note += f" (the generator's starts lagged too, but {why}: the miss is the server's)"
     if again is not None:
         note += (f"; yet {again:g}/s met the SLO again, so one noisy step may have placed this knee: "
