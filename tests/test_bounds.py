@@ -119,3 +119,13 @@ def test_make_compare_reads_lower_bounds_too() -> None:
                                                 "could offer in 1 of 4 repetitions"]
     mark, notes = row(entry("asyncio", LOW), entry("asyncio", HIGH, bounded=1))  # B gained even on its bound
     assert mark == "better" and "it wins even on those" in notes[0]
+
+
+def test_the_pages_matrix_shows_which_it_is() -> None:
+    from lab.report import verdict_matrix
+
+    page = verdict_matrix.html([entry("asyncio", NEAR, bounded=3), entry("threaded", HIGH)], MARGIN)
+    assert 'data-state="at least tie"' in page and "asyncio&#x27;s knee lay above" in page
+    assert "could see ±" in page and "at least tie" in verdict_matrix.rule_note(MARGIN)
+    page = verdict_matrix.html([entry("asyncio", HIGH), entry("threaded", LOW, bounded=1)], MARGIN)
+    assert 'data-state="not judged"' in page and "could see ±" in page
