@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 from pathlib import Path
 
 import pytest
 
-from lab.bench import bench, bench_report, wrk
+from lab.bench import bench, bench_report, versus, wrk
 from lab.bench import instructions as bench_instructions
 from lab.bench.wrk import Sample, Series
 
@@ -234,3 +235,34 @@ def test_instruction_counts_replace_only_the_verdicts_they_count() -> None:
     assert any(t.startswith("asyncio /db is 0.75x bare aiohttp+asyncpg's throughput by instructions")
                for t in texts)
     assert report["data"]["all_hold"] is False
+
+
+def test_against_a_revision_exports_its_servers_and_names_a_wrong_one(tmp_path: Path) -> None:
+    short, folder = versus.export("HEAD", bench.REPO)
+    try:
+        assert (folder / "servers" / "run_threaded.py").is_file() and short
+    finally:
+        shutil.rmtree(folder)
+    with pytest.raises(ValueError, match="not a commit here"):
+        versus.export("no-such-revision-anywhere", bench.REPO)
+
+
+def test_against_a_revision_reports_this_checkout_over_it_with_its_interval() -> None:
+    rows = versus.rows("threaded", "abc1234", Path("/tmp/x"), references=True)
+    assert [r.kind for r in rows] == ["server", "revision", "floor", "peer", "peer"]
+    assert [r.label for r in rows[:3]] == [versus.THIS, "at abc1234", "floor"]
+
+    def samples(values: list[float]) -> list[Sample]:
+        return [Sample(5_000.0, 15_000, 0, 97.0, 40.0, us) for us in values]
+
+    by_label = {versus.THIS: {"/json": samples([20.0, 21.0, 20.5, 19.5, 20.2, 20.8])},
+                "at abc1234": {"/json": samples([30.0, 31.0, 29.0, 30.5, 29.5, 30.2])},
+                "floor": {"/json": samples([18.0, 18.5, 17.5, 18.2, 18.1, 17.9])}}
+    lines, data = versus.report({"threaded": by_label}, "abc1234", ["/json"], 0.03)
+    found = data["threaded"]["/json"]["this_over_revision"]
+    assert found["changed"] and 0.6 < found["ratio"] < 0.7 and found["ci"][1] < 1
+    row = next(line for line in lines if line.startswith("| threaded"))
+    assert "x0.677 [0.655-0.7]" in row and "floor 18.1 (0.89)" in row
+    same = {versus.THIS: by_label[versus.THIS], "at abc1234": by_label[versus.THIS]}
+    _, data = versus.report({"threaded": same}, "abc1234", ["/json"], 0.03)
+    assert not data["threaded"]["/json"]["this_over_revision"]["changed"]

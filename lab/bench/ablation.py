@@ -44,8 +44,8 @@ class Row:
     """One target of a server's group: a configuration of the server, its floor, or a peer."""
 
     label: str  # a key of CONFIGS, "floor", or a peer's name
-    kind: str  # "server", "floor" or "peer"
-    arg: str  # LAB_ABLATE value, the floor's bare kind, or the peer's kind
+    kind: str  # "server", "floor", "peer" or "revision" (the server of another checkout: --against)
+    arg: str  # LAB_ABLATE value, the floor's bare kind, the peer's kind, or the checkout's folder
 
 
 def rows_of(model: str, floor_kind: str, configs: dict[str, str] | None = None,
@@ -92,6 +92,13 @@ class Group:
                                                 env=env, cpus=self.server_cpus)
                     servers.append(server)
                     pid = server.pid
+                elif row.kind == "revision":  # its own servers/ package: run from its folder
+                    server = procs.start_server(self.model, port=port, database_url=self.url,
+                                                log_dir=log_dir / "revision", cpus=self.server_cpus,
+                                                env={"LAB_POOL_SIZE": str(self.pool_size)},
+                                                wrapper=("env", "-C", row.arg))
+                    servers.append(server)
+                    pid = server.pid
                 elif row.kind == "floor":
                     others.append(start_bare(row.arg, port, self.url, self.pool_size, log_dir))
                     pid = others[-1].pid
@@ -110,19 +117,19 @@ class Group:
 
 def run(models: list[str], url: str, args: argparse.Namespace, log_dir: Path, server_cpus: list[int] | None,
         load_cpus: list[int] | None, configs: dict[str, str] | None = None, paths: tuple[str, ...] = PATHS,
-        references: bool = True, say: Callable[[str], None] = print
-        ) -> dict[str, dict[str, dict[str, list[Any]]]]:
-    """Samples by model, row label and path, every repetition; progress said as it goes."""
+        references: bool = True, say: Callable[[str], None] = print,
+        rows_for: Callable[[str], list[Row]] | None = None) -> dict[str, dict[str, dict[str, list[Any]]]]:
+    """Samples by model, row label and path, every repetition; progress said as it goes. `rows_for`:
+    a model's rows, when not its configurations (CONFIGS or `configs`) and references."""
     out: dict[str, dict[str, dict[str, list[Any]]]] = {}
-    per_rep = sum(len(rows_of(m, REFERENCE_OF[m], configs, references)) for m in models) * len(paths)
-    total = per_rep * args.reps
+    rows = rows_for or (lambda m: rows_of(m, REFERENCE_OF[m], configs, references))
+    total = sum(len(rows(m)) for m in models) * len(paths) * args.reps
     done, began = 0, time.monotonic()
     for model in models:
-        group = Group(model, rows_of(model, REFERENCE_OF[model], configs, references), url, args.pool_size,
-                      server_cpus)
+        group = Group(model, rows(model), url, args.pool_size, server_cpus)
         out[model] = {row.label: {path: [] for path in paths} for row in group.rows}
         for rep in range(args.reps):
-            say(f"ablation {model} rep {rep + 1}/{args.reps}: starting {len(group.rows)} targets ...")
+            say(f"{model} rep {rep + 1}/{args.reps}: starting {len(group.rows)} targets ...")
             targets, stop = group.start(log_dir / model / f"rep-{rep + 1}")
             try:
                 for row in group.rows:

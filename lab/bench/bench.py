@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lab import files, machine
-from lab.bench import ablation, peers
+from lab.bench import ablation, peers, versus
 from lab.bench import instructions as bench_instructions
 from lab.bench.bench_report import ENDPOINTS, TARGET_CONNECTIONS, build_report
 from lab.bench.fleet import REPO, Fleet, reference_of
@@ -55,6 +55,7 @@ from lab.bench.wrk import HEADS, WARM_SECONDS, WRK_OVERHEAD, Series, measure, ru
 from lab.cpus import database_cpus, parse_cpus
 from lab.fmt import fmt_seconds
 from lab.knobs import env_flag, integer
+from lab.results import stats
 from lab.stack import cpu_budget, database, idle
 from servers.settings import MODELS
 
@@ -130,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "its guarantees on, each switched off in turn (LAB_ABLATE), all off, beside its "
                         "floor and peers, one server at a time (see lab/bench/ablation.py) "
                         "[LAB_BENCH_ABLATION=1]")
+    env_flag(p, "--against", "LAB_BENCH_AGAINST", "", "instead: each server beside the same server at this "
+             "git revision (a hash, a branch, HEAD~1), alternating, with this checkout's over its CPU per "
+             "request and the interval (see lab/bench/versus.py)", env)
     env_flag(p, "--idle-poll", "LAB_IDLE_POLL", "auto", "idle CPUs poll while measuring, so no server pays "
              "to wake a halted CPU: auto (where allowed, else the report says why not), yes, no", env,
              choices=idle.CHOICES)
@@ -197,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.ablation:
         return _ablation(models, url, args, out_dir, server_cpus, load_cpus, db_cpus)
+    if args.against:
+        return _against(models, paths, url, args, out_dir, server_cpus, load_cpus, db_cpus)
     plan = plan_targets(models, paths, args.references == "yes", args.peers == "yes")
     print(f"{len(plan)} figures x {args.reps} repetitions x {args.duration:g} s: about "
           f"{fmt_seconds(estimate_seconds(len(plan), args.reps, args.duration, args.fresh_server == 'yes'))} "
@@ -285,6 +291,52 @@ def _ablation(models: list[str], url: str, args: argparse.Namespace, out_dir: Pa
     files.write_json(out_dir / "bench.json", {"kind": "ablation", "settings": vars(args),
                                               "machine": machine.facts(), "idle": held.as_dict(),
                                               "ablation": data}, indent=2, default=str)
+    print()
+    print(markdown)
+    print(f"saved {_shown(out_dir)}/bench.md and bench.json")
+    return 0
+
+
+def _against(models: list[str], paths: list[str], url: str, args: argparse.Namespace, out_dir: Path,
+             server_cpus: list[int] | None, load_cpus: list[int] | None, db_cpus: list[int] | None) -> int:
+    """`--against REV`: this checkout's servers beside REV's (bench.md, bench.json)."""
+    try:
+        short, folder = versus.export(args.against, REPO)
+    except ValueError as exc:
+        print(f"make bench: {exc}", file=sys.stderr)
+        return 2
+    references = args.references == "yes"
+
+    def rows_of(model: str) -> list[ablation.Row]:
+        return versus.rows(model, short, folder, references)
+
+    figures = sum(len(rows_of(m)) for m in models) * len(paths)
+    print(f"against {short}: {figures} figures x {args.reps} repetitions x {args.duration:g} s: about "
+          f"{fmt_seconds(estimate_seconds(figures, args.reps, args.duration))} of measuring besides "
+          "start-ups", flush=True)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, folder, True)
+        try:
+            held = cleanup.enter_context(idle.polling(args.idle_poll))
+        except idle.IdleError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        print(f"while measuring, {held.describe()} (LAB_IDLE_POLL)", flush=True)
+        args.pinned_database_cpus = cleanup.enter_context(database.pinned(db_cpus))
+        samples = ablation.run(models, url, args, out_dir / "logs", server_cpus, load_cpus,
+                               paths=tuple(paths), rows_for=rows_of)
+    margin = stats.margin(stats.WITHIN)
+    lines, data = versus.report(samples, short, paths, margin)
+    head = [f"# make bench --against {args.against}: {args.reps} x {args.duration:g} s per figure, wrk -t1 "
+            f"-c{args.connections}, pool size {args.pool_size}", "",
+            f"Servers and references pinned to CPUs {server_cpus or 'all'}; wrk to CPUs "
+            f"{load_cpus or 'all'}; the lab's PostgreSQL to CPUs "
+            f"{args.pinned_database_cpus or 'all (not pinned)'}; {held.describe()}."]
+    markdown = "\n".join(head + lines) + "\n"
+    files.write_text(out_dir / "bench.md", markdown)
+    files.write_json(out_dir / "bench.json", {"kind": "against", "revision": short, "settings": vars(args),
+                                              "machine": machine.facts(), "idle": held.as_dict(),
+                                              "against": data}, indent=2, default=str)
     print()
     print(markdown)
     print(f"saved {_shown(out_dir)}/bench.md and bench.json")
