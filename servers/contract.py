@@ -246,8 +246,14 @@ class Route:
     arg: str | None = None  # the `{id}` of /orders/{id}
 
 
+_EXACT_ROUTES = {path: Route(name) for path, name in _EXACT.items()}
+
+
 def route(method: str, path: str) -> Route:
     """Match a request; raises ContractError with the 404 or 405 reply."""
+    found = _EXACT_ROUTES.get(path)  # the common case: one Route per path, made once (frozen, shared)
+    if found is not None and method in ROUTES[found.name][1]:
+        return found
     name = _EXACT.get(path)
     arg = None
     if name is None and path.startswith(_ORDER_PREFIX) and "/" not in path[len(_ORDER_PREFIX) :]:

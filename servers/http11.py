@@ -15,6 +15,7 @@ import contextlib
 import re
 import select
 import socket
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from servers import contract
@@ -41,6 +42,8 @@ _TOKEN = rb"[" + re.escape(bytes(sorted(TOKEN_CHARS))) + rb"]+"
 _FAST_HEAD = re.compile(rb"(" + _TOKEN + rb") (" + _TARGET.pattern + rb") (HTTP/1\.[01])\r\n((?:" + _TOKEN
                         + rb":[^" + _CONTROL + rb"]*\r\n)*)\r\n")
 _VERSION = re.compile(r"HTTP/(\d)\.(\d)")
+# A field line _FAST_HEAD has already checked, split into (name, value without the whitespace around it)
+_FIELD = re.compile(r"([^:]+):[ \t]*(.*?)[ \t]*\r\n")
 
 
 class HttpError(ValueError):
@@ -133,10 +136,7 @@ def fast_head(rfile: BinaryIO) -> tuple[str, str, str, list[tuple[str, str]]] | 
     if method not in KNOWN_METHODS or fields.count(b"\n") > MAX_HEADERS:
         return None
     rfile.read(end + 4)
-    headers = []
-    for line in fields.decode("latin-1").split("\r\n")[:-1]:  # one decode, then str work (cheapest)
-        name, _, value = line.partition(":")
-        headers.append((name, value.strip(" \t")))
+    headers: list[tuple[str, str]] = _FIELD.findall(fields.decode("latin-1"))  # the pairs in one C call
     return method, target_b.decode("ascii"), version_b.decode("latin-1"), headers
 
 
@@ -160,6 +160,62 @@ def loose_head(rfile: BinaryIO) -> tuple[str, str, str, list[tuple[str, str]]] |
         name, _, value = raw.decode("latin-1").partition(":")
         headers.append((name.strip(), value.strip()))
     raise HttpError(f"more than {MAX_HEADERS} header lines")
+
+
+MAX_CGI_KEYS = 512  # header names whose environ key is remembered; past that, worked out each time
+# header name as sent -> its WSGI environ key (User-Agent -> HTTP_USER_AGENT, Content-Type -> CONTENT_TYPE),
+# or "" for a name with an underscore: left out, as pywsgi, gunicorn and nginx do, since WSGI cannot
+# tell Content_Length from Content-Length
+_CGI_KEYS: dict[str, str] = {}
+
+
+def _cgi_key(name: str) -> str:
+    if "_" in name:
+        key = ""
+    else:
+        key = name.upper().replace("-", "_")
+        if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+            key = "HTTP_" + key
+    if len(_CGI_KEYS) < MAX_CGI_KEYS:
+        _CGI_KEYS[name] = key
+    return key
+
+
+def add_headers(environ: dict[str, Any], headers: list[tuple[str, str]]) -> None:
+    """The request's headers into a WSGI environ, a repeated one joined with commas (cookies with '; ')."""
+    keys = _CGI_KEYS
+    for name, value in headers:
+        key = keys.get(name)
+        if key is None:
+            key = _cgi_key(name)
+        if not key:
+            continue
+        if key in environ:
+            value = f"{environ[key]}{'; ' if key == 'HTTP_COOKIE' else ','}{value}"
+        environ[key] = value
+
+
+class NoBody:
+    """wsgi.input of a request without a body (neither Content-Length nor Transfer-Encoding): one shared,
+    stateless instance instead of a stream per request (`_discard` is what pywsgi calls after a reply)."""
+
+    def read(self, size: int = -1) -> bytes:
+        return b""
+
+    def readline(self, size: int = -1) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1) -> list[bytes]:
+        return []
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(())
+
+    def _discard(self) -> None:
+        pass
+
+
+NO_BODY = NoBody()
 
 
 def check_framing(version: str, headers: list[tuple[str, str]]) -> None:

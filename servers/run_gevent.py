@@ -9,10 +9,12 @@ the longest-receiving (else longest idle) connection is closed to make room; onl
 connection runs a request does a newcomer get a 503. When even the reject slots are busy, the
 pool stops gevent's accept loop, so further clients wait in the listen backlog (backpressure).
 
-The request head is read by servers.http11's strict rules instead of pywsgi's own. pywsgi has no
-public hooks for that, so LabHandler overrides these of its methods, private or undocumented:
-read_requestline, read_request, get_environ, start_response, handle_one_response,
-_write_with_headers, _handle_client_error and _send_error_response_if_possible. A sweeper
+The request head is read by servers.http11's strict rules instead of pywsgi's own, and the reply is
+written as `threaded` writes it (SyncApp.respond and .response, one send) instead of through pywsgi's
+start_response and access-log line. pywsgi has no public hooks for that, so LabHandler overrides these
+of its methods, private or undocumented: read_requestline, read_request, get_environ, run_application,
+log_request, start_response, handle_one_response, _write_with_headers, _handle_client_error and
+_send_error_response_if_possible. A sweeper
 greenlet enforces the receive deadline (408) and the keep-alive idle timeout, and kills the
 greenlet of a request whose client hung up (its query is cancelled, its pool connection freed).
 """
@@ -24,7 +26,7 @@ import logging
 import signal
 import socket
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import gevent
 import gevent.event
@@ -38,8 +40,10 @@ from servers.ablation import NoBusy, NoDeadlines
 from servers.deadlines import SWEEP_SECONDS, Busy, Deadlines
 from servers.http11 import (
     BACKLOG,
+    NO_BODY,
     STOP_GRACE,
     HttpError,
+    add_headers,
     answer_over_limit,
     check_framing,
     early_garbage,
@@ -55,6 +59,8 @@ from servers.settings import Settings
 from servers.sync_app import STATUS_LINES, SyncApp, make_app
 
 log = logging.getLogger("serverlab")
+
+STATUS_BYTES = {status: line.encode("latin-1") for status, line in STATUS_LINES.items()}  # as pywsgi keeps it
 
 REJECT_SLOTS = 64
 
@@ -93,6 +99,8 @@ class LabHandler(WSGIHandler):
     gone = False  # the client hung up while its request ran
     _bad: HttpError | None = None  # a request line found malformed, raised in read_request
     _parsed: tuple[str, str, str, list[tuple[str, str]]] | None = None  # a head read in one pass
+    _environ: dict[str, Any] | None = None  # built by read_request, handed over by get_environ
+    wsgi_input: Any  # pywsgi's Input, _Unread, or NO_BODY
 
     def read_requestline(self) -> str:
         """The request line by servers.http11's rules (errors wait for read_request, where pywsgi
@@ -155,29 +163,70 @@ class LabHandler(WSGIHandler):
         if not target.startswith("/") and "://" in target:  # absolute-form
             split = urlsplit(target)
             target = (split.path or "/") + (f"?{split.query}" if split.query else "")
-        message = pywsgi.OldMessage()
-        for name, value in headers:
-            message[name] = value
+        path, _, query = target.partition("?")
+        env = self.server.get_environ()  # a copy of pywsgi's base environ (SERVER_NAME, wsgi.*)
+        env["REQUEST_METHOD"] = method
+        env["SCRIPT_NAME"] = ""
+        env["PATH_INFO"] = unquote(path, "latin-1") if "%" in path else path
+        env["QUERY_STRING"] = query
+        env["SERVER_PROTOCOL"] = version
+        address = self.client_address
+        if isinstance(address, tuple):
+            env["REMOTE_ADDR"], env["REMOTE_PORT"] = str(address[0]), str(address[1])
+        add_headers(env, headers)
+        self._environ = env
         self.requestline = raw_requestline
         self.command, self.path, self.request_version = method, target, version
-        self.headers = message
-        length = message.get("content-length")
+        length = env.get("CONTENT_LENGTH")
         self.content_length = int(length) if length else None
-        connection = message.get("connection", "").lower()
+        connection = env.get("HTTP_CONNECTION", "").lower()
         self.close_connection = ("close" in connection) if version == "HTTP/1.1" else (
             "keep-alive" not in connection)
         return True
 
     def get_environ(self) -> dict[str, Any]:
-        environ: dict[str, Any] = super().get_environ()
+        """The environ read_request built (pywsgi's own, when pywsgi parsed the head: LooseHandler), with
+        its wsgi.input: none for a body over the limit, one that marks the request busy once read."""
+        env, self._environ = self._environ, None
+        body = None
+        if env is None:
+            env = super().get_environ()
+            body = env["wsgi.input"]
         if (self.content_length or 0) > contract.MAX_BODY_BYTES:
             # The app answers 413 without reading; pywsgi would otherwise read the whole body
             # to discard it, so leave it on the wire and close the connection instead.
-            self.wsgi_input = environ["wsgi.input"] = _Unread()
+            self.wsgi_input = env["wsgi.input"] = _Unread()
             self.close_connection = True
-        elif self.content_length or "HTTP_TRANSFER_ENCODING" in environ:
-            environ["wsgi.input"] = _BodyThenBusy(environ["wsgi.input"], self)
-        return environ
+        elif self.content_length or "HTTP_TRANSFER_ENCODING" in env:
+            if body is None:
+                sock = self.socket if env.get("HTTP_EXPECT") == "100-continue" else None
+                chunked = env.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+                body = self.wsgi_input = pywsgi.Input(self.rfile, self.content_length, socket=sock,
+                                                      chunked_input=chunked)
+            env["wsgi.input"] = _BodyThenBusy(body, self)
+        elif body is None:
+            self.wsgi_input = env["wsgi.input"] = NO_BODY
+        env["wsgi.input_terminated"] = True
+        return env
+
+    def run_application(self) -> None:
+        """The app's reply written in one send, as `threaded` writes it (SyncApp.respond and response):
+        no start_response, header list or pywsgi header checks per request. pywsgi's own paths (a 400
+        for a malformed chunk, a 500) still go through start_response and write."""
+        app = self.server.app
+        reply = app.respond(self.environ)
+        if self.server.stopping:
+            self.close_connection = True
+        data = app.response(reply, self.command == "HEAD", self.close_connection,
+                            self.request_version == "HTTP/1.0")
+        self.code = reply.status
+        self.status = STATUS_BYTES[reply.status]
+        self.headers_sent = True
+        self._sendall(data)
+
+    def log_request(self) -> None:
+        """None: the server keeps no access log (log=None), so pywsgi's formatting of a line for its
+        no-op log (a datetime and a format string per request) is skipped."""
 
     def handle_one_response(self) -> None:
         server = self.server

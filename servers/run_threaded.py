@@ -1,8 +1,9 @@
 """`threaded`: one OS thread per accepted connection, for the connection's whole life.
 
 A small hand-written HTTP/1.1 loop (keep-alive, Content-Length and chunked request bodies,
-`Expect: 100-continue`) in front of the WSGI app in servers.sync_app; the request head is read by
-servers.http11's strict rules. Live connections are capped at max_connections: at the cap the
+`Expect: 100-continue`) in front of the sync app in servers.sync_app (a WSGI environ in, its
+`respond` and `response` out, with no start_response); the request head is read by servers.http11's
+strict rules. Live connections are capped at max_connections: at the cap the
 longest-receiving (else longest idle) connection is closed to make room, and only when every
 connection runs a request does a newcomer get a 503. One sweeper thread enforces the receive
 deadline (408) and the keep-alive idle timeout, and cancels the database query of a request
@@ -32,8 +33,10 @@ from servers.http11 import (
     BACKLOG,
     MAX_HEADERS,
     MAX_LINE,
+    NO_BODY,
     STOP_GRACE,
     HttpError,
+    add_headers,
     answer_over_limit,
     check_framing,
     early_garbage,
@@ -76,6 +79,17 @@ class ThreadedServer:
             ThreadDeadlines(settings.request_timeout, settings.keepalive_timeout) if self.timed
             else NoDeadlines())
         self.busy: Busy | NoBusy = NoBusy() if settings.off("cancel") else Busy()
+        # the environ keys every request has alike; each request starts from a copy
+        self._environ: dict[str, Any] = {
+            "SCRIPT_NAME": "",
+            "SERVER_NAME": settings.host,
+            "SERVER_PORT": str(settings.port),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
 
     # --- accepting ------------------------------------------------------------------------
 
@@ -236,54 +250,33 @@ class ThreadedServer:
             target = (split.path or "/") + (f"?{split.query}" if split.query else "")
         path, _, query = target.partition("?")
 
-        environ: dict[str, Any] = {
-            "REQUEST_METHOD": method,
-            "SCRIPT_NAME": "",
-            "PATH_INFO": unquote(path, "latin-1"),
-            "QUERY_STRING": query,
-            "SERVER_PROTOCOL": version,
-            "SERVER_NAME": self.settings.host,
-            "SERVER_PORT": str(self.settings.port),
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "http",
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-        }
-        for name, value in headers:
-            key = name.upper().replace("-", "_")
-            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                key = "HTTP_" + key
-            environ[key] = f"{environ[key]},{value}" if key in environ else value
+        environ = self._environ.copy()  # the keys every request has alike, copied in C
+        environ["REQUEST_METHOD"] = method
+        environ["PATH_INFO"] = unquote(path, "latin-1") if "%" in path else path
+        environ["QUERY_STRING"] = query
+        environ["SERVER_PROTOCOL"] = version
+        add_headers(environ, headers)
 
-        connection = environ.get("HTTP_CONNECTION", "").lower()
-        keep_alive = ("close" not in connection) if version == "HTTP/1.1" else (
-            "keep-alive" in connection
-        )
-        keep_alive = self._read_body(sock, rfile, environ) and keep_alive
+        connection = environ.get("HTTP_CONNECTION")
+        if connection is None:
+            keep_alive = version == "HTTP/1.1"
+        else:
+            connection = connection.lower()
+            keep_alive = ("close" not in connection) if version == "HTTP/1.1" else (
+                "keep-alive" in connection)
+        if "CONTENT_LENGTH" in environ or "HTTP_TRANSFER_ENCODING" in environ:
+            keep_alive = self._read_body(sock, rfile, environ) and keep_alive
+        else:
+            environ["wsgi.input"] = NO_BODY
         self.deadlines.busy(sock)
         self.busy.start(sock, threading.get_ident())
-
-        status_headers: list[Any] = []
-
-        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            status_headers[:] = [status, headers]
-            return None
-
+        app = self.app
         try:
-            body = b"".join(self.app(environ, start_response))
+            reply = app.respond(environ)
         finally:
             self.busy.stop(sock)
-        status, response_headers = status_headers
         keep_alive = keep_alive and not self.stopping.is_set()
-        head = [f"HTTP/1.1 {status}\r\n"]
-        head += [f"{name}: {value}\r\n" for name, value in response_headers]
-        if not keep_alive:
-            head.append("Connection: close\r\n")
-        elif version == "HTTP/1.0":
-            head.append("Connection: keep-alive\r\n")
-        head.append("\r\n")
-        sock.sendall("".join(head).encode("latin-1") + body)
+        sock.sendall(app.response(reply, method == "HEAD", not keep_alive, version == "HTTP/1.0"))
         return keep_alive
 
     @staticmethod

@@ -53,18 +53,32 @@ _TEXT_REPLY = Reply(200, contract.HELLO, contract.TEXT)
 
 
 class DateCache:
-    """The RFC 1123 `Date` value, formatted at most once per second."""
+    """The RFC 1123 `Date` value, formatted at most once per second, and with it the head lines every
+    response begins with (`Server` and `Date`, CRLF-ended), for runtimes that write heads themselves."""
 
-    def __init__(self) -> None:
+    def __init__(self, server: str = "") -> None:
+        self._server = f"Server: {server}\r\nDate: "
         self._second = -1
         self._value = ""
+        self._lines = ""
 
     def __call__(self) -> str:
         second = int(time.time())
         if second != self._second:
-            self._value = contract.http_date(second)  # value first: readers check _second
-            self._second = second
+            self._refresh(second)
         return self._value
+
+    def lines(self) -> str:
+        """'Server: ...\\r\\nDate: ...\\r\\n' for the current second."""
+        second = int(time.time())
+        if second != self._second:
+            self._refresh(second)
+        return self._lines
+
+    def _refresh(self, second: int) -> None:
+        value = contract.http_date(second)
+        self._value, self._lines = value, f"{self._server}{value}\r\n"  # values first: readers check _second
+        self._second = second
 
 
 class SyncApp:
@@ -91,7 +105,7 @@ class SyncApp:
                                       settings.ready_timeout)
         self.metrics = Metrics(settings.model, enabled=settings.metrics, pool_stats=self.pool.stats)
         self.server_header = contract.server_header(settings.model)
-        self.date = DateCache()
+        self.date = DateCache(self.server_header)
         self._slots = semaphore(settings.max_inflight)
         self._last_db_log = 0.0
         self._extra_work = cpuwork.iterations_for(settings.extra_cpu_us)  # lab only; 0: none
@@ -117,6 +131,15 @@ class SyncApp:
     # --- HTTP in and out ------------------------------------------------------------------
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
+        reply = self.respond(environ)
+        start_response(STATUS_LINES[reply.status], self.headers(reply))
+        return [] if environ["REQUEST_METHOD"] == "HEAD" else [reply.body]
+
+    def respond(self, environ: Environ) -> Reply:
+        """The app without WSGI's start_response: the reply to one request. Both runtimes call it and
+        write `response(reply)` themselves, which spares the header list, the callback and (under
+        gevent) pywsgi's header handling of every request; the WSGI callable remains for pywsgi's
+        own paths and any WSGI server."""
         metrics = self.metrics
         started = time.perf_counter() if metrics.enabled else 0.0
         if self._extra_work:
@@ -137,8 +160,7 @@ class SyncApp:
             reply = contract.internal()
         if started:
             metrics.record[name]((reply.status, time.perf_counter() - started))
-        start_response(STATUS_LINES[reply.status], self.headers(reply))
-        return [] if method == "HEAD" else [reply.body]
+        return reply
 
     def headers(self, reply: Reply) -> list[tuple[str, str]]:
         return [
@@ -148,6 +170,21 @@ class SyncApp:
             ("Content-Length", str(len(reply.body))),
             *reply.headers,
         ]
+
+    def response(self, reply: Reply, head_only: bool, close: bool, http10: bool) -> bytes:
+        """The whole response, for runtimes that write it themselves: the status line, the headers of
+        `headers()`, `Connection: close` when the connection ends after it (`Connection: keep-alive`
+        when an HTTP/1.0 one does not), then the body unless `head_only` (a HEAD request). One format
+        string: no header list, no start_response."""
+        body = reply.body
+        extra = "".join(f"{name}: {value}\r\n" for name, value in reply.headers) if reply.headers else ""
+        if close:
+            extra += "Connection: close\r\n"
+        elif http10:
+            extra += "Connection: keep-alive\r\n"
+        head = (f"HTTP/1.1 {STATUS_LINES[reply.status]}\r\n{self.date.lines()}Content-Type: "
+                f"{reply.content_type}\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode("latin-1")
+        return head if head_only else head + body
 
     def raw_response(self, reply: Reply) -> bytes:
         """A complete `Connection: close` response, for runtimes answering outside the app."""
