@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.bench import bench, bench_report, versus, wrk
+from lab.bench import bench, bench_report, fleet, versus, wrk
 from lab.bench import instructions as bench_instructions
 from lab.bench.wrk import Sample, Series
 
@@ -238,13 +238,13 @@ def test_instruction_counts_replace_only_the_verdicts_they_count() -> None:
 
 
 def test_against_a_revision_exports_its_servers_and_names_a_wrong_one(tmp_path: Path) -> None:
-    short, folder = versus.export("HEAD", bench.REPO)
+    short, folder = versus.export("HEAD", fleet.REPO)
     try:
         assert (folder / "servers" / "run_threaded.py").is_file() and short
     finally:
         shutil.rmtree(folder)
     with pytest.raises(ValueError, match="not a commit here"):
-        versus.export("no-such-revision-anywhere", bench.REPO)
+        versus.export("no-such-revision-anywhere", fleet.REPO)
 
 
 def test_against_a_revision_reports_this_checkout_over_it_with_its_interval() -> None:
