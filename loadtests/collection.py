@@ -9,6 +9,7 @@ which writes it (loadtests/recorder.py); any other process writes its own.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import time
@@ -19,7 +20,7 @@ import gevent
 from locust import events
 from locust.env import Environment
 from locust.rpc import Message
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import STATE_MISSING, MasterRunner, WorkerRunner
 
 from loadtests import open_model
 from loadtests.heartbeats import Heartbeats
@@ -68,7 +69,8 @@ def _on_init(environment: Environment, **_: Any) -> None:
 
 
 RECORDS_RECEIVED: list[str] = []  # the master: workers whose record it has written
-RECORD_WAIT_SECONDS = 15.0  # the master waits this long at most for its workers' records
+RECORD_WAIT_SECONDS = 15.0  # the master waits this long at most for its workers' records, after the
+# --stop-timeout a worker may spend letting its users' requests in flight finish
 
 
 def _received_record(msg: Any, **_: Any) -> None:
@@ -76,16 +78,40 @@ def _received_record(msg: Any, **_: Any) -> None:
     RECORDS_RECEIVED.append(str(msg.node_id))
 
 
-def stop_workers_and_collect(runner: MasterRunner) -> None:
-    """At the master's test stop (whoever ended the test): tell every worker to stop, and wait (bounded)
-    until each has handed in its record. Locust's quit() alone gives them 0.5 s, which a busy machine
-    or a slow network misses, and the record is then lost."""
+def missing_message(missing: list[str], workers: dict[str, dict[str, Any]], waited: float) -> str:
+    """What the master logs when workers' records did not arrive: which worker, where, what to read."""
+    where = {w: workers.get(w, {}) for w in missing}
+    named = ", ".join(f"{w} (on {h.get('host') or '?'}, {h.get('address') or '?'})" for w, h in where.items())
+    return (f"serverlab: no latency record from Locust worker(s) {named} within {waited:.0f} s of the end: "
+            "their requests are missing from this repetition. Read those workers' logs "
+            "(locust-worker-*.log in the repetition folder, or the output of `python -m lab worker` on "
+            "their host): a worker that stopped, was killed or lost its network did not report.")
+
+
+def stop_workers_and_collect(runner: MasterRunner) -> list[str]:
+    """At the master's test stop: tell every worker to stop, and wait (bounded) until each has handed in
+    its record; log the workers whose record did not come, and return their ids.
+
+    Locust's own shutdown ends the master's message loop 0.5 s after it quits, so this must run before
+    anything lets Locust's main greenlet go on: the shape stops the test from Locust's shape greenlet
+    (LabShape.tick returns None), on which that main greenlet waits. A worker stops its users and sends
+    its record before it answers "client_stopped", so a worker gone from runner.clients, or silent
+    (missing heartbeats), sends nothing more: the wait ends when only such workers are left."""
     expected = {str(c.id) for c in runner.clients.all}
     for worker_id in expected:  # each stops its users and sends its record (its test_stop)
         runner.server.send_to_client(Message("stop", None, worker_id))
-    deadline = time.time() + RECORD_WAIT_SECONDS
-    while not expected <= set(RECORDS_RECEIVED) and time.time() < deadline:
+    waited = RECORD_WAIT_SECONDS + float(runner.environment.stop_timeout or 0)
+    deadline = time.time() + waited
+    for _ in range(int(waited / 0.05) + 1):  # bounded by the deadline
+        outstanding = expected - set(RECORDS_RECEIVED)
+        live = {w for w in outstanding if w in runner.clients and runner.clients[w].state != STATE_MISSING}
+        if not live or time.time() >= deadline:
+            break
         gevent.sleep(0.05)
+    missing = sorted(expected - set(RECORDS_RECEIVED))
+    if missing:
+        logging.error(missing_message(missing, HEARTBEATS.workers, waited))
+    return missing
 
 
 @events.request.add_listener

@@ -205,7 +205,8 @@ class LabShape(LoadTestShape):
     Locust asks a shape for users once a second, which would round a 0.5 s warm-up up to a second and
     add up to a second at each end of every repetition. The phases are therefore kept by a greenlet of
     the shape's own (`_phases`: spawn seen within PHASE_POLL, warm-up and measure timed exactly), and
-    tick() only reads them."""
+    tick() only reads them. The measured window ends exactly in every mode; a master's workers stop
+    at its next tick, after it (their requests then count as "tail")."""
 
     use_common_options = True  # -t (run time) stays a hard cap
     PHASE_POLL = 0.05  # seconds between looks at the spawned user count
@@ -265,8 +266,12 @@ class LabShape(LoadTestShape):
         self._set_phase("tail", now)
         self._write(now)
         self.finished = True
-        if self.runner is not None:  # stop now, not at the next tick (up to a second later)
-            self.runner.quit()
+        # A master's next tick (within a second) returns None and Locust stops the test from its shape
+        # greenlet: the master then collects its workers' records (collection.stop_workers_and_collect)
+        # while Locust's main greenlet still waits for that shape greenlet. Quitting from here would
+        # free it, and its shutdown would cut the collection off after 0.5 s.
+        if self.runner is not None and not isinstance(self.runner, MasterRunner):
+            self.runner.quit()  # one process: stop now, not at the next tick (up to a second later)
 
     def _start_measuring(self, now: float) -> None:
         self.measure_start = now

@@ -166,6 +166,18 @@ class LocustJob:
         if cpu:
             self.polls.append([round(now, 3), cpu])
 
+    def records_problem(self) -> str | None:
+        """Why the latency records are incomplete (one per process that sent requests), or None."""
+        found = len(list(self.records.glob("record-*.json")))
+        expected = (self.workers + self.remote_workers) or 1
+        log = self.out_dir / "locust.log"
+        if not found:
+            return f"Locust wrote no latency record; read {log}"
+        if found < expected:
+            return (f"only {found} of {expected} Locust workers' latency records arrived, so this repetition "
+                    f"lacks the others' requests; {log} names the worker(s) that did not report")
+        return None
+
     def exited(self) -> bool:
         return self.popens[0].poll() is not None
 

@@ -395,9 +395,9 @@ class Runner:
             run["status"], run["error"] = "failed", (
                 f"Locust exited with code {codes[0]}; read {rep_dir / 'locust.log'}:\n"
                 f"{procs.log_tail(rep_dir / 'locust.log', 15)}")
-        if not list(job.records.glob("record-*.json")) and run["status"] == "ok":
-            run["status"] = "failed"
-            run["error"] = f"Locust wrote no latency record; read {rep_dir / 'locust.log'}"
+        missing = job.records_problem()
+        if missing and run["status"] == "ok":
+            run["status"], run["error"] = "failed", missing
         if sc.name in WRITE_SCENARIOS:
             try:
                 run["writes"] = check_writes(self.database_url, tag, job.records)
