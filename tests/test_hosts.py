@@ -9,7 +9,7 @@ import time
 import pytest
 
 from lab.hosts import netns
-from tests.netns_hosts import TEST_PREFIX, TEST_SUBNET, require_namespaces
+from tests.netns_hosts import TEST_PREFIX, TEST_SUBNET, claimed, require_namespaces
 
 pytestmark = pytest.mark.integration
 
@@ -35,42 +35,60 @@ def fetch(host: str, url: str) -> str:
 
 def test_up_twice_traffic_across_then_down_leaves_nothing() -> None:
     require_namespaces()
-    try:
-        first = lab_hosts("up")
-        assert first.returncode == 0, first.stderr
-        second = lab_hosts("up")
-        assert second.returncode == 0, second.stderr
-        assert "all there already" in second.stdout
-        status = lab_hosts("status").stdout
-        for host in netns.HOSTS:
-            assert f"{HOSTS.namespace(host)}" in status and HOSTS.address(host) in status
-        # A web server on host a, bound to a's address only, answers b, c and this machine.
-        a = HOSTS.address("a")
-        server = subprocess.Popen([*HOSTS.run_in("a"), sys.executable, "-m", "http.server", "--bind", a,
-                                   "18080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with claimed(HOSTS):  # no other test session's hosts of these names are taken down here
         try:
-            url = f"http://{a}:18080/"
-            deadline = time.monotonic() + 15
-            while "Directory listing" not in fetch("c", url) and time.monotonic() < deadline:
-                time.sleep(0.2)
-            for host in ("b", "c", "lab"):
-                assert "Directory listing" in fetch(host, url), host
-            # Host a's loopback is its own: nothing from a listens on this machine's 127.0.0.1:18080.
-            assert fetch("lab", "http://127.0.0.1:18080/").startswith("error")
-            assert "processes" in lab_hosts("status").stdout
+            first = lab_hosts("up")
+            assert first.returncode == 0, first.stderr
+            second = lab_hosts("up")
+            assert second.returncode == 0, second.stderr
+            assert "all there already" in second.stdout
+            status = lab_hosts("status").stdout
+            for host in netns.HOSTS:
+                assert f"{HOSTS.namespace(host)}" in status and HOSTS.address(host) in status
+            # A web server on host a, bound to a's address only, answers b, c and this machine.
+            a = HOSTS.address("a")
+            server = subprocess.Popen([*HOSTS.run_in("a"), sys.executable, "-m", "http.server", "--bind", a,
+                                       "18080"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                url = f"http://{a}:18080/"
+                deadline = time.monotonic() + 15
+                while "Directory listing" not in fetch("c", url) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                for host in ("b", "c", "lab"):
+                    assert "Directory listing" in fetch(host, url), host
+                # Host a's loopback is its own: nothing from a listens on this machine's 127.0.0.1:18080.
+                assert fetch("lab", "http://127.0.0.1:18080/").startswith("error")
+                assert "processes" in lab_hosts("status").stdout
+            finally:
+                down = lab_hosts("down")  # also stops the web server still running on host a
+                server.wait(timeout=15)
+            assert down.returncode == 0, down.stderr
+            assert "1 process(es)" in down.stdout
         finally:
-            down = lab_hosts("down")  # also stops the web server still running on host a
-            server.wait(timeout=15)
-        assert down.returncode == 0, down.stderr
-        assert "1 process(es)" in down.stdout
-    finally:
-        netns.down(HOSTS)
-    assert netns.leftovers(HOSTS) == []
-    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    assert TEST_PREFIX not in names and TEST_PREFIX not in links
-    again = lab_hosts("down")
-    assert again.returncode == 0 and "nothing was there" in again.stdout
+            netns.down(HOSTS)
+        assert netns.leftovers(HOSTS) == []
+        names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+        assert TEST_PREFIX not in names and TEST_PREFIX not in links
+        again = lab_hosts("down")
+        assert again.returncode == 0 and "nothing was there" in again.stdout
+
+
+def test_a_second_session_is_told_who_holds_the_test_hosts_and_takes_nothing_down() -> None:
+    """Two test sessions at once would share the hosts' names: the second one's claim fails, saying
+    who holds them and what to do, and the first keeps its hosts."""
+    hosts = netns.TestHosts("slablock", TEST_SUBNET)  # a lock of its own: no hosts are made here
+    second = ("import sys\nfrom lab.hosts import netns\nhosts = netns.TestHosts('slablock', sys.argv[1])\n"
+              "try:\n    with netns.claimed(hosts, 'session two'): print('held')\n"
+              "except netns.HostsError as e: print(e)")
+    with netns.claimed(hosts, "session one"):
+        done = subprocess.run([sys.executable, "-c", second, TEST_SUBNET], capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert "in use by pid" in done.stdout and "(session one)" in done.stdout, done.stdout + done.stderr
+        assert "--hosts-prefix" in done.stdout
+    after = subprocess.run([sys.executable, "-c", second, TEST_SUBNET], capture_output=True, text=True,
+                           timeout=60, check=False)
+    assert after.stdout.strip() == "held", after.stdout + after.stderr
 
 
 @pytest.mark.parametrize(("subnet", "why"), [("10.0.0.0/24", "inside 198.18.0.0/15"),

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import ipaddress
 import os
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 BENCHMARK_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
@@ -170,6 +173,46 @@ def up(hosts: TestHosts) -> list[str]:
     _ip("-n", sw, "link", "set", "port-lab", "master", "br0", "up")
     _set_address(hosts.lab_link, f"{hosts.address('lab')}/{bits}")
     return made
+
+
+def lock_path(hosts: TestHosts) -> Path:
+    """One lock file per set of test hosts, machine-wide (namespace names are)."""
+    folder = Path("/run/lock")
+    if not (folder.is_dir() and os.access(folder, os.W_OK)):
+        folder = Path(tempfile.gettempdir())
+    return folder / f"serverlab-hosts-{hosts.prefix}.lock"
+
+
+@contextlib.contextmanager
+def claimed(hosts: TestHosts, holder: str, wait_seconds: float = 0.0) -> Iterator[None]:
+    """Hold this set of test hosts for one user (a test session) for the block. Another user of the same
+    set waits up to wait_seconds, then fails with who holds it, instead of taking the hosts down under
+    the first. The kernel drops the lock when its holder exits, however it ends."""
+    path = lock_path(hosts)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + wait_seconds
+        for _ in range(int(wait_seconds / 0.5) + 1):  # bounded by the deadline
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    held_by = os.pread(fd, 500, 0).decode(errors="replace").strip() or "another process"
+                    raise HostsError(
+                        f"test hosts {hosts.prefix} ({hosts.subnet}) are in use by {held_by} (lock {path}); "
+                        f"wait until it ends, or use another set of hosts: another --hosts-prefix and "
+                        f"--hosts-subnet (LAB_HOSTS_PREFIX, LAB_HOSTS_SUBNET)") from None
+                time.sleep(0.5)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({holder})\n".encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def pids_in(namespace: str) -> list[int]:
