@@ -34,3 +34,13 @@ def test_a_ceiling_measured_with_idle_cpus_halting_is_not_reused_when_they_poll(
     assert calibrate.needed(s) is False
     assert calibrate.needed(s.replace(idle_poll="auto")) is True
     assert json.loads(store.read_text())["entries"] == {halting: entry}  # planning measures nothing
+
+
+def test_an_open_rate_far_below_the_closed_loop_ceiling_is_called_a_busy_machine() -> None:
+    # 11:52 on a shared VM: 500/s against 4,858 rps; quiet, 2,000/s against 3,297 rps.
+    busy = {"ceiling_rps": 4857.5, "open_sustainable_rps": 500.0, "key": "k", "measured_at": "t"}
+    assert calibrate.busy(busy)
+    assert "make calibrate` again when the machine is quiet" in calibrate.describe(busy)
+    quiet = {**busy, "ceiling_rps": 3297.2, "open_sustainable_rps": 2000.0}
+    assert not calibrate.busy(quiet) and "WARNING" not in calibrate.describe(quiet)
+    assert calibrate.busy({**busy, "open_sustainable_rps": None})  # no tested rate kept
