@@ -361,13 +361,22 @@ class AsyncApp:
         key = contract.parse_idempotency_key(request.headers.get("Idempotency-Key"))
         try:
             return await self._place_order(order, key)
-        except LOST:
-            if key is None or self.pool is None:
+        except LOST as exc:
+            if self.pool is None:
                 raise
-            # The session was lost (PostgreSQL ended it): once more on a new one, as a read is. The
-            # key makes that safe: an order the lost session did commit is found, not placed twice.
+            # The session was lost (PostgreSQL ended it); sessions lost together may not look closed
+            # yet: replace every pooled one.
             await self.pool.expire_connections()
+            if key is None:  # it may have committed: only the client can retry it, and only with a key
+                self._log_db_error(exc)
+                return contract.order_session_lost(None)
+        # Once more on a new session, as a read is. The key makes that safe: an order the lost
+        # session did commit is found, not placed twice.
+        try:
             return await self._place_order(order, key)
+        except LOST as exc:
+            self._log_db_error(exc)
+            return contract.order_session_lost(key)
 
     async def _place_order(self, order: contract.Order, key: str | None) -> Reply:
         async with Lease(self) as conn:

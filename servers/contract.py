@@ -153,6 +153,19 @@ def database_error(exc: BaseException) -> Reply:
 UNANSWERED_GRACE = 1.0
 
 
+def order_session_lost(key: str | None) -> Reply:
+    """503 for POST /orders whose database session was lost before the order's answer. Without a key
+    the server cannot retry it safely (the order may have been committed); with one it has retried
+    once already, on a new session."""
+    if key is None:
+        return unhealthy("the database session was lost while placing this order, so it was not confirmed; "
+                         "send it again with an Idempotency-Key header (e.g. a UUID, the same on every "
+                         "retry): with a key the server retries a lost session itself, and no retry can "
+                         "place the order twice")
+    return unhealthy("the database session was lost twice while placing this order, so it was not "
+                     "confirmed; send it again with the same Idempotency-Key: no retry can place it twice")
+
+
 def database_timeout(seconds: float) -> Reply:
     """503 for a statement that ran past LAB_STATEMENT_TIMEOUT, or got no answer at all."""
     return unhealthy(f"the database did not answer within {seconds:g} s; check that PostgreSQL is up and "

@@ -320,11 +320,20 @@ class SyncApp:
         try:
             return self._place_order(order, key, environ.get("serverlab.fresh", False))
         except psycopg2.Error as exc:
-            if key is None or not lost(exc):
+            if not lost(exc):
                 raise
-            # The session was lost (PostgreSQL ended it): once more on a new one. The key makes
-            # that safe: an order the lost session did commit is found, not placed twice.
+            if key is None:  # it may have committed: only the client can retry it, and only with a key
+                self._log_db_error(exc)
+                return contract.order_session_lost(None)
+        # The session was lost (PostgreSQL ended it): once more on a new one. The key makes that
+        # safe: an order the lost session did commit is found, not placed twice.
+        try:
             return self._place_order(order, key, fresh=True)
+        except psycopg2.Error as exc:
+            if not lost(exc):
+                raise
+            self._log_db_error(exc)
+            return contract.order_session_lost(key)
 
     def _place_order(self, order: contract.Order, key: str | None, fresh: bool) -> Reply:
         with self.pool.connection(fresh) as conn, conn.cursor() as cur:
