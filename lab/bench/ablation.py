@@ -19,7 +19,7 @@ import math
 import statistics
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,15 @@ from servers.ablation import GUARANTEES
 
 PATHS = ("/json", "/db")
 ALL_ON, ALL_OFF = "all on", "all off"
-# a configuration's label -> its LAB_ABLATE value
-CONFIGS = {ALL_ON: "", **{f"-{g}": g for g in GUARANTEES}, ALL_OFF: "all"}
+
+
+def configs_of(names: Collection[str]) -> dict[str, str]:
+    """A configuration's label -> its LAB_ABLATE value: all on, each of `names` off in turn (in
+    GUARANTEES' order), all off."""
+    return {ALL_ON: "", **{f"-{g}": g for g in GUARANTEES if g in names}, ALL_OFF: "all"}
+
+
+CONFIGS = configs_of(GUARANTEES)
 FLOOR, PEER = "floor", "peer"
 
 
@@ -200,7 +207,9 @@ def report(samples: dict[str, dict[str, dict[str, list[Any]]]], args: argparse.N
            server_cpus: list[int] | None, load_cpus: list[int] | None) -> tuple[list[str], dict[str, Any]]:
     """The bench page's ablation section (markdown lines) and its data."""
     models = list(samples)
-    data: dict[str, Any] = {"paths": list(PATHS), "guarantees": GUARANTEES, "servers": {}}
+    measured = [g for g in GUARANTEES if any(f"-{g}" in samples[m] for m in models)]
+    data: dict[str, Any] = {"paths": list(PATHS), "guarantees": {g: GUARANTEES[g] for g in measured},
+                            "servers": {}}
     lines = [
         "", "## What each guarantee costs (ablation)", "",
         f"CPU µs per request (median of {args.reps} x {args.duration:g} s, wrk -c{args.connections}, "
@@ -226,7 +235,7 @@ def report(samples: dict[str, dict[str, dict[str, list[Any]]]], args: argparse.N
         "could show).",
         "", header.replace("configuration", "guarantee"), "|---|" + "---:|" * (len(models) * len(PATHS)),
     ]
-    for label in [*(f"-{g}" for g in GUARANTEES), ALL_OFF]:
+    for label in [*(f"-{g}" for g in measured), ALL_OFF]:
         cells = []
         for m in models:
             for p in PATHS:

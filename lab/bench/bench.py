@@ -57,6 +57,8 @@ from lab.fmt import fmt_seconds
 from lab.knobs import env_flag, integer
 from lab.results import stats
 from lab.stack import cpu_budget, database, idle
+from servers.ablation import GUARANTEES
+from servers.ablation import parse as guarantee_names
 from servers.settings import MODELS
 
 
@@ -68,6 +70,19 @@ def parse_endpoints(raw: str) -> list[str]:
         raise ValueError(f"endpoints {sorted(unknown) if unknown else raw!r}: choose from "
                          f"{', '.join(ENDPOINTS)} (comma-separated)")
     return [path for name, path in ENDPOINTS.items() if name in names]
+
+
+def parse_guarantees(raw: str) -> list[str]:
+    """The guarantees --ablation switches off in turn (LAB_BENCH_GUARANTEES), in GUARANTEES' order;
+    ValueError saying what to name."""
+    try:
+        names = guarantee_names(raw)
+    except ValueError as exc:
+        raise ValueError(f"make bench: --guarantees {raw!r}: {exc} (LAB_BENCH_GUARANTEES)") from None
+    if not names:
+        raise ValueError(f"make bench: --guarantees {raw!r} names none: name at least one of "
+                         f"{', '.join(GUARANTEES)}, or all (LAB_BENCH_GUARANTEES)")
+    return [g for g in GUARANTEES if g in names]
 
 
 def plan_targets(models: Sequence[str], paths: Sequence[str],
@@ -134,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     env_flag(p, "--against", "LAB_BENCH_AGAINST", "", "instead: each server beside the same server at this "
              "git revision (a hash, a branch, HEAD~1), alternating, with this checkout's over its CPU per "
              "request and the interval (see lab/bench/versus.py)", env)
+    env_flag(p, "--guarantees", "LAB_BENCH_GUARANTEES", "all", "with --ablation: the guarantees switched off "
+             f"in turn, comma-separated, of {', '.join(GUARANTEES)}, or all (all on and all off are measured "
+             "whatever this says)", env)
     env_flag(p, "--idle-poll", "LAB_IDLE_POLL", "auto", "idle CPUs poll while measuring, so no server pays "
              "to wake a halted CPU: auto (where allowed, else the report says why not), yes, no", env,
              choices=idle.CHOICES)
@@ -160,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.budget = cpu_budget.parse(args.server_cpu)
         args.think_ms = integer(args.think_ms, "LAB_BENCH_THINK_MS", 0, 1000) or 0
+        args.ablated = parse_guarantees(args.guarantees)
     except (cpu_budget.BudgetError, ValueError) as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -266,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _ablation(models: list[str], url: str, args: argparse.Namespace, out_dir: Path,
               server_cpus: list[int] | None, load_cpus: list[int] | None, db_cpus: list[int] | None) -> int:
     """`--ablation`: the ablation table on the bench page (bench.md, bench.json)."""
-    figures = sum(len(ablation.rows_of(m, "")) for m in models) * len(ablation.PATHS)
+    configs = ablation.configs_of(args.ablated)
+    figures = sum(len(ablation.rows_of(m, "", configs)) for m in models) * len(ablation.PATHS)
     print(f"ablation: {figures} figures x {args.reps} repetitions x {args.duration:g} s: about "
           f"{fmt_seconds(estimate_seconds(figures, args.reps, args.duration))} of measuring besides "
           "start-ups",
@@ -279,7 +299,7 @@ def _ablation(models: list[str], url: str, args: argparse.Namespace, out_dir: Pa
             return 2
         print(f"while measuring, {held.describe()} (LAB_IDLE_POLL)", flush=True)
         args.pinned_database_cpus = cleanup.enter_context(database.pinned(db_cpus))
-        samples = ablation.run(models, url, args, out_dir / "logs", server_cpus, load_cpus)
+        samples = ablation.run(models, url, args, out_dir / "logs", server_cpus, load_cpus, configs)
     lines, data = ablation.report(samples, args, server_cpus, load_cpus)
     head = [f"# make bench --ablation: {args.reps} x {args.duration:g} s per figure, wrk -t1 "
             f"-c{args.connections}, pool size {args.pool_size}", "",
