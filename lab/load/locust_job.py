@@ -236,7 +236,8 @@ class LocustJob:
                     return reason
             if time.monotonic() >= deadline:
                 return "timeout"
-            time.sleep(POLL_SECONDS)
+            with contextlib.suppress(subprocess.TimeoutExpired):  # a poll interval, or until it exits
+                self.popens[0].wait(POLL_SECONDS)
         else:
             return "timeout"
         # Workers hand their records to the master before it exits; give them a moment to follow.
