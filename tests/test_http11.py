@@ -87,3 +87,21 @@ def test_framing_rules_hold_on_either_path() -> None:
         http11.check_framing("HTTP/1.1", [("Host", "a"), ("Content-Length", "1"), ("content-length", "1")])
     http11.check_framing("HTTP/1.0", [])
     http11.check_framing("HTTP/1.1", [("host", "a"), ("Transfer-Encoding", "Chunked")])
+
+
+def test_headers_go_into_the_environ_by_wsgi_names_repeats_joined_underscores_left_out() -> None:
+    environ: dict[str, object] = {"SERVER_NAME": "a"}
+    http11.add_headers(environ, [("Host", "a"), ("Content-Type", "application/json"), ("Content-Length", "2"),
+                                 ("X-Tag", "1"), ("x-tag", "2"), ("Cookie", "a=1"), ("Cookie", "b=2"),
+                                 ("Content_Length", "999"), ("X_Forwarded_For", "evil")])
+    assert environ == {"SERVER_NAME": "a", "HTTP_HOST": "a", "CONTENT_TYPE": "application/json",
+                       "CONTENT_LENGTH": "2", "HTTP_X_TAG": "1,2", "HTTP_COOKIE": "a=1; b=2"}
+    again: dict[str, object] = {}
+    http11.add_headers(again, [("X-Tag", "3")])  # a remembered name gives the same key
+    assert again == {"HTTP_X_TAG": "3"}
+
+
+def test_a_request_without_a_body_reads_nothing_from_the_shared_input() -> None:
+    body = http11.NO_BODY
+    assert body.read() == b"" and body.read(10) == b"" and body.readline() == b""
+    assert body.readlines() == [] and list(body) == []
