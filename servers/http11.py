@@ -1,5 +1,6 @@
 """The HTTP/1.1 wire pieces both sync runtimes (threaded, gevent) share: the request head, read
-strictly, the sweepers' socket moves, and the 503 over the connection cap.
+strictly, and its headers put into the WSGI environ, the sweepers' socket moves, and the 503 over the
+connection cap.
 
 One set of rules, chosen so that the sync servers answer malformed HTTP as aiohttp's parser does
 for the async ones (the contract suite and `make faults` hold all four to the same statuses):
