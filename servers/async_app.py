@@ -25,7 +25,7 @@ from servers.ablation import NeverHopeless, NoDeadlines
 from servers.admission import HoldClock
 from servers.async_lease import DB_ERRORS, LOST, Lease, keep_session
 from servers.contract import ContractError, Reply, Route
-from servers.deadlines import Deadlines
+from servers.deadlines import LoopDeadlines
 from servers.metrics import Metrics
 from servers.settings import Settings
 from servers.slots import SWEEP_SECONDS, Slots, loop_time
@@ -54,8 +54,9 @@ class AsyncApp:
         # LAB_ABLATE (make bench --ablation only) swaps a guarantee for a stand-in that does nothing
         self.timed, self.capped = not settings.off("deadline"), not settings.off("cap")
         self.limited, self.strict = not settings.off("inflight"), not settings.off("strict")
-        self.deadlines: Deadlines | NoDeadlines = (
-            Deadlines(settings.request_timeout, settings.keepalive_timeout) if self.timed else NoDeadlines())
+        self.deadlines: LoopDeadlines | NoDeadlines = (
+            LoopDeadlines(settings.request_timeout, settings.keepalive_timeout) if self.timed
+            else NoDeadlines())
         self._slots = Slots(settings.max_inflight)
         self._connections = Slots(settings.pool_size)  # one per pooled connection lent out
         # how long a request holds a connection: the fail-fast rule

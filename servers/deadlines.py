@@ -1,6 +1,6 @@
 """Connection deadlines: receiving a request (LAB_REQUEST_TIMEOUT) and idling between requests
 (LAB_KEEPALIVE_TIMEOUT), kept apart, for all three kinds of runtime (ThreadDeadlines: the same,
-without a lock per request, for a thread per connection).
+without a lock per request, for a thread per connection; LoopDeadlines: without it for an event loop).
 
 A runtime tells the table what each connection is doing: `receiving` (a request has begun to
 arrive, or the connection has just opened), `idle` (between requests on a keep-alive connection)
@@ -88,6 +88,30 @@ class Deadlines:
                     del table[key]
                     return key, receiving
         return None
+
+
+class LoopDeadlines(Deadlines):
+    """`Deadlines` for one event loop: a request's three moves without the lock, since only the
+    loop's thread makes them and the sweeper is a task on the same loop (the rare calls, `receiving`
+    at a connection's start, `overdue` and `victim`, keep it). A key is never in both tables, so
+    each move looks in the second only when the first did not hold it."""
+
+    def wake(self, key: Hashable) -> None:
+        idle = self._idle
+        if key in idle:
+            del idle[key]
+            self._receiving[key] = time.monotonic()
+
+    def idle(self, key: Hashable) -> None:
+        if self._receiving.pop(key, None) is None:
+            self._idle.pop(key, None)  # then it goes to the end: the table stays in `since` order
+        self._idle[key] = time.monotonic()
+
+    def busy(self, key: Hashable) -> None:
+        if self._receiving.pop(key, None) is None:
+            self._idle.pop(key, None)
+
+    forget = busy
 
 
 RECEIVING, IDLE, BUSY, ENDED = 0, 1, 2, 3  # what a connection does, in ThreadDeadlines

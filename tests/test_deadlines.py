@@ -1,5 +1,6 @@
-"""The receive-deadline tables (servers/deadlines.py): the locked one the event loops use and the
-lock-free one of `threaded` keep the same rules, and the lock-free one holds them with many threads."""
+"""The receive-deadline tables (servers/deadlines.py): the locked one gevent uses, the event loops'
+lock-free one and the lock-free one of `threaded` keep the same rules, and threaded's holds them with
+many threads."""
 
 from __future__ import annotations
 
@@ -8,12 +9,12 @@ import time
 
 import pytest
 
-from servers.deadlines import Deadlines, ThreadDeadlines
+from servers.deadlines import Deadlines, LoopDeadlines, ThreadDeadlines
 
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize("kind", [Deadlines, ThreadDeadlines])
+@pytest.mark.parametrize("kind", [Deadlines, LoopDeadlines, ThreadDeadlines])
 def test_the_same_rules(kind: type[Deadlines] | type[ThreadDeadlines]) -> None:
     table = kind(request_timeout=1.0, keepalive_timeout=5.0)
     table.receiving("slow", since=100.0)
@@ -40,6 +41,19 @@ def test_the_same_rules(kind: type[Deadlines] | type[ThreadDeadlines]) -> None:
     table.idle("gone")
     now = time.monotonic()
     assert table.overdue(now=now + 6) == ([], ["gone"])
+
+
+@pytest.mark.parametrize("kind", [Deadlines, LoopDeadlines, ThreadDeadlines])
+def test_a_connection_idle_again_is_the_newest_idle(kind: type[Deadlines] | type[ThreadDeadlines]) -> None:
+    table = kind(request_timeout=1.0, keepalive_timeout=5.0)
+    table.idle("a")
+    table.idle("b")
+    table.wake("a")  # its next request arrives, runs, and it idles again: after "b"
+    table.busy("a")
+    table.idle("a")
+    assert table.victim() == ("b", False)
+    assert table.victim() == ("a", False)
+    assert table.victim() is None
 
 
 def test_many_threads_move_their_stamps_while_a_sweeper_sweeps() -> None:
