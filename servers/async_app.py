@@ -15,10 +15,10 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
-from aiohttp import HttpVersion10, HttpVersion11, web
+from aiohttp import HttpVersion10, HttpVersion11, web, web_server
 
 from servers import contract, cpuwork
 from servers.ablation import NeverHopeless, NoDeadlines
@@ -108,6 +108,8 @@ class AsyncApp:
         refused = False
         protocol = request.protocol
         self.deadlines.busy(protocol)
+        if request.headers.get("Expect") is not None:  # as aiohttp's router would (serve_directly)
+            await _expect_continue(request)
         try:
             if self.strict and request.version != HttpVersion11 and request.version != HttpVersion10:
                 refused = True  # closes the connection, as the sync servers do for malformed HTTP
@@ -463,6 +465,11 @@ async def _expect_continue(request: web.Request) -> None:
     ):
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         request.writer.output_size = 0  # as aiohttp's default: the response has not started
+        await request.writer.drain()
+
+
+async def _expect_in_handle(request: web.Request) -> None:
+    """The router's expect handler: none, as `handle` answers Expect itself."""
 
 
 APP_KEY = web.AppKey("serverlab_app", AsyncApp)
@@ -473,14 +480,23 @@ def make_app(settings: Settings, metrics_peers: MetricsPeers | None = None) -> w
     state = AsyncApp(settings, metrics_peers)
     app = web.Application(client_max_size=contract.MAX_BODY_BYTES + 1)
     app[APP_KEY] = state
-    # Exact paths resolve by a dict lookup; the catch-all (a regex) takes the rest, so that every
-    # path, known or not, reaches contract.route and its 404/405.
-    for path, _methods in contract.ROUTES.values():
-        if "{" not in path:
-            app.router.add_route("*", path, state.handle, expect_handler=_expect_continue)
-    app.router.add_route("*", "/{path:.*}", state.handle, expect_handler=_expect_continue)
+    # One catch-all: every path, known or not, reaches contract.route and its 404/405. The runtimes
+    # skip even that (serve_directly); the route keeps the application whole on its own.
+    app.router.add_route("*", "/{path:.*}", state.handle, expect_handler=_expect_in_handle)
     app.cleanup_ctx.append(state.pool_ctx)
     return app
+
+
+def serve_directly(app: web.Application, server: web_server.Server) -> None:
+    """Hand each request of `server` (the app's runner's) straight to `AsyncApp.handle`.
+
+    The app routes by contract.route itself, so aiohttp's router would only find the catch-all on
+    every request, and its resolve, match info, Expect check and middleware check cost more per
+    /json request than the app's own routing (lab/bench: docs/bench.md). The requests are still made
+    by the app's request factory (web.Request with the app's client_max_size); `handle` answers
+    `Expect` itself."""
+    server.request_handler = cast(Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+                                  app_state(app).handle)
 
 
 def app_state(app: web.Application) -> AsyncApp:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from servers.async_app import make_app
+from servers.async_app import make_app, serve_directly
 from servers.async_connections import attach_connection_hooks
 from servers.settings import Settings
 
@@ -54,6 +54,7 @@ async def run_app(app: web.Application, settings: Settings, sock: socket.socket 
     sweeper = None
     try:
         assert runner.server is not None  # set by setup()
+        serve_directly(app, runner.server)
         sweeper = attach_connection_hooks(app, runner.server)
         site: web.BaseSite
         if sock is None:

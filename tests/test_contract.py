@@ -331,6 +331,39 @@ def test_body_over_64_kib_is_413_json(client: Client, db: Any) -> None:
     assert orders_of_item(db, item) == 0
 
 
+def test_expect_100_continue_invites_a_body_only_when_it_will_be_read(server: ServerProcess, db: Any) -> None:
+    """`Expect: 100-continue`: a body within the limit is invited (100 Continue) and the order made;
+    one over the limit gets its 413 without an invitation."""
+    item = new_item()
+    body = json.dumps({"item": item, "qty": 2}).encode()
+    head = (f"POST /orders HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\n"
+            f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(head)
+        interim = b""
+        while not interim.endswith(b"\r\n\r\n") and len(interim) < 200:
+            chunk = sock.recv(1)
+            assert chunk, f"closed before inviting the body; got {interim!r}"
+            interim += chunk
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        assert response.status == 201, response.read()
+        response.read()
+    assert orders_of_item(db, item) == 1
+    big = (f"POST /orders HTTP/1.1\r\nHost: lab\r\nContent-Type: application/json\r\n"
+           f"Expect: 100-continue\r\nContent-Length: {MAX + 1}\r\n\r\n").encode()
+    with socket.create_connection((server.host, server.port), timeout=TIMEOUT) as sock:
+        sock.sendall(big)
+        line = b""
+        while not line.endswith(b"\r\n") and len(line) < 200:  # read raw: http.client skips a 100
+            chunk = sock.recv(1)
+            assert chunk, f"closed before answering; got {line!r}"
+            line += chunk
+        assert line.startswith(b"HTTP/1.1 413 "), line
+
+
 # --- orders -------------------------------------------------------------------------------
 
 
