@@ -22,14 +22,15 @@ def json_errors_handler(state: AsyncApp, timed: bool = True) -> type[web_protoco
     with a traceback; and that arriving bytes start the receive deadline. RequestHandler has
     __slots__, so attach_connection_hooks switches each new connection to this class rather than
     setting an attribute."""
-    deadlines = state.deadlines
+    wake = state.deadlines.wake
+    receive = web_protocol.RequestHandler.data_received  # called directly: no super() per read
 
     class JsonErrorsHandler(web_protocol.RequestHandler):
         __slots__ = ()
 
         def data_received(self, data: bytes) -> None:
-            deadlines.wake(self)  # an idle connection starts receiving; others are left be
-            super().data_received(data)
+            wake(self)  # an idle connection starts receiving; others are left be
+            receive(self, data)
 
         def handle_error(self, request: web.BaseRequest, status: int = 500,
                          exc: BaseException | None = None, message: str | None = None) -> web.StreamResponse:
