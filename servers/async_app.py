@@ -15,7 +15,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 from aiohttp import HttpVersion10, HttpVersion11, web, web_server
@@ -35,7 +35,7 @@ log = logging.getLogger("serverlab")
 METRICS_TYPE = "text/plain; charset=utf-8"
 # Other processes' metrics snapshots (multiproc); None for a single process.
 MetricsPeers = Callable[[], Iterable[dict[str, Any]]]
-Handler = Callable[[web.Request, Route], Awaitable[Reply]]
+Handler = Callable[[web.BaseRequest, Route], Awaitable[Reply]]
 
 _JSON_REPLY = Reply(200, contract.JSON_BODY)
 _TEXT_REPLY = Reply(200, contract.HELLO, contract.TEXT)
@@ -97,7 +97,7 @@ class AsyncApp:
 
     # --- HTTP in and out ------------------------------------------------------------------
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         # One coroutine from request to response: every extra layer costs on each resume, and a
         # /db request resumes four times (measured against a bare handler: see lab/bench/bench.py).
         metrics = self.metrics
@@ -284,13 +284,13 @@ class AsyncApp:
 
     # --- endpoints ------------------------------------------------------------------------
 
-    async def json(self, request: web.Request, route: Route) -> Reply:
+    async def json(self, request: web.BaseRequest, route: Route) -> Reply:
         return _JSON_REPLY
 
-    async def plaintext(self, request: web.Request, route: Route) -> Reply:
+    async def plaintext(self, request: web.BaseRequest, route: Route) -> Reply:
         return _TEXT_REPLY
 
-    async def db(self, request: web.Request, route: Route) -> Reply:
+    async def db(self, request: web.BaseRequest, route: Route) -> Reply:
         async with Lease(self) as conn:
             row = await conn.fetchrow(contract.SQL_WORLD, contract.random_id())
         return contract.world_reply(row)
@@ -305,13 +305,13 @@ class AsyncApp:
             rows.append(row)
         return rows
 
-    async def queries(self, request: web.Request, route: Route) -> Reply:
+    async def queries(self, request: web.BaseRequest, route: Route) -> Reply:
         ids = contract.random_ids(contract.clamp_queries(request.query.get("queries")))
         async with Lease(self) as conn:
             rows = await self._read_worlds(conn, ids)
         return contract.world_reply(None) if rows is None else contract.worlds_reply(rows)
 
-    async def updates(self, request: web.Request, route: Route) -> Reply:
+    async def updates(self, request: web.BaseRequest, route: Route) -> Reply:
         n = contract.clamp_queries(request.query.get("queries"))
         ids = contract.random_ids(n, distinct=True)
         numbers = contract.new_numbers(n)
@@ -323,21 +323,21 @@ class AsyncApp:
                 await conn.executemany(contract.SQL_UPDATE_WORLD, contract.update_params(changed))
         return contract.worlds_reply(changed)
 
-    async def fortunes(self, request: web.Request, route: Route) -> Reply:
+    async def fortunes(self, request: web.BaseRequest, route: Route) -> Reply:
         async with Lease(self) as conn:
             rows = await conn.fetch(contract.SQL_FORTUNES)
         return contract.fortunes_reply(rows)
 
-    async def io(self, request: web.Request, route: Route) -> Reply:
+    async def io(self, request: web.BaseRequest, route: Route) -> Reply:
         ms = contract.int_param("ms", request.query.get("ms"), contract.IO_MS)
         await asyncio.sleep(ms / 1000.0)
         return contract.io_reply(ms)
 
-    async def cpu(self, request: web.Request, route: Route) -> Reply:
+    async def cpu(self, request: web.BaseRequest, route: Route) -> Reply:
         # Inline on purpose: it blocks the loop, which is what this endpoint exposes.
         return contract.cpu_reply(contract.int_param("n", request.query.get("n"), contract.CPU_N))
 
-    async def block(self, request: web.Request, route: Route) -> Reply:
+    async def block(self, request: web.BaseRequest, route: Route) -> Reply:
         """Lab only (LAB_ALLOW_BLOCKING=1): a blocking call inside the coroutine stalls the loop."""
         if not self.settings.allow_blocking:
             return contract.block_reply(None)
@@ -345,13 +345,13 @@ class AsyncApp:
         time.sleep(ms / 1000.0)  # blocking on purpose: that is what it shows
         return contract.block_reply(ms)
 
-    async def hold(self, request: web.Request, route: Route) -> Reply:
+    async def hold(self, request: web.BaseRequest, route: Route) -> Reply:
         ms = contract.int_param("ms", request.query.get("ms"), contract.HOLD_MS)
         async with Lease(self) as conn:
             await conn.execute(contract.SQL_HOLD, ms / 1000.0)
         return contract.hold_reply(ms)
 
-    async def create_order(self, request: web.Request, route: Route) -> Reply:
+    async def create_order(self, request: web.BaseRequest, route: Route) -> Reply:
         try:  # the body is part of the request: it must arrive within LAB_REQUEST_TIMEOUT too
             async with asyncio.timeout(self.settings.request_timeout):
                 body = await _read_body(request)
@@ -392,16 +392,16 @@ class AsyncApp:
                     return contract.order_created_reply(row, replayed=True, order=order)
         raise RuntimeError(f"order with Idempotency-Key {key!r} neither inserted nor found")
 
-    async def get_order(self, request: web.Request, route: Route) -> Reply:
+    async def get_order(self, request: web.BaseRequest, route: Route) -> Reply:
         order_id = contract.parse_order_id(route.arg)
         async with Lease(self) as conn:
             row = await conn.fetchrow(contract.SQL_ORDER_BY_ID, order_id)
         return contract.order_reply(row, order_id)
 
-    async def health(self, request: web.Request, route: Route) -> Reply:
+    async def health(self, request: web.BaseRequest, route: Route) -> Reply:
         return contract.health_reply()  # alive: answering at all is the check
 
-    async def ready(self, request: web.Request, route: Route) -> Reply:
+    async def ready(self, request: web.BaseRequest, route: Route) -> Reply:
         """SELECT 1 on a session of its own (outside the pool), within LAB_READY_TIMEOUT."""
         timeout = self.settings.ready_timeout
         try:
@@ -420,15 +420,15 @@ class AsyncApp:
             return contract.not_ready(text.splitlines()[0] if text else f"no answer within {timeout:g} s")
         return contract.ready_reply()
 
-    async def render_metrics(self, request: web.Request, route: Route) -> Reply:
+    async def render_metrics(self, request: web.BaseRequest, route: Route) -> Reply:
         others = self.metrics_peers() if self.metrics_peers is not None else ()
         return Reply(200, self.metrics.render(others).encode(), METRICS_TYPE)
 
-    async def config(self, request: web.Request, route: Route) -> Reply:
+    async def config(self, request: web.BaseRequest, route: Route) -> Reply:
         return contract.config_reply({**self.settings.public(), "pid": os.getpid()})
 
 
-def _version_reply(request: web.Request) -> Reply:
+def _version_reply(request: web.BaseRequest) -> Reply:
     """HTTP/2.0 and HTTP/0.9 request lines get 400, as HTTP/1.2 does: aiohttp's parser lets
     those two through.
 
@@ -439,7 +439,7 @@ def _version_reply(request: web.Request) -> Reply:
     return contract.malformed_http(f"HTTP/{version.major}.{version.minor} is not spoken here")
 
 
-async def _read_body(request: web.Request) -> bytes:
+async def _read_body(request: web.BaseRequest) -> bytes:
     """The body, at most MAX_BODY_BYTES + 1 bytes (parse_order answers 413 beyond)."""
     chunks: list[bytes] = []
     size = 0
@@ -452,7 +452,7 @@ async def _read_body(request: web.Request) -> bytes:
     return b"".join(chunks)
 
 
-async def _expect_continue(request: web.Request) -> None:
+async def _expect_continue(request: web.BaseRequest) -> None:
     """Invite the body only when it may be read; any other expectation is simply ignored.
 
     (aiohttp's default answers an unknown Expect with its own text/plain 417.)
@@ -468,7 +468,7 @@ async def _expect_continue(request: web.Request) -> None:
         await request.writer.drain()
 
 
-async def _expect_in_handle(request: web.Request) -> None:
+async def _expect_in_handle(request: web.BaseRequest) -> None:
     """The router's expect handler: none, as `handle` answers Expect itself."""
 
 
@@ -488,15 +488,23 @@ def make_app(settings: Settings, metrics_peers: MetricsPeers | None = None) -> w
 
 
 def serve_directly(app: web.Application, server: web_server.Server) -> None:
-    """Hand each request of `server` (the app's runner's) straight to `AsyncApp.handle`.
+    """Hand each request of `server` (the app's runner's) straight to `AsyncApp.handle`, as aiohttp's
+    plain `web.BaseRequest`.
 
     The app routes by contract.route itself, so aiohttp's router would only find the catch-all on
     every request, and its resolve, match info, Expect check and middleware check cost more per
-    /json request than the app's own routing (lab/bench: docs/bench.md). The requests are still made
-    by the app's request factory (web.Request with the app's client_max_size); `handle` answers
-    `Expect` itself."""
-    server.request_handler = cast(Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
-                                  app_state(app).handle)
+    /json request than the app's own routing (docs/bench.md). For the same reason the request need
+    not be the application's `web.Request` (its match info, its app, its response-prepare signal);
+    `handle` reads no more than a `BaseRequest` holds, answers `Expect` itself and bounds the body it
+    reads itself (`_read_body`)."""
+    loop = asyncio.get_running_loop()
+
+    def base_request(message: Any, payload: Any, protocol: Any, writer: Any,
+                     task: asyncio.Task[None]) -> web.BaseRequest:
+        return web.BaseRequest(message, payload, protocol, writer, task, loop)
+
+    server.request_factory = base_request
+    server.request_handler = app_state(app).handle
 
 
 def app_state(app: web.Application) -> AsyncApp:
