@@ -169,6 +169,24 @@ def test_server_gone_and_unreachable_parts(tmp_path: Path) -> None:
     assert footer["metrics_errors"] >= 1 and footer["db_errors"] >= 1 and footer["last_errors"]["metrics"]
 
 
+def test_a_stopped_sampler_samples_once_more_at_the_stop(tmp_path: Path) -> None:
+    """A window that ends just before the stop is still bracketed by samples (its CPU counters are
+    interpolated there): stopped between two slots of a long interval, the sampler writes a last sample."""
+    victim = _spawn(SLEEPER)
+    out = tmp_path / "stopped.jsonl"
+    try:
+        popen = sampler.start_sampler(out, victim.pid, interval=5.0)
+        time.sleep(1.5)  # the header's priming is done; the first slot is 5 s away
+        stopped_at = time.time()
+        assert sampler.stop_sampler(popen) == 0
+    finally:
+        _kill(victim)
+    _header, samples, footer = sampler.read_samples(out)
+    assert footer is not None and footer["stop_reason"] == "stopped"
+    assert samples and samples[-1]["t"] >= stopped_at - 0.05, (samples, stopped_at)
+    assert isinstance(samples[-1]["cpu_seconds"], int | float)
+
+
 def test_tcp_states_by_port_in_process() -> None:
     """Several listening ports (the kernel-side OR filter), found from the process's own sockets."""
     listeners, clients, accepted = [], [], []

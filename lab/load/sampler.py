@@ -313,6 +313,10 @@ class Sampler:
             for _ in range(int(max_seconds / self.interval) + 2):
                 wait = min(next_at, deadline) - time.monotonic()
                 if stop.wait(wait) if wait > 0 else stop.is_set():
+                    # One last sample at the stop, which comes after the measured window: a window's
+                    # end is then always bracketed by samples, whose counters are interpolated there.
+                    write(self.sample())
+                    written += 1
                     reason = "stopped"
                     break
                 if exit_with_parent and os.getppid() != parent:
