@@ -292,29 +292,13 @@ def _ablation(models: list[str], url: str, args: argparse.Namespace, out_dir: Pa
           "start-ups",
           flush=True)
     with contextlib.ExitStack() as cleanup:
-        try:
-            held = cleanup.enter_context(idle.polling(args.idle_poll))
-        except idle.IdleError as exc:
-            print(str(exc), file=sys.stderr)
+        held = _held_and_pinned(cleanup, args, db_cpus)
+        if held is None:
             return 2
-        print(f"while measuring, {held.describe()} (LAB_IDLE_POLL)", flush=True)
-        args.pinned_database_cpus = cleanup.enter_context(database.pinned(db_cpus))
         samples = ablation.run(models, url, args, out_dir / "logs", server_cpus, load_cpus, configs)
     lines, data = ablation.report(samples, args, server_cpus, load_cpus)
-    head = [f"# make bench --ablation: {args.reps} x {args.duration:g} s per figure, wrk -t1 "
-            f"-c{args.connections}, pool size {args.pool_size}", "",
-            f"Servers and references pinned to CPUs {server_cpus or 'all'}; wrk to CPUs "
-            f"{load_cpus or 'all'}; the lab's PostgreSQL to CPUs "
-            f"{args.pinned_database_cpus or 'all (not pinned)'}; {held.describe()}."]
-    markdown = "\n".join(head + lines) + "\n"
-    files.write_text(out_dir / "bench.md", markdown)
-    files.write_json(out_dir / "bench.json", {"kind": "ablation", "settings": vars(args),
-                                              "machine": machine.facts(), "idle": held.as_dict(),
-                                              "ablation": data}, indent=2, default=str)
-    print()
-    print(markdown)
-    print(f"saved {_shown(out_dir)}/bench.md and bench.json")
-    return 0
+    return _write_table(out_dir, "--ablation", args, server_cpus, load_cpus, held, lines,
+                        {"kind": "ablation", "ablation": data})
 
 
 def _against(models: list[str], paths: list[str], url: str, args: argparse.Namespace, out_dir: Path,
@@ -336,27 +320,44 @@ def _against(models: list[str], paths: list[str], url: str, args: argparse.Names
           "start-ups", flush=True)
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(shutil.rmtree, folder, True)
-        try:
-            held = cleanup.enter_context(idle.polling(args.idle_poll))
-        except idle.IdleError as exc:
-            print(str(exc), file=sys.stderr)
+        held = _held_and_pinned(cleanup, args, db_cpus)
+        if held is None:
             return 2
-        print(f"while measuring, {held.describe()} (LAB_IDLE_POLL)", flush=True)
-        args.pinned_database_cpus = cleanup.enter_context(database.pinned(db_cpus))
         samples = ablation.run(models, url, args, out_dir / "logs", server_cpus, load_cpus,
                                paths=tuple(paths), rows_for=rows_of)
     margin = stats.margin(stats.WITHIN)
     lines, data = versus.report(samples, short, paths, margin)
-    head = [f"# make bench --against {args.against}: {args.reps} x {args.duration:g} s per figure, wrk -t1 "
+    return _write_table(out_dir, f"--against {args.against}", args, server_cpus, load_cpus, held, lines,
+                        {"kind": "against", "revision": short, "against": data})
+
+
+def _held_and_pinned(cleanup: contextlib.ExitStack, args: argparse.Namespace,
+                     db_cpus: list[int] | None) -> idle.Idle | None:
+    """Idle CPUs held polling and the lab's PostgreSQL pinned, until `cleanup` closes; None (said why)
+    when polling was asked for and cannot be held."""
+    try:
+        held = cleanup.enter_context(idle.polling(args.idle_poll))
+    except idle.IdleError as exc:
+        print(str(exc), file=sys.stderr)
+        return None
+    print(f"while measuring, {held.describe()} (LAB_IDLE_POLL)", flush=True)
+    args.pinned_database_cpus = cleanup.enter_context(database.pinned(db_cpus))
+    return held
+
+
+def _write_table(out_dir: Path, mode: str, args: argparse.Namespace, server_cpus: list[int] | None,
+                 load_cpus: list[int] | None, held: idle.Idle, lines: list[str],
+                 payload: dict[str, object]) -> int:
+    """bench.md and bench.json of an --ablation or --against run, and the table printed."""
+    head = [f"# make bench {mode}: {args.reps} x {args.duration:g} s per figure, wrk -t1 "
             f"-c{args.connections}, pool size {args.pool_size}", "",
             f"Servers and references pinned to CPUs {server_cpus or 'all'}; wrk to CPUs "
             f"{load_cpus or 'all'}; the lab's PostgreSQL to CPUs "
             f"{args.pinned_database_cpus or 'all (not pinned)'}; {held.describe()}."]
     markdown = "\n".join(head + lines) + "\n"
     files.write_text(out_dir / "bench.md", markdown)
-    files.write_json(out_dir / "bench.json", {"kind": "against", "revision": short, "settings": vars(args),
-                                              "machine": machine.facts(), "idle": held.as_dict(),
-                                              "against": data}, indent=2, default=str)
+    files.write_json(out_dir / "bench.json", {**payload, "settings": vars(args), "machine": machine.facts(),
+                                              "idle": held.as_dict()}, indent=2, default=str)
     print()
     print(markdown)
     print(f"saved {_shown(out_dir)}/bench.md and bench.json")
