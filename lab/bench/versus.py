@@ -71,7 +71,7 @@ def report(samples: dict[str, dict[str, dict[str, list[Any]]]], short: str, path
             refs = [label for label in values if label not in (THIS, rev)]
             shown = ", ".join(f"{label} {medians[label]:.1f} ({medians[label] / medians[THIS]:.2f})"
                               for label in refs if label in medians)
-            verdict = d.confidence() + ("" if d.changed else f"; no change ({d.reason})")
+            verdict = d.said() if d.changed or d.p is None else f"no change: {d.said()}"
             lines.append(f"| {model} | `{path}` | {_cell(values[THIS])} | {_cell(values[rev])} | "
                          f"{verdict} | {shown} |")
             data.setdefault(model, {})[path] = {"samples": values, "cpu_us": medians,

@@ -126,6 +126,11 @@ class Decision:
             return f"{text}; {TARGET:.0%} needs {self.reps_for_target} repetitions a side"
         return f"{text}; {TARGET:.0%} is inside the margin"
 
+    def said(self) -> str:
+        """The confidence and, where the test ran and states one, what it could see: for a sentence."""
+        return f"{self.confidence()}; {self.sensitivity()}" if self.p is not None and self.mde is not None \
+            else self.confidence()
+
     def as_dict(self) -> dict[str, Any]:
         """The decision as results.json records it."""
         return {"changed": self.changed, "direction": self.direction, "ratio": _round(self.ratio),

@@ -87,7 +87,7 @@ def said(d: stats.Decision | None) -> str:
     """'x0.98 [0.95-1.01], p=0.6; could see ±8% ...' for a sentence."""
     if d is None:
         return ""
-    return f"{d.confidence()}; {d.sensitivity()}" if d.p is not None and d.mde is not None else d.confidence()
+    return d.said()
 
 
 def point_from_entry(value: float, entry: Entry) -> Point:
