@@ -128,28 +128,37 @@ class Profile:
     reps: int
     description: str
     server_cpu: float | None = None  # cores per server (cgroup quota); None: no budget
+    # Measured seconds per repetition right after `duration` with the budget lifted: CPU per request at
+    # a full core (steady closed-loop scenarios under a budget; lab/load/full_core.py). 0: none.
+    full_core: float = 0.0
 
 
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile("smoke", ("json", "db"), 2, 1, 2,
-                "every server, two short scenarios: proves the pipeline end to end (CI)", SERVER_CPU),
+        Profile("smoke", ("json", "db"), 1, 1, 2,
+                "every server, two short scenarios: proves the pipeline end to end (CI)", SERVER_CPU, 1),
         # Four short repetitions, interleaved across the servers: the fewest with which a rank test can
         # call a difference (p < 0.05) at all. Five scenarios, one per axis the models differ on.
-        Profile("quick", ("json", "db", "io", "hold", "writes"), 2, 0.5, 4,
+        Profile("quick", ("json", "db", "io", "hold", "writes"), 1.5, 0.5, 4,
                 "every server, the core scenarios, four interleaved repetitions: the default of `make load`",
-                SERVER_CPU),
+                SERVER_CPU, 1.5),
         # Four repetitions: the fewest the lab's rule judges; the first finds each knee, the rest step
         # finely across it.
         Profile("capacity", ("capacity-json", "capacity-db", "capacity-io"), 1, 0.5, 4,
                 "every server, offered rates stepped until each misses the SLO, four repetitions: capacity "
                 "at the SLO", SERVER_CPU),
         Profile("full", tuple(SCENARIOS), 30, 5, 5,
-                "every server, every scenario and shape, five repetitions", SERVER_CPU),
+                "every server, every scenario and shape, five repetitions", SERVER_CPU, 10),
     )
 }
 DEFAULT_PROFILE = "quick"
+
+
+def has_full_core(sc: Scenario) -> bool:
+    """Whether a scenario's repetitions can end with a full-core phase: steady closed-loop load only (a
+    ramp's or a spike's load changes, and an open model's offered rates are the question itself)."""
+    return sc.shape == "steady" and not sc.open_model
 
 
 def scenario(name: str, users: int | None = None) -> Scenario:

@@ -26,7 +26,7 @@ from loadtests import open_model
 from loadtests.heartbeats import Heartbeats
 from loadtests.recorder import RECORD_DIR, RECORDER, failure_kind, write_record
 
-MEASURE_MESSAGE = "lab_measure"  # master -> workers: {"phase": "measure" | "tail", "at": epoch}
+MEASURE_MESSAGE = "lab_measure"  # master -> workers: {"phase": "measure" | "full" | "tail", "at": epoch}
 RECORD_MESSAGE = "lab_record"  # worker -> master at test stop: {"record": {...}, "acks": "tsv"}
 PROGRESS_SECONDS = 1.0
 HEARTBEATS = Heartbeats(RECORD_DIR)  # the master's record of its workers' hosts and CPU

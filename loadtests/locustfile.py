@@ -19,6 +19,9 @@ starts it as a subprocess (lab/load/runner.py). Environment, set by the runner:
   LAB_EXTEND_MAX, LAB_EXTEND_FACTOR, LAB_RATE_CEILING, LAB_SLO_P99_MS  while the last step met the SLO,
       add up to LAB_EXTEND_MAX steps, each LAB_EXTEND_FACTOR higher, never past LAB_RATE_CEILING (the
       generator's sustainable rate); shape.json says what was added and why it stopped.
+  LAB_FULL_CORE_SECONDS  a steady closed-loop shape goes on this long after its measured window (phase
+      "full": requests counted only); split.json, written when measuring starts, says when it begins, so
+      that the runner lifts the server's CPU budget at that moment (lab/load/full_core.py)
 
 Every process that sends requests also rewrites progress-<host>-<pid>.json in LAB_RECORD_DIR each
 second: the runner's live line (loadtests/collection.py).
@@ -219,6 +222,8 @@ class LabShape(LoadTestShape):
         self.duration = env_float("LAB_DURATION", 10)
         self.warmup = env_float("LAB_WARMUP", 2)
         self.stages = catalogue.schedule(self.shape, self.users, self.spawn_rate, self.duration, tuple(RATES))
+        self.full = env_float("LAB_FULL_CORE_SECONDS", 0) if self.shape == "steady" and not RATES else 0.0
+        self.full_window: tuple[float, float] | None = None
         first = self.stages[0]
         # Spawning that never completes (an overloaded generator) must not stall the run.
         self.spawn_deadline = catalogue.spawn_seconds(first.users, first.spawn_rate) * 3 + 15
@@ -255,6 +260,8 @@ class LabShape(LoadTestShape):
         self._start_measuring(time.time())
         assert self.measure_start is not None
         cap = getattr(self.runner.environment.parsed_options, "run_time", None) if self.runner else None
+        if self.full:
+            self._write_split(self.measure_start + self.stages[-1].end)
         while True:  # the open model's last step may add another (extend)
             end = self.measure_start + (len(RATES) * self.duration if RATES else self.stages[-1].end)
             if cap:
@@ -262,9 +269,14 @@ class LabShape(LoadTestShape):
             gevent.sleep(max(0.0, end - time.time()))
             if not (RATES and (not cap or end < self.began + cap) and extend(time.time())):
                 break
-        now = time.time()
-        self._set_phase("tail", now)
-        self._write(now)
+        measure_end = time.time()
+        if self.full:
+            self._set_phase("full", measure_end)
+            end = measure_end + self.full
+            gevent.sleep(max(0.0, (min(end, self.began + cap) if cap else end) - time.time()))
+            self.full_window = (measure_end, time.time())
+        self._set_phase("tail", time.time())
+        self._write(measure_end)
         self.finished = True
         # A master's next tick (within a second) returns None and Locust stops the test from its shape
         # greenlet: the master then collects its workers' records (collection.stop_workers_and_collect)
@@ -285,6 +297,13 @@ class LabShape(LoadTestShape):
         else:
             RECORDER.set_phase(phase, now)
 
+    def _write_split(self, at: float) -> None:
+        if RECORD_DIR:
+            folder = Path(RECORD_DIR)
+            folder.mkdir(parents=True, exist_ok=True)
+            split = {"measure_start": self.measure_start, "split_at": at}
+            (folder / "split.json").write_text(json.dumps(split))
+
     def _write(self, now: float) -> None:
         if not RECORD_DIR:
             return
@@ -301,6 +320,8 @@ class LabShape(LoadTestShape):
                        if s.end <= now - (self.measure_start or now) + 0.01]
             if RATES else [vars(s) for s in self.stages], "rates": list(RATES),
             "planned_rates": RATES[:EXTENSION["planned"]], "extension": EXTENSION if RATES else None,
+            "full_core": {"seconds": self.full, "start": self.full_window[0], "end": self.full_window[1]}
+            if self.full_window else None,
         }
         (folder / "shape.json").write_text(json.dumps(data, indent=1))
 

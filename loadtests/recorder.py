@@ -67,7 +67,9 @@ class Recorder:
     """Every request of this process: HDR histograms, counts, failures by kind, a timeline.
 
     Phases: "warmup" (counted apart, not measured), "measure", then "tail" (requests that finish
-    after the measured window, while users stop). Without a shape everything is measured. An
+    after the measured window, while users stop). A repetition with a full-core phase has "full"
+    between "measure" and "tail": its requests are only counted (CPU per request with the server's
+    budget lifted, lab/load/full_core.py). Without a shape everything is measured. An
     open-model request belongs to the phase, and the second, of its scheduled start, and its latency
     counts from that start (corrected for coordinated omission); the uncorrected latency, from when
     it was sent, is kept beside.
@@ -83,7 +85,8 @@ class Recorder:
         self.failures = 0
         self.kinds: dict[str, int] = {}
         self.by_name: dict[str, list[int]] = {}  # name -> [requests, failures]
-        self.outside = {"warmup": [0, 0], "tail": [0, 0]}  # requests, failures outside the window
+        # requests, failures outside the measured window
+        self.outside = {"warmup": [0, 0], "full": [0, 0], "tail": [0, 0]}
         # epoch second -> [requests, failures, hdr, offered, late, dropped, uncorrected hdr]
         self.timeline: dict[int, list[Any]] = {}
         self.open_model = False
@@ -102,8 +105,10 @@ class Recorder:
         when = when or time.time()
         if phase == "measure" and self.phase == "warmup":
             self.phase, self.measure_start = phase, when
-        elif phase == "tail" and self.phase == "measure":
+        elif phase in ("full", "tail") and self.phase == "measure":
             self.phase, self.measure_end = phase, when
+        elif phase == "tail" and self.phase == "full":
+            self.phase = phase
 
     def phase_at(self, when: float) -> str:
         """The phase a scheduled start falls in (open model)."""
@@ -219,6 +224,7 @@ class Recorder:
             "failures_by_kind": dict(sorted(self.kinds.items())),
             "by_name": {k: {"requests": v[0], "failures": v[1]} for k, v in sorted(self.by_name.items())},
             "warmup": {"requests": self.outside["warmup"][0], "failures": self.outside["warmup"][1]},
+            "full": {"requests": self.outside["full"][0], "failures": self.outside["full"][1]},
             "tail": {"requests": self.outside["tail"][0], "failures": self.outside["tail"][1]},
             "acks": len(self.acks),
             "hdr": {"lowest_us": HDR_LOWEST_US, "highest_us": HDR_HIGHEST_US, "digits": HDR_DIGITS,

@@ -155,6 +155,25 @@ def test_warm_up_and_measured_window_are_as_asked(smoke_run: dict[str, Any]) -> 
     assert statistics.median(warm_off) < 0.2 and statistics.median(window_off) < 0.2, (warm_off, window_off)
 
 
+def test_the_budget_is_lifted_for_the_full_core_window(smoke_run: dict[str, Any]) -> None:
+    """Each repetition goes on for the profile's full-core seconds right after its measured window, with
+    the quota lifted at the moment the shape split them: the server then used more than its budget's
+    0.1 core (the median over all repetitions, judged far below the ~0.5-1 core a lifted server takes
+    answering Locust)."""
+    settings = smoke_run["data"]["run"]["settings"]
+    assert settings["full_core"] == 1
+    used, lengths = [], []
+    for e in smoke_run["data"]["results"]:
+        for rep in e["repetitions"]:
+            full, where = rep["full_core"], f"{e['server']}/{e['scenario']} rep {rep['rep']}"
+            assert full is not None and 0 <= full["late_ms"] < 100, where
+            assert full["start"] == pytest.approx(rep["window"]["end"], abs=0.1), where
+            lengths.append(full["seconds"])
+            used.append(rep["cost"]["cpu_seconds"] / full["seconds"])
+    assert abs(statistics.median(lengths) - settings["full_core"]) < 0.2, lengths
+    assert statistics.median(used) > 0.15, used  # cores
+
+
 def test_every_repetition_has_a_fresh_server(smoke_run: dict[str, Any]) -> None:
     for meta_path in smoke_run["run_dir"].glob("*/*/scenario.json"):
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -190,11 +209,19 @@ def test_cost_per_request_under_the_cpu_budget(smoke_run: dict[str, Any]) -> Non
         if os.geteuid() == 0:  # the budget's cgroup counts the CPU time exactly
             assert cost["cpu_source"] == ["cgroup"], where
         for rep in e["repetitions"]:
-            # The tree's CPU over the window / successful requests, from the rep's own figures.
+            # The tree's CPU over the window / successful requests, from the rep's own figures: the
+            # budgeted window's, and the full-core window's (the figure).
             ok = rep["requests"] - rep["failures"]
-            assert rep["cost"]["cpu_us_per_request"] == pytest.approx(rep["cost"]["cpu_seconds"] * 1e6 / ok,
-                                                                       rel=1e-3), where
+            budget = rep["cost_budget"]
+            assert budget["cpu_us_per_request"] == pytest.approx(budget["cpu_seconds"] * 1e6 / ok,
+                                                                 rel=1e-3), where
+            full = rep["full_core"]
+            ok_full = full["requests"] - full["failures"]
+            assert rep["cost"]["phase"] == "full-core" and ok_full > 0, where
+            assert rep["cost"]["cpu_us_per_request"] == pytest.approx(
+                rep["cost"]["cpu_seconds"] * 1e6 / ok_full, rel=1e-3), where
             assert rep["cpu_budget"]["periods"] > 0, where
+        assert cost["cpu_phase"] == ["full-core"] and cost["cpu_us_per_request_budget"]["values"], where
         # The budget is a ceiling: the server tree never used more than 0.1 core over a window
         # (a margin for the sampler's 10 ms ticks and the window's edges).
         assert e["cpu_percent"]["mean"] < 10 * 1.5, where

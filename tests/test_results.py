@@ -329,3 +329,28 @@ def test_capacity_is_the_last_step_that_held_and_a_generator_miss_is_never_the_s
     for short in (_step(40, limited=True, dropped=3), _step(40, limited=True, achieved=30)):
         cap = openmodel.capacity([short, _step(80)], 200)
         assert cap and cap["capacity_rps"] is None and cap["limited_by"] == "generator"
+
+
+def test_a_full_core_window_is_split_from_the_budgeted_one_at_the_runners_reading(tmp_path: Path) -> None:
+    """CPU per request of a repetition with a full-core window: the budgeted window's server CPU and
+    the full one's are split at the counter the runner read when it lifted the quota, not interpolated
+    between samples that straddle the lift (the CPU rate jumps there: here from 0.1 to 0.8 core)."""
+    def used(t: float) -> float:  # the group's counter: 0.1 core until the lift at t=10, 0.8 after
+        return 0.1 * min(t, 10.0) + 0.8 * max(0.0, t - 10.0)
+    times = (8.0, 8.4, 8.8, 9.2, 9.6, 10.3, 10.7, 11.1, 11.5)
+    samples = [{"t": t, "cgroup_cpu_seconds": used(t)} for t in times]
+    shape = {"full_core": {"seconds": 1.5, "start": 10.0, "end": 11.5}}
+    run = {"full_core": {"mark": {"split_at": 10.0, "lifted_at": 10.0, "late_ms": 0.4,
+                                  "cgroup_cpu_seconds": used(10.0)}}, "cpu_budget": {"cores": 0.1}}
+    recs = [{"full": {"requests": 6000, "failures": 0}}]
+    out = results._costs(samples, 8.0, 10.0, 1000, shape, run, recs, tmp_path)
+    assert out["cost"]["phase"] == "full-core" and out["cost_budget"]["phase"] == "budget"
+    assert out["cost"]["cpu_us_per_request"] == pytest.approx(0.8 * 1.5 * 1e6 / 6000)  # 200 µs
+    assert out["cost_budget"]["cpu_us_per_request"] == pytest.approx(0.1 * 2.0 * 1e6 / 1000)  # 200 µs
+    assert out["full_core"]["requests"] == 6000 and out["full_core"]["rps"] == pytest.approx(4000)
+    # without the runner's reading the split is lost: interpolating across 9.6..10.3 is 10 % off
+    wrong = resources.cost(samples, 10.0, 11.5, 6000)["cpu_us_per_request"]
+    assert abs(wrong / 200 - 1) > 0.05
+    # no full-core window: the measured window's cost, as before
+    plain = results._costs(samples, 8.0, 10.0, 1000, {}, {"cpu_budget": {"cores": 0.1}}, recs, tmp_path)
+    assert plain["cost"]["phase"] == "budget" and plain["cost_budget"] is None and plain["full_core"] is None

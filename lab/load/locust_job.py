@@ -70,6 +70,7 @@ class LocustJob:
     extend_factor: float = catalogue.EXTEND_FACTOR
     rate_ceiling: float | None = None
     slo_p99_ms: float = catalogue.DEFAULT_SLO_P99_MS
+    full_core: float = 0.0  # seconds after the measured window with the server's budget lifted
     commands: list[list[str]] = field(default_factory=list)
     popens: list[subprocess.Popen[bytes]] = field(default_factory=list)
     polls: list[list[Any]] = field(default_factory=list)
@@ -93,7 +94,9 @@ class LocustJob:
 
     @property
     def measured_seconds(self) -> float:
-        return self.duration * (len(self.rates) + self.extend_max) if self.rates else self.duration
+        if self.rates:
+            return self.duration * (len(self.rates) + self.extend_max)
+        return self.duration + self.full_core
 
     @property
     def hard_timeout(self) -> float:
@@ -107,7 +110,7 @@ class LocustJob:
             "LAB_RATES": ",".join(f"{r:g}" for r in self.rates), "LAB_PATH": self.path,
             "LAB_ARRIVAL": self.arrival, "LAB_EXTEND_MAX": str(self.extend_max),
             "LAB_EXTEND_FACTOR": f"{self.extend_factor:g}", "LAB_RATE_CEILING": f"{self.rate_ceiling or 0:g}",
-            "LAB_SLO_P99_MS": f"{self.slo_p99_ms:g}",
+            "LAB_SLO_P99_MS": f"{self.slo_p99_ms:g}", "LAB_FULL_CORE_SECONDS": f"{self.full_core:g}",
         })
 
     def build_commands(self) -> list[list[str]]:

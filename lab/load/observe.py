@@ -22,7 +22,8 @@ def live_line(job: LocustJob, elapsed: float) -> str:
     cpu = f", Locust CPU {gen:.0f}%" if gen is not None else ""
     if not p:
         return f"starting {fmt_seconds(elapsed):>6}{cpu}"
-    phase = {"warmup": "warm-up", "measure": "measuring", "tail": "stopping"}.get(str(p["phase"]), "starting")
+    phase = {"warmup": "warm-up", "measure": "measuring", "full": "full-core", "tail": "stopping"}.get(
+        str(p["phase"]), "starting")
     load = f"offered {p['offered_rps']:,.0f}/s" if p.get("offered_rps") else f"{p['users']} users"
     if p.get("offered_rps") and p.get("step"):  # steps are added while the last met the SLO
         added = f", {p['steps_added']} added" if p.get("steps_added") else ""

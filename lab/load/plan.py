@@ -24,7 +24,13 @@ def measured_seconds(s: Settings, sc: catalogue.Scenario) -> float:
         later = len(s.rates) or catalogue.KNEE_STEPS
         steps = ((len(s.rates) or len(catalogue.PROBE_SHARES)) + later * (s.reps - 1)) / s.reps
         return s.step_seconds * (steps + min(s.extend_steps, catalogue.EXTEND_EXPECTED))
-    return s.duration
+    return s.duration + full_core_seconds(s, sc)
+
+
+def full_core_seconds(s: Settings, sc: catalogue.Scenario) -> float:
+    """Seconds of each repetition measured with the budget lifted (lab/load/full_core.py); 0: none."""
+    local = not s.topology.remote_servers
+    return s.full_core if s.server_cpu is not None and local and catalogue.has_full_core(sc) else 0.0
 
 
 def rep_seconds(s: Settings, sc: catalogue.Scenario) -> float:
@@ -71,6 +77,9 @@ def print_plan(s: Settings, with_calibration: bool) -> float:
     say(f"plan: profile {s.profile}, {len(s.servers)} server(s) x {len(s.scenarios)} scenario(s) x {s.reps} "
         f"repetition(s) = {runs} runs of {s.duration:g}s measured after {s.warmup:g}s warm-up, "
         "repetitions interleaved across the servers")
+    if s.full_core and s.server_cpu is not None:
+        say(f"  each steady repetition then goes on {s.full_core:g}s with the budget lifted: CPU per request "
+            "comes from that full-core window, throughput and latency from the budgeted one")
     for name in s.scenarios:
         sc = s.scenario(name)
         load = (f"offered rates {', '.join(f'{r:g}' for r in s.rates) if s.rates else 'from a probe'}, "

@@ -47,6 +47,8 @@ def reproduce_command(s: Settings) -> str:
     parts += ["--server-cpu", f"{s.server_cpu:g}" if s.server_cpu is not None else "none"]
     if s.server_cpu is not None and s.cpu_period_us != cpu_budget.DEFAULT_PERIOD_US:
         parts += ["--cpu-period-us", str(s.cpu_period_us)]
+    if s.server_cpu is not None:
+        parts += ["--full-core-seconds", f"{s.full_core:g}"]
     if any(s.scenario(n).open_model for n in s.scenarios):
         parts += ["--step-seconds", f"{s.step_seconds:g}", "--slo-p99-ms", f"{s.slo_p99_ms:g}",
                   "--arrival", s.arrival, "--extend-steps", str(s.extend_steps)]

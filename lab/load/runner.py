@@ -43,7 +43,7 @@ from lab import machine
 from lab.cpus import pin, running_on
 from lab.fmt import fmt_seconds
 from lab.hosts import netns
-from lab.load import calibrate, plan, probe, sampler, speed, topology
+from lab.load import calibrate, full_core, plan, probe, sampler, speed, topology
 from lab.load.locust_job import STOP_TIMEOUT, LocustJob
 from lab.load.observe import (
     add_throttling,
@@ -183,6 +183,7 @@ class Runner:
             else None, "step_seconds": self.s.step_seconds if sc.open_model else None,
             "slo_p99_ms": self.s.slo_p99_ms,
             "cpu_budget": {"cores": self.s.server_cpu, "period_us": self.s.cpu_period_us},
+            "full_core_seconds": plan.full_core_seconds(self.s, sc),
             "stages": [] if sc.open_model else [asdict(st) for st in catalogue.schedule(
                 sc.shape, sc.users, sc.spawn_rate, self.s.duration)],
             "status": "running", "error": None, "problems": [],
@@ -330,7 +331,8 @@ class Runner:
                         extend_max=self.s.extend_steps if sc.open_model else 0,
                         extend_factor=catalogue.KNEE_RATIO if fine else catalogue.EXTEND_FACTOR,
                         rate_ceiling=ceiling,
-                        slo_p99_ms=self.s.slo_p99_ms)
+                        slo_p99_ms=self.s.slo_p99_ms,
+                        full_core=plan.full_core_seconds(self.s, sc) if live.budget else 0.0)
         run: dict[str, Any] = {"rep": rep, "run_tag": tag, "status": "running", "error": None,
                                "server": {"model": server.model, "pid": server.pid, "url": server.url},
                                "rss_idle_bytes": live.rss_idle,
@@ -356,6 +358,8 @@ class Runner:
         probe_popen = (speed.start(rep_dir / speed.FILE, self.s.server_cpus,
                                    max_seconds=job.hard_timeout + 30) if self.s.speed_probe else None)
         run["speed_probe"] = {"file": speed.FILE, "duty": speed.DEFAULT_DUTY} if probe_popen else None
+        lift = (full_core.FullCore(live.budget, job.records, job.hard_timeout).start()
+                if live.budget and job.full_core else None)
         try:
             job.start()
             run["locust"] = {"commands": [shlex.join(c) for c in job.commands], "pids": job.pids,
@@ -380,6 +384,8 @@ class Runner:
             raise
         finally:
             codes = job.stop() if job.popens else []
+            if lift is not None:
+                run["full_core"] = {"seconds": job.full_core, "mark": lift.stop(), "error": lift.error}
             if samp is not None:
                 sampler.stop_sampler(samp)
             if probe_popen is not None:
@@ -395,6 +401,9 @@ class Runner:
             run["status"], run["error"] = "failed", (
                 f"Locust exited with code {codes[0]}; read {rep_dir / 'locust.log'}:\n"
                 f"{procs.log_tail(rep_dir / 'locust.log', 15)}")
+        if lift is not None and run["status"] == "ok" and not run["full_core"]["mark"]:
+            run["status"], run["error"] = "failed", (lift.error or "the full-core phase never began: Locust "
+                                                     f"wrote no split.json; read {rep_dir / 'locust.log'}")
         missing = job.records_problem()
         if missing and run["status"] == "ok":
             run["status"], run["error"] = "failed", missing
@@ -463,7 +472,8 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
         "locust_workers": s.locust_workers, "remote_workers": s.remote_workers,
         "target_host": s.target_host, "topology": s.topology.as_dict(s.locust_workers, s.remote_workers),
         "server_cpus": s.server_cpus, "load_cpus": s.load_cpus,
-        "server_cpu": s.server_cpu, "cpu_period_us": s.cpu_period_us, "interleaved": True,
+        "server_cpu": s.server_cpu, "cpu_period_us": s.cpu_period_us, "full_core": s.full_core,
+        "interleaved": True,
         "rates": list(s.rates), "step_seconds": s.step_seconds, "slo_p99_ms": s.slo_p99_ms,
         "arrival": s.arrival, "margin_within": s.margin_within, "speed_probe": s.speed_probe,
         "runner_cpus": s.load_cpus,

@@ -68,6 +68,7 @@ class Settings:
     reports_dir: Path
     calibrate: str  # auto | force | skip
     server_cpu: float | None = None  # cores per server (cgroup quota); None: no budget
+    full_core: float = 0.0  # measured seconds per repetition with the budget lifted (catalogue.Profile)
     cpu_period_us: int = cpu_budget.DEFAULT_PERIOD_US
     rates: tuple[float, ...] = ()  # offered rates of open-model (capacity) scenarios; (): probe first
     step_seconds: float = catalogue.STEP_SECONDS  # measured seconds per offered rate
@@ -131,6 +132,10 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
     p.add_argument("--cpu-period-us", default=env.get("LAB_SERVER_CPU_PERIOD_US", ""),
                    help=f"the quota's period in microseconds (default {cpu_budget.DEFAULT_PERIOD_US}) "
                         "[LAB_SERVER_CPU_PERIOD_US]")
+    p.add_argument("--full-core-seconds", default=env.get("LAB_FULL_CORE_SECONDS", ""),
+                   help="seconds each steady repetition goes on after its budgeted window with the CPU "
+                        "budget lifted; CPU per request comes from them; 0: none, CPU per request under the "
+                        "budget (default: the profile's) [LAB_FULL_CORE_SECONDS]")
     p.add_argument("--rates", default=env.get("RATES", ""),
                    help="offered requests/s of the capacity scenarios' steps, e.g. 200,400,800 (default: "
                         "derived from a quick probe of each server) [RATES]")
@@ -254,6 +259,7 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
     users = int_knob(args.users, "USERS", 1, 100_000)
     duration = _float_knob(args.duration, "DURATION", 1, 24 * 3600) or prof.duration
     warmup = _float_knob(args.warmup, "WARMUP", 0, 3600)
+    full_core = _float_knob(args.full_core_seconds, "LAB_FULL_CORE_SECONDS", 0, 3600)
     reps = int_knob(args.reps, "REPS", 1, 100) or prof.reps
     workers = int_knob(args.locust_workers, "LOCUST_WORKERS", 0, 64) or 0
     try:
@@ -311,6 +317,7 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         locust_workers=workers, server_cpus=server_cpus, load_cpus=load_cpus, database_cpus=database_cpus,
         reports_dir=Path(args.reports_dir).absolute(), calibrate=args.calibrate,
         server_cpu=server_cpu, cpu_period_us=period, rates=_rates(args.rates),
+        full_core=prof.full_core if full_core is None else full_core,
         step_seconds=_float_knob(args.step_seconds, "STEP_SECONDS", 0.5, 3600) or catalogue.STEP_SECONDS,
         slo_p99_ms=_float_knob(args.slo_p99_ms, "SLO_P99_MS", 0.1, 600_000, "milliseconds")
         or catalogue.DEFAULT_SLO_P99_MS,

@@ -96,7 +96,10 @@ def _cost_plot(scenario: str, entries: Sequence[Entry], palette: dict[str, str])
         c = (e.get("cost") or {}).get("cpu_us_per_request") or {}
         bars.append(svgplot.Bars(e["server"], [c.get("median")], palette[e["server"]], [c.get("min")],
                                  [c.get("max")]))
-    return Plot(pid, "Cost: CPU per request", "server process tree CPU time over the measured window / "
+    full = all("full-core" in ((e.get("cost") or {}).get("cpu_phase") or []) for e in entries)
+    where = ("each repetition's full-core window (the CPU budget lifted, after the budgeted one)" if full
+             else "the measured window")
+    return Plot(pid, "Cost: CPU per request", f"server process tree CPU time over {where} / "
                 "successful requests; median of the repetitions, whiskers min to max. It does not depend "
                 "on the load generator outrunning the server",
                 svgplot.bar_chart(pid, f"{scenario}: CPU time per successful request", ["CPU per request"],

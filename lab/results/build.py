@@ -38,6 +38,31 @@ def _overlap(second: int, start: float, end: float) -> float:
     return max(0.0, min(second + 1, end) - max(second, start))
 
 
+def _costs(samples: list[dict[str, Any]], start: float, end: float, ok: int, shape: dict[str, Any],
+           run: dict[str, Any], records: list[dict[str, Any]], rep_dir: Path) -> dict[str, Any]:
+    """A repetition's `cost` (CPU per request) and the speed probe's reading over the same window.
+    With a full-core phase (lab/load/full_core.py) the cost is that phase's, split from the budgeted
+    window at the runner's exact reading of the group's counter, and `cost_budget` the budgeted one's."""
+    window = shape.get("full_core") or {}
+    mark = (run.get("full_core") or {}).get("mark") or {}
+    if not (window.get("end") and mark.get("lifted_at") and mark.get("cgroup_cpu_seconds") is not None):
+        return {"cost": {**cost(samples, start, end, ok), "phase": "budget" if run.get("cpu_budget") else
+                         "unbudgeted"}, "cost_budget": None, "full_core": None,
+                "speed": drift.rep_speed(rep_dir, start, end)}
+    at, full_end = float(mark["lifted_at"]), float(window["end"])
+    marked = sorted([*samples, {"t": at, "cgroup_cpu_seconds": mark["cgroup_cpu_seconds"]}],
+                    key=lambda x: float(x["t"]))
+    n = sum((r.get("full") or {}).get("requests", 0) for r in records)
+    fails = sum((r.get("full") or {}).get("failures", 0) for r in records)
+    seconds = max(0.0, full_end - at)
+    return {"cost": {**cost(marked, at, full_end, n - fails), "phase": "full-core"},
+            "cost_budget": {**cost(marked, start, at, ok), "phase": "budget"},
+            "full_core": {"start": at, "end": full_end, "seconds": round(seconds, 3), "requests": n,
+                          "failures": fails, "rps": round(n / seconds, 1) if seconds else None,
+                          "late_ms": mark.get("late_ms")},
+            "speed": drift.rep_speed(rep_dir, at, full_end)}
+
+
 def build_rep(rep_dir: Path, meta: dict[str, Any], calibration: dict[str, Any] | None) -> dict[str, Any]:
     run = read_json(rep_dir / "run.json") or {}
     rec_dir = rep_dir / "records"
@@ -144,6 +169,12 @@ def build_rep(rep_dir: Path, meta: dict[str, Any], calibration: dict[str, Any] |
     if remote and not any(w["heartbeats"] for w in workers):
         warnings.append(f"{remote} Locust workers ran on other machines: their CPU was not measured, so "
                         "only the calibrated ceiling can flag a generator-bound result")
+    costs = _costs(samples, start, end, requests - failures, shape, run, records, rep_dir)
+    full = costs["full_core"]
+    if full and rps and (full["rps"] or 0) < rps:  # a lifted budget only speeds a server up
+        warnings.append(f"the full-core phase answered {full['rps'] or 0:,.0f} requests/s, fewer than the "
+                        f"budgeted window's {rps:,.0f}: the load generator was starved (a busy machine?), so "
+                        "this repetition's CPU per request is at a lower load than the others'")
     acks = sum(r.get("acks", 0) for r in records)
     writes = run.get("writes")
     if meta.get("writes") and writes is None:
@@ -168,8 +199,7 @@ def build_rep(rep_dir: Path, meta: dict[str, Any], calibration: dict[str, Any] |
         "tail_requests": sum(r.get("tail", {}).get("requests", 0) for r in records),
         "latency_ms": latency_ms(ok_h),
         "latency_failed_ms": latency_ms(failed_h),
-        "cost": cost(samples, start, end, requests - failures),
-        "speed": drift.rep_speed(rep_dir, start, end),
+        **costs,
         "open_model": {
             "offered": sum(r.get("offered", 0) for r in records),
             "late": sum(r.get("late", 0) for r in records),
@@ -262,6 +292,7 @@ def build_entry(scen_dir: Path, calibration: dict[str, Any] | None) -> dict[str,
     rps = _spread([r["rps"] for r in reps if r["rps"] is not None])
     ok_rps = _spread([r["ok_rps"] for r in reps if r["ok_rps"] is not None])
     cpu_per = _spread([c for r in reps if (c := r["cost"]["cpu_us_per_request"]) is not None])
+    cpu_budgeted = _spread([c for r in reps if (c := (r["cost_budget"] or {}).get("cpu_us_per_request"))])
     caps = [r["capacity"] for r in reps if r["capacity"]]
     gen_cpu = [g for r in reps if (g := r["generator"]["cpu_percent_mean"]) is not None]
     gen_peak = [g for r in reps if (g := r["generator"]["cpu_percent_peak"]) is not None]
@@ -315,6 +346,8 @@ def build_entry(scen_dir: Path, calibration: dict[str, Any] | None) -> dict[str,
         "latency_ms": latency_ms(all_ok),
         "latency_hdr": encode(all_ok) if all_ok.get_total_count() else None,
         "cost": {"cpu_us_per_request": cpu_per,
+                 "cpu_phase": sorted({r["cost"]["phase"] for r in reps}) or None,
+                 "cpu_us_per_request_budget": cpu_budgeted if cpu_budgeted["values"] else None,
                  "cpu_source": sorted({r["cost"]["cpu_source"] for r in reps}) or None,
                  **_cpu_sources(reps),
                  "cpu_budget": meta.get("cpu_budget")},

@@ -93,6 +93,9 @@ class Cost(TypedDict, total=False):
     cpu_budget: dict[str, Any] | None
     speed_work_per_cpu_ms: Rates | None
     cpu_us_per_request_speed_adjusted: Rates | None
+    cpu_phase: list[str] | None  # entry: full-core | budget | unbudgeted, per repetition
+    cpu_us_per_request_budget: Rates | None  # entry: over the budgeted windows of full-core repetitions
+    phase: str  # repetition: where its CPU per request comes from
 
 
 class Capacity(TypedDict, total=False):
@@ -167,6 +170,8 @@ class Repetition(TypedDict, total=False):
     latency_failed_ms: Latency | None
     locust_processes: int
     cost: Cost
+    cost_budget: Cost | None  # the budgeted window's, when CPU per request came from a full-core window
+    full_core: dict[str, Any] | None  # the full-core window: start, end, seconds, requests, failures, rps
     speed: RepSpeed | None
     open_model: OpenModel | None
     capacity: Capacity | None

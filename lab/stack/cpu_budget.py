@@ -56,7 +56,7 @@ def _v2_root() -> Path | None:
 
 @dataclass
 class CpuBudget:
-    """One server's cgroup: create(), add(pids), stat(), remove()."""
+    """One server's cgroup: create(), add(pids), set_limited(), stat(), remove()."""
 
     cores: float
     period_us: int = DEFAULT_PERIOD_US
@@ -126,6 +126,17 @@ class CpuBudget:
         except OSError:
             self.remove()
             raise
+
+    def set_limited(self, limited: bool) -> None:
+        """Hold the group to its quota (True), or let it use whole CPUs (False) while its CPU time is
+        still counted: the full-core phase of a repetition (lab/load/full_core.py)."""
+        if self.path is None:
+            raise BudgetError("the budget's cgroup was not created")
+        quota = str(self.quota_us) if limited else ("-1" if self.version == 1 else "max")
+        if self.version == 1:
+            (self.path / "cpu.cfs_quota_us").write_text(quota)
+        else:
+            (self.path / "cpu.max").write_text(f"{quota} {self.period_us}")
 
     def add(self, pids: list[int]) -> None:
         """Move processes (all their threads) into the group."""
