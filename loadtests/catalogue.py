@@ -140,7 +140,7 @@ PROFILES: dict[str, Profile] = {
                 "every server, two short scenarios: proves the pipeline end to end (CI)", SERVER_CPU, 1),
         # Four short repetitions, interleaved across the servers: the fewest with which a rank test can
         # call a difference (p < 0.05) at all. Five scenarios, one per axis the models differ on.
-        Profile("quick", ("json", "db", "io", "hold", "writes"), 1.5, 0.5, 4,
+        Profile("quick", ("json", "db", "io", "hold", "writes"), 1, 0.5, 4,
                 "every server, the core scenarios, four interleaved repetitions: the default of `make load`",
                 SERVER_CPU, 1.5),
         # Four repetitions: the fewest the lab's rule judges; the first finds each knee, the rest step
