@@ -345,9 +345,7 @@ def _bounded(fig: Figure, a: Entry, b: Entry, margin: float) -> bounds.Reading:
 def _with_sensitivity(fig: Figure, a: Entry, b: Entry, margin: float) -> str:
     """The confidence and, where the rule states one, what it could see (whatever the mark)."""
     d = judge(fig, a, b, margin=margin)[2]
-    if d is None:
-        return "not tested"
-    return f"{d.confidence()}; {d.sensitivity()}" if d.mde is not None else d.confidence()
+    return "not tested" if d is None else d.said()
 
 
 def _throughput(v: Verdict, ranked: Sequence[Entry], fig: Figure, noun: str) -> None:
