@@ -3,8 +3,10 @@
 Called by `python -m lab selfcheck --fidelity` (LAB_SELFCHECK_FIDELITY=yes). Three runs of json, db
 and io with the same Locust client, users, repetitions and pinning (servers on the server CPUs,
 Locust and PostgreSQL on the load CPUs), differing in one condition each:
-- `default`: the run's own settings (the profile's CPU budget, idle CPUs polling);
-- `full-core`: no budget, each server alone on its CPU, at the load Locust sustains;
+- `default`: the run's own settings (the profile's CPU budget, idle CPUs polling; CPU per request from
+  each repetition's full-core window, after its budgeted one: lab/load/full_core.py);
+- `full-core`: no budget at all, each server alone on its CPU, at the load Locust sustains, measured as
+  long as the default's two windows together;
 - `halting`: the default with idle CPUs halting (LAB_IDLE_POLL=no), as production machines do.
 A server's ratio is its CPU per request over asyncio's, taken per repetition round (the servers of a
 round ran back to back, so the machine's drift cancels) and averaged on logs. Fidelity: each server's
@@ -73,8 +75,8 @@ def settings_for(base: Settings, condition: str) -> Settings:
     """The run of one condition: the base's servers (with the reference), json, db and io."""
     servers = base.servers if REFERENCE in base.servers else (REFERENCE, *base.servers)
     s = base.replace(servers=servers, scenarios=SCENARIOS, run_id=f"fidelity-{condition}")
-    if condition == "full-core":
-        return s.replace(server_cpu=None)
+    if condition == "full-core":  # as long measured as the default's two windows together
+        return s.replace(server_cpu=None, duration=s.duration + s.full_core)
     if condition == "halting":
         return s.replace(idle_poll="no")
     return s
