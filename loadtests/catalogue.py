@@ -26,7 +26,7 @@ PROBE_SHARES = (0.5, 0.7, 0.85, 1.0, 1.15)
 EXTEND_FACTOR = 1.15
 EXTEND_MAX = 8
 EXTEND_EXPECTED = 1.5  # steps added on average (the plan's estimate)
-# Later repetitions step finely across the knee found so far (lab/load/runner.py place_knee): a floor
+# Later repetitions step finely across the knee found so far (lab/load/knees.py place): a floor
 # step at KNEE_FLOOR of it (the knee moves between repetitions by more than the fine steps span: one whose
 # first fine step missed would have no capacity at all), then KNEE_STEPS - 1 steps KNEE_RATIO apart, the
 # highest one step above its capacity, the grid shifted by a fraction of a step in each repetition so

@@ -108,3 +108,23 @@ def test_a_knee_above_the_planned_steps_is_found_by_adding_steps(database_url: s
     shape = json.loads((run["dir"] / "asyncio" / "capacity-json" / "rep-1" / "records" / "shape.json")
                        .read_text(encoding="utf-8"))
     assert shape["planned_rates"] == [40.0] and "missed the SLO" in shape["extension"]["stop"]
+
+
+def test_a_repetition_that_missed_at_every_step_runs_again_lower_once(database_url: str,
+                                                                       tmp_path: Path) -> None:
+    # A 5 ms SLO that asyncio under 0.02 core over 50 ms periods cannot meet at any rate (a throttled
+    # request waits up to 49 ms): repetition 1 misses at every step, is set aside, and runs once more on a
+    # fresh process with its steps halved; it misses again and is kept, with no third attempt.
+    run = capacity_run(database_url, tmp_path, "--server-cpu", "0.02", "--cpu-period-us", "50000",
+                       "--slo-p99-ms", "5", "--extend-steps", "0")
+    scen = run["dir"] / "asyncio" / "capacity-json"
+    meta = json.loads((scen / "scenario.json").read_text(encoding="utf-8"))
+    (again,) = meta["again"]
+    assert again["rep"] == 1 and again["set_aside"] == "missed-rep-1" and (scen / "missed-rep-1").is_dir()
+    first = json.loads((scen / "missed-rep-1" / "run.json").read_text(encoding="utf-8"))["rates"]
+    second = json.loads((scen / "rep-1" / "run.json").read_text(encoding="utf-8"))["rates"]
+    assert second == [max(1, round(r / 2)) for r in first], (first, second)
+    assert len(meta["server_pids"]) == 2  # a fresh process for the second attempt
+    (e,) = run["data"]["results"]
+    assert e["reps"] == 1 and any("missed-rep-1" in w for w in e["warnings"]), e["warnings"]
+    assert "runs again with its steps at 0.5x" in run["out"]

@@ -43,7 +43,8 @@ from lab import machine
 from lab.cpus import pin, running_on
 from lab.fmt import fmt_seconds
 from lab.hosts import netns
-from lab.load import calibrate, full_core, plan, probe, sampler, speed, topology
+from lab.load import calibrate, full_core, knees, plan, probe, sampler, speed, topology
+from lab.load.knees import Live
 from lab.load.locust_job import STOP_TIMEOUT, LocustJob
 from lab.load.observe import (
     add_throttling,
@@ -60,7 +61,6 @@ from lab.load.writes import WRITE_SCENARIOS, check_writes
 from lab.report import run_report as report
 from lab.report.digest import digest
 from lab.results import build as results
-from lab.results.openmodel import rep_capacity
 from lab.results.records import ResultsError
 from lab.stack import cpu_budget, database, idle, pg_config, procs
 from loadtests import catalogue
@@ -91,25 +91,6 @@ class Progress:
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.began
-
-
-@dataclass
-class Live:
-    """One server of the scenario under way: its process, budget and scenario.json."""
-
-    model: str
-    scen_dir: Path
-    meta: dict[str, Any]
-    server: procs.ServerProcess | None = None
-    budget: cpu_budget.CpuBudget | None = None
-    rates: tuple[float, ...] = ()
-    knee: float | None = None  # where a capacity scenario's next repetition steps finely (place_knee)
-    capacities: list[float] = field(default_factory=list)  # the capacity repetitions' so far
-    rss_idle: int | None = None  # the current process's RSS before any client connected
-
-    @property
-    def ok(self) -> bool:
-        return self.meta["status"] == "running" and self.server is not None
 
 
 @dataclass
@@ -162,8 +143,17 @@ class Runner:
                         self.restart(live, sc)
                     if live.ok:
                         self.run_rep_safely(live, sc, rep)
-                    if live.ok and sc.open_model and rep < self.s.reps and not self.s.rates:
-                        self.place_knee(live, sc, rep)
+                    cap = (knees.read(live, sc, rep, self.s.slo_p99_ms, self.calibration)
+                           if live.ok and sc.open_model and not self.s.rates else None)
+                    if live.ok and knees.missed_all(live, sc, rep, cap):  # once, steps lower
+                        if self.s.fresh_server:
+                            self.restart(live, sc)
+                        if live.ok:
+                            self.run_rep_safely(live, sc, rep)
+                        cap = (knees.read(live, sc, rep, self.s.slo_p99_ms, self.calibration)
+                               if live.ok else None)
+                    if live.ok and rep < self.s.reps:
+                        knees.place(live, sc, rep, cap)
             for live in lives:
                 if live.meta["status"] == "running":
                     live.meta["status"] = "ok"
@@ -260,33 +250,6 @@ class Runner:
             + (f" (held to the generator's sustainable {ceiling:g}/s)"
                if ceiling and rps * catalogue.PROBE_SHARES[-1] > ceiling else ""))
         return rates
-
-    def place_knee(self, live: Live, sc: catalogue.Scenario, rep: int) -> None:
-        """After a capacity repetition: the next steps finely across the median capacity so far, never
-        below a lower bound just found (its knee lies above). Re-placed after every repetition: a first
-        repetition's coarse steps (or a noisy moment) can put the knee far off, and fine steps that never
-        reach it leave every later repetition a lower bound ("not reached")."""
-        try:
-            cap = rep_capacity(live.scen_dir / f"rep-{rep}", self.s.slo_p99_ms, self.calibration)
-        except ResultsError as exc:
-            say(f"  {live.model}/{sc.name}: cannot read repetition {rep}'s knee ({exc}); the next keeps the "
-                "steps it had")
-            return
-        if cap is None:
-            return
-        if cap["capacity_rps"]:
-            live.capacities.append(cap["capacity_rps"])
-        before = live.knee
-        live.knee = knee = catalogue.next_knee(live.capacities, cap, before, live.rates[0])
-        found = {k: cap[k] for k in ("capacity_rps", "limited_by", "knee_rate")}
-        live.meta.setdefault("knees", []).append({"after_rep": rep, **found, "next_across": round(knee, 1)})
-        write_json(live.scen_dir / "scenario.json", live.meta)
-        if before is not None and max(knee, before) / min(knee, before) < catalogue.KNEE_RATIO:
-            return  # moved by less than a fine step: nothing to tell
-        held = (f"met the SLO up to {cap['capacity_rps']:,.0f}/s" if cap["capacity_rps"]
-                else "missed the SLO at its first step")
-        say(f"  {live.model}/{sc.name}: rep {rep} {held} ({cap['limited_by']}); the next repetition steps "
-            f"{catalogue.KNEE_RATIO:g}x apart across {knee:,.0f}/s")
 
     def fail(self, live: Live, error: str) -> None:
         live.meta["status"], live.meta["error"] = "failed", error

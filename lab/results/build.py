@@ -315,6 +315,8 @@ def build_entry(scen_dir: Path, calibration: dict[str, Any] | None) -> dict[str,
             saturation = {"users": best["users"], "ok_rps": best["ok_rps"], "p99_ms": best["p99_ms"]}
     writes = [r["writes"] for r in reps if r["writes"] is not None]
     warnings: list[str] = sorted({w for r in reps for w in r["warnings"]})
+    warnings += [f"rep {a['rep']} missed the SLO at every step from {a['first_step']:g}/s and ran again with "
+                 f"lower steps (the first attempt: {a['set_aside']})" for a in meta.get("again") or []]
     other = int(meta.get("db_sessions_before_start") or 0)
     db_peak, db_mean = _max_of(reps, "db_connections_peak"), _mean_of(reps, "db_connections_mean")
     if other:
