@@ -131,9 +131,11 @@ def scenario_meta(entries: Sequence[Entry]) -> str:
                            f"{fmt_num(e.get('warmup_s'))} s warm-up",
                            f"SLO p99 < {fmt_num((e.get('capacity') or {}).get('slo_p99_ms'))} ms",
                            f"{reps} repetition{'' if reps == 1 else 's'}", _budget_text(e)])
+    full = (f", then {fmt_num(e.get('full_core_s'))} s at a full core (the budget lifted: CPU per request)"
+            if e.get("full_core_s") else "")
     return " · ".join([f"{e.get('shape') or '?'} shape", f"{e.get('users')} users",
                        f"{fmt_num(e.get('duration_s'))} s measured after "
-                       f"{fmt_num(e.get('warmup_s'))} s warm-up",
+                       f"{fmt_num(e.get('warmup_s'))} s warm-up{full}",
                        f"{reps} repetition{'' if reps == 1 else 's'}",
                        "uses the database" if e.get("uses_db") else "no database", _budget_text(e)])
 

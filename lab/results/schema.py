@@ -197,6 +197,7 @@ class Entry(TypedDict, total=False):
     users: int
     spawn_rate: float
     duration_s: float
+    full_core_s: float | None
     warmup_s: float
     uses_db: bool
     server_config: dict[str, Any] | None
