@@ -178,8 +178,9 @@ def margin_within(run: dict[str, Any]) -> float:
 
 def judged_within(run: dict[str, Any], a: dict[str, Any], b: dict[str, Any]
                   ) -> tuple[str, stats.Decision | None]:
-    """As the run's verdicts judge two of its servers."""
-    mark, _change, decision = headline.judge(FIGURE, a, b, margin=margin_within(run))
+    """As the run's verdicts judge two of its servers (CPU per request at the run's reference speed where
+    every repetition has its reading: headline.cpu_figure)."""
+    mark, _change, decision = headline.judge(headline.cpu_figure([a, b]), a, b, margin=margin_within(run))
     return mark, decision
 
 

@@ -105,3 +105,25 @@ def test_build_records_the_matrix_and_its_margin(tmp_path: Path) -> None:
     (run / "settings.json").write_text(json.dumps({**settings, "margin_within": 0.07}), encoding="utf-8")
     assert build.build(run)["verdicts"]["rule"]["margin"] == 0.07
     assert build.build(run, 0.01)["verdicts"]["rule"]["margin"] == 0.01
+
+
+def test_cpu_per_request_is_judged_at_the_runs_reference_speed() -> None:
+    """A machine that wanders from one repetition to the next (a repetition on a slow moment costs more
+    CPU per request, and the speed probe beside it reads less work per CPU-ms) blurs the raw figures; at
+    the run's reference speed the same repetitions show threaded 10 % cheaper. Without a reading in every
+    repetition the raw figures are judged, never a mix."""
+    speed = [1.0, 0.8, 1.2, 0.9]  # the probe's readings, relative to the run's reference
+    def reps(true_us: float) -> list[float]:
+        return [true_us / s for s in speed]  # what a repetition measured on that moment
+    a = entry("asyncio", reps(100.0), [1000.0] * 4)
+    b = entry("threaded", reps(90.0), [1000.0] * 4)
+    assert matrix.scenario_cells([a, b], 0.03)["cpu_per_req"].state == "tie"  # the raw figures: a blur
+    for e in (a, b):
+        for r, s in zip(e["repetitions"], speed, strict=True):
+            cost = r["cost"]
+            cost["cpu_us_per_request_speed_adjusted"] = cost["cpu_us_per_request"] * s * (1 + 0.005 * s)
+    cell = matrix.scenario_cells([a, b], 0.03)["cpu_per_req"]
+    assert cell.state == "winner" and cell.winner == "threaded" and cell.decision is not None
+    assert cell.decision.ratio == pytest.approx(0.90, abs=0.01)
+    del b["repetitions"][2]["cost"]["cpu_us_per_request_speed_adjusted"]
+    assert matrix.scenario_cells([a, b], 0.03)["cpu_per_req"].state == "tie"

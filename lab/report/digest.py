@@ -80,7 +80,7 @@ def scenario_line(scenario: str, entries: Sequence[Entry]) -> str:
     else CPU per request."""
     v = headline.verdict(scenario, entries)
     usable = [e for e in entries if not e.get("problems")]
-    capacity, cpu = FIGURES["capacity"], FIGURES["cpu_per_req"]
+    capacity, cpu = FIGURES["capacity"], headline.cpu_figure(usable)
     ranked = sorted((e for e in usable if capacity.value(e) is not None),
                     key=lambda e: capacity.value(e) or 0.0, reverse=True)
     if any(e.get("capacity") for e in entries):  # lower bounds on capacity are judged as the verdict does

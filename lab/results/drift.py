@@ -48,6 +48,13 @@ def adjust(entries: list[dict[str, Any]], reference: float | None,
     its repetitions, in their order), from the repetitions' readings; null where there are none."""
     for e in entries:
         reps = e.get("repetitions") or []
+        for r in reps:  # each repetition's own, for the verdicts (lab.results.headline.cpu_figure)
+            cpu, v = (r.get("cost") or {}).get("cpu_us_per_request"), _of(r)
+            if isinstance(r.get("cost"), dict):
+                at_ref = None
+                if isinstance(cpu, int | float) and v is not None and reference:
+                    at_ref = round(cpu * v / reference, 3)
+                r["cost"]["cpu_us_per_request_speed_adjusted"] = at_ref
         speeds = [v for r in reps if (v := _of(r)) is not None]
         adjusted = [round(cpu * v / reference, 2) for r in reps
                     if (v := _of(r)) is not None and reference

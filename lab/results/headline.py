@@ -110,6 +110,22 @@ class Figure:
         return [v for v in found if v is not None]
 
 
+# CPU per request as the verdicts between the servers of one run test it: each repetition's figure at the
+# run's reference speed (times the speed probe's reading over it, over the run's median reading;
+# lab/results/drift.py), so the machine's wander from one repetition to the next drops out. Shown as
+# measured (the raw median); the rule tests the adjusted repetitions.
+CPU_AT_SPEED = Figure("cpu_per_req", "CPU per request", ("cost", "cpu_us_per_request", "median"),
+                      ("cost", "cpu_us_per_request_speed_adjusted"), -1, 0.0, fmt_us)
+
+
+def cpu_figure(entries: Sequence[Entry]) -> Figure:
+    """CPU_AT_SPEED when every repetition of every entry has its speed reading, else the raw figure (a
+    test on a mix of adjusted and raw repetitions would compare unlike things)."""
+    reps = [r for e in entries for r in e.get("repetitions") or []]
+    complete = reps and all(_number(_path(r, CPU_AT_SPEED.rep_path or ())) for r in reps)
+    return CPU_AT_SPEED if complete else FIGURES["cpu_per_req"]
+
+
 def _lat(key: str, min_effect: float | None) -> Figure:
     return Figure(key, PERCENTILE_LABELS[key], ("latency_ms", key),
                   ("latency_ms", key) if min_effect is not None else None, -1, min_effect or 0.0, fmt_ms)
@@ -311,7 +327,7 @@ def _sensitivity(fig: Figure, a: Entry, b: Entry, margin: float) -> str:
 
 def _cost(v: Verdict, usable: Sequence[Entry]) -> None:
     """The cost sentence: CPU time per request, lowest first (meaningful whoever set the pace)."""
-    fig = FIGURES["cpu_per_req"]
+    fig = cpu_figure(usable)
     costed = sorted((e for e in usable if fig.value(e) is not None), key=lambda e: fig.value(e) or 0.0)
     if len(costed) < 2:
         if costed:

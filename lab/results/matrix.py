@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.results import bounds, stats
-from lab.results.headline import FIGURES, Entry, judge
+from lab.results.headline import FIGURES, Entry, cpu_figure, judge
 
 # The headline figures, in the matrix's column order; "throughput" is capacity at the SLO in an open-model
 # scenario, successful requests per second otherwise.
@@ -83,6 +83,8 @@ def cell(column: str, entries: Sequence[Entry], margin: float) -> Cell:
     key = _figure_key(column, entries)
     fig = FIGURES[key]
     usable = [e for e in entries if not e.get("problems") and fig.value(e) is not None]
+    if key == "cpu_per_req":
+        fig = cpu_figure(usable)
     if not usable:
         return Cell(column, key, "not measured")
     ranked = sorted(usable, key=lambda e: (fig.value(e) or 0.0) * (-1 if fig.better > 0 else 1))

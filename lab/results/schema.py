@@ -92,7 +92,7 @@ class Cost(TypedDict, total=False):
     metrics_vs_cgroup: float | None  # entry: median of metrics / cgroup - 1 over repetitions
     cpu_budget: dict[str, Any] | None
     speed_work_per_cpu_ms: Rates | None
-    cpu_us_per_request_speed_adjusted: Rates | None
+    cpu_us_per_request_speed_adjusted: Any  # entry: Rates | None; repetition: a float or None
     cpu_phase: list[str] | None  # entry: full-core | budget | unbudgeted, per repetition
     cpu_us_per_request_budget: Rates | None  # entry: over the budgeted windows of full-core repetitions
     phase: str  # repetition: where its CPU per request comes from
