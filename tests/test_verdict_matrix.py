@@ -127,3 +127,17 @@ def test_cpu_per_request_is_judged_at_the_runs_reference_speed() -> None:
     assert cell.decision.ratio == pytest.approx(0.90, abs=0.01)
     del b["repetitions"][2]["cost"]["cpu_us_per_request_speed_adjusted"]
     assert matrix.scenario_cells([a, b], 0.03)["cpu_per_req"].state == "tie"
+
+
+def test_a_speed_reading_far_from_the_runs_reference_is_not_used() -> None:
+    """A probe that read 0.55x of the reference in one repetition (its own bad moment, not the machine's:
+    the server's CPU per request matched its neighbours') sends the test back to the raw figures."""
+    a = entry("asyncio", [100.0, 101.0, 99.0, 100.5], [1000.0] * 4)
+    b = entry("threaded", [80.0, 81.0, 79.0, 80.5], [1000.0] * 4)
+    for e in (a, b):
+        for r in e["repetitions"]:
+            r["cost"]["cpu_us_per_request_speed_adjusted"] = r["cost"]["cpu_us_per_request"]
+    b["repetitions"][0]["cost"]["cpu_us_per_request_speed_adjusted"] = 80.0 * 0.55
+    cell = matrix.scenario_cells([a, b], 0.03)["cpu_per_req"]
+    assert cell.state == "winner" and cell.decision is not None
+    assert cell.decision.ratio == pytest.approx(0.80, abs=0.01)  # the raw figures, not the 0.55x reading

@@ -20,6 +20,7 @@ with its confidence and the change it could have seen (the minimum detectable ef
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -118,12 +119,21 @@ CPU_AT_SPEED = Figure("cpu_per_req", "CPU per request", ("cost", "cpu_us_per_req
                       ("cost", "cpu_us_per_request_speed_adjusted"), -1, 0.0, fmt_us)
 
 
+SPEED_BAND = 1.25  # a reading further than this from the run's reference is the probe's, not the machine's
+
+
 def cpu_figure(entries: Sequence[Entry]) -> Figure:
-    """CPU_AT_SPEED when every repetition of every entry has its speed reading, else the raw figure (a
-    test on a mix of adjusted and raw repetitions would compare unlike things)."""
+    """CPU_AT_SPEED when every repetition of every entry has a speed reading within SPEED_BAND of the
+    run's reference, else the raw figure: a test on a mix of adjusted and raw repetitions would compare
+    unlike things, and a reading far off is the probe's own (asyncio read 0.55x of the reference for one
+    repetition of a quiet power-curve try while its CPU per request matched its neighbours')."""
     reps = [r for e in entries for r in e.get("repetitions") or []]
-    complete = reps and all(_number(_path(r, CPU_AT_SPEED.rep_path or ())) for r in reps)
-    return CPU_AT_SPEED if complete else FIGURES["cpu_per_req"]
+    for r in reps:
+        raw = _number(_path(r, ("cost", "cpu_us_per_request")))
+        at_speed = _number(_path(r, ("cost", "cpu_us_per_request_speed_adjusted")))
+        if not raw or not at_speed or abs(math.log(at_speed / raw)) > math.log(SPEED_BAND):
+            return FIGURES["cpu_per_req"]
+    return CPU_AT_SPEED if reps else FIGURES["cpu_per_req"]
 
 
 def _lat(key: str, min_effect: float | None) -> Figure:
