@@ -102,9 +102,12 @@ def test_a_knee_above_the_planned_steps_is_found_by_adding_steps(database_url: s
     assert e["capacity"]["limited_by"] == ["server"], e["capacity"]
     assert e["capacity"]["median"] > 60.0 and not steps[-1]["meets_slo"], steps
     # The repetition stopped at the first miss the generator saw, at most one step past the one the
-    # results judge (the generator judges as a step ends; the results see every request).
+    # results judge (the generator judges as a step ends; the results see every request). A step that
+    # missed the SLO by a hair once every request was in (201.7 ms against 200 in one CI run) can put the
+    # results' knee lower, with a later step that met it again: the results then say so (held again).
     knee = e["capacity"]["knee_rates"][0]
-    assert rates.index(knee) >= len(rates) - 2, (knee, rates)
+    again = e["capacity"]["held_again_rates"][0]
+    assert rates.index(knee) >= len(rates) - 2 or (again is not None and again > knee), (knee, rates)
     shape = json.loads((run["dir"] / "asyncio" / "capacity-json" / "rep-1" / "records" / "shape.json")
                        .read_text(encoding="utf-8"))
     assert shape["planned_rates"] == [40.0] and "missed the SLO" in shape["extension"]["stop"]
