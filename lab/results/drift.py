@@ -56,9 +56,8 @@ def adjust(entries: list[dict[str, Any]], reference: float | None,
                     at_ref = round(cpu * v / reference, 3)
                 r["cost"]["cpu_us_per_request_speed_adjusted"] = at_ref
         speeds = [v for r in reps if (v := _of(r)) is not None]
-        adjusted = [round(cpu * v / reference, 2) for r in reps
-                    if (v := _of(r)) is not None and reference
-                    and isinstance(cpu := (r.get("cost") or {}).get("cpu_us_per_request"), int | float)]
+        adjusted = [round(x, 2) for r in reps
+                    if (x := (r.get("cost") or {}).get("cpu_us_per_request_speed_adjusted")) is not None]
         cost = e.setdefault("cost", {})
         cost["speed_work_per_cpu_ms"] = spread(speeds) if speeds else None
         cost["cpu_us_per_request_speed_adjusted"] = spread(adjusted) if adjusted else None
