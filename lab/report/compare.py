@@ -23,12 +23,16 @@ from lab import files
 from lab.claims import compare as claims_compare
 from lab.fmt import fmt_pct
 from lab.report import forest, markup, run_tables, runs
-from lab.results import bounds, headline, stats
+from lab.report import peers as report_peers
+from lab.results import bounds, headline, relative, stats
 from lab.results.headline import FIGURES
 
 COMPARED = ("cpu_per_req", "rss_per_conn", "capacity", "rps", "ok_rps", "p50", "p90", "p99", "p99_9", "max",
             "failure_rate", "rss_peak", "rss_mean", "threads", "client_conns", "db_conns", "cpu")
 FLAGGED = frozenset({"better", "worse", "higher", "lower"})  # what a compare calls a change
+INCLUDES = "includes the machine's move"  # a raw B/A where the row relative to peers judges
+RELATIVE_LABEL = ", relative to peers"
+RELATIVE_TAG = " (rel.)"  # a forest row judged relative to peers
 # Different in every run, or derived from the rest (the commands are shown on their own):
 IGNORED_SETTINGS = frozenset({"run_id", "run_token", "argv", "command", "planned_seconds"})
 SERVER_CONFIG_IGNORED = frozenset({"port", "pid", "app_name"})  # differ on every start (app_name: per run)
@@ -113,6 +117,7 @@ class Row:
     mark: str
     confidence: str = ""
     decision: stats.Decision | None = None  # the test behind the mark (None: not tested)
+    judged: bool = True  # False: shown, not judged (a raw B/A where the peers' row judges)
 
     def could_see(self) -> str:
         """For a row within noise: '±14%; 5%: 23 reps' (or 5 % inside the margin); '' otherwise."""
@@ -173,7 +178,10 @@ def speed_move(a: dict[str, Any], b: dict[str, Any]) -> float | None:
 
 def compare_entries(a: Entry, b: Entry, noises: dict[str, stats.Noise | None] | None = None,
                     margin: float = stats.DEFAULT_MARGINS[stats.ACROSS],
-                    net: headline.Figure | None = None) -> Pair:
+                    net: headline.Figure | None = None, peers: dict[str, relative.Scenario] | None = None,
+                    margin_peers: float = stats.DEFAULT_MARGINS[stats.PEERS]) -> Pair:
+    """Every figure of one entry in A and B. Where `peers` holds the figure's scenario (MIN_SERVERS or more
+    servers), the raw row is shown with the machine's move in it, and a row relative to peers judges."""
     bound = [name for name, e in (("A", a), ("B", b)) if e.get("generator_bound")]
     rows, notes = [], []
     figures = [FIGURES[key] for key in COMPARED]
@@ -193,6 +201,12 @@ def compare_entries(a: Entry, b: Entry, noises: dict[str, stats.Noise | None] | 
         rows.append(Row(fig.label, fig.fmt(fig.value(a)), fig.fmt(fig.value(b)), _change(change), mark,
                         decision.confidence() if decision is not None else "",
                         decision if mark != "generator-bound" else None))
+        scenario = (peers or {}).get("cpu_per_req" if key == NET_KEY else key)
+        if scenario is not None and a["server"] in scenario.servers:
+            rows[-1].judged = False
+            rows[-1].mark = INCLUDES if mark in FLAGGED or mark == "within noise" else mark
+            if key != NET_KEY:
+                rows.append(peers_row(scenario, a, b, margin_peers))
     pair = Pair(a["scenario"], a["server"], rows, notes)
     for name, e in (("A", a), ("B", b)):
         if e.get("generator_bound"):
@@ -204,6 +218,16 @@ def compare_entries(a: Entry, b: Entry, noises: dict[str, stats.Noise | None] | 
         pair.notes.append(f"a run has {few} repetition(s): a difference needs {stats.MIN_REPS} a side to be "
                           "told from noise, so nothing here is marked better or worse")
     return pair
+
+
+def peers_row(scenario: relative.Scenario, a: Entry, b: Entry, margin: float) -> Row:
+    """The row that judges a figure relative to the scenario's other servers; B shown net of their move."""
+    fig = scenario.figure
+    mark, change, decision = relative.judge(scenario, a, b, margin)
+    vb = fig.value(b)
+    b_net = vb / scenario.peers_move(a["server"]) if vb is not None else None
+    return Row(fig.label + RELATIVE_LABEL, fig.fmt(fig.value(a)), fig.fmt(b_net), _change(change), mark,
+               decision.confidence(), decision)
 
 
 @dataclass
@@ -220,6 +244,8 @@ class Comparison:
     only_b: list[str]
     margin: float = stats.DEFAULT_MARGINS[stats.ACROSS]  # between the runs: what counts as a change
     speed: float | None = None  # the machine's speed in B over A's (speed probes), None without them
+    commons: list[relative.Common] = field(default_factory=list)  # each scenario's common move per figure
+    margin_peers: float = stats.DEFAULT_MARGINS[stats.PEERS]
 
 
 def _key(e: Entry) -> tuple[str, str]:
@@ -229,7 +255,7 @@ def _key(e: Entry) -> tuple[str, str]:
 def as_family(pairs: Sequence[Pair]) -> None:
     """Judge every tested figure of a comparison as one family (stats.adjust): a change that is clear on
     its own but not among all the figures tested at once goes back to within noise."""
-    rows = [r for p in pairs for r in p.rows]
+    rows = [r for p in pairs for r in p.rows if r.judged]
     for row, d in zip(rows, stats.adjust([r.decision for r in rows]), strict=True):
         if d is None or row.decision is None:
             continue
@@ -239,9 +265,12 @@ def as_family(pairs: Sequence[Pair]) -> None:
         row.decision = d
 
 
-def compare(a: dict[str, Any], b: dict[str, Any], margin: float | None = None) -> Comparison:
-    """A compared with B; `margin` between the runs (default: LAB_MARGIN_ACROSS, else the rule's)."""
+def compare(a: dict[str, Any], b: dict[str, Any], margin: float | None = None,
+            margin_peers: float | None = None) -> Comparison:
+    """A compared with B; `margin` between the runs (default: LAB_MARGIN_ACROSS, else the rule's), and
+    `margin_peers` for a figure relative to its scenario's other servers (LAB_MARGIN_PEERS)."""
     margin = stats.margin(stats.ACROSS) if margin is None else margin
+    margin_peers = stats.margin(stats.PEERS) if margin_peers is None else margin_peers
     ea, eb = {_key(e): e for e in a["results"]}, {_key(e): e for e in b["results"]}
     order = [k for k in ea if k in eb]
     machine, different = machine_diff(a, b)
@@ -249,7 +278,8 @@ def compare(a: dict[str, Any], b: dict[str, Any], margin: float | None = None) -
     noises = noise([*a["results"], *b["results"]])
     if net is not None:
         noises[NET_KEY] = stats.pooled_noise([net.values(e) for e in [*a["results"], *b["results"]]])
-    pairs = [compare_entries(ea[k], eb[k], noises, margin, net) for k in order]
+    peers = report_peers.scenarios(a, b, order)
+    pairs = [compare_entries(ea[k], eb[k], noises, margin, net, peers.get(k[0]), margin_peers) for k in order]
     as_family(pairs)
     return Comparison(
         a_id=str(a["run"].get("id")), b_id=str(b["run"].get("id")), a=a, b=b,
@@ -257,7 +287,8 @@ def compare(a: dict[str, Any], b: dict[str, Any], margin: float | None = None) -
         pairs=pairs,
         only_a=[f"{srv}/{scn}" for scn, srv in ea if (scn, srv) not in eb],
         only_b=[f"{srv}/{scn}" for scn, srv in eb if (scn, srv) not in ea], margin=margin,
-        speed=speed_move(a, b),
+        speed=speed_move(a, b), margin_peers=margin_peers,
+        commons=[s.common(scn) for scn, figs in peers.items() for s in figs.values()],
     )
 
 
@@ -295,6 +326,11 @@ def rules(margin: float = stats.DEFAULT_MARGINS[stats.ACROSS]) -> str:
             "compared; CPU per request is.")
 
 
+def peers_rule(c: Comparison) -> str:
+    """The relative judgement's paragraph, where a scenario had peers enough."""
+    return f" {report_peers.rule(c.margin_peers)}" if c.commons else ""
+
+
 def _v(v: Any) -> str:
     return run_tables.value_text(v)
 
@@ -329,9 +365,9 @@ def render_md(c: Comparison) -> str:
     if c.only_a or c.only_b:
         out += ["", "## Present in one run only", ""]
         out += [f"- only in A: {x}" for x in c.only_a] + [f"- only in B: {x}" for x in c.only_b]
-    out += ["", "## Figures", "", f"_Change is from A to B. {rules(c.margin)}_", ""]
+    out += ["", "## Figures", "", f"_Change is from A to B. {rules(c.margin)}{peers_rule(c)}_", ""]
     for scenario in dict.fromkeys(p.scenario for p in c.pairs):
-        out += [f"### Scenario {scenario}", ""]
+        out += [f"### Scenario {scenario}", "", *report_peers.md_lines(c.commons, scenario)]
         for p in (p for p in c.pairs if p.scenario == scenario):
             out += [f"**{p.server}**", ""]
             out += markup.md_table(["figure", "A", "B", "change", "mark", "confidence", "could see"],
@@ -351,12 +387,17 @@ details summary{cursor:pointer;font-weight:600;font-size:15px;padding:4px 0}
 .mark{display:inline-block;padding:0 8px;border-radius:9px;font-size:12px}
 .mark.better{background:#e6f4ea;color:#1a7f37}.mark.worse{background:#fdeceb;color:#b42318}
 .mark.within-noise,.mark.not-compared{color:#5b6470}.mark.higher,.mark.lower{background:#eef1f5;color:#1f2328}
-.mark.generator-bound{background:#fff6d6;color:#8a5a00}
+.mark.generator-bound{background:#fff6d6;color:#8a5a00}.mark.includes-the-machines-move{color:#8c959f}
+.common{background:#f4f0fb;border-radius:6px;padding:4px 12px;margin:6px 0}
 .warn{background:#fff6d6;color:#8a5a00;border-radius:6px;padding:10px 14px;font-weight:600}
 .pairs{display:grid;grid-template-columns:repeat(auto-fit,minmax(700px,1fr));gap:14px}
 .pair h3{margin:4px 0}
 td.conf{color:#5b6470;font-size:12px;white-space:nowrap}
 """
+
+
+def _css(mark: str) -> str:
+    return mark.replace(" ", "-").replace("'", "")
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -391,17 +432,20 @@ def render_html(c: Comparison) -> str:
             + "".join(f"<li>only in A: {escape(x)}</li>" for x in c.only_a)
             + "".join(f"<li>only in B: {escape(x)}</li>" for x in c.only_b) + "</ul></section>")
     add(f'<section class="card" id="figures"><h2>Figures</h2><p class="meta">Change is from A to B. '
-        f"{escape(rules(c.margin))}</p>")
+        f"{escape(rules(c.margin) + peers_rule(c))}</p>")
     for scenario in dict.fromkeys(p.scenario for p in c.pairs):
         mine = [p for p in c.pairs if p.scenario == scenario]
         marked = sum(r.mark in FLAGGED for p in mine for r in p.rows)
+        moved = "; ".join(f"{m.figure} x{m.ratio:.3g}" for m in report_peers.of(c.commons, scenario))
         add(f'<details id="{markup.anchor(scenario)}"><summary>Scenario {escape(scenario)}: {marked} '
-            f"figure(s) marked across {len(mine)} server(s)</summary><div class=\"pairs\">")
+            f"figure(s) marked across {len(mine)} server(s)"
+            + (f"; {report_peers.COMMON}: {escape(moved)}" if moved else "") + "</summary>"
+            + report_peers.html_block(c.commons, scenario) + '<div class="pairs">')
         for p in mine:
             rows = "".join(
                 f'<tr data-figure="{escape(r.figure)}"><td>{escape(r.figure)}</td><td>{escape(r.a)}</td>'
                 f"<td>{escape(r.b)}</td><td>{escape(r.change)}</td>"
-                f'<td><span class="mark {r.mark.replace(" ", "-")}">{escape(r.mark)}</span></td>'
+                f'<td><span class="mark {_css(r.mark)}">{escape(r.mark)}</span></td>'
                 f'<td class="conf">{escape(r.confidence)}</td>'
                 f'<td class="conf">{escape(r.could_see())}</td></tr>'
                 for r in p.rows)
@@ -428,23 +472,31 @@ def forest_rows(c: Comparison, column: str) -> list[forest.Row]:
     out = []
     for p in c.pairs:
         found = [r for r in p.rows if r.figure in labels]
+        relative_rows = [r for r in p.rows if r.figure.removesuffix(RELATIVE_LABEL) in labels and r.judged
+                         and r.figure.endswith(RELATIVE_LABEL)]
+        found = relative_rows or found
         row = next((r for r in found if r.figure == FIGURES["capacity"].label), found[0] if found else None)
         if row is None:
             continue
         d = row.decision
         seen = f"could see {row.could_see()}" if row.could_see() else ""
         note = "; ".join(x for x in (row.mark, row.confidence, seen) if x)
-        out.append(forest.Row(f"{p.server}/{p.scenario}", d.ratio if d else None, d.ci if d else None,
+        tag = RELATIVE_TAG if row.figure.endswith(RELATIVE_LABEL) else ""
+        out.append(forest.Row(f"{p.server}/{p.scenario}{tag}", d.ratio if d else None, d.ci if d else None,
                               row.mark, note))
+    if column != NET_KEY:
+        label = FIGURES["ok_rps" if column == "throughput" else column].label
+        out += report_peers.forest_rows(c.commons, label)
     return out
 
 
 def forest_section(c: Comparison) -> str:
     """The forest plots compare.html opens with: one per headline figure."""
-    def band(key: str) -> float:  # the margin the figure was judged against: the runs', or its own floor
-        judged = {"throughput": "ok_rps", NET_KEY: "cpu_per_req"}.get(key, key)
-        return max(c.margin, FIGURES[judged].min_effect)
-    plots = "".join("<figure>" + forest.forest(f"forest-{key}", title, rows, band(key)) + "</figure>"
+    def band(key: str, rows: Sequence[forest.Row]) -> float:  # the margin the figure was judged against:
+        judged = {"throughput": "ok_rps", NET_KEY: "cpu_per_req"}.get(key, key)  # its own floor if larger
+        peers = any(r.label.endswith(RELATIVE_TAG) for r in rows)
+        return max(c.margin_peers if peers else c.margin, FIGURES[judged].min_effect)
+    plots = "".join("<figure>" + forest.forest(f"forest-{key}", title, rows, band(key, rows)) + "</figure>"
                     for key, title in FOREST if (rows := forest_rows(c, key)) or key != NET_KEY)
     note = (f"Each entry's ratio B/A of the geometric means with its 95% interval; the shaded band is the "
             f"margin between runs (±{c.margin:.0%}, {stats.MARGIN_VARS[stats.ACROSS]}, or the figure's own "
@@ -453,6 +505,10 @@ def forest_section(c: Comparison) -> str:
             "interval is for one figure alone; the test corrects for all the figures compared, so an "
             f"interval just clear of the band can stay unmarked. {changes(c)} figure(s) marked. Every "
             "figure, folded by scenario, is below.")
+    if c.commons:
+        note += (f" Rows tagged{RELATIVE_TAG} are B/A relative to the scenario's other servers, their band "
+                 f"the margin relative to peers (±{c.margin_peers:.0%}, {stats.MARGIN_VARS[stats.PEERS]}); "
+                 f"purple diamonds are each scenario's {report_peers.COMMON} ({report_peers.WHAT}).")
     return (f'<section class="card" id="forest"><h2>B / A at a glance</h2><p class="meta">{escape(note)}</p>'
             f'<div class="forest-grid">{plots}</div></section>')
 
@@ -464,8 +520,9 @@ def _could_see_headline(pair: Pair) -> str:
     return f" (could see: {', '.join(seen)})" if seen else ""
 
 
-HEADLINE_LABELS = frozenset(FIGURES[k].label for k in
-                            ("cpu_per_req", "ok_rps", "capacity", "p99", "rss_per_conn"))
+HEADLINE_LABELS = frozenset(FIGURES[k].label + suffix for k in
+                            ("cpu_per_req", "ok_rps", "capacity", "p99", "rss_per_conn")
+                            for suffix in ("", RELATIVE_LABEL))
 
 
 # --- entry point -------------------------------------------------------------------------------------------
@@ -475,12 +532,12 @@ def default_out(a_dir: Path, b_dir: Path) -> Path:
     return a_dir.parent / f"compare-{a_dir.name}-vs-{b_dir.name}"
 
 
-def build(a_arg: str | Path, b_arg: str | Path, out: Path | None = None,
-          margin: float | None = None) -> tuple[Path, Path, Comparison]:
+def build(a_arg: str | Path, b_arg: str | Path, out: Path | None = None, margin: float | None = None,
+          margin_peers: float | None = None) -> tuple[Path, Path, Comparison]:
     a_dir, b_dir = runs.find_run(a_arg), runs.find_run(b_arg)
     if a_dir == b_dir:
         raise runs.ReportError(f"A and B are the same run ({a_dir}); pass two different runs")
-    c = compare(runs.load_results(a_dir), runs.load_results(b_dir), margin)
+    c = compare(runs.load_results(a_dir), runs.load_results(b_dir), margin, margin_peers)
     out = out or default_out(a_dir, b_dir)
     out.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out / "compare.html", out / "compare.md"
@@ -496,16 +553,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("b", help="run B: reports/<run-id> or a run id")
     p.add_argument("--out", type=Path, help="output folder (default: compare-<A>-vs-<B> beside run A)")
     stats.add_margin_flag(p, stats.ACROSS)
+    stats.add_margin_flag(p, stats.PEERS)
     args = p.parse_args(argv)
     try:
         margin = stats.margin(stats.ACROSS, args.margin_across)
+        margin_peers = stats.margin(stats.PEERS, args.margin_peers)
     except ValueError as exc:
         p.error(str(exc))
     if claims_compare.both_claims(args.a, args.b):  # two `make claims` runs, not load runs
         out = ["--out", str(args.out)] if args.out else []
         return claims_compare.main([str(args.a), str(args.b), *out])
     try:
-        html_path, md_path, c = build(args.a, args.b, args.out, margin)
+        html_path, md_path, c = build(args.a, args.b, args.out, margin, margin_peers)
     except runs.ReportError as exc:
         print(f"lab compare: {exc}", file=sys.stderr)
         return 2
@@ -524,9 +583,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         marked = [f"{r.figure} {r.mark} ({r.change}; {r.confidence})" for r in pair.rows if r.mark in FLAGGED]
         print(f"{pair.server}/{pair.scenario}: {'; '.join(marked) if marked else 'no change beyond noise'}"
               + ("" if marked else _could_see_headline(pair)))
+    for line in report_peers.terminal(c.commons):
+        print(line)
     print(speed_note(c))
     print(f"{changes(c)} figure(s) marked changed across {len(c.pairs)} entries (margin between runs "
-          f"{c.margin:.0%}, {stats.MARGIN_VARS[stats.ACROSS]})")
+          f"{c.margin:.0%}, {stats.MARGIN_VARS[stats.ACROSS]}"
+          + (f"; relative to peers {c.margin_peers:.0%}, {stats.MARGIN_VARS[stats.PEERS]})" if c.commons
+             else ")"))
     print(f"wrote {html_path}\nwrote {md_path}")
     return 0
 

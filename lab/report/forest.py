@@ -15,7 +15,10 @@ LABEL = 170  # the entries' names, left of the plot area
 RIGHT, TOP, BOTTOM, ROW = 70, 30, 40, 20
 CLIP = (0.2, 5.0)  # ratios beyond are drawn at the edge with an arrow
 COLORS = {"better": "#1a7f37", "worse": "#b42318", "higher": "#0b5cad", "lower": "#0b5cad"}
+LINE_COLORS = {**COLORS, "common": "#8250df"}
 QUIET = "#6e7781"
+COMMON = "common"  # a scenario's common move (the machine's), not an entry: drawn as a purple diamond
+COMMON_COLOR = "#8250df"
 
 
 @dataclass(frozen=True)
@@ -58,7 +61,7 @@ def forest(plot_id: str, title: str, rows: Sequence[Row], margin: float) -> str:
                "</text>")
     for i, r in enumerate(rows):
         y = TOP + ROW * i + ROW / 2
-        color = COLORS.get(r.mark, QUIET)
+        color = LINE_COLORS.get(r.mark, QUIET)
         out.append(f'<g class="row" data-label="{escape(r.label)}" data-mark="{escape(r.mark)}">'
                    f"<title>{escape(r.label)}: {escape(r.note or r.mark)}</title>"
                    f'<text class="tick" x="{LABEL - 8}" y="{y + 4}" text-anchor="end">'
@@ -71,9 +74,14 @@ def forest(plot_id: str, title: str, rows: Sequence[Row], margin: float) -> str:
             out.append(f'<line class="ci" x1="{xs(a)}" x2="{xs(b)}" y1="{y}" y2="{y}" stroke="{color}" '
                        f'stroke-width="2"/>')
         v = min(max(r.ratio, xs_lo(xs)), xs_hi(xs))
-        fill = color if r.mark in COLORS else "#fff"
-        out.append(f'<circle class="dot" cx="{xs(v)}" cy="{y}" r="4" fill="{fill}" stroke="{color}" '
-                   f'stroke-width="1.5"/>')
+        fill = color if r.mark in COLORS else "#fff"  # hollow: within noise
+        if r.mark == COMMON:
+            x = xs(v)
+            out.append(f'<polygon class="common" points="{x},{y - 5} {x + 5},{y} {x},{y + 5} {x - 5},{y}" '
+                       f'fill="{COMMON_COLOR}"/>')
+        else:
+            out.append(f'<circle class="dot" cx="{xs(v)}" cy="{y}" r="4" fill="{fill}" stroke="{color}" '
+                       f'stroke-width="1.5"/>')
         out.append(f'<text class="tick" x="{WIDTH - RIGHT + 6}" y="{y + 4}">x{r.ratio:.2f}</text></g>')
     out.append(f'<text class="axis-label" x="{LABEL + (WIDTH - RIGHT - LABEL) / 2}" y="{height - 6}" '
                'text-anchor="middle">B / A (log scale; 1 = no change)</text></svg>')

@@ -47,16 +47,21 @@ POWER = 0.80  # the detectable effect is the true change the test marks this oft
 TARGET = 0.05  # the change people tune for: each tie says how many repetitions it would take to see it
 MIN_REPS = 4  # per side: three values give a variance with two degrees of freedom, too loose to test
 
-Kind = Literal["within", "across"]
+Kind = Literal["within", "across", "peers"]
 WITHIN: Kind = "within"
 ACROSS: Kind = "across"
-DEFAULT_MARGINS: dict[Kind, float] = {WITHIN: 0.03, ACROSS: 0.10}
-MARGIN_VARS: dict[Kind, str] = {WITHIN: "LAB_MARGIN_WITHIN", ACROSS: "LAB_MARGIN_ACROSS"}
-MARGIN_FLAGS: dict[Kind, str] = {WITHIN: "--margin-within", ACROSS: "--margin-across"}
+PEERS: Kind = "peers"  # across two runs, each server relative to its scenario's others (lab.results.relative)
+DEFAULT_MARGINS: dict[Kind, float] = {WITHIN: 0.03, ACROSS: 0.10, PEERS: 0.03}
+MARGIN_VARS: dict[Kind, str] = {WITHIN: "LAB_MARGIN_WITHIN", ACROSS: "LAB_MARGIN_ACROSS",
+                                 PEERS: "LAB_MARGIN_PEERS"}
+MARGIN_FLAGS: dict[Kind, str] = {WITHIN: "--margin-within", ACROSS: "--margin-across",
+                                 PEERS: "--margin-peers"}
 MARGIN_HELP: dict[Kind, str] = {
     WITHIN: "the least change between servers of one run that counts (0.03 = 3 %): repetitions are "
             "interleaved across servers, so the machine's drift hits all alike",
     ACROSS: "the least change between two runs that counts (0.10 = 10 %): the machine drifts between runs",
+    PEERS: "the least change between two runs, relative to the scenario's other servers, that counts (0.03 = "
+           "3 %): the machine's move cancels, a server's own drift between runs remains",
 }
 
 
@@ -262,6 +267,39 @@ def pooled_noise(groups: Sequence[Sequence[float]]) -> Noise | None:
     return Noise(statistics.median(scaled), df) if scaled else None
 
 
+def log_welch(a: Sequence[float], b: Sequence[float], noise: Noise | None = None) -> Welch:
+    """The difference of the mean logs of positive values, its standard error and degrees of freedom:
+    from the repetitions' own scatter, or from the figure's pooled `noise` where that is larger."""
+    w = welch([math.log(x) for x in a], [math.log(x) for x in b])
+    if noise is not None and (typical := math.sqrt(noise.var * (1 / len(a) + 1 / len(b)))) > w.se:
+        w = Welch(w.diff, typical, float(noise.df))
+    return w
+
+
+def decide_logs(w: Welch, n: tuple[int, int], min_effect: float, alpha: float = ALPHA) -> Decision:
+    """The rule on a difference of logs already estimated (its standard error and degrees of freedom
+    given): for a ratio built from more than two sets of repetitions (lab.results.relative)."""
+    ratio = math.exp(w.diff)
+    direction = (w.diff > 0) - (w.diff < 0)
+    margin_abs = math.log1p(min_effect)
+    beyond = abs(w.diff) - margin_abs
+    if w.se == 0:
+        p, ci = (0.0 if beyond > 0 else 1.0), (ratio, ratio)
+    else:
+        p, (lo, hi) = _test(w, margin_abs)
+        ci = (math.exp(lo), math.exp(hi))
+    sigma = w.se / math.sqrt(1 / n[0] + 1 / n[1])
+    d = with_sensitivity(Decision(False, direction, ratio, p, ci, n, "", min_effect, alpha, sigma, w.df),
+                         alpha)
+    if beyond <= 0:
+        return replace(d, reason=f"{effect(ratio):.1%} apart, within the {min_effect:.0%} that counts as a "
+                                 "change")
+    if p >= alpha:
+        return replace(d, reason=f"p={p:.2g}: the repetitions do not show the change exceeds "
+                                 f"{min_effect:.0%}")
+    return replace(d, changed=True)
+
+
 def _test(w: Welch, margin_abs: float) -> tuple[float, tuple[float, float]]:
     """(p of 'the change exceeds the margin' in the estimate's direction, 95 % interval of the difference)
     from Student's t (scipy.stats.t): with the entry's own scatter, the same p and interval as
@@ -289,9 +327,7 @@ def decide(a: Sequence[float], b: Sequence[float], min_effect: float, *, alpha: 
         return Decision(False, direction, ratio, None, None, n,
                         f"{min(n)} repetition(s) on one side; a difference needs {min_reps} a side",
                         min_effect, alpha)
-    w = welch([math.log(x) for x in a], [math.log(x) for x in b]) if logs else welch(a, b)
-    if logs and noise is not None and (typical := math.sqrt(noise.var * (1 / n[0] + 1 / n[1]))) > w.se:
-        w = Welch(w.diff, typical, float(noise.df))
+    w = log_welch(a, b, noise) if logs else welch(a, b)
     margin_abs = math.log1p(min_effect) if logs else min_effect * abs(ma)
     beyond = abs(w.diff) - margin_abs  # how far the estimate is past the margin (negative: inside it)
     if w.se == 0:
