@@ -31,6 +31,11 @@ def rows(c: compare.Comparison, server: str, scenario: str) -> dict[str, compare
     return {r.figure: r for r in pair.rows}
 
 
+def ratio(row: compare.Row) -> float:
+    assert row.decision is not None and row.decision.ratio is not None, row.confidence
+    return row.decision.ratio
+
+
 def common(c: compare.Comparison, scenario: str, figure: str) -> relative.Common:
     return next(m for m in c.commons if m.scenario == scenario and m.figure == figure)
 
@@ -63,9 +68,9 @@ def test_the_machines_coherent_move_is_the_common_move_not_a_change() -> None:
     asyncio = rows(c, "asyncio", "json")
     # The raw row stays, with its ratio and interval, and says what is in it; it is not judged.
     assert asyncio[CPU].mark == compare.INCLUDES and not asyncio[CPU].judged
-    assert asyncio[CPU].decision is not None and asyncio[CPU].decision.ratio < 0.9
+    assert ratio(asyncio[CPU]) < 0.9
     rel = asyncio[CPU_REL]
-    assert rel.mark == "within noise" and rel.decision is not None and abs(rel.decision.ratio - 1) < 0.1
+    assert rel.mark == "within noise" and abs(ratio(rel) - 1) < 0.1
     assert rel.could_see().startswith("±")  # what it could have seen, as every tie says
     md, html = compare.render_md(c), compare.render_html(c)
     assert "**Common move of scenario json**" in md and "CPU per request x0.9" in md
@@ -99,7 +104,7 @@ def test_one_server_dearer_by_a_fifth_among_drifting_peers_is_marked(server: str
     c = compare.compare(load("aa-1"), b, margin=0.10, margin_peers=0.03)
     rel = rows(c, server, "json")[CPU_REL]
     assert rel.mark == "worse", rel.confidence
-    assert rel.decision is not None and 1.1 < rel.decision.ratio < 1.3
+    assert 1.1 < ratio(rel) < 1.3
     marked = {(p.server, p.scenario, r.figure) for p in c.pairs for r in p.rows if r.mark in compare.FLAGGED}
     assert {m for m in marked if m[2] == CPU_REL} == {(server, "json", CPU_REL)}
     assert not any(m[2] == CPU for m in marked)  # the raw rows are not what marks
@@ -117,5 +122,5 @@ def test_fewer_than_three_servers_are_judged_alone_by_the_margin_between_runs() 
     assert c.commons == []
     assert not any(r.figure.endswith(compare.RELATIVE_LABEL) for p in c.pairs for r in p.rows)
     cpu = rows(c, "asyncio", "json")[CPU]
-    assert cpu.judged and cpu.mark == "better" and cpu.decision is not None and cpu.decision.ratio < 0.85
+    assert cpu.judged and cpu.mark == "better" and ratio(cpu) < 0.85
     assert "relative to peers" not in compare.render_md(c)
