@@ -221,11 +221,12 @@ def compare_entries(a: Entry, b: Entry, noises: dict[str, stats.Noise | None] | 
 
 
 def peers_row(scenario: relative.Scenario, a: Entry, b: Entry, margin: float) -> Row:
-    """The row that judges a figure relative to the scenario's other servers; B shown net of their move."""
+    """The row that judges a figure relative to the scenario's other servers; B net of their move (A's
+    figure times the tested ratio, so B, change and confidence agree)."""
     fig = scenario.figure
     mark, change, decision = relative.judge(scenario, a, b, margin)
-    vb = fig.value(b)
-    b_net = vb / scenario.peers_move(a["server"]) if vb is not None else None
+    va = fig.value(a)
+    b_net = va * (1 + change) if va is not None and change is not None else None
     return Row(fig.label + RELATIVE_LABEL, fig.fmt(fig.value(a)), fig.fmt(b_net), _change(change), mark,
                decision.confidence(), decision)
 

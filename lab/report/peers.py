@@ -46,7 +46,7 @@ def rule(margin: float) -> str:
             f"the runs cancels; margin {margin:.0%} ({stats.MARGIN_VARS[stats.PEERS]}, "
             f"{stats.MARGIN_FLAGS[stats.PEERS]}; a figure's own floor where larger), the test's standard "
             "error carrying the peers' median's own uncertainty (a parametric bootstrap from every server's "
-            "repetitions). Its B column is B net of the peers' move. The raw row stays, marked "
+            "repetitions). Its B column is A times that ratio: B net of the peers' move. The raw row stays, marked "
             f"'includes the machine's move', and each scenario's {COMMON} ({WHAT}) is given with its 95% "
             "interval. CPU per request is taken at each run's reference speed where both runs have every "
             "reading. With fewer servers the figure is judged alone, against the margin between runs.")

@@ -79,13 +79,6 @@ class Scenario:
         df = se**4 / (own.se**4 / own.df + var_peers**2 / df_peers) if se else own.df
         return stats.decide_logs(stats.Welch(own.diff - peers, se, df), self.n[i], min_effect, alpha)
 
-    def peers_move(self, server: str) -> float:
-        """The median B/A of the other servers (a ratio)."""
-        import numpy as np
-
-        return math.exp(float(np.median([w.diff for s, w in zip(self.servers, self.moves, strict=True)
-                                         if s != server])))
-
 
 def _t(df: float) -> float:
     from scipy import stats as sps
@@ -128,12 +121,11 @@ def judge(s: Scenario, a: Entry, b: Entry, margin: float) -> tuple[str, float | 
     headline.judge: the figure's own floor, and a latency move of under two quota periods is none."""
     fig = s.figure
     decision = s.decision(a["server"], max(margin, fig.min_effect))
-    va, vb = fig.value(a), fig.value(b)
-    move = s.peers_move(a["server"])
-    change = (vb / move - va) / va if va and vb is not None else None
+    change = decision.ratio - 1 if decision.ratio is not None else None  # the tested ratio's, as B net
+    va = fig.value(a)
     changed = decision.changed
-    if changed and fig.key in headline.MIN_COUNT and va is not None and vb is not None \
-            and abs(vb / move - va) < headline.quantum_ms(a, b):
+    if changed and fig.key in headline.MIN_COUNT and va is not None and change is not None \
+            and abs(va * change) < headline.quantum_ms(a, b):
         changed = False
         decision = replace(decision, changed=False, reason="inside two quota periods")
     if not changed:
