@@ -42,14 +42,15 @@ def rule(margin: float) -> str:
     """The relative judgement in one paragraph, for the pages' method line."""
     return (f"In a scenario with {relative.MIN_SERVERS} servers or more in both runs, "
             f"{', '.join(FIGURES[k].label for k in relative.RELATIVE)} are judged relative to peers: each "
-            "server's B/A over the median B/A of the scenario's other servers, so the machine's move between "
-            f"the runs cancels; margin {margin:.0%} ({stats.MARGIN_VARS[stats.PEERS]}, "
+            "server's B/A over the median B/A of the scenario's other servers, so the machine's move "
+            f"between the runs cancels; margin {margin:.0%} ({stats.MARGIN_VARS[stats.PEERS]}, "
             f"{stats.MARGIN_FLAGS[stats.PEERS]}; a figure's own floor where larger), the test's standard "
-            "error carrying the peers' median's own uncertainty (a parametric bootstrap from every server's "
-            "repetitions). Its B column is A times that ratio: B net of the peers' move. The raw row stays, marked "
-            f"'includes the machine's move', and each scenario's {COMMON} ({WHAT}) is given with its 95% "
-            "interval. CPU per request is taken at each run's reference speed where both runs have every "
-            "reading. With fewer servers the figure is judged alone, against the margin between runs.")
+            "error carrying the peers' median's own uncertainty (a parametric bootstrap from every "
+            "server's repetitions). Its B column is A times that ratio: B net of the peers' move. The raw "
+            f"row stays, marked 'includes the machine's move', and each scenario's {COMMON} ({WHAT}) is "
+            "given with its 95% interval. CPU per request is taken at each run's reference speed where "
+            "both runs have every reading. With fewer servers the figure is judged alone, against the "
+            "margin between runs.")
 
 
 def of(commons: Sequence[relative.Common], scenario: str) -> list[relative.Common]:
