@@ -10,7 +10,9 @@ on CPU per request:
   positive;
 - between runs, as `make compare` judges two runs (lab.report.compare, its family correction included):
   the baseline of one try against the changed copy of the next try, and against the next try's baseline
-  (A/A between runs).
+  (A/A between runs), each beside the unchanged copies both tries ran: with two or more of them, compare
+  judges the pair relative to those peers (lab.results.relative), as it judges a scenario of a default
+  run's four servers.
 Each rate is given with its 95 % interval (Clopper-Pearson, scipy).
 """
 
@@ -185,13 +187,23 @@ def judged_within(run: dict[str, Any], a: dict[str, Any], b: dict[str, Any]
 
 
 def judged_between(run_a: dict[str, Any], a: dict[str, Any], run_b: dict[str, Any],
-                   b: dict[str, Any]) -> tuple[str, stats.Decision | None]:
-    """As `make compare` judges one server of two runs: b under a's name, alone in its run."""
-    one_a = {**run_a, "results": [a]}
-    one_b = {**run_b, "results": [{**b, "server": a["server"]}]}
-    (pair,) = compare.compare(one_a, one_b).pairs
-    row = next((r for r in pair.rows if r.figure == FIGURE.label), None)
+                   b: dict[str, Any], peers: tuple[list[dict[str, Any]], list[dict[str, Any]]] = ([], [])
+                   ) -> tuple[str, stats.Decision | None]:
+    """As `make compare` judges one server of two runs: b under a's name, beside `peers` (the same
+    unchanged copies in A and in B; compare judges relative to them when there are two or more)."""
+    one_a = {**run_a, "results": [a, *peers[0]]}
+    one_b = {**run_b, "results": [{**b, "server": a["server"]}, *peers[1]]}
+    pair = next(p for p in compare.compare(one_a, one_b).pairs if p.server == a["server"])
+    found = {r.figure: r for r in pair.rows}
+    row = found.get(FIGURE.label + compare.RELATIVE_LABEL) or found.get(FIGURE.label)
     return (row.mark, row.decision) if row is not None else ("not compared", None)
+
+
+def unchanged_peers(server: str, prev: dict[str, Any], now: dict[str, Any]
+                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The unchanged copies (not the baseline) both tries ran, in A and in B."""
+    names = [n for n in prev if n.startswith(f"{server}-same") and n in now]
+    return [prev[n] for n in names], [now[n] for n in names]
 
 
 def measure(base: Settings, d: Design, folder: Path) -> dict[str, Any]:
@@ -249,12 +261,14 @@ def judge_tries(d: Design, runs: list[tuple[int, dict[str, Any]]], folder: Path,
                           f"try {index} {x} vs {y}")
         if judged:
             prev_run = judged[-1]
-            prev = entries(prev_run, d.scenario)[d.server]
+            prev_all = entries(prev_run, d.scenario)
+            prev = prev_all[d.server]
             step = f"try {index - 1} -> {index}"
+            peers = unchanged_peers(d.server, prev_all, found)
             for e in d.effects:
                 b = found[effect_label(d.server, e)]
-                between[e].add(judged_between(prev_run, prev, data, b), prev, b, step)
-            aa_between.add(judged_between(prev_run, prev, data, a), prev, a, step)
+                between[e].add(judged_between(prev_run, prev, data, b, peers), prev, b, step)
+            aa_between.add(judged_between(prev_run, prev, data, a, peers), prev, a, step)
         judged.append(data)
         settings = read_json(folder / f"power-{index}" / "settings.json")
         extra = {f"{e:.0%}": float(settings["variants"][effect_label(d.server, e)]["server_env"]
