@@ -36,8 +36,8 @@ def ratio(row: compare.Row) -> float:
     return row.decision.ratio
 
 
-def common(c: compare.Comparison, scenario: str, figure: str) -> relative.Common:
-    return next(m for m in c.commons if m.scenario == scenario and m.figure == figure)
+def common(c: compare.Comparison, scenario: str, key: str) -> relative.Common:
+    return next(m for m in c.commons if m.scenario == scenario and m.key == key)
 
 
 def scale(entry: dict[str, Any], cpu: float = 1.0, rps: float = 1.0) -> None:
@@ -61,10 +61,10 @@ def test_the_machines_coherent_move_is_the_common_move_not_a_change() -> None:
     marked, and the move is reported per scenario with its interval."""
     c = compare.compare(load("aa-1"), load("aa-2"), margin=0.10, margin_peers=0.03)
     assert compare.changes(c) == 0
-    json_cpu, writes_cpu = common(c, "json", CPU), common(c, "writes", CPU)
+    json_cpu, writes_cpu = common(c, "json", "cpu_per_req"), common(c, "writes", "cpu_per_req")
     assert json_cpu.ratio < 0.95 and json_cpu.ci[1] < 1 and json_cpu.servers == 4
     assert writes_cpu.ratio > 1.1 and writes_cpu.ci[0] > 1
-    assert common(c, "writes", "ok rps").ratio < 0.7
+    assert common(c, "writes", "ok_rps").ratio < 0.7
     asyncio = rows(c, "asyncio", "json")
     # The raw row stays, with its ratio and interval, and says what is in it; it is not judged.
     assert asyncio[CPU].mark == compare.INCLUDES and not asyncio[CPU].judged
@@ -73,8 +73,11 @@ def test_the_machines_coherent_move_is_the_common_move_not_a_change() -> None:
     assert rel.mark == "within noise" and abs(ratio(rel) - 1) < 0.1
     assert rel.could_see().startswith("±")  # what it could have seen, as every tie says
     md, html = compare.render_md(c), compare.render_html(c)
-    assert "**Common move of scenario json**" in md and "CPU per request x0.9" in md
-    assert 'data-common="CPU per request"' in html and '<polygon class="common"' in html
+    assert json_cpu.figure == "CPU per request at each run's reference speed"  # the verdicts' figure
+    assert "**Common move of scenario json**" in md
+    assert f"{json_cpu.figure} x0.9" in md
+    assert 'data-common="CPU per request at each run&#x27;s reference speed"' in html
+    assert '<polygon class="common"' in html
     assert 'data-label="json: common move"' in html and 'data-label="asyncio/json (rel.)"' in html
 
 
@@ -88,8 +91,8 @@ def test_a_drift_of_every_server_alike_is_not_marked_and_is_the_common_move() ->
     c = compare.compare(a, b, margin=0.10, margin_peers=0.03)
     assert compare.changes(c) == 0
     for scenario in ("json", "writes"):
-        assert common(c, scenario, CPU).ratio == pytest.approx(1.3, rel=1e-3)
-        assert common(c, scenario, "ok rps").ratio == pytest.approx(1 / 1.3, rel=1e-3)
+        assert common(c, scenario, "cpu_per_req").ratio == pytest.approx(1.3, rel=1e-3)
+        assert common(c, scenario, "ok_rps").ratio == pytest.approx(1 / 1.3, rel=1e-3)
     raw = rows(c, "gevent", "writes")[CPU]
     assert raw.mark == compare.INCLUDES and raw.decision is not None and raw.decision.changed  # alone: worse
 
@@ -109,7 +112,7 @@ def test_one_server_dearer_by_a_fifth_among_drifting_peers_is_marked(server: str
     assert {m for m in marked if m[2] == CPU_REL} == {(server, "json", CPU_REL)}
     assert not any(m[2] == CPU for m in marked)  # the raw rows are not what marks
     # The peers' median is the others' move: the common move stays near the machine's.
-    assert common(c, "json", CPU).ratio < 0.95
+    assert common(c, "json", "cpu_per_req").ratio < 0.95
 
 
 def test_fewer_than_three_servers_are_judged_alone_by_the_margin_between_runs() -> None:

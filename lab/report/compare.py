@@ -486,8 +486,7 @@ def forest_rows(c: Comparison, column: str) -> list[forest.Row]:
         out.append(forest.Row(f"{p.server}/{p.scenario}{tag}", d.ratio if d else None, d.ci if d else None,
                               row.mark, note))
     if column != NET_KEY:
-        label = FIGURES["ok_rps" if column == "throughput" else column].label
-        out += report_peers.forest_rows(c.commons, label)
+        out += report_peers.forest_rows(c.commons, "ok_rps" if column == "throughput" else column)
     return out
 
 

@@ -82,7 +82,7 @@ def terminal(commons: Sequence[relative.Common]) -> list[str]:
             for scn in dict.fromkeys(c.scenario for c in commons)]
 
 
-def forest_rows(commons: Sequence[relative.Common], label: str) -> list[forest.Row]:
-    """One forest row per scenario: its common move of the figure with this label."""
+def forest_rows(commons: Sequence[relative.Common], key: str) -> list[forest.Row]:
+    """One forest row per scenario: its common move of the figure with this key."""
     return [forest.Row(f"{c.scenario}: {COMMON}", c.ratio, c.ci, forest.COMMON,
-                       f"{c.text()}: {WHAT}") for c in commons if c.figure == label]
+                       f"{c.figure} {c.text()}: {WHAT}") for c in commons if c.key == key]

@@ -26,6 +26,7 @@ MIN_SERVERS = 3  # a server and at least two peers: a median of one peer is that
 RELATIVE = ("cpu_per_req", "rps", "ok_rps", "p50", "p90", "p99")  # what a machine's speed moves
 RPS = frozenset({"rps", "ok_rps"})
 DRAWS = 4000
+AT_SPEED = " at each run's reference speed"
 SEED = 21  # the draws are the same on every call: a comparison reads the same twice
 
 Entry = dict[str, Any]
@@ -36,7 +37,8 @@ class Common:
     """A scenario's common move of one figure: the median B/A over its servers, with a 95 % interval."""
 
     scenario: str
-    figure: str  # the figure's label
+    key: str  # the figure's key (headline.FIGURES)
+    figure: str  # its label, as the move was measured
     ratio: float
     ci: tuple[float, float]
     servers: int
@@ -61,7 +63,8 @@ class Scenario:
         med = float(np.median([w.diff for w in self.moves]))
         sd = float(np.std(np.median(self.draws, axis=1), ddof=1))
         half = _t(min(w.df for w in self.moves)) * sd
-        return Common(scenario, self.figure.label, math.exp(med),
+        label = self.figure.label + (AT_SPEED if self.figure is headline.CPU_AT_SPEED else "")
+        return Common(scenario, self.figure.key, label, math.exp(med),
                       (math.exp(med - half), math.exp(med + half)), len(self.servers))
 
     def decision(self, server: str, min_effect: float, alpha: float = stats.ALPHA) -> stats.Decision:

@@ -11,8 +11,10 @@ merely different from zero:
   the repetitions cannot see: a bias shared by all of one side's repetitions. Its size depends on the
   kind of comparison (`margin`): WITHIN one run, repetitions are interleaved across the servers, so the
   machine's drift hits every server alike and a small margin suffices; ACROSS two runs, the machine
-  itself moves between them (+7 to +25 % on identical runs seen here). A figure may add a floor of its
-  own (a percentile's tail); the larger applies;
+  itself moves between them (+7 to +25 % on identical runs seen here); PEERS, two runs with each server
+  judged relative to its scenario's other servers (lab.results.relative), where the machine's move
+  cancels and a server's own drift between runs remains. A figure may add a floor of its own (a
+  percentile's tail); the larger applies;
 - with four repetitions a side, one entry's own scatter is a loose estimate of its noise (three
   degrees of freedom a side), so where a comparison has many entries of the same figure, the larger of
   the entry's own scatter and the figure's typical scatter over all entries (`Noise`, a median) is
