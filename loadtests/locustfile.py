@@ -19,6 +19,8 @@ starts it as a subprocess (lab/load/runner.py). Environment, set by the runner:
   LAB_EXTEND_MAX, LAB_EXTEND_FACTOR, LAB_RATE_CEILING, LAB_SLO_P99_MS  while the last step met the SLO,
       add up to LAB_EXTEND_MAX steps, each LAB_EXTEND_FACTOR higher, never past LAB_RATE_CEILING (the
       generator's sustainable rate); shape.json says what was added and why it stopped.
+  LAB_GO_FD       the start gate (loadtests/gate.py): the process holds, imported, until the runner
+      writes to this pipe; the runner starts Locust ahead of its repetition this way
   LAB_FULL_CORE_SECONDS  a steady closed-loop shape goes on this long after its measured window (phase
       "full": requests counted only); split.json, written when measuring starts, says when it begins, so
       that the runner lifts the server's CPU budget at that moment (lab/load/full_core.py)
@@ -36,15 +38,16 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
 import gevent
-from locust import FastHttpUser, LoadTestShape, between, constant, task
+from locust import FastHttpUser, LoadTestShape, between, constant, events, task
 from locust.runners import MasterRunner
 
-from loadtests import catalogue, open_model
+from loadtests import catalogue, gate, open_model
 from loadtests.collection import MEASURE_MESSAGE  # importing collection registers the event hooks
 from loadtests.open_model import EXTENSION, RATES, extend
 from loadtests.recorder import OPEN_MAX_INFLIGHT, RECORD_DIR, RECORDER, env_float
@@ -197,6 +200,14 @@ class ConnectionsUser(LabUser):
     @task
     def hello_json(self) -> None:
         self.client.get("/json")
+
+
+@events.init.add_listener  # registered after collection's hooks (imported above), so it runs after them
+def _hold_at_the_gate(**_: object) -> None:
+    code = gate.hold()
+    if code is not None:
+        logging.info("serverlab: the start gate closed without a go; no user spawned")
+        raise SystemExit(code)  # Locust's event hooks let it through: the process ends here
 
 
 # --- the load shape (only when the runner drives Locust) -------------------------------------------

@@ -183,6 +183,27 @@ def test_every_repetition_has_a_fresh_server(smoke_run: dict[str, Any]) -> None:
         assert meta["server_exit_codes"] == [0] * len(reps), meta_path
 
 
+def test_no_hand_over_work_runs_while_a_repetition_is_measured(smoke_run: dict[str, Any]) -> None:
+    """The next repetition's Locust, its fresh server's start and warm-up, its sampler's start and every
+    server's stop overlap each other between repetitions (lab/load/handover.py), never a measuring window."""
+    windows, busy = [], []
+    for meta_path in smoke_run["run_dir"].glob("*/*/scenario.json"):
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        busy += [(f"{meta_path.parent}: a server stop", a, b) for a, b in meta["server_stops"]]
+        for run_path in meta_path.parent.glob("rep-*/run.json"):
+            run = json.loads(run_path.read_text(encoding="utf-8"))
+            shape = json.loads((run_path.parent / "records" / "shape.json").read_text(encoding="utf-8"))
+            end = shape["full_core"]["end"] if shape["full_core"] else shape["measure_end"]
+            windows.append((str(run_path.parent), shape["measure_start"], end))
+            marks = run["timeline"]
+            assert marks["locust_started"] <= marks["settled"] <= marks["gate_opened"] <= shape["began"]
+            busy.append((f"{run_path.parent}: its hand-over", marks["locust_started"], marks["gate_opened"]))
+    assert len(busy) > len(windows) >= 2 * len(SMOKE_SCENARIOS) * len(MODELS)
+    overlaps = [f"{what} [{a:.3f}, {b:.3f}] overlaps {where} [{start:.3f}, {end:.3f}]"
+                for what, a, b in busy for where, start, end in windows if a < end and b > start]
+    assert not overlaps, "\n".join(overlaps)
+
+
 def test_the_speed_probe_ran_beside_every_repetition(smoke_run: dict[str, Any]) -> None:
     data = smoke_run["data"]
     settings = data["run"]["settings"]

@@ -3,6 +3,7 @@ every step of a repetition missed the SLO; and `Live`, one server of the scenari
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ class Live:
     capacities: list[float] = field(default_factory=list)  # the capacity repetitions' so far
     rss_idle: int | None = None  # the current process's RSS before any client connected
     again: set[int] = field(default_factory=set)  # repetitions already run again lower
+    stopped: set[int] = field(default_factory=set)  # pids of its processes stopped already
+    retiring: threading.Thread | None = None  # its process stopping in the background (lab/load/handover.py)
 
     @property
     def ok(self) -> bool:

@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 
 from lab.stack import procs
-from loadtests import catalogue
+from loadtests import catalogue, gate
 
 REPO = Path(__file__).resolve().parents[2]
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
@@ -71,11 +71,14 @@ class LocustJob:
     rate_ceiling: float | None = None
     slo_p99_ms: float = catalogue.DEFAULT_SLO_P99_MS
     full_core: float = 0.0  # seconds after the measured window with the server's budget lifted
+    gated: bool = False  # start() leaves Locust held at its start gate (loadtests/gate.py) until go()
     commands: list[list[str]] = field(default_factory=list)
     popens: list[subprocess.Popen[bytes]] = field(default_factory=list)
     polls: list[list[Any]] = field(default_factory=list)
-    started: float = 0.0
+    started: float = 0.0  # when the processes were started
+    opened: float = 0.0  # when the test began: the gate opened (or, ungated, the start)
     _procs: dict[int, psutil.Process] = field(default_factory=dict)
+    _go: int | None = None  # the gate's write end while it is shut
 
     @property
     def records(self) -> Path:
@@ -131,21 +134,47 @@ class LocustJob:
         return [master] + [worker] * self.workers
 
     def start(self) -> None:
+        """Start the processes: the test begins at once, or, gated, at go()."""
         self.records.mkdir(parents=True, exist_ok=True)
         self.commands = self.build_commands()
         env = self.env()
+        held = None
+        if self.gated:  # only the master (or only) process holds: workers wait for it anyway
+            held, self._go = gate.open_pipe()
         self.started = time.time()
-        for i, cmd in enumerate(self.commands):
-            name = "locust.log" if i == 0 else f"locust-worker-{i}.log"
-            with (self.out_dir / name).open("wb") as log:
-                log.write(f"$ {shlex.join(cmd)}\n".encode())
-                log.flush()
-                popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=env, cwd=REPO, start_new_session=True,
-                                         preexec_fn=_pin_to(self.load_cpus))
-            self.popens.append(popen)
-            with contextlib.suppress(psutil.Error):
-                self._procs[popen.pid] = psutil.Process(popen.pid)
+        try:
+            for i, cmd in enumerate(self.commands):
+                name = "locust.log" if i == 0 else f"locust-worker-{i}.log"
+                fds = (held,) if held is not None and i == 0 else ()
+                with (self.out_dir / name).open("wb") as log:
+                    log.write(f"$ {shlex.join(cmd)}\n".encode())
+                    log.flush()
+                    popen = subprocess.Popen(
+                        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                        env={**env, gate.GO_FD_ENV: str(held)} if fds else env, pass_fds=fds, cwd=REPO,
+                        start_new_session=True, preexec_fn=_pin_to(self.load_cpus))
+                self.popens.append(popen)
+                with contextlib.suppress(psutil.Error):
+                    self._procs[popen.pid] = psutil.Process(popen.pid)
+        finally:
+            if held is not None:
+                os.close(held)
+        if not self.gated:
+            self.opened = self.started
+
+    def go(self) -> None:
+        """Open the start gate: the held Locust begins its test (spawn, warm-up, measure) now."""
+        assert self._go is not None, "go() needs a gated job started and not yet opened"
+        fd, self._go = self._go, None
+        self.opened = time.time()
+        with contextlib.suppress(BrokenPipeError):  # it died while held: wait() reports its exit
+            gate.go(fd)
+
+    def shut(self) -> None:
+        """Close a gate never opened: the held Locust ends without sending a request."""
+        if self._go is not None:
+            fd, self._go = self._go, None
+            os.close(fd)
 
     @property
     def pids(self) -> list[int]:
@@ -209,6 +238,7 @@ class LocustJob:
 
     def stop(self) -> list[int | None]:
         """End every process of the job (TERM its group, KILL what is left); their exit codes."""
+        self.shut()
         for popen in self.popens:
             if popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):

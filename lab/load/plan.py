@@ -8,12 +8,15 @@ from lab.load.settings import Settings, say
 from lab.stack import cpu_budget
 from loadtests import catalogue
 
-# Planning estimates (seconds), measured on the 2-core lab machine.
-EST_SERVER_START = 0.5
-EST_SERVER_STOP = 0.3
-EST_LOCUST_START = 0.9  # interpreter and imports until the first user spawns; the sampler starts meanwhile
+# Planning estimates (seconds), measured on the 2-core lab machine. Before a repetition's gate opens,
+# its Locust starts (held at the gate), its fresh server starts and warms up, and its sampler starts, all
+# at once (lab/load/handover.py): the longest of them counts.
+EST_SERVER_START = 0.5  # until /ready answers
+EST_SERVER_STOP = 0.3  # in the background after a server's repetition; waited for at a scenario's end
+EST_LOCUST_START = 0.9  # interpreter and imports until the first user can spawn
+EST_SAMPLER_START = 0.6  # until the sampler wrote its header
 EST_LOCUST_WORKERS_START = 2.0  # extra for a master waiting for its workers
-EST_LOCUST_STOP = 0.5
+EST_LOCUST_STOP = 0.5  # from the end of the windows until Locust has exited and the files are in
 EST_PROBE = 1.5  # the quick probe before a capacity scenario, per server
 EST_WARM = 0.6  # the warm-up burst on every fresh server process
 
@@ -33,24 +36,27 @@ def full_core_seconds(s: Settings, sc: catalogue.Scenario) -> float:
     return s.full_core if s.server_cpu is not None and local and catalogue.has_full_core(sc) else 0.0
 
 
-def rep_seconds(s: Settings, sc: catalogue.Scenario) -> float:
+def rep_seconds(s: Settings, sc: catalogue.Scenario, fresh: bool) -> float:
+    """One repetition, from the end of the last until its files are in; `fresh`: on a new server process,
+    started and warmed up while its Locust starts."""
     workers = s.locust_workers + s.remote_workers
-    start = EST_LOCUST_START + (EST_LOCUST_WORKERS_START if workers else 0)
+    locust = EST_LOCUST_START + (EST_LOCUST_WORKERS_START if workers else 0)
+    ready = EST_SERVER_START + EST_WARM if fresh else 0.0
     first = catalogue.schedule(sc.shape, sc.users, sc.spawn_rate, 1.0, (1.0,))[0]
     spawn = catalogue.spawn_seconds(first.users, first.spawn_rate)
-    return start + spawn + s.warmup + measured_seconds(s, sc) + EST_LOCUST_STOP
+    before = max(locust, ready, EST_SAMPLER_START)  # all at once, until the gate opens
+    return before + spawn + s.warmup + measured_seconds(s, sc) + EST_LOCUST_STOP
 
 
 def scenario_seconds(s: Settings, name: str) -> float:
-    """One scenario for every server: start them (again for each repetition when fresh), every
-    repetition of each, stop them."""
+    """One scenario for every server: start and warm each up, every repetition of each (after the first
+    on a fresh process, unless LAB_FRESH_SERVER=no), and the last stop."""
     sc = s.scenario(name)
-    starts = s.reps if s.fresh_server else 1
-    per_server = s.reps * rep_seconds(s, sc) + starts * (EST_SERVER_START + EST_SERVER_STOP)
-    per_server += starts * EST_WARM
+    reps = rep_seconds(s, sc, False) + (s.reps - 1) * rep_seconds(s, sc, s.fresh_server)
+    per_server = EST_SERVER_START + EST_WARM + reps
     if sc.open_model and not s.rates:
         per_server += EST_PROBE
-    return per_server * len(s.servers)
+    return per_server * len(s.servers) + EST_SERVER_STOP
 
 
 def order(servers: tuple[str, ...], rep: int) -> list[str]:

@@ -10,7 +10,8 @@ of its own (threaded /db under the budget ran at 330 µs CPU per request in one 
 the next, every repetition alike), and only repetitions over several processes let the verdicts see
 that as noise rather than call two runs different. Per repetition: Locust
 runs headless as a subprocess (pinned to the load CPUs; its load shape warms up first, uncounted,
-then measures), lab.load.sampler samples the server, and every raw file goes under
+then measures), started held at its gate while the fresh server starts and the last one stops
+(lab/load/handover.py), lab.load.sampler samples the server, and every raw file goes under
 reports/<run-id>/<server>/<scenario>/rep-<n>/. Capacity (open-model) scenarios first probe each server
 briefly to place their offered rates, unless RATES= names them; each repetition adds steps while its last
 met the SLO (up to the generator's sustainable rate), and repetitions after the first step finely across
@@ -33,6 +34,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,7 @@ from lab import machine
 from lab.cpus import pin, running_on
 from lab.fmt import fmt_seconds
 from lab.hosts import netns
-from lab.load import calibrate, full_core, knees, plan, probe, sampler, speed, topology
+from lab.load import calibrate, full_core, handover, knees, plan, probe, sampler, speed, topology
 from lab.load.knees import Live
 from lab.load.locust_job import STOP_TIMEOUT, LocustJob
 from lab.load.observe import (
@@ -101,13 +103,21 @@ class Runner:
     calibration: dict[str, Any] | None
     progress: Progress
     problems: list[str] = field(default_factory=list)
+    lives: list[Live] = field(default_factory=list)  # the servers of the scenario under way
 
     def app_name(self, model: str) -> str:
         """This run's application_name for the model: pg_stat_activity counts only its sessions,
         never those of another server of the same model (say, the one `make up` started)."""
         return f"serverlab-{model}-{self.s.run_token}"
 
-    def start_server(self, live: Live) -> None:
+    def free_port(self) -> int:
+        """A port for the next server process, found where it will listen (on test hosts, host a)."""
+        listen, hosts = self.s.topology.bind, self.s.topology.hosts
+        if hosts:
+            return netns.call_in(hosts.namespace("a"), lambda: procs.free_port(listen))
+        return procs.free_port(listen)
+
+    def start_server(self, live: Live, port: int | None = None) -> None:
         # Sized for the server CPUs (multiproc workers); the tree is pinned to them, and put under its
         # budget, once it is up.
         listen, hosts = self.s.topology.bind, self.s.topology.hosts  # where asked, never wider
@@ -115,7 +125,7 @@ class Runner:
 
         def start() -> procs.ServerProcess:
             return procs.start_server(
-                model, port=procs.free_port(listen), database_url=self.database_url,
+                model, port=port or procs.free_port(listen), database_url=self.database_url,
                 log_dir=live.scen_dir, host=listen, cpus=self.s.server_cpus,
                 env={**self.s.server_env, **own, "LAB_APP_NAME": self.app_name(live.model)})
 
@@ -130,7 +140,7 @@ class Runner:
 
     def run_scenario(self, name: str) -> None:
         sc = self.s.scenario(name)
-        lives = [self.prepare(model, sc) for model in self.s.servers]
+        lives = self.lives = [self.prepare(model, sc) for model in self.s.servers]
         try:
             for live in lives:
                 self.start(live, sc)
@@ -139,22 +149,20 @@ class Runner:
                 for model in plan.order(self.s.servers, rep):
                     live = by_model[model]
                     self.progress.index += 1
-                    if live.ok and rep > 1 and self.s.fresh_server:
-                        self.restart(live, sc)
                     if live.ok:
-                        self.run_rep_safely(live, sc, rep)
+                        self.run_rep_safely(live, sc, rep, fresh=rep > 1 and self.s.fresh_server)
                     cap = (knees.read(live, sc, rep, self.s.slo_p99_ms, self.calibration)
                            if live.ok and sc.open_model and not self.s.rates else None)
                     if live.ok and knees.missed_all(live, sc, rep, cap):  # once, steps lower
-                        if self.s.fresh_server:
-                            self.restart(live, sc)
-                        if live.ok:
-                            self.run_rep_safely(live, sc, rep)
+                        self.run_rep_safely(live, sc, rep, fresh=self.s.fresh_server)
                         cap = (knees.read(live, sc, rep, self.s.slo_p99_ms, self.calibration)
                                if live.ok else None)
                     if live.ok and rep < self.s.reps:
                         knees.place(live, sc, rep, cap)
+                    if self.s.fresh_server:  # this process serves no other repetition
+                        handover.retire(live, self.stop_server)
             for live in lives:
+                handover.settle(live, self.fail)
                 if live.meta["status"] == "running":
                     live.meta["status"] = "ok"
         finally:
@@ -206,16 +214,16 @@ class Runner:
             self.fail(live, str(exc))
         write_json(live.scen_dir / "scenario.json", live.meta)
 
-    def restart(self, live: Live, sc: catalogue.Scenario) -> None:
-        """A fresh process (and budget) for the next repetition, warmed up like the first."""
+    def restart(self, live: Live, port: int) -> None:
+        """A fresh process (and budget) on `port` for the next repetition (run_rep warms it up)."""
         assert live.server is not None
         try:
-            self.stop_server(live)
-            self.start_server(live)
-            assert live.server is not None
-            live.meta["server_pids"].append(live.server.pid)
-            live.rss_idle = tree_rss(live.server.pid)
-            self.warm_up(live, sc)
+            if handover.settle(live, self.fail):  # stopped in the background since its repetition
+                self.stop_server(live)  # (or never retired: the capacity's run-again of a repetition)
+                self.start_server(live, port)
+                assert live.server is not None
+                live.meta["server_pids"].append(live.server.pid)
+                live.rss_idle = tree_rss(live.server.pid)
         except (procs.StartError, RunError, cpu_budget.BudgetError, OSError) as exc:
             self.fail(live, f"restarting the server for the next repetition: {exc}")
         write_json(live.scen_dir / "scenario.json", live.meta)
@@ -228,12 +236,18 @@ class Runner:
                     connections=WARM_CONNECTIONS, cpus=self.s.load_cpus)
 
     def stop_server(self, live: Live) -> None:
-        """Stop the server and release its budget, adding its throttling to the scenario's."""
+        """Stop the server and release its budget, adding its throttling to the scenario's; once per process.
+        The budget is lifted first: the shutdown is not measured, and under the quota it took ten times as
+        long (a second on a busy machine)."""
         if live.budget is not None:
             live.meta["cpu_budget"] = add_throttling(live.meta.get("cpu_budget"), live.budget.stat())
-        if live.server is not None:
+            live.budget.set_limited(False)
+        if live.server is not None and live.server.pid not in live.stopped:
+            live.stopped.add(live.server.pid)
+            began = time.time()
             live.meta["server_exit_code"] = procs.stop_server(live.server)
             live.meta.setdefault("server_exit_codes", []).append(live.meta["server_exit_code"])
+            live.meta.setdefault("server_stops", []).append([round(began, 4), round(time.time(), 4)])
         if live.budget is not None:
             live.budget.remove()
             live.budget = None
@@ -257,45 +271,69 @@ class Runner:
         say(f"  FAILED {live.model}/{live.meta['scenario']}: {error}")
 
     def finish(self, live: Live) -> None:
+        handover.settle(live, self.fail)
         if live.meta["status"] == "running":  # Ctrl-C or SIGTERM on the way out
             live.meta["status"], live.meta["error"] = "interrupted", "the run was interrupted"
         self.stop_server(live)
         write_json(live.scen_dir / "scenario.json", live.meta)
 
-    def run_rep_safely(self, live: Live, sc: catalogue.Scenario, rep: int) -> None:
+    def run_rep_safely(self, live: Live, sc: catalogue.Scenario, rep: int, *, fresh: bool) -> None:
+        """One repetition, on a fresh process when `fresh`. Its Locust starts first, held at its start gate,
+        so that its interpreter and imports overlap the server's start and warm-up (lab/load/handover.py)."""
         assert live.server is not None
+        timeline = handover.Timeline()
+        job: LocustJob | None = None
         try:
-            self.run_rep(live, sc, rep)
-            if not live.server.alive():
-                raise RunError(f"the {live.model} server died (exit {live.server.popen.returncode}); "
-                               f"read {live.server.log_path}:\n{live.server.log_tail()}")
+            port = self.free_port() if fresh else live.server.port
+            job = self.locust_job(live, sc, rep, port)
+            job.start()
+            timeline.mark("locust_started", job.started)
+            if fresh:
+                self.restart(live, port)
+                timeline.mark("server_ready")
+            if live.ok:
+                assert live.server is not None
+                self.run_rep(live, sc, rep, job, timeline, warm=fresh)
+                if not live.server.alive():
+                    raise RunError(f"the {live.model} server died (exit {live.server.popen.returncode}); "
+                                   f"read {live.server.log_path}:\n{live.server.log_tail()}")
         except (RunError, sampler.SamplerError, OSError) as exc:
             self.fail(live, str(exc))
+        finally:
+            if job is not None:
+                job.stop()  # a job the gate never let start ends here, unsent
 
-    def run_rep(self, live: Live, sc: catalogue.Scenario, rep: int) -> None:
-        server = live.server
-        assert server is not None
+    def locust_job(self, live: Live, sc: catalogue.Scenario, rep: int, port: int) -> LocustJob:
+        """The repetition's Locust, gated, for the server about to listen on `port`."""
+        model = self.s.variants.get(live.model, (live.model, {}))[0]
         rep_dir = live.scen_dir / f"rep-{rep}"
         rep_dir.mkdir(parents=True, exist_ok=True)
-        tag = f"{self.s.run_id}-{self.s.run_token}-{server.model}-{sc.name}-{rep}"
         fine = sc.open_model and live.knee is not None and rep > 1
         ceiling = (self.calibration or {}).get("open_sustainable_rps")
         rates = catalogue.knee_rates(live.knee or 0.0, rep, self.s.reps, ceiling) if fine else live.rates
-        job = LocustJob(out_dir=rep_dir, host=f"http://{self.s.target_host}:{server.port}",
-                        user_class=sc.user_class, shape=sc.shape, users=sc.users, spawn_rate=sc.spawn_rate,
-                        duration=self.s.step_seconds if sc.open_model else self.s.duration,
-                        warmup=self.s.warmup, workers=self.s.locust_workers,
-                        remote_workers=self.s.remote_workers, master_bind=self.s.master_bind,
-                        master_port=self.s.master_port, master_prefix=self.s.topology.master_prefix(),
-                        worker_prefix=self.s.topology.worker_prefix(),
-                        worker_master_host=self.s.topology.worker_master_host(),
-                        load_cpus=self.s.load_cpus, run_tag=tag,
-                        rates=rates, path=sc.path, arrival=self.s.arrival,
-                        extend_max=self.s.extend_steps if sc.open_model else 0,
-                        extend_factor=catalogue.KNEE_RATIO if fine else catalogue.EXTEND_FACTOR,
-                        rate_ceiling=ceiling,
-                        slo_p99_ms=self.s.slo_p99_ms,
-                        full_core=plan.full_core_seconds(self.s, sc) if live.budget else 0.0)
+        return LocustJob(out_dir=rep_dir, host=f"http://{self.s.target_host}:{port}",
+                         user_class=sc.user_class, shape=sc.shape, users=sc.users, spawn_rate=sc.spawn_rate,
+                         duration=self.s.step_seconds if sc.open_model else self.s.duration,
+                         warmup=self.s.warmup, workers=self.s.locust_workers,
+                         remote_workers=self.s.remote_workers, master_bind=self.s.master_bind,
+                         master_port=self.s.master_port, master_prefix=self.s.topology.master_prefix(),
+                         worker_prefix=self.s.topology.worker_prefix(),
+                         worker_master_host=self.s.topology.worker_master_host(),
+                         load_cpus=self.s.load_cpus,
+                         run_tag=f"{self.s.run_id}-{self.s.run_token}-{model}-{sc.name}-{rep}",
+                         rates=rates, path=sc.path, arrival=self.s.arrival,
+                         extend_max=self.s.extend_steps if sc.open_model else 0,
+                         extend_factor=catalogue.KNEE_RATIO if fine else catalogue.EXTEND_FACTOR,
+                         rate_ceiling=ceiling, slo_p99_ms=self.s.slo_p99_ms,
+                         full_core=plan.full_core_seconds(self.s, sc), gated=True)
+
+    def run_rep(self, live: Live, sc: catalogue.Scenario, rep: int, job: LocustJob,
+                timeline: handover.Timeline, *, warm: bool) -> None:
+        """Warm a fresh process up (`warm`) while the sampler starts, settle every stopping server, open
+        the gate, and follow the repetition to its end."""
+        server = live.server
+        assert server is not None
+        rep_dir, tag, rates = job.out_dir, job.run_tag, job.rates
         run: dict[str, Any] = {"rep": rep, "run_tag": tag, "status": "running", "error": None,
                                "server": {"model": server.model, "pid": server.pid, "url": server.url},
                                "rss_idle_bytes": live.rss_idle,
@@ -304,13 +342,13 @@ class Runner:
                  f"rep {rep}/{self.s.reps}")
         samp: subprocess.Popen[bytes] | None = None
         last_print, last_phase = [0.0], [""]
-        throttle_before = live.budget.stat() if live.budget else None
+        throttle_before: dict[str, Any] | None = None
 
         def tick(j: LocustJob) -> str | None:
             if not server.alive():
                 return f"the server died (exit {server.popen.returncode})"
             now = time.monotonic()
-            line = live_line(j, time.time() - j.started)
+            line = live_line(j, time.time() - j.opened)
             phase = line.split(maxsplit=1)[0]
             if now - last_print[0] >= PROGRESS_SECONDS or phase != last_phase[0]:  # and each new phase
                 last_print[0], last_phase[0] = now, phase
@@ -324,18 +362,30 @@ class Runner:
         lift = (full_core.FullCore(live.budget, job.records, job.hard_timeout).start()
                 if live.budget and job.full_core else None)
         try:
-            job.start()
             run["locust"] = {"commands": [shlex.join(c) for c in job.commands], "pids": job.pids,
                              "load_pids": job.load_pids, "workers": job.workers,
                              "remote_workers": job.remote_workers, "cpus": job.load_cpus}
             remote = self.s.topology.remote_servers  # read as on another machine: from /metrics only
-            samp = sampler.start_sampler(
-                rep_dir / "samples.jsonl", 0 if remote else server.pid, app_name=self.app_name(server.model),
-                database_url=self.database_url, metrics_url=f"{server.url}/metrics",
-                generator_pids=job.pids, ports=[server.port], cpus=job.load_cpus,
-                log_path=rep_dir / "sampler.log", max_seconds=job.hard_timeout + 30,
-                cpu_usage_file=live.budget.usage_file if live.budget and not remote else None)
+            with ThreadPoolExecutor(1, thread_name_prefix="sampler-start") as pool:
+                starting = pool.submit(
+                    sampler.start_sampler, rep_dir / "samples.jsonl", 0 if remote else server.pid,
+                    app_name=self.app_name(live.model), database_url=self.database_url,
+                    metrics_url=f"{server.url}/metrics", generator_pids=job.pids, ports=[server.port],
+                    cpus=job.load_cpus, log_path=rep_dir / "sampler.log", max_seconds=job.hard_timeout + 30,
+                    cpu_usage_file=live.budget.usage_file if live.budget and not remote else None)
+                try:
+                    if warm:
+                        self.warm_up(live, sc)
+                        timeline.mark("warm")
+                finally:
+                    samp = starting.result()
+            timeline.mark("sampler_ready")
+            handover.settle_all(self.lives, self.fail)  # no shutdown runs on the CPUs while measuring
+            timeline.mark("settled")
+            throttle_before = live.budget.stat() if live.budget else None
+            job.go()
             outcome = job.wait(tick)
+            timeline.mark("locust_exited")
             run["status"] = "ok" if outcome == "ok" else "failed"
             if outcome == "timeout":
                 run["error"] = (f"Locust did not finish within {job.hard_timeout:.0f}s and was stopped; "
@@ -357,6 +407,7 @@ class Runner:
             run["locust"]["exit_code"] = codes[0] if codes else None
             run["generator"] = {"polls": job.polls, "load_pids": job.load_pids}
             run["started_at"], run["finished_at"] = job.started, time.time()
+            run["timeline"] = {**timeline.as_dict(), "gate_opened": job.opened or None}
             if live.budget is not None and throttle_before is not None:
                 run["cpu_budget"] = throttle_delta(throttle_before, live.budget.stat())
             write_json(rep_dir / "run.json", run)
