@@ -67,7 +67,7 @@ class AsyncApp:
         self._ready_lock = asyncio.Lock()
         self._sweeper: asyncio.Task[None] | None = None
         self._last_db_log = 0.0
-        self._extra_work = cpuwork.iterations_for(settings.extra_cpu_us)  # lab only; 0: none
+        self._extra_work = cpuwork.Work.for_us(settings.extra_cpu_us)  # lab only; None: none
         # Header dicts per content type; aiohttp copies them into each response.
         self._headers = {
             ctype: self.headers_for(ctype)
@@ -103,7 +103,7 @@ class AsyncApp:
         metrics = self.metrics
         started = time.perf_counter() if metrics.enabled else 0.0
         if self._extra_work:
-            cpuwork.spin(self._extra_work)  # on the loop, as any code in the handler
+            self._extra_work.run()  # on the loop, as any code in the handler
         name = None
         refused = False
         protocol = request.protocol

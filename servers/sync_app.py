@@ -108,7 +108,7 @@ class SyncApp:
         self.date = DateCache(self.server_header)
         self._slots = semaphore(settings.max_inflight)
         self._last_db_log = 0.0
-        self._extra_work = cpuwork.iterations_for(settings.extra_cpu_us)  # lab only; 0: none
+        self._extra_work = cpuwork.Work.for_us(settings.extra_cpu_us)  # lab only; None: none
         self._handlers: dict[str, Handler] = {
             "json": lambda env, r: _JSON_REPLY,
             "plaintext": lambda env, r: _TEXT_REPLY,
@@ -143,7 +143,7 @@ class SyncApp:
         metrics = self.metrics
         started = time.perf_counter() if metrics.enabled else 0.0
         if self._extra_work:
-            cpuwork.spin(self._extra_work)
+            self._extra_work.run()
         method = environ["REQUEST_METHOD"]
         name = None
         try:
