@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from lab.bench import fleet
 from tests.conftest import debian_tool
 
 pytestmark = pytest.mark.e2e
@@ -77,37 +78,41 @@ def test_ablation_prices_each_guarantee_beside_floor_and_peer(database_url: str,
     assert "| receive deadline and keep-alive sweeper |" in page and "| cancellation on disconnect |" in page
 
 
-@pytest.mark.timeout(300)
-def test_every_repetition_measures_fresh_processes(database_url: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def pinned_bench(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One short bench of multiproc on /json, two repetitions, its servers pinned to CPU 0: (its folder,
+    its output). The two tests below read it; each used to start a bench of its own."""
     debian_tool(Path("/usr/bin/wrk"), "wrk")
+    reports = tmp_path_factory.mktemp("pinned-bench")
     out = subprocess.run(
-        [sys.executable, "-m", "lab", "bench", "--models", "threaded", "--endpoints", "json", "--reps", "2",
-         "--duration", "1", "--peers", "no", "--no-check"],  # peers start the same way (the short bench's)
+        [sys.executable, "-m", "lab", "bench", "--models", "multiproc", "--endpoints", "json", "--reps", "2",
+         "--duration", "1", "--peers", "no", "--server-cpus", "0", "--no-check"],  # peers start the same way
         capture_output=True, text=True, timeout=250, cwd=REPO,
-        env={**os.environ, "LAB_DATABASE_URL": database_url, "LAB_REPORTS_DIR": str(tmp_path)})
+        env={**os.environ, "LAB_DATABASE_URL": database_url, "LAB_REPORTS_DIR": str(reports)})
     assert out.returncode == 0, out.stderr[-3000:]
-    data = json.loads(next(tmp_path.glob("bench-*/bench.json")).read_text())
-    figures = [data["servers"]["threaded"]["endpoints"]["/json"],
-               data["references"]["bare threaded+psycopg2"]["endpoints"]["/json"]]
+    return next(reports.glob("bench-*")), out.stdout
+
+
+@pytest.mark.timeout(300)
+def test_every_repetition_measures_fresh_processes(pinned_bench: tuple[Path, str]) -> None:
+    folder, stdout = pinned_bench
+    data = json.loads((folder / "bench.json").read_text())
+    figures = [data["servers"]["multiproc"]["endpoints"]["/json"],
+               data["references"][fleet.reference_of("multiproc")]["endpoints"]["/json"]]
     for fig in figures:
         first, second = (s["pid"] for s in fig["samples"])
         assert first != second, fig
-    assert out.stdout.count("starting 1 servers and their references") == 2
+    assert stdout.count("starting 1 servers and their references") == 2
 
 
 @pytest.mark.timeout(300)
-def test_servers_are_sized_for_the_server_cpus_as_make_load_sizes_them(database_url: str,
-                                                                        tmp_path: Path) -> None:
+def test_servers_are_sized_for_the_server_cpus_as_make_load_sizes_them(
+        pinned_bench: tuple[Path, str]) -> None:
     """multiproc starts one worker per CPU it may use: pinned to one CPU after starting with two, it
     ran two workers under make bench and one under make load, and the two commands measured different
     servers (bench's multiproc read about 10 % dearer per request)."""
-    debian_tool(Path("/usr/bin/wrk"), "wrk")
-    out = subprocess.run(
-        [sys.executable, "-m", "lab", "bench", "--models", "multiproc", "--endpoints", "json", "--reps", "1",
-         "--duration", "1", "--references", "no", "--server-cpus", "0", "--no-check"],
-        capture_output=True, text=True, timeout=250, cwd=REPO,
-        env={**os.environ, "LAB_DATABASE_URL": database_url, "LAB_REPORTS_DIR": str(tmp_path)})
-    assert out.returncode == 0, out.stderr[-3000:]
-    log = next(tmp_path.glob("bench-*/logs/rep-1/metrics-on/multiproc.log")).read_text()
-    settings = json.loads(log.split("effective settings ", 1)[1].splitlines()[0])
-    assert settings["workers"] == 1, settings
+    folder, _ = pinned_bench
+    for rep in (1, 2):  # every fresh start
+        log = (folder / "logs" / f"rep-{rep}" / "metrics-on" / "multiproc.log").read_text()
+        settings = json.loads(log.split("effective settings ", 1)[1].splitlines()[0])
+        assert settings["workers"] == 1, (rep, settings)
