@@ -11,14 +11,14 @@ from loadtests import catalogue
 # Planning estimates (seconds), measured on the 2-core lab machine. Before a repetition's gate opens,
 # its Locust starts (held at the gate), its fresh server starts and warms up, and its sampler starts, all
 # at once (lab/load/handover.py): the longest of them counts.
-EST_SERVER_START = 0.5  # until /ready answers
+EST_SERVER_START = 0.4  # until /ready answers (medians 0.32-0.54 s on the shared machine)
 EST_SERVER_STOP = 0.3  # in the background after a server's repetition; waited for at a scenario's end
-EST_LOCUST_START = 0.9  # interpreter and imports until the first user can spawn
-EST_SAMPLER_START = 0.6  # until the sampler wrote its header
+EST_LOCUST_START = 0.9  # interpreter and imports until the first user can spawn (0.65 s quiet)
+EST_SAMPLER_START = 0.5  # until the sampler wrote its header
 EST_LOCUST_WORKERS_START = 2.0  # extra for a master waiting for its workers
-EST_LOCUST_STOP = 0.5  # from the end of the windows until Locust has exited and the files are in
+EST_LOCUST_STOP = 0.4  # from the end of the windows until Locust has exited and the files are in
 EST_PROBE = 1.5  # the quick probe before a capacity scenario, per server
-EST_WARM = 0.6  # the warm-up burst on every fresh server process
+EST_WARM = 0.55  # the warm-up burst on every fresh server process (0.5 s, and its connections)
 
 
 def measured_seconds(s: Settings, sc: catalogue.Scenario) -> float:
