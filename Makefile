@@ -78,9 +78,9 @@ report: venv ## rebuild a run's report from its raw files (RUN=<run-id>, default
 claims: venv ## the folklore on threads, greenlets and event loops, measured here (CLAIMS_ARGS, LAB_CLAIMS_*)
 	$(PY) -m lab claims $(CLAIMS_ARGS)
 
-compare: venv ## compare two runs (A=<run-id> B=<run-id>; two claims runs work too)
+compare: venv ## compare two runs (A=<run-id> B=<run-id> COMPARE_ARGS; two claims runs work too)
 	@if [ -z "$(A)" ] || [ -z "$(B)" ]; then echo "usage: make compare A=<run-id> B=<run-id> (run ids: ls reports/)"; exit 2; fi
-	$(PY) -m lab compare $(A) $(B)
+	$(PY) -m lab compare $(A) $(B) $(COMPARE_ARGS)
 
 tune: venv ## sweep a knob and recommend a value (SERVER PARAM VALUES SCENARIO SLO_P99_MS REPS DURATION USERS)
 	$(PY) -m lab tune $(TUNE_ARGS)

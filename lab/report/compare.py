@@ -22,7 +22,7 @@ from typing import Any
 from lab import files
 from lab.claims import compare as claims_compare
 from lab.fmt import fmt_pct
-from lab.report import forest, markup, run_tables, runs
+from lab.report import forest, markup, run_tables, runs, scope
 from lab.report import peers as report_peers
 from lab.results import bounds, headline, relative, stats
 from lab.results.headline import FIGURES
@@ -117,7 +117,8 @@ class Row:
     mark: str
     confidence: str = ""
     decision: stats.Decision | None = None  # the test behind the mark (None: not tested)
-    judged: bool = True  # False: shown, not judged (a raw B/A where the peers' row judges)
+    judged: bool = True  # False: not judged (a raw B/A where the peers' row judges; outside the question)
+    key: str = ""  # the figure's key (COMPARED, NET_KEY): what --figures names
 
     def could_see(self) -> str:
         """For a row within noise: '±14%; 5%: 23 reps' (or 5 % inside the margin); '' otherwise."""
@@ -149,6 +150,7 @@ def noise(entries: Sequence[Entry]) -> dict[str, stats.Noise | None]:
 
 
 NET_KEY, NET_LABEL = "cpu_per_req_net", "CPU per request, net of drift"
+FIGURE_KEYS = (COMPARED[0], NET_KEY, *COMPARED[1:])  # what --figures takes, in the tables' order
 
 
 def net_figure(a: dict[str, Any]) -> headline.Figure | None:
@@ -200,13 +202,13 @@ def compare_entries(a: Entry, b: Entry, noises: dict[str, stats.Noise | None] | 
             mark = "not compared" if reading.state == "not judged" else mark
         rows.append(Row(fig.label, fig.fmt(fig.value(a)), fig.fmt(fig.value(b)), _change(change), mark,
                         decision.confidence() if decision is not None else "",
-                        decision if mark != "generator-bound" else None))
+                        decision if mark != "generator-bound" else None, key=key))
         scenario = (peers or {}).get("cpu_per_req" if key == NET_KEY else key)
         if scenario is not None and a["server"] in scenario.servers:
             rows[-1].judged = False
             rows[-1].mark = INCLUDES if mark in FLAGGED or mark == "within noise" else mark
             if key != NET_KEY:
-                rows.append(peers_row(scenario, a, b, margin_peers))
+                rows.append(replace(peers_row(scenario, a, b, margin_peers), key=key))
     pair = Pair(a["scenario"], a["server"], rows, notes)
     for name, e in (("A", a), ("B", b)):
         if e.get("generator_bound"):
@@ -247,33 +249,24 @@ class Comparison:
     speed: float | None = None  # the machine's speed in B over A's (speed probes), None without them
     commons: list[relative.Common] = field(default_factory=list)  # each scenario's common move per figure
     margin_peers: float = stats.DEFAULT_MARGINS[stats.PEERS]
+    question: scope.Scope = scope.FULL  # what was tested (the family); the rest is shown, not tested
+    family: int = 0  # how many tests the correction counted
 
 
 def _key(e: Entry) -> tuple[str, str]:
     return e["scenario"], e["server"]
 
 
-def as_family(pairs: Sequence[Pair]) -> None:
-    """Judge every tested figure of a comparison as one family (stats.adjust): a change that is clear on
-    its own but not among all the figures tested at once goes back to within noise."""
-    rows = [r for p in pairs for r in p.rows if r.judged]
-    for row, d in zip(rows, stats.adjust([r.decision for r in rows]), strict=True):
-        if d is None or row.decision is None:
-            continue
-        if row.decision.changed and not d.changed and row.mark in FLAGGED:
-            row.mark = "within noise"
-            row.confidence = f"{d.confidence()}; not significant among all figures tested"
-        row.decision = d
-
-
 def compare(a: dict[str, Any], b: dict[str, Any], margin: float | None = None,
-            margin_peers: float | None = None) -> Comparison:
-    """A compared with B; `margin` between the runs (default: LAB_MARGIN_ACROSS, else the rule's), and
-    `margin_peers` for a figure relative to its scenario's other servers (LAB_MARGIN_PEERS)."""
+            margin_peers: float | None = None, question: scope.Scope = scope.FULL) -> Comparison:
+    """A compared with B; `margin` between the runs (default: LAB_MARGIN_ACROSS, else the rule's),
+    `margin_peers` for a figure relative to its scenario's other servers (LAB_MARGIN_PEERS); only the
+    `question`'s figures are tested (a ScopeError names what it holds that the runs do not)."""
     margin = stats.margin(stats.ACROSS) if margin is None else margin
     margin_peers = stats.margin(stats.PEERS) if margin_peers is None else margin_peers
     ea, eb = {_key(e): e for e in a["results"]}, {_key(e): e for e in b["results"]}
     order = [k for k in ea if k in eb]
+    question.check(dict.fromkeys(k[1] for k in order), dict.fromkeys(k[0] for k in order), FIGURE_KEYS)
     machine, different = machine_diff(a, b)
     net = net_figure(a)
     noises = noise([*a["results"], *b["results"]])
@@ -281,7 +274,7 @@ def compare(a: dict[str, Any], b: dict[str, Any], margin: float | None = None,
         noises[NET_KEY] = stats.pooled_noise([net.values(e) for e in [*a["results"], *b["results"]]])
     peers = report_peers.scenarios(a, b, order)
     pairs = [compare_entries(ea[k], eb[k], noises, margin, net, peers.get(k[0]), margin_peers) for k in order]
-    as_family(pairs)
+    scope.limit(pairs, question)  # after the peers: narrowing the tested servers leaves every peer
     return Comparison(
         a_id=str(a["run"].get("id")), b_id=str(b["run"].get("id")), a=a, b=b,
         settings=settings_diff(a, b), machine=machine, different_machines=different,
@@ -290,7 +283,7 @@ def compare(a: dict[str, Any], b: dict[str, Any], margin: float | None = None,
         only_b=[f"{srv}/{scn}" for scn, srv in eb if (scn, srv) not in ea], margin=margin,
         speed=speed_move(a, b), margin_peers=margin_peers,
         commons=[s.common(scn) for scn, figs in peers.items() for s in figs.values()],
-    )
+        question=question, family=scope.as_family(pairs, FLAGGED))
 
 
 def speed_note(c: Comparison) -> str:
@@ -366,7 +359,8 @@ def render_md(c: Comparison) -> str:
     if c.only_a or c.only_b:
         out += ["", "## Present in one run only", ""]
         out += [f"- only in A: {x}" for x in c.only_a] + [f"- only in B: {x}" for x in c.only_b]
-    out += ["", "## Figures", "", f"_Change is from A to B. {rules(c.margin)}{peers_rule(c)}_", ""]
+    out += ["", "## Figures", "", f"**{scope.family_text(c.question, c.family)}**", "",
+            f"_Change is from A to B. {rules(c.margin)}{peers_rule(c)}_", ""]
     for scenario in dict.fromkeys(p.scenario for p in c.pairs):
         out += [f"### Scenario {scenario}", "", *report_peers.md_lines(c.commons, scenario)]
         for p in (p for p in c.pairs if p.scenario == scenario):
@@ -432,14 +426,15 @@ def render_html(c: Comparison) -> str:
         add('<section class="card" id="one-run-only"><h2>Present in one run only</h2><ul class="notes">'
             + "".join(f"<li>only in A: {escape(x)}</li>" for x in c.only_a)
             + "".join(f"<li>only in B: {escape(x)}</li>" for x in c.only_b) + "</ul></section>")
-    add(f'<section class="card" id="figures"><h2>Figures</h2><p class="meta">Change is from A to B. '
+    add(f'<section class="card" id="figures"><h2>Figures</h2><p data-family="{c.family}"><b>'
+        f'{escape(scope.family_text(c.question, c.family))}</b></p><p class="meta">Change is from A to B. '
         f"{escape(rules(c.margin) + peers_rule(c))}</p>")
     for scenario in dict.fromkeys(p.scenario for p in c.pairs):
         mine = [p for p in c.pairs if p.scenario == scenario]
-        marked = sum(r.mark in FLAGGED for p in mine for r in p.rows)
+        marked = scope.fold(mine, sum(r.mark in FLAGGED for p in mine for r in p.rows))
         moved = "; ".join(f"{m.figure} x{m.ratio:.3g}" for m in report_peers.of(c.commons, scenario))
         add(f'<details id="{markup.anchor(scenario)}"><summary>Scenario {escape(scenario)}: {marked} '
-            f"figure(s) marked across {len(mine)} server(s)"
+            f"across {len(mine)} server(s)"
             + (f"; {report_peers.COMMON}: {escape(moved)}" if moved else "") + "</summary>"
             + report_peers.html_block(c.commons, scenario) + '<div class="pairs">')
         for p in mine:
@@ -473,11 +468,11 @@ def forest_rows(c: Comparison, column: str) -> list[forest.Row]:
     out = []
     for p in c.pairs:
         found = [r for r in p.rows if r.figure in labels]
-        relative_rows = [r for r in p.rows if r.figure.removesuffix(RELATIVE_LABEL) in labels and r.judged
+        relative_rows = [r for r in p.rows if r.figure.removesuffix(RELATIVE_LABEL) in labels
                          and r.figure.endswith(RELATIVE_LABEL)]
         found = relative_rows or found
         row = next((r for r in found if r.figure == FIGURES["capacity"].label), found[0] if found else None)
-        if row is None:
+        if row is None or row.mark == scope.NOT_TESTED:  # outside the question: in the tables only
             continue
         d = row.decision
         seen = f"could see {row.could_see()}" if row.could_see() else ""
@@ -496,20 +491,21 @@ def forest_section(c: Comparison) -> str:
         judged = {"throughput": "ok_rps", NET_KEY: "cpu_per_req"}.get(key, key)  # its own floor if larger
         peers = any(r.label.endswith(RELATIVE_TAG) for r in rows)
         return max(c.margin_peers if peers else c.margin, FIGURES[judged].min_effect)
-    plots = "".join("<figure>" + forest.forest(f"forest-{key}", title, rows, band(key, rows)) + "</figure>"
-                    for key, title in FOREST if (rows := forest_rows(c, key)) or key != NET_KEY)
+    plots = "".join("<figure>" + forest.forest(f"forest-{k}", name, rows, band(k, rows)) + "</figure>"
+                    for k, name in FOREST if scope.drawn(rows := forest_rows(c, k), c.question, k != NET_KEY))
     note = (f"Each entry's ratio B/A of the geometric means with its 95% interval; the shaded band is the "
             f"margin between runs (±{c.margin:.0%}, {stats.MARGIN_VARS[stats.ACROSS]}, or the figure's own "
             "floor where larger): a change inside it is no change. Filled dots are marked changes (green "
             "better, red worse); hollow ones are within noise (hover for what they could have seen). The "
-            "interval is for one figure alone; the test corrects for all the figures compared, so an "
+            "interval is for one figure alone; the test corrects for all the figures tested, so an "
             f"interval just clear of the band can stay unmarked. {changes(c)} figure(s) marked. Every "
             "figure, folded by scenario, is below.")
     if c.commons:
         note += (f" Rows tagged{RELATIVE_TAG} are B/A relative to the scenario's other servers, their band "
                  f"the margin relative to peers (±{c.margin_peers:.0%}, {stats.MARGIN_VARS[stats.PEERS]}); "
                  f"purple diamonds are each scenario's {report_peers.COMMON} ({report_peers.WHAT}).")
-    return (f'<section class="card" id="forest"><h2>B / A at a glance</h2><p class="meta">{escape(note)}</p>'
+    return (f'<section class="card" id="forest"><h2>B / A at a glance</h2><p><b>'
+            f'{escape(scope.family_text(c.question, c.family))}</b></p><p class="meta">{escape(note)}</p>'
             f'<div class="forest-grid">{plots}</div></section>')
 
 
@@ -533,11 +529,12 @@ def default_out(a_dir: Path, b_dir: Path) -> Path:
 
 
 def build(a_arg: str | Path, b_arg: str | Path, out: Path | None = None, margin: float | None = None,
-          margin_peers: float | None = None) -> tuple[Path, Path, Comparison]:
+          margin_peers: float | None = None,
+          question: scope.Scope = scope.FULL) -> tuple[Path, Path, Comparison]:
     a_dir, b_dir = runs.find_run(a_arg), runs.find_run(b_arg)
     if a_dir == b_dir:
         raise runs.ReportError(f"A and B are the same run ({a_dir}); pass two different runs")
-    c = compare(runs.load_results(a_dir), runs.load_results(b_dir), margin, margin_peers)
+    c = compare(runs.load_results(a_dir), runs.load_results(b_dir), margin, margin_peers, question)
     out = out or default_out(a_dir, b_dir)
     out.mkdir(parents=True, exist_ok=True)
     html_path, md_path = out / "compare.html", out / "compare.md"
@@ -554,6 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="output folder (default: compare-<A>-vs-<B> beside run A)")
     stats.add_margin_flag(p, stats.ACROSS)
     stats.add_margin_flag(p, stats.PEERS)
+    scope.add_flags(p, FIGURE_KEYS)
     args = p.parse_args(argv)
     try:
         margin = stats.margin(stats.ACROSS, args.margin_across)
@@ -561,11 +559,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         p.error(str(exc))
     if claims_compare.both_claims(args.a, args.b):  # two `make claims` runs, not load runs
+        if scope.from_args(args) != scope.FULL:
+            p.error("--servers, --scenarios and --figures (LAB_COMPARE_*) apply to load runs, not claims")
         out = ["--out", str(args.out)] if args.out else []
         return claims_compare.main([str(args.a), str(args.b), *out])
     try:
-        html_path, md_path, c = build(args.a, args.b, args.out, margin, margin_peers)
-    except runs.ReportError as exc:
+        html_path, md_path, c = build(args.a, args.b, args.out, margin, margin_peers, scope.from_args(args))
+    except (runs.ReportError, scope.ScopeError) as exc:
         print(f"lab compare: {exc}", file=sys.stderr)
         return 2
     if _versions_note(c):
@@ -581,11 +581,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"only in B: {x}")
     for pair in c.pairs:
         marked = [f"{r.figure} {r.mark} ({r.change}; {r.confidence})" for r in pair.rows if r.mark in FLAGGED]
-        print(f"{pair.server}/{pair.scenario}: {'; '.join(marked) if marked else 'no change beyond noise'}"
+        print(f"{pair.server}/{pair.scenario}: {'; '.join(marked) if marked else scope.unmarked(pair)}"
               + ("" if marked else _could_see_headline(pair)))
     for line in report_peers.terminal(c.commons):
         print(line)
     print(speed_note(c))
+    print(scope.family_text(c.question, c.family))
     print(f"{changes(c)} figure(s) marked changed across {len(c.pairs)} entries (margin between runs "
           f"{c.margin:.0%}, {stats.MARGIN_VARS[stats.ACROSS]}"
           + (f"; relative to peers {c.margin_peers:.0%}, {stats.MARGIN_VARS[stats.PEERS]})" if c.commons
