@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -69,5 +70,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def piped_main() -> int:
+    """main(), quiet when the reader of its output goes away (`python -m lab compare ... | head`)."""
+    try:
+        return main()
+    except BrokenPipeError:
+        # the rest of the output has nowhere to go: point stdout at nothing so the exit flush is quiet
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(piped_main())
