@@ -27,7 +27,8 @@ def test_every_command_prints_its_help(command: str) -> None:
 def test_a_reader_that_goes_away_gets_no_traceback(tmp_path: Path) -> None:
     """`python -m lab compare A B | head`: the pipe's reader is gone before the command writes."""
     data = ROOT / "tests" / "data" / "drift"
-    command = [sys.executable, "-m", "lab", "compare", str(data / "aa-1"), str(data / "aa-2"), "--out", str(tmp_path)]
+    command = [sys.executable, "-m", "lab", "compare", str(data / "aa-1"), str(data / "aa-2"),
+               "--out", str(tmp_path)]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.close()  # as head does once it has its lines
