@@ -132,3 +132,22 @@ def test_the_fine_steps_follow_the_knee_found_so_far() -> None:
     missed = {"capacity_rps": None, "lower_bound": False}
     assert catalogue.next_knee([], missed, None, 570.0) == 285.0
     assert catalogue.next_knee([], missed, 400.0, 570.0) == 400.0
+
+
+def test_requests_in_flight_when_the_run_ended_count_when_the_generator_saw_them_overdue() -> None:
+    # The last step of a CI run: 186 offered, 135 answered within the SLO, 51 still in flight when Locust
+    # stopped; as the step ended the generator counted 6 of them waiting past the SLO. The records hold
+    # only the 135, so the step's own p99 met the SLO; the generator's miss stands for the rest.
+    judged: dict[str, Any] = {"rate": 373.0, "met": False,
+                              "miss": "6 of 186 failed, dropped or still waiting past the SLO"}
+    shape = {"stages": [{"start": 0.0, "end": 0.5, "rate": 373.0}], "extension": {"judged": [judged]}}
+    acc = {0: [135, 0, [_blob(178, 135)], 186, 0, 0, [_blob(176, 135)], [_blob(3, 135)]]}
+    run: dict[str, Any] = {"generator": {"polls": []}}
+    (step,) = openmodel.open_steps(shape, acc, 100.0, run, {"open_sustainable_rps": 2000.0}, 200.0)
+    assert step["unanswered"] == 51 and not step["meets_slo"] and step["servers_miss"], step
+    assert "51 of 186 unanswered when the run ended" in step["misses"][0]
+    # Every request answered: the step is judged from its records alone, whatever the generator said.
+    judged["miss"] = "p99 210 ms >= 200 ms"
+    acc = {0: [186, 0, [_blob(178, 186)], 186, 0, 0, [_blob(176, 186)], [_blob(3, 186)]]}
+    (step,) = openmodel.open_steps(shape, acc, 100.0, run, {"open_sustainable_rps": 2000.0}, 200.0)
+    assert step["unanswered"] == 0 and step["meets_slo"], step

@@ -411,7 +411,7 @@ def _open_summary(reps: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for key in keys:
             vals = [s[key] for s in group if s.get(key) is not None]
             step[key] = round(statistics.median(vals), 3) if vals else None
-        for key in ("offered", "requests", "failures", "late", "dropped"):
+        for key in ("offered", "requests", "failures", "late", "dropped", "unanswered"):
             step[key] = sum(int(s.get(key) or 0) for s in group)
         step["generator_limited"] = any(s["generator_limited"] for s in group)
         step["servers_miss"] = any(s.get("servers_miss") for s in group)  # in some repetition

@@ -40,6 +40,8 @@ def open_steps(shape: dict[str, Any], acc: dict[int, list[Any]], start: float, r
     """Per offered rate: what the server achieved, its latency (from the scheduled start, and
     uncorrected), what failed or could not start, and whether the generator kept the rate."""
     sustainable = (calibration or {}).get("open_sustainable_rps")
+    # what the generator saw as each step ended, requests still in flight included (loadtests/open_model.py)
+    seen = {j.get("rate"): j.get("miss") for j in (shape.get("extension") or {}).get("judged") or []}
     steps = []
     for i, st in enumerate(shape.get("stages") or []):
         rate = st.get("rate")
@@ -72,14 +74,23 @@ def open_steps(shape: dict[str, Any], acc: dict[int, list[Any]], start: float, r
                           else "no successful request")
         if failure_share is not None and failure_share >= FAILURE_SHARE_LIMIT:
             misses.append(f"{failure_share:.1%} failed or dropped")
+        # Requests still in flight when the run ended (after its last step) have no record here; the
+        # generator counted those waiting past the SLO as the step ended, and its miss stands for them.
+        unanswered = max(0, offered - n - dropped)
+        overdue = bool(unanswered and seen.get(rate))
+        if overdue:
+            misses.append(f"{unanswered} of {offered} unanswered when the run ended; as the step ended the "
+                          f"generator saw {seen[rate]}")
         # A miss late starts cannot explain: the server's answers, timed from when each request was sent,
         # missed the SLO by more than the generator's own delay (its start lag's p99: a loop that starts
         # requests late reads answers late too), or requests failed or could not start (too many waiting).
         slow = p99 is not None and raw_p99 is not None and raw_p99 - (lag_p99 or 0.0) >= slo_p99_ms
-        own = bool(misses) and (slow or (failure_share is not None and failure_share >= FAILURE_SHARE_LIMIT))
+        own = bool(misses) and (slow or overdue
+                                or (failure_share is not None and failure_share >= FAILURE_SHARE_LIMIT))
         steps.append({
             "index": i, "rate": rate, "start_s": st["start"], "end_s": st["end"],
             "offered": offered, "requests": n, "failures": fails, "late": late, "dropped": dropped,
+            "unanswered": unanswered,
             "achieved_rps": round(n / span, 1) if span else None,
             "ok_rps": round((n - fails) / span, 1) if span else None,
             "failure_share": None if failure_share is None else round(failure_share, 6),
