@@ -134,7 +134,7 @@ def test_raw_files_and_run_files_are_kept(smoke_run: dict[str, Any]) -> None:
                          "records/shape.json"):
                 assert (rep / name).is_file(), rep / name
             assert list((rep / "records").glob("record-*.json")), rep
-            assert (run_dir / server / scenario / f"{server}.log").is_file()
+            assert (run_dir / server / scenario / f"{server}-1.log").is_file()
 
 
 def test_warm_up_and_measured_window_are_as_asked(smoke_run: dict[str, Any]) -> None:
@@ -181,6 +181,10 @@ def test_every_repetition_has_a_fresh_server(smoke_run: dict[str, Any]) -> None:
         used = [json.loads(r.read_text(encoding="utf-8"))["server"]["pid"] for r in reps]
         assert len(set(used)) == len(reps) >= 2 and used == meta["server_pids"], meta_path
         assert meta["server_exit_codes"] == [0] * len(reps), meta_path
+        # each process has its own log, kept: a later process does not overwrite an earlier one's
+        logs = [meta_path.parent / name for name in meta["server_logs"]]
+        assert len(logs) == len(reps), meta_path
+        assert all(log.read_text(encoding="utf-8").startswith("$ ") for log in logs), logs
 
 
 def test_no_hand_over_work_runs_while_a_repetition_is_measured(smoke_run: dict[str, Any]) -> None:

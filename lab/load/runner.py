@@ -122,11 +122,13 @@ class Runner:
         # budget, once it is up.
         listen, hosts = self.s.topology.bind, self.s.topology.hosts  # where asked, never wider
         model, own = self.s.variants.get(live.model, (live.model, {}))  # a variant: a model, knobs of its own
+        logs = live.meta.setdefault("server_logs", [])  # one per process, in the order of server_pids
+        logs.append(f"{live.model}-{len(logs) + 1}.log")
 
         def start() -> procs.ServerProcess:
             return procs.start_server(
                 model, port=port or procs.free_port(listen), database_url=self.database_url,
-                log_dir=live.scen_dir, host=listen, cpus=self.s.server_cpus,
+                log_dir=live.scen_dir, log_name=logs[-1], host=listen, cpus=self.s.server_cpus,
                 env={**self.s.server_env, **own, "LAB_APP_NAME": self.app_name(live.model)})
 
         # On test hosts the server starts (and its port is found free) on host a.

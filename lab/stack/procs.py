@@ -193,13 +193,14 @@ def start_server(
     host: str = "127.0.0.1",
     wrapper: Sequence[str] = (),
     cpus: Sequence[int] | None = None,
+    log_name: str = "",
 ) -> ServerProcess:
     """Start `python -m servers <model>` on host:port and wait until it is healthy.
 
     With `cpus`, the server starts with them as its affinity, so that it sizes itself for the CPUs it
     will be pinned to (multiproc starts one worker per usable CPU); pinning its tree stays the caller's.
-    stdout and stderr go to log_dir/<model>.log. On any failure the process is stopped and
-    StartError says what happened, names the log and quotes its last lines.
+    stdout and stderr go to log_dir/<model>.log (or log_dir/<log_name>). On any failure the process is
+    stopped and StartError says what happened, names the log and quotes its last lines.
     """
     if port_in_use(port, host):
         raise PortInUseError(
@@ -207,7 +208,7 @@ def start_server(
             f"pick another port (--port / LAB_PORT) or stop the program holding it"
         )
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{model}.log"
+    log_path = log_dir / (log_name or f"{model}.log")
     inherited = {k: v for k, v in os.environ.items() if k not in LAB_ONLY}  # only when passed in `env`
     child_env = {**inherited, **(env or {}), "LAB_DATABASE_URL": database_url, "LAB_BIND": host,
                  "PYTHONUNBUFFERED": "1"}
