@@ -150,6 +150,7 @@ def noise(entries: Sequence[Entry]) -> dict[str, stats.Noise | None]:
 
 
 NET_KEY, NET_LABEL = "cpu_per_req_net", "CPU per request, net of drift"
+UNJUDGED = {NET_KEY: "the row relative to peers judges"}  # net of the probe's drift, not the scenario's move
 FIGURE_KEYS = (COMPARED[0], NET_KEY, *COMPARED[1:])  # what --figures takes, in the tables' order
 
 
@@ -206,7 +207,7 @@ def compare_entries(a: Entry, b: Entry, noises: dict[str, stats.Noise | None] | 
         scenario = (peers or {}).get("cpu_per_req" if key == NET_KEY else key)
         if scenario is not None and a["server"] in scenario.servers:
             rows[-1].judged = False
-            rows[-1].mark = INCLUDES if mark in FLAGGED or mark == "within noise" else mark
+            rows[-1].mark = UNJUDGED.get(key, INCLUDES) if mark in FLAGGED or mark == "within noise" else mark
             if key != NET_KEY:
                 rows.append(replace(peers_row(scenario, a, b, margin_peers), key=key))
     pair = Pair(a["scenario"], a["server"], rows, notes)
