@@ -192,12 +192,18 @@ def judge(fig: Figure, a: Entry, b: Entry, noise: stats.Noise | None = None,
         changed = False
     if fig.key in MIN_COUNT and abs(vb - va) < quantum_ms(a, b):
         changed = False
+    return mark(fig, decision, changed), change, decision
+
+
+def mark(fig: Figure, decision: stats.Decision, changed: bool) -> str:
+    """What a judged figure is called: 'within noise' unless `changed`, else by its better direction
+    ('better', 'worse'; 'higher', 'lower' for a figure with none)."""
     if not changed:
-        return "within noise", change, decision
+        return "within noise"
     up = decision.direction > 0
     if fig.better == 0:
-        return ("higher" if up else "lower"), change, decision
-    return ("better" if up == (fig.better > 0) else "worse"), change, decision
+        return "higher" if up else "lower"
+    return "better" if up == (fig.better > 0) else "worse"
 
 
 def rep_counts(e: Entry) -> list[int]:

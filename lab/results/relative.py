@@ -131,9 +131,4 @@ def judge(s: Scenario, a: Entry, b: Entry, margin: float) -> tuple[str, float | 
             and abs(va * change) < headline.quantum_ms(a, b):
         changed = False
         decision = replace(decision, changed=False, reason="inside two quota periods")
-    if not changed:
-        return "within noise", change, decision
-    up = decision.direction > 0
-    if fig.better == 0:
-        return ("higher" if up else "lower"), change, decision
-    return ("better" if up == (fig.better > 0) else "worse"), change, decision
+    return headline.mark(fig, decision, changed), change, decision
