@@ -63,8 +63,9 @@ faults: venv ## every server through overload, DB faults, slow clients, bad inpu
 distance: venv ## each server at 0, 5, 50 ms added RTT, one offered rate: threads, RSS, conns, p99 (DISTANCE_ARGS)
 	$(PY) -m lab distance $(DISTANCE_ARGS)
 
-load: venv ## drive every server with the Locust scenarios (PROFILE SERVERS SCENARIOS USERS DURATION REPS ...)
-	$(PY) -m lab load $(LOAD_ARGS)
+# VARIANTS (LAB_VARIANTS): extra servers, e.g. VARIANTS="asyncio-pool20=asyncio:LAB_POOL_SIZE=20" (docs/load.md).
+load: venv ## drive every server with the Locust scenarios (PROFILE SERVERS VARIANTS SCENARIOS USERS DURATION REPS ...)
+	$(PY) -m lab load $(LOAD_ARGS) $(if $(VARIANTS),--variants '$(VARIANTS)')
 
 selfcheck: venv ## A/A (same settings twice: no change) and A/B (pool 2 vs 10: a change) (SELFCHECK_ARGS)
 	$(PY) -m lab selfcheck $(SELFCHECK_ARGS)

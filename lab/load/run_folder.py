@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import files, knobs
+from lab.load import variants
 from lab.load.settings import Settings
 from lab.stack import cpu_budget
 
@@ -29,7 +30,8 @@ def point_latest(reports_dir: Path, run_dir: Path) -> None:
 
 def reproduce_command(s: Settings) -> str:
     parts = [".venv/bin/python", "-m", "lab", "load", "--profile", s.profile,
-             "--servers", ",".join(s.servers), "--scenarios", ",".join(s.scenarios),
+             "--servers", ",".join(n for n in s.servers if n not in s.variants),
+             "--scenarios", ",".join(s.scenarios),
              "--duration", f"{s.duration:g}", "--warmup", f"{s.warmup:g}", "--reps", str(s.reps),
              "--locust-workers", str(s.locust_workers)]
     hosts = s.topology.hosts
@@ -60,7 +62,9 @@ def reproduce_command(s: Settings) -> str:
         parts += ["--speed-probe", "no"]
     if s.server_cpus:
         parts += ["--server-cpus", ",".join(map(str, s.server_cpus))]
-    if set(s.server_env) & set(knobs.OPT_IN):
+    if s.variants:
+        parts += ["--variants", variants.spec(s.variants, s.variant_dirs)]
+    if set(s.server_env).union(*(env for _, env in s.variants.values())) & set(knobs.OPT_IN):
         parts += ["--allow-extra-cpu"]
     if s.load_cpus:
         parts += ["--load-cpus", ",".join(map(str, s.load_cpus))]

@@ -45,7 +45,7 @@ from lab import machine
 from lab.cpus import pin, running_on
 from lab.fmt import fmt_seconds
 from lab.hosts import netns
-from lab.load import calibrate, full_core, handover, knees, plan, probe, sampler, speed, topology
+from lab.load import calibrate, full_core, handover, knees, plan, probe, sampler, speed, topology, variants
 from lab.load.knees import Live
 from lab.load.locust_job import STOP_TIMEOUT, LocustJob
 from lab.load.observe import (
@@ -129,7 +129,8 @@ class Runner:
             return procs.start_server(
                 model, port=port or procs.free_port(listen), database_url=self.database_url,
                 log_dir=live.scen_dir, log_name=logs[-1], host=listen, cpus=self.s.server_cpus,
-                env={**self.s.server_env, **own, "LAB_APP_NAME": self.app_name(live.model)})
+                env={**self.s.server_env, **own, "LAB_APP_NAME": self.app_name(live.model)},
+                code=self.s.variant_dirs.get(live.model))  # a variant's checkout, else this one
 
         # On test hosts the server starts (and its port is found free) on host a.
         live.server = netns.call_in(hosts.namespace("a"), start) if hosts else start()
@@ -494,7 +495,7 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
         "arrival": s.arrival, "margin_within": s.margin_within, "speed_probe": s.speed_probe,
         "runner_cpus": s.load_cpus,
         "database_cpus": None, "calibrate": s.calibrate, "server_env": s.server_env,
-        "variants": {k: {"model": m, "server_env": e} for k, (m, e) in s.variants.items()},
+        "variants": variants.records(s.variants, s.variant_dirs),
         "connections_users": catalogue.CONNECTIONS_USERS, "planned_seconds": round(planned),
         "stop_timeout": STOP_TIMEOUT, "sample_interval": os.environ.get("LAB_SAMPLE_INTERVAL") or 0.25,
         "scenario_defs": {n: asdict(s.scenario(n)) for n in s.scenarios},

@@ -14,7 +14,7 @@ from lab import knobs
 from lab.hosts import netns
 from lab.hosts.cli import add_hosts_flags, hosts_from
 from lab.knobs import SERVER_KNOBS, env_flag
-from lab.load import speed, topology
+from lab.load import speed, topology, variants
 from lab.results import stats
 from lab.stack import cpu_budget, idle
 from loadtests import catalogue
@@ -92,6 +92,7 @@ class Settings:
     # Servers of the run that are a model with knobs of their own (make selfcheck's power curve: the same
     # server twice, one with extra CPU work): name in `servers` -> (model, its extra server knobs).
     variants: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+    variant_dirs: dict[str, str] = field(default_factory=dict)  # name -> the checkout its server runs from
 
     def scenario(self, name: str) -> catalogue.Scenario:
         sc = catalogue.scenario(name, self.users)
@@ -109,6 +110,10 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
                    help=f"{', '.join(catalogue.PROFILES)} [PROFILE, default {catalogue.DEFAULT_PROFILE}]")
     p.add_argument("--servers", default=env.get("SERVERS", ""),
                    help=f"comma-separated, default all: {','.join(MODELS)} [SERVERS]")
+    p.add_argument("--variants", default=env.get("LAB_VARIANTS", ""),
+                   help=f"extra servers of the run, each a model with knobs of its own or its code from "
+                        f"another checkout, interleaved and judged like any server: {variants.GRAMMAR}, "
+                        f"e.g. {variants.EXAMPLE} (see docs/load.md) [LAB_VARIANTS]")
     p.add_argument("--scenarios", default=env.get("SCENARIOS", ""),
                    help="comma-separated, default the profile's; any of "
                         f"{','.join(catalogue.SCENARIOS)} [SCENARIOS]")
@@ -196,8 +201,9 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
              "(default yes)", env, choices=speed.CHOICES)
     p.add_argument("--allow-extra-cpu", action="store_true",
                    default=knobs.yes(env.get("LAB_ALLOW_EXTRA_CPU")),
-                   help="start the servers with LAB_EXTRA_CPU_US from the environment, a lab-only knob that "
-                        "adds CPU work to every request (refused without this) [LAB_ALLOW_EXTRA_CPU=1]")
+                   help="start the servers with LAB_EXTRA_CPU_US from the environment (or a variant's), a "
+                        "lab-only knob that adds CPU work to every request (refused without this) "
+                        "[LAB_ALLOW_EXTRA_CPU=1]")
     p.add_argument("--reports-dir", default=env.get("LAB_REPORTS_DIR", str(REPO / "reports")),
                    help="where run folders go [LAB_REPORTS_DIR, default reports/]")
     env_flag(p, "--calibrate", "CALIBRATE", "auto", "auto: reuse a fresh calibration, else measure; force: "
@@ -297,6 +303,11 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
     except ValueError as exc:
         raise RunError(str(exc)) from None
     try:
+        extra = variants.parse(args.variants, args.allow_extra_cpu)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    servers += [v.name for v in extra]
+    try:
         margin_within = stats.margin(stats.WITHIN, args.margin_within, environ)
     except ValueError as exc:
         raise RunError(str(exc)) from None
@@ -327,6 +338,8 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         speed_probe=args.speed_probe == "yes",
         database_url=args.database_url,
         server_env={**{k: environ[k] for k in SERVER_KNOBS if environ.get(k)}, **lab_only},
+        variants={v.name: (v.model, v.env) for v in extra},
+        variant_dirs={v.name: v.source for v in extra if v.source},
         run_id=check_run_id(args.run_id), remote_workers=remote,
         master_bind=topo.master_bind,
         master_port=int_knob(args.master_port, "LOCUST_MASTER_PORT", 0, 65535) or 0,

@@ -44,6 +44,7 @@ from lab.report.run_tables import (
     table_rows,
     tie_rule,
     value_text,
+    variant_lines,
     when,
 )
 from lab.report.runs import Entry, ReportError, by_scenario, find_run, load_results, reports_dir
@@ -122,6 +123,7 @@ def render_html(data: dict[str, Any], run_dir: Path, margin: float | None = None
     add(f'<header><h1>serverlab report: {escape(run_id)}</h1><p class="sub">{escape(_subtitle(data))} · '
         f'<span class="status {"ok" if data.get("ok") else "problem"}">{escape(_status(data))}</span></p>'
         "</header>")
+    add("".join(f'<p class="meta">Variant {escape(line)}</p>' for line in variant_lines(data)))
     add(claims_link(run_dir))
 
     # The page opens with the verdict matrix; the verdicts in words and the contents follow it.
@@ -198,6 +200,7 @@ def render_md(data: dict[str, Any], run_dir: Path | None = None, margin: float |
     verdicts: dict[str, Verdict] = {s: verdict(s, es, margin) for s, es in groups}
     problems, warnings = data.get("problems") or [], all_warnings(data)
     out = [f"# serverlab report: {run_id}", "", f"{_subtitle(data)} · {_status(data)}", ""]
+    out += [*(f"- Variant {line}" for line in variant_lines(data)), ""] if variant_lines(data) else []
     faults = latest_faults(run_dir, "faults.md") if run_dir else None
     if faults:
         out += [f"Reliability: [{faults[1]}]({faults[0]})", ""]

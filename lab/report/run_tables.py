@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lab.fmt import fmt_bytes, fmt_ms, fmt_num, fmt_pct
+from lab.load import variants
 from lab.report.runs import Entry
 from lab.results import bounds, generator, openmodel
 from lab.stack import idle
@@ -217,10 +218,19 @@ def settings_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
     rows = [("run id", value_text(run.get("id"))), ("profile", value_text(run.get("profile"))),
             ("started", when(run.get("started_at"))), ("finished", when(run.get("finished_at"))),
             ("wall time", wall), ("exit status", value_text(run.get("exit_status")))]
-    skip = {"run_id", "profile", "planned_seconds", "scenario_defs", "argv", "command"}
+    skip = {"run_id", "profile", "planned_seconds", "scenario_defs", "argv", "command", "variants"}
     def text(k: str, v: Any) -> str:
         return idle.Idle.from_dict(v).describe() if k == "idle" and isinstance(v, dict) else value_text(v)
-    return rows + [(k, text(k, v)) for k, v in (run.get("settings") or {}).items() if k not in skip]
+    settings = run.get("settings") or {}
+    rows += [(k, text(k, v)) for k, v in settings.items() if k not in skip]
+    described = (line.split(": ", 1) for line in variant_lines(data))
+    return rows + [(f"variant {name}", what) for name, what in described]
+
+
+def variant_lines(data: dict[str, Any]) -> list[str]:
+    """'asyncio-pool20: asyncio with LAB_POOL_SIZE=20' for each variant of the run (LAB_VARIANTS)."""
+    recs = (data["run"].get("settings") or {}).get("variants") or {}
+    return [variants.describe(name, rec) for name, rec in recs.items()]
 
 
 SCENARIO_DEF_HEADER = ("scenario", "user class", "shape", "users", "spawn rate", "database", "description")

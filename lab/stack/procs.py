@@ -194,11 +194,13 @@ def start_server(
     wrapper: Sequence[str] = (),
     cpus: Sequence[int] | None = None,
     log_name: str = "",
+    code: str | Path | None = None,
 ) -> ServerProcess:
     """Start `python -m servers <model>` on host:port and wait until it is healthy.
 
     With `cpus`, the server starts with them as its affinity, so that it sizes itself for the CPUs it
     will be pinned to (multiproc starts one worker per usable CPU); pinning its tree stays the caller's.
+    With `code`, the root of another checkout, its servers/ package runs (started there, first on the path).
     stdout and stderr go to log_dir/<model>.log (or log_dir/<log_name>). On any failure the process is
     stopped and StartError says what happened, names the log and quotes its last lines.
     """
@@ -212,6 +214,8 @@ def start_server(
     inherited = {k: v for k, v in os.environ.items() if k not in LAB_ONLY}  # only when passed in `env`
     child_env = {**inherited, **(env or {}), "LAB_DATABASE_URL": database_url, "LAB_BIND": host,
                  "PYTHONUNBUFFERED": "1"}
+    if code is not None:
+        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), child_env.get("PYTHONPATH")]))
     cmd = [*wrapper, *server_argv(model, port, args)]  # wrapper: e.g. valgrind for make bench
     with log_path.open("wb") as log:
         shown = " ".join(redact(a) if a.startswith("postgres") else a for a in cmd)
@@ -219,7 +223,7 @@ def start_server(
         log.flush()
         with running_on(cpus):
             popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=child_env, cwd=REPO, start_new_session=True)
+                                     env=child_env, cwd=code or REPO, start_new_session=True)
     proc = ServerProcess(model, host, port, popen.pid, log_path, popen)
 
     def gone() -> str | None:
