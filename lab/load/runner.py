@@ -341,7 +341,7 @@ class Runner:
                                "server": {"model": server.model, "pid": server.pid, "url": server.url},
                                "rss_idle_bytes": live.rss_idle,
                                "rates": list(rates) if sc.open_model else None}
-        label = (f"[{self.progress.index}/{self.progress.total_runs}] {server.model}/{sc.name} "
+        label = (f"[{self.progress.index}/{self.progress.total_runs}] {live.model}/{sc.name} "
                  f"rep {rep}/{self.s.reps}")
         samp: subprocess.Popen[bytes] | None = None
         last_print, last_phase = [0.0], [""]
@@ -431,7 +431,7 @@ class Runner:
                 run["writes"] = {"run_tag": tag, "ok": False,
                                  "message": f"could not check the orders against the database: {exc}"}
             if not run["writes"]["ok"]:
-                where = f"{server.model}/{sc.name} rep {rep}"
+                where = f"{live.model}/{sc.name} rep {rep}"
                 say(f"  !!! WRITES CHECK FAILED for {where}: {run['writes']['message']}")
                 self.problems.append(f"{where}: {run['writes']['message']}")
             else:

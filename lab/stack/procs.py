@@ -219,7 +219,7 @@ def start_server(
     cmd = [*wrapper, *server_argv(model, port, args)]  # wrapper: e.g. valgrind for make bench
     with log_path.open("wb") as log:
         shown = " ".join(redact(a) if a.startswith("postgres") else a for a in cmd)
-        log.write(f"$ {shown}\n".encode())
+        log.write(f"$ {f'cd {code} && ' if code else ''}{shown}\n".encode())
         log.flush()
         with running_on(cpus):
             popen = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
