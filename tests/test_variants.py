@@ -112,3 +112,12 @@ def test_a_bad_variant_exits_2_with_one_line() -> None:
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "LAB_FOO is not a server knob" in done.stderr
+
+
+def test_a_derived_run_keeps_only_the_variants_it_runs() -> None:
+    s = settings("--servers", "asyncio", "--variants", "a=asyncio:LAB_POOL_SIZE=3;b=gevent")
+    fewer = s.replace(servers=("asyncio", "b"))  # as make selfcheck's A/B run or make tune would
+    assert fewer.variants_run() == {"b": ("gevent", {})}
+    argv = shlex.split(run_folder.reproduce_command(fewer))
+    assert argv[argv.index("--variants") + 1] == "b=gevent"
+    assert "--variants" not in run_folder.reproduce_command(s.replace(servers=("asyncio",)))

@@ -83,7 +83,7 @@ def print_plan(s: Settings, with_calibration: bool) -> float:
     say(f"plan: profile {s.profile}, {len(s.servers)} server(s) x {len(s.scenarios)} scenario(s) x {s.reps} "
         f"repetition(s) = {runs} runs of {s.duration:g}s measured after {s.warmup:g}s warm-up, "
         "repetitions interleaved across the servers")
-    for name, rec in variants.records(s.variants, s.variant_dirs).items():
+    for name, rec in variants.records(s.variants_run(), s.variant_dirs).items():
         say(f"  variant {variants.describe(name, rec)}")
     if s.full_core and s.server_cpu is not None:
         say(f"  each steady repetition then goes on {s.full_core:g}s with the budget lifted: CPU per request "

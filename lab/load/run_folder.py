@@ -62,9 +62,9 @@ def reproduce_command(s: Settings) -> str:
         parts += ["--speed-probe", "no"]
     if s.server_cpus:
         parts += ["--server-cpus", ",".join(map(str, s.server_cpus))]
-    if s.variants:
-        parts += ["--variants", variants.spec(s.variants, s.variant_dirs)]
-    if set(s.server_env).union(*(env for _, env in s.variants.values())) & set(knobs.OPT_IN):
+    if s.variants_run():
+        parts += ["--variants", variants.spec(s.variants_run(), s.variant_dirs)]
+    if set(s.server_env).union(*(env for _, env in s.variants_run().values())) & set(knobs.OPT_IN):
         parts += ["--allow-extra-cpu"]
     if s.load_cpus:
         parts += ["--load-cpus", ",".join(map(str, s.load_cpus))]

@@ -495,7 +495,7 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
         "arrival": s.arrival, "margin_within": s.margin_within, "speed_probe": s.speed_probe,
         "runner_cpus": s.load_cpus,
         "database_cpus": None, "calibrate": s.calibrate, "server_env": s.server_env,
-        "variants": variants.records(s.variants, s.variant_dirs),
+        "variants": variants.records(s.variants_run(), s.variant_dirs),
         "connections_users": catalogue.CONNECTIONS_USERS, "planned_seconds": round(planned),
         "stop_timeout": STOP_TIMEOUT, "sample_interval": os.environ.get("LAB_SAMPLE_INTERVAL") or 0.25,
         "scenario_defs": {n: asdict(s.scenario(n)) for n in s.scenarios},

@@ -98,6 +98,10 @@ class Settings:
         sc = catalogue.scenario(name, self.users)
         return dataclasses.replace(sc, shape=self.shape) if self.shape and not sc.open_model else sc
 
+    def variants_run(self) -> dict[str, tuple[str, dict[str, str]]]:
+        """The variants among this run's servers (a derived run may keep fewer servers than variants)."""
+        return {name: v for name, v in self.variants.items() if name in self.servers}
+
     def replace(self, **changes: object) -> Settings:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 

@@ -28,7 +28,8 @@ DEFAULT_WARMUP = 1.0
 RUNNER_PROFILE = "quick"  # the runner needs a profile; duration, warm-up and reps are always given
 # The runner's flags (dest: neutral value) whose env vars mean the sweep's own knobs, not the runs'.
 SWEEP_SETS = {"profile": RUNNER_PROFILE, "servers": "", "scenarios": "", "users": "", "duration": "",
-              "warmup": "", "reps": "", "run_id": "", "slo_p99_ms": "", "rates": "", "step_seconds": ""}
+              "warmup": "", "reps": "", "run_id": "", "slo_p99_ms": "", "rates": "", "step_seconds": "",
+              "variants": ""}
 class TuneError(RuntimeError):
     """A mistake a person can fix; the message says what to do."""
 
