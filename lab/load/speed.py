@@ -15,7 +15,8 @@ other servers at the same moment, and so took that much off threaded's CPU per r
     python -m lab.load.speed --cpus 0 --out speed.jsonl [--duty 0.05] [--max-seconds 600]
 
 Each line of the output is one window: {"t": epoch seconds at its end, "work": loops done,
-"cpu_s": the probe's CPU seconds, "clean_work", "clean_cpu_s": the same over the units that ran warm}. `LAB_SPEED_PROBE` (--speed-probe): yes (default) or no.
+"cpu_s": the probe's CPU seconds, "clean_work", "clean_cpu_s": the same over the units that ran
+warm}. `LAB_SPEED_PROBE` (--speed-probe): yes (default) or no.
 """
 
 from __future__ import annotations
