@@ -11,9 +11,11 @@ from loadtests import catalogue
 # Planning estimates (seconds), measured on the 2-core lab machine. Before a repetition's gate opens,
 # its Locust starts (held at the gate), its fresh server starts and warms up, and its sampler starts, all
 # at once (lab/load/handover.py): the longest of them counts.
-EST_SERVER_START = 0.4  # until /ready answers (medians 0.32-0.54 s on the shared machine)
+# From Locust's start to the gate's opening: 0.83 and 0.86 s (medians over the 100 repetitions of two
+# quiet default runs, 2026-12-07 19:55 and 21:36 UTC), the fresh server's start and warm-up the longest.
+EST_SERVER_START = 0.3  # until /ready answers (medians 0.32-0.54 s on the shared machine)
 EST_SERVER_STOP = 0.3  # in the background after a server's repetition; waited for at a scenario's end
-EST_LOCUST_START = 0.9  # interpreter and imports until the first user can spawn (0.65 s quiet)
+EST_LOCUST_START = 0.8  # interpreter and imports until the first user can spawn (0.65 s quiet)
 EST_SAMPLER_START = 0.5  # until the sampler wrote its header
 EST_LOCUST_WORKERS_START = 2.0  # extra for a master waiting for its workers
 # From the gate's opening, besides the warm-up and the windows: the users' spawn and, after the windows,
