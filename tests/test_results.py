@@ -331,6 +331,12 @@ def test_capacity_is_the_last_step_that_held_and_a_generator_miss_is_never_the_s
         assert cap and cap["capacity_rps"] is None and cap["limited_by"] == "generator"
 
 
+def test_a_full_core_phase_short_of_the_budgeted_rate_is_flagged_past_a_few_per_cent() -> None:
+    # hold is capped by its pool, budget or not: 482/s beside 486/s is the same load, 400/s is not
+    assert not results.starved(482, 486) and not results.starved(600, 486)
+    assert results.starved(400, 486)
+
+
 def test_a_full_core_window_is_split_from_the_budgeted_one_at_the_runners_reading(tmp_path: Path) -> None:
     """CPU per request of a repetition with a full-core window: the budgeted window's server CPU and
     the full one's are split at the counter the runner read when it lifted the quota, not interpolated
