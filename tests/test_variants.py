@@ -12,6 +12,7 @@ import pytest
 
 from lab.load import plan, run_folder, variants
 from lab.load.settings import RunError, Settings, build_parser, from_args
+from lab.report import run_tables
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.unit
@@ -100,6 +101,9 @@ def test_descriptions_name_the_knobs_and_the_checkout() -> None:
                              "copy": ("gevent", {})}, {"new": str(REPO)})
     assert variants.describe("p20", recs["p20"]) == "p20: asyncio with LAB_POOL_SIZE=20"
     assert variants.describe("copy", recs["copy"]) == "copy: gevent as it is (a second copy)"
+    assert variants.what(recs["p20"]) == "asyncio with LAB_POOL_SIZE=20"
+    rows = run_tables.settings_rows({"run": {"settings": {"variants": recs}}})
+    assert ("variant p20", "asyncio with LAB_POOL_SIZE=20") in rows
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()
     if not commit:

@@ -135,9 +135,9 @@ def records(variants: Mapping[str, tuple[str, dict[str, str]]], dirs: Mapping[st
     return out
 
 
-def describe(name: str, rec: Mapping[str, Any]) -> str:
-    """'asyncio-pool20: asyncio with LAB_POOL_SIZE=20', 'asyncio-new: asyncio from /path (commit abc1234)'."""
-    text = f"{name}: {rec.get('model')}"
+def what(rec: Mapping[str, Any]) -> str:
+    """'asyncio with LAB_POOL_SIZE=20', 'asyncio from /path (commit abc1234)': a variant without its name."""
+    text = str(rec.get("model"))
     if rec.get("dir"):
         text += f" from {rec['dir']}"
         if rec.get("commit"):
@@ -149,3 +149,8 @@ def describe(name: str, rec: Mapping[str, Any]) -> str:
     if not rec.get("dir") and not env:
         text += " as it is (a second copy)"
     return text
+
+
+def describe(name: str, rec: Mapping[str, Any]) -> str:
+    """'asyncio-pool20: asyncio with LAB_POOL_SIZE=20', 'asyncio-new: asyncio from /path (commit abc1234)'."""
+    return f"{name}: {what(rec)}"

@@ -200,7 +200,8 @@ def render_md(data: dict[str, Any], run_dir: Path | None = None, margin: float |
     verdicts: dict[str, Verdict] = {s: verdict(s, es, margin) for s, es in groups}
     problems, warnings = data.get("problems") or [], all_warnings(data)
     out = [f"# serverlab report: {run_id}", "", f"{_subtitle(data)} · {_status(data)}", ""]
-    out += [*(f"- Variant {line}" for line in variant_lines(data)), ""] if variant_lines(data) else []
+    described = variant_lines(data)
+    out += [*(f"- Variant {line}" for line in described), ""] if described else []
     faults = latest_faults(run_dir, "faults.md") if run_dir else None
     if faults:
         out += [f"Reliability: [{faults[1]}]({faults[0]})", ""]

@@ -223,14 +223,16 @@ def settings_rows(data: dict[str, Any]) -> list[tuple[str, str]]:
         return idle.Idle.from_dict(v).describe() if k == "idle" and isinstance(v, dict) else value_text(v)
     settings = run.get("settings") or {}
     rows += [(k, text(k, v)) for k, v in settings.items() if k not in skip]
-    described = (line.split(": ", 1) for line in variant_lines(data))
-    return rows + [(f"variant {name}", what) for name, what in described]
+    return rows + [(f"variant {name}", variants.what(rec)) for name, rec in _variant_records(data).items()]
+
+
+def _variant_records(data: dict[str, Any]) -> dict[str, Any]:
+    return (data["run"].get("settings") or {}).get("variants") or {}
 
 
 def variant_lines(data: dict[str, Any]) -> list[str]:
     """'asyncio-pool20: asyncio with LAB_POOL_SIZE=20' for each variant of the run (LAB_VARIANTS)."""
-    recs = (data["run"].get("settings") or {}).get("variants") or {}
-    return [variants.describe(name, rec) for name, rec in recs.items()]
+    return [variants.describe(name, rec) for name, rec in _variant_records(data).items()]
 
 
 SCENARIO_DEF_HEADER = ("scenario", "user class", "shape", "users", "spawn rate", "database", "description")
