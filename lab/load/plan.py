@@ -13,7 +13,9 @@ from loadtests import catalogue
 # at once (lab/load/handover.py): the longest of them counts.
 # From Locust's start to the gate's opening: 0.83 and 0.86 s (medians over the 100 repetitions of two
 # quiet default runs, 2026-12-07 19:55 and 21:36 UTC), the fresh server's start and warm-up the longest.
-EST_SERVER_START = 0.3  # until /ready answers (medians 0.32-0.54 s on the shared machine)
+# Until /ready answers: with EST_WARM, 0.3 + 0.55 = 0.85 s before a fresh process's gate, against the
+# 0.83-0.86 s from Locust's start to the gate measured above (quiet, 2-core lab VM, 2026-12-07).
+EST_SERVER_START = 0.3
 EST_SERVER_STOP = 0.3  # in the background after a server's repetition; waited for at a scenario's end
 EST_LOCUST_START = 0.8  # interpreter and imports until the first user can spawn (0.65 s quiet)
 EST_SAMPLER_START = 0.5  # until the sampler wrote its header
