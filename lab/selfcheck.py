@@ -214,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         ab_reps = (load_settings.int_knob(args.ab_reps, "--ab-reps", 1, 100)
                    or max(base.reps, stats.MIN_REPS))
         lvb_cycles = load_settings.int_knob(args.load_vs_bench, "--load-vs-bench", 0, 100) or 0
+        if lvb_cycles and base.variants:
+            raise RunError("--load-vs-bench pairs make load with make bench, which runs no variants: "
+                           "run it without --variants / LAB_VARIANTS")
         power = power_design(args)
         runner.check_budget(base)
     except RunError as exc:

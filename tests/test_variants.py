@@ -118,6 +118,14 @@ def test_a_bad_variant_exits_2_with_one_line() -> None:
     assert done.stderr.count("\n") == 1 and "LAB_FOO is not a server knob" in done.stderr
 
 
+def test_selfcheck_refuses_variants_for_load_vs_bench(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "lab", "selfcheck", "--variants", "x=asyncio:LAB_POOL_SIZE=3",
+           "--load-vs-bench", "1", "--reports-dir", str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
+    assert done.returncode == 2 and done.stdout == "" and not any(tmp_path.iterdir())
+    assert done.stderr.count("\n") == 1 and "run it without --variants" in done.stderr
+
+
 def test_a_derived_run_keeps_only_the_variants_it_runs() -> None:
     s = settings("--servers", "asyncio", "--variants", "a=asyncio:LAB_POOL_SIZE=3;b=gevent")
     fewer = s.replace(servers=("asyncio", "b"))  # as make selfcheck's A/B run or make tune would
