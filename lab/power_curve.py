@@ -242,6 +242,7 @@ def judge_tries(d: Design, runs: list[tuple[int, dict[str, Any]]], folder: Path,
     aa_within, aa_between = Tally(), Tally()
     between = {e: Tally() for e in d.effects}
     judged: list[dict[str, Any]] = []
+    reps_run: list[int] = []  # per try: the baseline's repetitions, rounds added included
     extra: dict[str, float] = {}
     for index, data in runs:
         found = entries(data, d.scenario)
@@ -253,6 +254,7 @@ def judge_tries(d: Design, runs: list[tuple[int, dict[str, Any]]], folder: Path,
             continue
         problems += [f"try {index}: {p}" for p in data.get("problems") or []]
         a = found[d.server]
+        reps_run.append(int(a.get("reps") or 0))
         for e in d.effects:
             b = found[effect_label(d.server, e)]
             within[e].add(judged_within(data, a, b), a, b, f"try {index}")
@@ -277,7 +279,8 @@ def judge_tries(d: Design, runs: list[tuple[int, dict[str, Any]]], folder: Path,
     base_us = next(iter(extra.values())) / d.effects[0] if extra else None
     return {
         "server": d.server, "scenario": d.scenario, "tries": d.tries, "tries_run": len(judged),
-        "reps": first.get("reps"), "duration": first.get("duration"), "warmup": first.get("warmup"),
+        "reps": first.get("reps"), "reps_run": reps_run, "resolve": first.get("resolve"),
+        "duration": first.get("duration"), "warmup": first.get("warmup"),
         "server_cpu": first.get("server_cpu"), "profile": first.get("profile"),
         "base_cpu_us_per_request": round(base_us, 2) if base_us else None,
         "extra_cpu_us": extra,
@@ -329,8 +332,11 @@ def _pct(x: float | None) -> str:
 
 def render_md(curve: dict[str, Any]) -> list[str]:
     """The curve as markdown lines for selfcheck.md."""
+    run = sorted(curve.get("reps_run") or [])
+    added = (f" and rounds added until each copy could see {curve['resolve']:.0%}: {run[0]}-{run[-1]} ran, "
+             f"median {statistics.median(run):g}" if curve.get("resolve") and run else "")
     out = [f"- {curve['tries_run']} of {curve['tries']} tries of {curve['server']}/{curve['scenario']}, "
-           f"{curve['reps']} interleaved repetitions of {curve['duration']:g}s each per copy (profile "
+           f"{curve['reps']} interleaved repetitions{added} of {curve['duration']:g}s each per copy (profile "
            f"{curve['profile']}, {curve['server_cpu']} core), baseline CPU per request "
            f"{fmt_us(curve['base_cpu_us_per_request'])} ({curve['base_from']})", "",
            "| change | within a run: detected | measured B/A | between runs (make compare): detected |",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from lab.fmt import fmt_seconds
 from lab.load import calibrate, variants
 from lab.load.settings import Settings, say
@@ -109,5 +111,28 @@ def print_plan(s: Settings, with_calibration: bool) -> float:
     say(f"  {pin}; {cpu_budget.describe(s.server_cpu, s.cpu_period_us)}; "
         f"{s.topology.describe(s.locust_workers, s.remote_workers)}"
         + ("; calibration first" if with_calibration else ""))
-    say(f"planned total: ~{fmt_seconds(total)}")
+    if s.resolve and s.max_reps > s.reps and not all(s.scenario(n).open_model for n in s.scenarios):
+        cap = f", while the whole run stays within {fmt_seconds(s.time_cap)}" if s.time_cap else ""
+        say(f"  then rounds added to a scenario while some server's CPU per request could not see "
+            f"{s.resolve:.0%} (RESOLVE), up to {s.max_reps} repetitions (MAX_REPS){cap} (TIME_CAP)")
+    say(f"planned total: ~{fmt_seconds(total)}" + (" before rounds added" if s.resolve else ""))
     return total
+
+
+class Progress:
+    """Elapsed and remaining time across the whole run."""
+
+    def __init__(self, total_runs: int, planned: float) -> None:
+        self.began = time.monotonic()
+        self.total_runs = total_runs
+        self.planned = planned
+        self.index = 0
+
+    def remaining(self) -> float:
+        """The plan's estimate scaled by how far through the repetitions the run is."""
+        done = self.index / self.total_runs if self.total_runs else 1.0
+        return max(0.0, self.planned * (1 - done))
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.began

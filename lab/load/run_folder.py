@@ -5,14 +5,18 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from lab import files, knobs
 from lab.load import variants
+from lab.load.locust_job import STOP_TIMEOUT
 from lab.load.settings import Settings
 from lab.stack import cpu_budget
+from loadtests import catalogue
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -33,6 +37,8 @@ def reproduce_command(s: Settings) -> str:
              "--servers", ",".join(n for n in s.servers if n not in s.variants),
              "--scenarios", ",".join(s.scenarios),
              "--duration", f"{s.duration:g}", "--warmup", f"{s.warmup:g}", "--reps", str(s.reps),
+             "--resolve", f"{s.resolve * 100:g}", "--max-reps", str(s.max_reps),
+             "--time-cap", f"{(s.time_cap or 0) / 60:g}",
              "--locust-workers", str(s.locust_workers)]
     hosts = s.topology.hosts
     if hosts is not None:
@@ -74,6 +80,30 @@ def reproduce_command(s: Settings) -> str:
     if os.environ.get("LAB_CONNECTIONS_USERS"):
         env = (env + f" LAB_CONNECTIONS_USERS={os.environ['LAB_CONNECTIONS_USERS']}").strip()
     return (env + " " if env else "") + shlex.join(parts)
+
+
+def run_settings(s: Settings, raw_format: int, planned: float) -> dict[str, Any]:
+    """settings.json as the run starts (the runner adds where the database and idle CPUs ended up)."""
+    return {
+        "raw_format": raw_format, "run_id": s.run_id, "run_token": s.run_token, "profile": s.profile,
+        "servers": s.servers, "scenarios": s.scenarios,
+        "users": s.users, "duration": s.duration, "warmup": s.warmup, "reps": s.reps, "shape": s.shape,
+        "resolve": s.resolve or None, "max_reps": s.max_reps, "time_cap_seconds": s.time_cap,
+        "locust_workers": s.locust_workers, "remote_workers": s.remote_workers,
+        "target_host": s.target_host, "topology": s.topology.as_dict(s.locust_workers, s.remote_workers),
+        "server_cpus": s.server_cpus, "load_cpus": s.load_cpus,
+        "server_cpu": s.server_cpu, "cpu_period_us": s.cpu_period_us, "full_core": s.full_core,
+        "interleaved": True,
+        "rates": list(s.rates), "step_seconds": s.step_seconds, "slo_p99_ms": s.slo_p99_ms,
+        "arrival": s.arrival, "margin_within": s.margin_within, "speed_probe": s.speed_probe,
+        "runner_cpus": s.load_cpus,
+        "database_cpus": None, "calibrate": s.calibrate, "server_env": s.server_env,
+        "variants": variants.records(s.variants_run(), s.variant_dirs),
+        "connections_users": catalogue.CONNECTIONS_USERS, "planned_seconds": round(planned),
+        "stop_timeout": STOP_TIMEOUT, "sample_interval": os.environ.get("LAB_SAMPLE_INTERVAL") or 0.25,
+        "scenario_defs": {n: asdict(s.scenario(n)) for n in s.scenarios},
+        "command": reproduce_command(s), "argv": sys.argv,
+    }
 
 
 def new_run_dir(s: Settings) -> Path:

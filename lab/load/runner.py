@@ -45,9 +45,9 @@ from lab import machine
 from lab.cpus import pin, running_on
 from lab.fmt import fmt_seconds
 from lab.hosts import netns
-from lab.load import calibrate, full_core, handover, knees, plan, probe, sampler, speed, topology, variants
+from lab.load import calibrate, full_core, handover, knees, plan, probe, rounds, sampler, speed, topology
 from lab.load.knees import Live
-from lab.load.locust_job import STOP_TIMEOUT, LocustJob
+from lab.load.locust_job import LocustJob
 from lab.load.observe import (
     add_throttling,
     count_sessions,
@@ -57,7 +57,7 @@ from lab.load.observe import (
     throttle_delta,
     tree_rss,
 )
-from lab.load.run_folder import new_run_dir, point_latest, reproduce_command, write_json
+from lab.load.run_folder import new_run_dir, point_latest, run_settings, write_json
 from lab.load.settings import RunError, Settings, build_parser, from_args, say
 from lab.load.writes import WRITE_SCENARIOS, check_writes
 from lab.report import run_report as report
@@ -76,34 +76,17 @@ WARM_SECONDS, WARM_CONNECTIONS = 0.5, 16
 RAW_FORMAT = 2  # version of the raw files' layout; lab/results/build.py reads it (1: one server at a time)
 
 
-class Progress:
-    """Elapsed and remaining time across the whole run."""
-
-    def __init__(self, total_runs: int, planned: float) -> None:
-        self.began = time.monotonic()
-        self.total_runs = total_runs
-        self.planned = planned
-        self.index = 0
-
-    def remaining(self) -> float:
-        """The plan's estimate scaled by how far through the repetitions the run is."""
-        done = self.index / self.total_runs if self.total_runs else 1.0
-        return max(0.0, self.planned * (1 - done))
-
-    @property
-    def elapsed(self) -> float:
-        return time.monotonic() - self.began
-
-
 @dataclass
 class Runner:
     s: Settings
     run_dir: Path
     database_url: str
     calibration: dict[str, Any] | None
-    progress: Progress
+    progress: plan.Progress
     problems: list[str] = field(default_factory=list)
     lives: list[Live] = field(default_factory=list)  # the servers of the scenario under way
+    started: float = field(default_factory=time.time)  # the run's start, for its time cap
+    rep_cache: dict[Path, dict[str, Any]] = field(default_factory=dict)  # repetitions read for rounds
 
     def app_name(self, model: str) -> str:
         """This run's application_name for the model: pg_stat_activity counts only its sessions,
@@ -144,10 +127,17 @@ class Runner:
     def run_scenario(self, name: str) -> None:
         sc = self.s.scenario(name)
         lives = self.lives = [self.prepare(model, sc) for model in self.s.servers]
+        left = self.s.scenarios[self.s.scenarios.index(name):]
+        more = rounds.Rounds(self.s.reps, 0.0 if sc.open_model else self.s.resolve, self.s.max_reps,
+                             rounds.share(self.s.time_cap, time.time() - self.started,
+                                          sum(plan.scenario_seconds(self.s, n) for n in left), len(left)))
         try:
             for live in lives:
                 self.start(live, sc)
-            for rep in range(1, self.s.reps + 1):
+            rep = 0
+            while rep < self.s.reps or self.add_round(more, lives, sc):
+                rep = more.done = rep + 1
+                began = time.monotonic()
                 by_model = {live.model: live for live in lives}
                 for model in plan.order(self.s.servers, rep):
                     live = by_model[model]
@@ -164,13 +154,37 @@ class Runner:
                         knees.place(live, sc, rep, cap)
                     if self.s.fresh_server:  # this process serves no other repetition
                         handover.retire(live, self.stop_server)
+                if rep > self.s.reps:
+                    more.spent_s += time.monotonic() - began
             for live in lives:
+                live.meta["rounds"] = more.as_dict()
                 handover.settle(live, self.fail)
                 if live.meta["status"] == "running":
                     live.meta["status"] = "ok"
         finally:
             for live in lives:
                 self.finish(live)
+
+    def add_round(self, more: rounds.Rounds, lives: list[Live], sc: catalogue.Scenario) -> bool:
+        """Whether the scenario adds a round (lab/load/rounds.py); says why, and counts it into the plan."""
+        if not more.resolve or not any(live.ok for live in lives):
+            more.stopped = more.stopped or rounds.OFF
+            return False
+        dirs = {live.model: [live.scen_dir / f"rep-{k}" for k in range(1, more.done + 1)] for live in lives}
+        found = rounds.reach(dirs, {live.model: live.meta for live in lives}, self.calibration,
+                             self.s.margin_within, self.rep_cache)
+        round_s = len(lives) * plan.rep_seconds(self.s, sc, self.s.fresh_server)
+        if not more.more(found, round_s):
+            say(f"{sc.name}: {more.describe()}")
+            return False
+        worst = more.worst()
+        assert worst is not None
+        could = "an unknown change" if worst.mde is None else f"{worst.mde:.1%}"
+        say(f"{sc.name}: after {more.done} rounds {worst.server}'s CPU per request could see {could}, not "
+            f"the {more.resolve:.0%} asked for: adding round {more.done + 1} (~{fmt_seconds(round_s)})")
+        self.progress.total_runs += len(lives)
+        self.progress.planned += round_s
+        return True
 
     def prepare(self, model: str, sc: catalogue.Scenario) -> Live:
         scen_dir = self.run_dir / model / sc.name
@@ -342,7 +356,7 @@ class Runner:
                                "rss_idle_bytes": live.rss_idle,
                                "rates": list(rates) if sc.open_model else None}
         label = (f"[{self.progress.index}/{self.progress.total_runs}] {live.model}/{sc.name} "
-                 f"rep {rep}/{self.s.reps}")
+                 + (f"rep {rep}/{self.s.reps}" if rep <= self.s.reps else f"rep {rep} (added)"))
         samp: subprocess.Popen[bytes] | None = None
         last_print, last_phase = [0.0], [""]
         throttle_before: dict[str, Any] | None = None
@@ -482,25 +496,7 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
         os.environ["LAB_DATABASE_URL"] = s.database_url
     need_cal = calibrate.needed(s)
     planned = plan.print_plan(s, need_cal)
-    settings_doc = {
-        "raw_format": RAW_FORMAT, "run_id": s.run_id, "run_token": s.run_token, "profile": s.profile,
-        "servers": s.servers, "scenarios": s.scenarios,
-        "users": s.users, "duration": s.duration, "warmup": s.warmup, "reps": s.reps, "shape": s.shape,
-        "locust_workers": s.locust_workers, "remote_workers": s.remote_workers,
-        "target_host": s.target_host, "topology": s.topology.as_dict(s.locust_workers, s.remote_workers),
-        "server_cpus": s.server_cpus, "load_cpus": s.load_cpus,
-        "server_cpu": s.server_cpu, "cpu_period_us": s.cpu_period_us, "full_core": s.full_core,
-        "interleaved": True,
-        "rates": list(s.rates), "step_seconds": s.step_seconds, "slo_p99_ms": s.slo_p99_ms,
-        "arrival": s.arrival, "margin_within": s.margin_within, "speed_probe": s.speed_probe,
-        "runner_cpus": s.load_cpus,
-        "database_cpus": None, "calibrate": s.calibrate, "server_env": s.server_env,
-        "variants": variants.records(s.variants_run(), s.variant_dirs),
-        "connections_users": catalogue.CONNECTIONS_USERS, "planned_seconds": round(planned),
-        "stop_timeout": STOP_TIMEOUT, "sample_interval": os.environ.get("LAB_SAMPLE_INTERVAL") or 0.25,
-        "scenario_defs": {n: asdict(s.scenario(n)) for n in s.scenarios},
-        "command": reproduce_command(s), "argv": sys.argv,
-    }
+    settings_doc = run_settings(s, RAW_FORMAT, planned)
     write_json(run_dir / "settings.json", settings_doc)
     say(f"run {s.run_id}: raw files and results under {run_dir}")
 
@@ -524,8 +520,8 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
             calibration = calibrate.ensure(s.load_cpus, s.server_cpus, s.locust_workers, held.polling,
                                            force=s.calibrate == "force")
             write_json(run_dir / "calibration.json", calibration)
-        runner = Runner(s, run_dir, url, calibration, Progress(len(plan.repetitions(s)), planned - (
-            calibrate.estimated_seconds() if need_cal else 0)))
+        runner = Runner(s, run_dir, url, calibration, plan.Progress(len(plan.repetitions(s)), planned - (
+            calibrate.estimated_seconds() if need_cal else 0)), started=started)
         with database.pinned(s.database_cpus) as database_cpus:
             settings_doc["database_cpus"] = database_cpus  # what was pinned: None for an external database
             write_json(run_dir / "settings.json", settings_doc)

@@ -68,6 +68,9 @@ class Settings:
     reports_dir: Path
     calibrate: str  # auto | force | skip
     server_cpu: float | None = None  # cores per server (cgroup quota); None: no budget
+    resolve: float = 0.0  # rounds added until every server's CPU per request sees this (lab/load/rounds.py)
+    max_reps: int = 0  # the most repetitions rounds added reach (at least `reps`)
+    time_cap: float | None = None  # seconds the whole run may take with rounds added; None: no cap
     full_core: float = 0.0  # measured seconds per repetition with the budget lifted (catalogue.Profile)
     cpu_period_us: int = cpu_budget.DEFAULT_PERIOD_US
     rates: tuple[float, ...] = ()  # offered rates of open-model (capacity) scenarios; (): probe first
@@ -132,6 +135,17 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
     p.add_argument("--reps", default=env.get("REPS", ""),
                    help="repetitions per server x scenario, interleaved across servers (default: the "
                         "profile's) [REPS]")
+    p.add_argument("--resolve", default=env.get("RESOLVE", ""),
+                   help="per cent: after its repetitions, a scenario adds rounds while some server's CPU per "
+                        "request could not see this change within the run (80 %% power), up to MAX_REPS "
+                        "and TIME_CAP; 0: the repetitions only (default: the profile's) [RESOLVE]")
+    p.add_argument("--max-reps", default=env.get("MAX_REPS", ""),
+                   help="the most repetitions a scenario reaches with rounds added (default: the profile's)"
+                        " [MAX_REPS]")
+    p.add_argument("--time-cap", default=env.get("TIME_CAP", ""),
+                   help="minutes the whole run may take, calibration included, when adding rounds; each "
+                        "scenario may spend its share of what the plan leaves; 0: no cap (default: the "
+                        "profile's) [TIME_CAP]")
     p.add_argument("--shape", default=env.get("SHAPE", ""),
                    help="override every closed-loop scenario's load shape: "
                         f"{', '.join(catalogue.SHAPES)} [SHAPE]")
@@ -271,6 +285,12 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
     warmup = _float_knob(args.warmup, "WARMUP", 0, 3600)
     full_core = _float_knob(args.full_core_seconds, "LAB_FULL_CORE_SECONDS", 0, 3600)
     reps = int_knob(args.reps, "REPS", 1, 100) or prof.reps
+    resolve_pct = _float_knob(args.resolve, "RESOLVE", 0, 100, "per cent")
+    resolve = prof.resolve if resolve_pct is None else resolve_pct / 100
+    max_reps = max(reps, int_knob(args.max_reps, "MAX_REPS", 1, 100) or prof.max_reps
+                   or (2 * reps if resolve else reps))
+    cap_min = _float_knob(args.time_cap, "TIME_CAP", 0, 7 * 24 * 60, "minutes")
+    time_cap = prof.time_cap if cap_min is None else (cap_min * 60 or None)
     workers = int_knob(args.locust_workers, "LOCUST_WORKERS", 0, 64) or 0
     try:
         server_cpu = (cpu_budget.parse(args.server_cpu) if args.server_cpu.strip()
@@ -329,6 +349,7 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
     return Settings(
         profile=prof.name, servers=tuple(servers), scenarios=tuple(scenarios), users=users,
         duration=duration, warmup=prof.warmup if warmup is None else warmup, reps=reps, shape=shape,
+        resolve=resolve, max_reps=max_reps, time_cap=time_cap,
         locust_workers=workers, server_cpus=server_cpus, load_cpus=load_cpus, database_cpus=database_cpus,
         reports_dir=Path(args.reports_dir).absolute(), calibrate=args.calibrate,
         server_cpu=server_cpu, cpu_period_us=period, rates=_rates(args.rates),

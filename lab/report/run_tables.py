@@ -137,7 +137,7 @@ def scenario_meta(entries: Sequence[Entry]) -> str:
     return " · ".join([f"{e.get('shape') or '?'} shape", f"{e.get('users')} users",
                        f"{fmt_num(e.get('duration_s'))} s measured after "
                        f"{fmt_num(e.get('warmup_s'))} s warm-up{full}",
-                       f"{reps} repetition{'' if reps == 1 else 's'}",
+                       (e.get("rounds") or {}).get("text") or f"{reps} repetition{'' if reps == 1 else 's'}",
                        "uses the database" if e.get("uses_db") else "no database", _budget_text(e)])
 
 

@@ -239,7 +239,7 @@ def build_rep(rep_dir: Path, meta: dict[str, Any], calibration: dict[str, Any] |
 # --- one server x scenario -------------------------------------------------------------------------
 
 
-def _spread(values: Sequence[float]) -> dict[str, Any]:
+def spread(values: Sequence[float]) -> dict[str, Any]:
     if not values:
         return {"median": None, "min": None, "max": None, "spread": None, "values": []}
     med = statistics.median(values)
@@ -258,7 +258,7 @@ def _cpu_sources(reps: Sequence[dict[str, Any]]) -> dict[str, Any]:
             by.setdefault(source, []).append(value)
         if found.get("metrics") is not None and found.get("cgroup"):
             ratios.append(found["metrics"] / found["cgroup"] - 1)
-    return {"cpu_us_per_request_by_source": {k: _spread(v) for k, v in sorted(by.items())},
+    return {"cpu_us_per_request_by_source": {k: spread(v) for k, v in sorted(by.items())},
             "metrics_vs_cgroup": round(statistics.median(ratios), 4) if ratios else None}
 
 
@@ -299,10 +299,10 @@ def build_entry(scen_dir: Path, calibration: dict[str, Any] | None) -> dict[str,
     for r in reps:
         for k, n in r["failures_by_kind"].items():
             kinds[k] = kinds.get(k, 0) + n
-    rps = _spread([r["rps"] for r in reps if r["rps"] is not None])
-    ok_rps = _spread([r["ok_rps"] for r in reps if r["ok_rps"] is not None])
-    cpu_per = _spread([c for r in reps if (c := r["cost"]["cpu_us_per_request"]) is not None])
-    cpu_budgeted = _spread([c for r in reps if (c := (r["cost_budget"] or {}).get("cpu_us_per_request"))])
+    rps = spread([r["rps"] for r in reps if r["rps"] is not None])
+    ok_rps = spread([r["ok_rps"] for r in reps if r["ok_rps"] is not None])
+    cpu_per = spread([c for r in reps if (c := r["cost"]["cpu_us_per_request"]) is not None])
+    cpu_budgeted = spread([c for r in reps if (c := (r["cost_budget"] or {}).get("cpu_us_per_request"))])
     caps = [r["capacity"] for r in reps if r["capacity"]]
     gen_cpu = [g for r in reps if (g := r["generator"]["cpu_percent_mean"]) is not None]
     gen_peak = [g for r in reps if (g := r["generator"]["cpu_percent_peak"]) is not None]
@@ -350,6 +350,7 @@ def build_entry(scen_dir: Path, calibration: dict[str, Any] | None) -> dict[str,
         "problems": problems,
         "warnings": warnings,
         "reps": len(reps),
+        "rounds": meta.get("rounds"),
         "rps": rps,
         "ok_rps": ok_rps,
         "requests": requests,
@@ -472,7 +473,7 @@ def build(run_dir: Path, margin_within: float | None = None) -> dict[str, Any]:
     problems = list(status.get("problems") or [])
     problems += [f"{e['server']}/{e['scenario']}: {p}" for e in entries for p in e["problems"]]
     machine_speed = drift.run_speed(entries)
-    drift.adjust(entries, (machine_speed or {}).get("work_per_cpu_ms"), _spread)
+    drift.adjust(entries, (machine_speed or {}).get("work_per_cpu_ms"), spread)
     return {
         "schema": SCHEMA,
         "schema_version": SCHEMA_VERSION,

@@ -205,6 +205,7 @@ class Entry(TypedDict, total=False):
     problems: list[str]
     warnings: list[str]
     reps: int
+    rounds: dict[str, Any] | None
     rps: Rates
     ok_rps: Rates
     requests: int

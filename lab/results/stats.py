@@ -172,6 +172,13 @@ def standardized_mde(n_a: int, n_b: int, df: float, alpha: float, power: float =
     return float(optimize.brentq(short, 0.0, hi, xtol=1e-6))
 
 
+def twin_mde(sigma: float, n: int, margin_value: float, alpha: float = ALPHA) -> float:
+    """The change a verdict between an entry and a twin of it (n repetitions a side, this scatter of the
+    logs on both sides) detects with POWER: what the entry itself can resolve, as a ratio less one."""
+    shift = standardized_mde(n, n, 2 * n - 2, alpha) * sigma
+    return math.expm1(math.log1p(margin_value) + shift)
+
+
 def reps_for(change: float, sigma: float, margin_value: float, alpha: float = ALPHA,
              power: float = POWER, logs: bool = True) -> int | None:
     """Repetitions a side that would mark a true `change` (0.05 = 5 %) with `power` at this scatter;
