@@ -134,6 +134,8 @@ def test_raw_files_and_run_files_are_kept(smoke_run: dict[str, Any]) -> None:
                          "records/shape.json"):
                 assert (rep / name).is_file(), rep / name
             assert list((rep / "records").glob("record-*.json")), rep
+            later = run_dir / server / scenario / "rep-2"  # Locust's HTML report for the first only
+            assert (later / "locust_stats.csv").is_file() and not (later / "locust.html").exists(), later
             assert (run_dir / server / scenario / f"{server}-1.log").is_file()
 
 

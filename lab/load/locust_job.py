@@ -72,6 +72,7 @@ class LocustJob:
     slo_p99_ms: float = catalogue.DEFAULT_SLO_P99_MS
     full_core: float = 0.0  # seconds after the measured window with the server's budget lifted
     gated: bool = False  # start() leaves Locust held at its start gate (loadtests/gate.py) until go()
+    html: bool = True  # Locust's own HTML report (about 1 MB), beside the lab's
     commands: list[list[str]] = field(default_factory=list)
     popens: list[subprocess.Popen[bytes]] = field(default_factory=list)
     polls: list[list[Any]] = field(default_factory=list)
@@ -118,8 +119,9 @@ class LocustJob:
 
     def build_commands(self) -> list[list[str]]:
         base = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
-        main = [*base, "--headless", "-H", self.host, "--csv", str(self.csv_prefix),
-                "--html", str(self.out_dir / "locust.html"), "--stop-timeout", str(STOP_TIMEOUT),
+        html = ["--html", str(self.out_dir / "locust.html")] if self.html else []
+        main = [*base, "--headless", "-H", self.host, "--csv", str(self.csv_prefix), *html,
+                "--stop-timeout", str(STOP_TIMEOUT),
                 "--exit-code-on-error", "0", "--run-time", f"{self.run_time}s", "--loglevel", "INFO"]
         if not self.workers and not self.remote_workers:
             return [[*main, self.user_class]]

@@ -66,6 +66,8 @@ def reproduce_command(s: Settings) -> str:
         parts += ["--idle-poll", s.idle_poll]
     if not s.speed_probe:
         parts += ["--speed-probe", "no"]
+    if s.locust_html != "first":
+        parts += ["--locust-html", s.locust_html]
     if s.server_cpus:
         parts += ["--server-cpus", ",".join(map(str, s.server_cpus))]
     if s.variants_run():
@@ -96,6 +98,7 @@ def run_settings(s: Settings, raw_format: int, planned: float) -> dict[str, Any]
         "interleaved": True,
         "rates": list(s.rates), "step_seconds": s.step_seconds, "slo_p99_ms": s.slo_p99_ms,
         "arrival": s.arrival, "margin_within": s.margin_within, "speed_probe": s.speed_probe,
+        "locust_html": s.locust_html,
         "runner_cpus": s.load_cpus,
         "database_cpus": None, "calibrate": s.calibrate, "server_env": s.server_env,
         "variants": variants.records(s.variants_run(), s.variant_dirs),

@@ -342,7 +342,8 @@ class Runner:
                          extend_max=self.s.extend_steps if sc.open_model else 0,
                          extend_factor=catalogue.KNEE_RATIO if fine else catalogue.EXTEND_FACTOR,
                          rate_ceiling=ceiling, slo_p99_ms=self.s.slo_p99_ms,
-                         full_core=plan.full_core_seconds(self.s, sc), gated=True)
+                         full_core=plan.full_core_seconds(self.s, sc), gated=True,
+                         html=self.s.locust_html == "all" or (self.s.locust_html == "first" and rep == 1))
 
     def run_rep(self, live: Live, sc: catalogue.Scenario, rep: int, job: LocustJob,
                 timeline: handover.Timeline, *, warm: bool) -> None:

@@ -22,7 +22,8 @@ from servers.settings import MODELS
 
 REPO = Path(__file__).resolve().parents[2]
 ARRIVALS = ("uniform", "poisson")
-CALIBRATE_MODES = ("auto", "force", "skip")  # the load generator's calibration: reuse, measure, none
+CALIBRATE_MODES = ("auto", "force", "skip")
+LOCUST_HTML = ("first", "all", "none")  # the load generator's calibration: reuse, measure, none
 
 
 class RunError(RuntimeError):
@@ -82,6 +83,7 @@ class Settings:
     idle_poll: str = "auto"  # idle CPUs poll while measuring: auto | yes | no (lab/stack/idle.py)
     margin_within: float = stats.DEFAULT_MARGINS[stats.WITHIN]  # the verdicts' margin between servers
     speed_probe: bool = True  # the machine's speed measured beside the servers (lab/load/speed.py)
+    locust_html: str = "first"  # Locust's own HTML report: each entry's first repetition, all, none
     database_cpus: list[int] | None = None  # the lab's PostgreSQL pinned here for the run; None: left alone
     database_url: str | None = None
     run_id: str = ""
@@ -217,6 +219,9 @@ def build_parser(prog: str = "python -m lab load", description: str | None = Non
              "the server CPUs (SCHED_IDLE, 5 %% of one CPU) through every repetition, so that results carry "
              "the machine's speed and CPU per request at the run's speed beside the raw figure; no: none "
              "(default yes)", env, choices=speed.CHOICES)
+    env_flag(p, "--locust-html", "LAB_LOCUST_HTML", "first", "Locust's own HTML report (about 1 MB a "
+             "repetition; the lab's report does not need it): first (each server and scenario's first "
+             "repetition), all, none (default first)", env, choices=LOCUST_HTML)
     p.add_argument("--allow-extra-cpu", action="store_true",
                    default=knobs.yes(env.get("LAB_ALLOW_EXTRA_CPU")),
                    help="start the servers with LAB_EXTRA_CPU_US from the environment (or a variant's), a "
@@ -360,7 +365,7 @@ def from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Se
         extend_steps=_extend_steps(args.extend_steps),
         arrival=args.arrival, fresh_server=args.fresh_server == "yes", idle_poll=args.idle_poll,
         margin_within=margin_within,
-        speed_probe=args.speed_probe == "yes",
+        speed_probe=args.speed_probe == "yes", locust_html=args.locust_html,
         database_url=args.database_url,
         server_env={**{k: environ[k] for k in SERVER_KNOBS if environ.get(k)}, **lab_only},
         variants={v.name: (v.model, v.env) for v in extra},
