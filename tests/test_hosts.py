@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -74,7 +76,7 @@ def test_up_twice_traffic_across_then_down_leaves_nothing() -> None:
         assert again.returncode == 0 and "nothing was there" in again.stdout
 
 
-def test_a_second_session_is_told_who_holds_the_test_hosts_and_takes_nothing_down() -> None:
+def test_a_second_session_is_told_who_holds_the_test_hosts_and_takes_nothing_down(tmp_path: Path) -> None:
     """Two test sessions at once would share the hosts' names: the second one's claim fails, saying
     who holds them and what to do, and the first keeps its hosts."""
     hosts = netns.TestHosts("slablock", TEST_SUBNET)  # a lock of its own: no hosts are made here
@@ -82,10 +84,23 @@ def test_a_second_session_is_told_who_holds_the_test_hosts_and_takes_nothing_dow
               "try:\n    with netns.claimed(hosts, 'session two'): print('held')\n"
               "except netns.HostsError as e: print(e)")
     with netns.claimed(hosts, "session one"):
+        other = {k: v for k, v in os.environ.items() if k != netns.HELD_ENV}  # another session's process
         done = subprocess.run([sys.executable, "-c", second, TEST_SUBNET], capture_output=True, text=True,
-                              timeout=60, check=False)
+                              timeout=60, check=False, env=other)
         assert "in use by pid" in done.stdout and "(session one)" in done.stdout, done.stdout + done.stderr
         assert "--hosts-prefix" in done.stdout
+        # A process the holder starts is the same session (a test's `make load --test-hosts`): it passes.
+        child = subprocess.run([sys.executable, "-c", second, TEST_SUBNET], capture_output=True, text=True,
+                               timeout=60, check=False)
+        assert child.stdout.strip() == "held", child.stdout + child.stderr
+        # A load run across these hosts claims them too: it stops before making anything, saying who.
+        load = subprocess.run([sys.executable, "-m", "lab", "load", "--test-hosts", "yes", "--hosts-prefix",
+                               "slablock", "--hosts-subnet", TEST_SUBNET, "--calibrate", "skip",
+                               "--reports-dir", str(tmp_path), "--run-id", "blocked"],
+                              capture_output=True, text=True, timeout=120, check=False, env=other)
+        assert load.returncode == 1 and "(session one)" in load.stdout, load.stdout[-2000:] + load.stderr
+        assert "Traceback" not in load.stdout + load.stderr
+    assert netns.HELD_ENV not in os.environ
     after = subprocess.run([sys.executable, "-c", second, TEST_SUBNET], capture_output=True, text=True,
                            timeout=60, check=False)
     assert after.stdout.strip() == "held", after.stdout + after.stderr

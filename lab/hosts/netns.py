@@ -183,12 +183,20 @@ def lock_path(hosts: TestHosts) -> Path:
     return folder / f"serverlab-hosts-{hosts.prefix}.lock"
 
 
+HELD_ENV = "LAB_HOSTS_HELD"  # the locks this process holds, so that its children (one session) pass
+
+
 @contextlib.contextmanager
 def claimed(hosts: TestHosts, holder: str, wait_seconds: float = 0.0) -> Iterator[None]:
-    """Hold this set of test hosts for one user (a test session) for the block. Another user of the same
-    set waits up to wait_seconds, then fails with who holds it, instead of taking the hosts down under
-    the first. The kernel drops the lock when its holder exits, however it ends."""
+    """Hold this set of test hosts for one user (a test session, a load run) for the block. Another user
+    of the same set waits up to wait_seconds, then fails with who holds it, instead of taking the hosts
+    down under the first; a process the holder started (LAB_HOSTS_HELD names the lock) is the same user
+    and passes. The kernel drops the lock when its holder exits, however it ends."""
     path = lock_path(hosts)
+    held = os.environ.get(HELD_ENV, "")
+    if str(path) in held.split(os.pathsep):
+        yield
+        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + wait_seconds
@@ -206,9 +214,14 @@ def claimed(hosts: TestHosts, holder: str, wait_seconds: float = 0.0) -> Iterato
                 time.sleep(0.5)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} ({holder})\n".encode(), 0)
+        os.environ[HELD_ENV] = os.pathsep.join(filter(None, (held, str(path))))
         try:
             yield
         finally:
+            if held:
+                os.environ[HELD_ENV] = held
+            else:
+                os.environ.pop(HELD_ENV, None)
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:

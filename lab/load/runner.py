@@ -509,6 +509,7 @@ def run(s: Settings, *, link_latest: bool = True) -> int:
         hosts = s.topology.hosts
         if hosts is not None:
             say(f"topology: {s.topology.describe(s.locust_workers, s.remote_workers)}")
+            holds.enter_context(netns.claimed(hosts, f"load run {s.run_id}"))  # no one else's, meanwhile
             holds.callback(topology.stop_database, hosts)
         url = topology.provision_on(hosts) if hosts else database.provision()
         settings_doc["database_url"] = redact(url)
