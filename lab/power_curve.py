@@ -104,7 +104,9 @@ def try_settings(base: Settings, d: Design, base_us: float, index: int) -> Setti
 
 
 def pilot_settings(base: Settings, d: Design) -> Settings:
-    return base.replace(servers=(d.server,), scenarios=(d.scenario,), reps=PILOT_REPS, run_id="power-pilot")
+    """A short run for the baseline's CPU per request: its median needs no rounds added."""
+    return base.replace(servers=(d.server,), scenarios=(d.scenario,), reps=PILOT_REPS, resolve=0.0,
+                        max_reps=PILOT_REPS, run_id="power-pilot")
 
 
 def planned_seconds(base: Settings, d: Design) -> float:
