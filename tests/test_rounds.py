@@ -29,8 +29,13 @@ def test_a_round_is_added_while_one_server_cannot_resolve_the_change() -> None:
 
 
 def test_a_server_without_a_scatter_yet_counts_as_unresolved() -> None:
-    r = Rounds(planned=1, resolve=0.10, max_reps=3, share_s=None, done=1)
+    """Below the repetitions a verdict tests (four), a tiny scatter by chance resolves nothing."""
+    r = Rounds(planned=2, resolve=0.10, max_reps=3, share_s=None, done=2)
     assert r.more(reach(None, 0.05), round_s=5.0) and r.worst() == Reach("s0", 4, None)
+    r.done = 3
+    assert not r.more(reach(None, 0.05), round_s=5.0) and r.stopped == rounds.AT_MAX
+    assert r.describe() == ("3 repetitions (1 added): fewer than 4 repetitions, which no verdict tests, not "
+                            "the 10% asked for; MAX_REPS=3 reached")
 
 
 def test_adding_stops_at_max_reps_and_at_the_scenarios_share_of_the_cap() -> None:

@@ -18,11 +18,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 
 def load(database_url: str, reports: Path, run_id: str, *args: str) -> tuple[str, dict[str, Any]]:
-    """A tiny run, 2 repetitions of 1 s asked for, resolving 0.5 % (inside the 3 % margin: never resolved)."""
+    """A tiny run of 1 s repetitions resolving 0.5 % (inside the 3 % margin: never resolved)."""
     env = {k: v for k, v in os.environ.items()
            if k not in {"LAB_VARIANTS", "SERVERS", "SCENARIOS", "RESOLVE", "MAX_REPS", "TIME_CAP"}}
     cmd = [sys.executable, "-m", "lab", "load", "--profile", "smoke", "--servers", "asyncio",
-           "--scenarios", "json", "--reps", "2", "--duration", "1", "--warmup", "0.5", "--full-core-seconds",
+           "--scenarios", "json", "--duration", "1", "--warmup", "0.5", "--full-core-seconds",
            "0", "--calibrate", "skip", "--resolve", "0.5", "--reports-dir", str(reports), "--run-id", run_id,
            *args]
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=240, check=False,
@@ -35,21 +35,21 @@ def load(database_url: str, reports: Path, run_id: str, *args: str) -> tuple[str
 
 def test_rounds_are_added_up_to_max_reps_and_stop_at_the_time_cap(
         database_url: str, tmp_path: Path) -> None:
-    out, data = load(database_url, tmp_path, "more", "--max-reps", "3", "--time-cap", "0")
+    out, data = load(database_url, tmp_path, "more", "--reps", "4", "--max-reps", "5", "--time-cap", "0")
     (entry,) = data["results"]
-    assert entry["reps"] == 3 and [r["rep"] for r in entry["repetitions"]] == [1, 2, 3]
+    assert entry["reps"] == 5 and [r["rep"] for r in entry["repetitions"]] == [1, 2, 3, 4, 5]
     assert all(r["status"] == "ok" for r in entry["repetitions"])
     rounds = entry["rounds"]
-    assert (rounds["planned"], rounds["run"], rounds["stopped"]) == (2, 3, "max_reps"), rounds
+    assert (rounds["planned"], rounds["run"], rounds["stopped"]) == (4, 5, "max_reps"), rounds
     assert rounds["added_seconds"] > 0 and rounds["reach"][0]["server"] == "asyncio"
-    assert rounds["reach"][0]["reps"] == 3 and rounds["reach"][0]["mde"] > 0.005
-    assert "json: after 2 rounds asyncio's CPU per request could see" in out and "adding round 3" in out
-    assert "rep 3 (added)" in out and "MAX_REPS=3 reached" in out
+    assert rounds["reach"][0]["reps"] == 5 and rounds["reach"][0]["mde"] > 0.005
+    assert "json: after 4 rounds asyncio's CPU per request could see" in out and "adding round 5" in out
+    assert "rep 5 (added)" in out and "MAX_REPS=5 reached" in out
     settings = data["run"]["settings"]
-    assert (settings["resolve"], settings["max_reps"], settings["time_cap_seconds"]) == (0.005, 3, None)
-    assert "--resolve 0.5 --max-reps 3 --time-cap 0" in data["run"]["command"]
+    assert (settings["resolve"], settings["max_reps"], settings["time_cap_seconds"]) == (0.005, 5, None)
+    assert "--resolve 0.5 --max-reps 5 --time-cap 0" in data["run"]["command"]
 
-    out, data = load(database_url, tmp_path, "capped", "--max-reps", "3", "--time-cap", "0.05")
+    out, data = load(database_url, tmp_path, "capped", "--reps", "2", "--max-reps", "3", "--time-cap", "0.05")
     (entry,) = data["results"]
     assert entry["reps"] == 2 and entry["rounds"]["stopped"] == "time_cap", entry["rounds"]
     assert entry["rounds"]["share_seconds"] == 0.0 and "share of TIME_CAP (0 s)" in out

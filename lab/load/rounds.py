@@ -27,11 +27,16 @@ RESOLVED, AT_MAX, AT_CAP, OFF = "resolved", "max_reps", "time_cap", "off"
 
 @dataclass(frozen=True)
 class Reach:
-    """What one server's CPU per request could see after `reps` repetitions (None: too few values)."""
+    """What one server's CPU per request could see after `reps` repetitions (None: fewer than the verdicts
+    test, lab.results.stats.MIN_REPS)."""
 
     server: str
     reps: int
     mde: float | None
+
+    def could(self) -> str:
+        return (f"could see {self.mde:.1%}" if self.mde is not None
+                else f"could see nothing yet (fewer than {stats.MIN_REPS} repetitions)")
 
     def as_dict(self) -> dict[str, Any]:
         return {"server": self.server, "reps": self.reps,
@@ -67,7 +72,7 @@ def reach(rep_dirs: Mapping[str, Sequence[Path]], metas: Mapping[str, dict[str, 
     out = []
     for e in entries:
         logs = [math.log(v) for v in fig.values(e) if v > 0]
-        sd = statistics.stdev(logs) if len(logs) >= 2 else None
+        sd = statistics.stdev(logs) if len(logs) >= stats.MIN_REPS else None  # fewer: no verdict yet
         mde = None if sd is None else stats.twin_mde(sd, len(logs), margin)
         out.append(Reach(e["server"], len(logs), mde))
     return out
@@ -111,14 +116,15 @@ class Rounds:
         """One line: how many repetitions each server ran and why no more were added."""
         worst = self.worst()
         seen = (f"every server could see {worst.mde:.1%} or less" if worst and worst.mde is not None
-                else "no server's scatter was known")
+                else f"fewer than {stats.MIN_REPS} repetitions, which no verdict tests")
         added = self.done - self.planned
         head = f"{self.done} repetitions" + (f" ({added} added)" if added > 0 else "")
         if self.stopped == RESOLVED:
             return f"{head}: {seen}, the {self.resolve:.0%} asked for"
-        if self.stopped == OFF or worst is None or worst.mde is None:
+        if self.stopped == OFF or worst is None:
             return f"{head}: {seen}"
-        short = f"{worst.server} could see {worst.mde:.1%}, not the {self.resolve:.0%} asked for"
+        short = (f"{worst.server} could see {worst.mde:.1%}" if worst.mde is not None else seen) + (
+            f", not the {self.resolve:.0%} asked for")
         why = (f"MAX_REPS={self.max_reps} reached" if self.stopped == AT_MAX
                else f"another round would pass this scenario's share of TIME_CAP ({self.share_s or 0:.0f} s)")
         return f"{head}: {short}; {why}"

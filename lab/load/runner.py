@@ -181,8 +181,7 @@ class Runner:
             return False
         worst = more.worst()
         assert worst is not None
-        could = "an unknown change" if worst.mde is None else f"{worst.mde:.1%}"
-        say(f"{sc.name}: after {more.done} rounds {worst.server}'s CPU per request could see {could}, not "
+        say(f"{sc.name}: after {more.done} rounds {worst.server}'s CPU per request {worst.could()}, not "
             f"the {more.resolve:.0%} asked for: adding round {more.done + 1} (~{fmt_seconds(round_s)})")
         self.progress.total_runs += len(lives)
         self.progress.planned += round_s
