@@ -225,14 +225,26 @@ def measure(base: Settings, d: Design, folder: Path) -> dict[str, Any]:
         f"extra CPU {extra}; {d.aa_pairs} A/A pairs, up to {d.aa_per_try} a try")
     runs: list[tuple[int, dict[str, Any]]] = []
     problems: list[str] = []
+    unchanged: list[float] = []  # the unchanged copies' CPU per request, every try so far
     for index in range(1, d.tries + 1):
-        say(f"\n-- power curve try {index}/{d.tries}")
+        if unchanged and d.base_us is None:  # sized where it is measured: the pilot ran alone, earlier
+            base_us = statistics.median(unchanged)
+            say(f"\n-- power curve try {index}/{d.tries}: effects sized from the {len(unchanged)} unchanged "
+                f"copies so far, {fmt_us(base_us)} per request (+10% = {fmt_us(0.1 * base_us)})")
+        else:
+            say(f"\n-- power curve try {index}/{d.tries}")
         try:
-            runs.append((index, run_one(try_settings(base, d, base_us, index), folder)))
+            data = run_one(try_settings(base, d, base_us, index), folder)
         except RunError as exc:
             problems.append(str(exc))
+            continue
+        runs.append((index, data))
+        same = {n: e for n, e in entries(data, d.scenario).items()
+                if n == d.server or n.startswith(f"{d.server}-same")}
+        unchanged += [v for e in same.values() if (v := FIGURE.value(e))]
     curve = judge_tries(d, runs, folder, problems)
-    curve["base_from"] = "pilot run" if d.base_us is None else "given (--power-base-us)"
+    curve["base_from"] = ("the pilot run for try 1, then the unchanged copies of the tries before"
+                          if d.base_us is None else "given (--power-base-us)")
     return curve
 
 

@@ -1,10 +1,11 @@
 """Rounds added to a scenario until every server's CPU per request resolves the change asked for.
 
 A scenario runs its profile's rounds (each server once, interleaved). With RESOLVE set it then adds a
-round while some server's CPU per request could not see that change against a twin of itself
-(lab.results.stats.twin_mde: its own scatter on both sides, at the verdicts' margin), up to MAX_REPS
-repetitions and within the run's time cap (TIME_CAP, calibration included): each scenario may spend its
-share of the time the cap leaves over the plan, and what it leaves passes on to the next.
+round while the verdict between some two of its servers on CPU per request could not see that change
+(the detectable effect of the verdicts' round-by-round test, lab.results.headline.judge; a server alone
+in its scenario: against a twin of itself, lab.results.stats.twin_mde), up to MAX_REPS repetitions and
+within the run's time cap (TIME_CAP, calibration included): each scenario may spend its share of the
+time the cap leaves over the plan, and what it leaves passes on to the next.
 
 The stop reads the repetitions' scatter only, never a difference between servers (a sample size
 re-estimated from the variance), so the verdicts' error rates stand. make selfcheck's A/A pairs and
@@ -27,19 +28,22 @@ RESOLVED, AT_MAX, AT_CAP, OFF = "resolved", "max_reps", "time_cap", "off"
 
 @dataclass(frozen=True)
 class Reach:
-    """What one server's CPU per request could see after `reps` repetitions (None: fewer than the verdicts
-    test, lab.results.stats.MIN_REPS)."""
+    """What the verdicts between one server and the others of its scenario could see on CPU per request
+    after `reps` rounds: the least sensitive of them, against `against` (None: a server alone, against
+    a twin of itself). mde None: fewer rounds than the verdicts test (lab.results.stats.MIN_REPS)."""
 
     server: str
     reps: int
     mde: float | None
+    against: str | None = None
 
     def could(self) -> str:
-        return (f"could see {self.mde:.1%}" if self.mde is not None
+        vs = f" against {self.against}" if self.against else ""
+        return (f"could see {self.mde:.1%}{vs}" if self.mde is not None
                 else f"could see nothing yet (fewer than {stats.MIN_REPS} repetitions)")
 
     def as_dict(self) -> dict[str, Any]:
-        return {"server": self.server, "reps": self.reps,
+        return {"server": self.server, "reps": self.reps, "against": self.against,
                 "mde": None if self.mde is None else round(self.mde, 4)}
 
 
@@ -55,8 +59,8 @@ def reach(rep_dirs: Mapping[str, Sequence[Path]], metas: Mapping[str, dict[str, 
           calibration: dict[str, Any] | None, margin: float, cache: dict[Path, dict[str, Any]]
           ) -> list[Reach]:
     """Each server's reach from its repetitions so far, CPU per request judged as the verdicts judge it
-    (at the scenario's median speed where every repetition has a reading: headline.cpu_figure).
-    `cache`: repetitions already read, by folder."""
+    (round by round, at the scenario's median speed where every repetition has a reading:
+    headline.cpu_figure). `cache`: repetitions already read, by folder."""
     entries: list[dict[str, Any]] = []
     for server, dirs in rep_dirs.items():
         reps = []
@@ -69,13 +73,22 @@ def reach(rep_dirs: Mapping[str, Sequence[Path]], metas: Mapping[str, dict[str, 
     reference = (drift.run_speed(entries) or {}).get("work_per_cpu_ms")
     drift.adjust(entries, reference, build.spread)
     fig = headline.cpu_figure(entries)
-    out = []
-    for e in entries:
-        logs = [math.log(v) for v in fig.values(e) if v > 0]
+    if len(entries) == 1:
+        logs = [math.log(v) for v in fig.values(entries[0]) if v > 0]
         sd = statistics.stdev(logs) if len(logs) >= stats.MIN_REPS else None  # fewer: no verdict yet
-        mde = None if sd is None else stats.twin_mde(sd, len(logs), margin)
-        out.append(Reach(e["server"], len(logs), mde))
-    return out
+        return [Reach(entries[0]["server"], len(logs), None if sd is None else stats.twin_mde(sd, len(logs),
+                                                                                            margin))]
+    worst: dict[str, Reach] = {}
+    for i, a in enumerate(entries):
+        for b in entries[i + 1:]:
+            verdict = headline.by_rounds(fig, a, b, margin)
+            n = min(verdict.n)
+            mde = verdict.mde if n >= stats.MIN_REPS else None
+            for one, other in ((a["server"], b["server"]), (b["server"], a["server"])):
+                seen = worst.get(one)
+                if seen is None or (seen.mde is not None and (mde is None or mde > seen.mde)):
+                    worst[one] = Reach(one, n, mde, other)
+    return [worst[e["server"]] for e in entries]
 
 
 @dataclass

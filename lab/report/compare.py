@@ -194,7 +194,7 @@ def compare_entries(a: Entry, b: Entry, noises: dict[str, stats.Noise | None] | 
         key = fig.key
         if fig.value(a) is None and fig.value(b) is None:
             continue  # e.g. capacity of a closed-loop scenario
-        mark, change, decision = headline.judge(fig, a, b, (noises or {}).get(key), margin)
+        mark, change, decision = headline.judge(fig, a, b, (noises or {}).get(key), margin, paired=False)
         if key in RPS_FIGURES and bound and mark != "not compared":
             mark = "generator-bound"
         named = ({**a, "server": "A"}, {**b, "server": "B"})

@@ -102,6 +102,17 @@ class Figure:
             return statistics.median(found) if found else None
         return _number(_path(entry, self.path))
 
+    def by_round(self, entry: Entry) -> dict[int, float]:
+        """The repetitions' values by their round (the rep number; its place where none is recorded)."""
+        if self.rep_path is None:
+            return {}
+        out = {}
+        for i, r in enumerate(entry.get("repetitions") or [], 1):
+            v = self.rep_fn(r) if self.rep_fn else _number(_path(r, self.rep_path))
+            if v is not None:
+                out[int(r.get("rep") or i)] = v
+        return out
+
     def values(self, entry: Entry) -> list[float]:
         """The repetitions' values (what the rule tests)."""
         if self.rep_path is None:
@@ -172,12 +183,20 @@ FIGURES: dict[str, Figure] = {f.key: f for f in (
 WITHIN = stats.DEFAULT_MARGINS[stats.WITHIN]
 
 
+def by_rounds(fig: Figure, a: Entry, b: Entry, min_effect: float) -> stats.Decision:
+    """The rule between two servers of one run: round by round, over the rounds both ran."""
+    ra, rb = fig.by_round(a), fig.by_round(b)
+    both = sorted(ra.keys() & rb.keys())
+    return stats.decide([ra[k] for k in both], [rb[k] for k in both], min_effect, paired=True)
+
+
 def judge(fig: Figure, a: Entry, b: Entry, noise: stats.Noise | None = None,
-          margin: float = WITHIN) -> tuple[str, float | None, stats.Decision | None]:
+          margin: float = WITHIN, paired: bool = True) -> tuple[str, float | None, stats.Decision | None]:
     """(mark, relative change of the median from a to b, the test's decision) for one figure: 'better',
     'worse' (for a figure with no better direction 'higher', 'lower'), 'within noise', or 'not compared'
     (missing, too few requests, or a figure that is shown but not judged). `margin`: the comparison
-    kind's (lab.results.stats.margin); the figure's floor applies where larger."""
+    kind's (lab.results.stats.margin); the figure's floor applies where larger. `paired`: a and b are
+    servers of one run, tested round by round over the rounds both ran (False: two runs')."""
     va, vb = fig.value(a), fig.value(b)
     if va is None or vb is None:
         return "not compared", None, None
@@ -186,7 +205,10 @@ def judge(fig: Figure, a: Entry, b: Entry, noise: stats.Noise | None = None,
         return "not compared", change, None
     if fig.key in MIN_COUNT and min(rep_counts(a) + rep_counts(b)) < MIN_COUNT[fig.key]:
         return "not compared", change, None
-    decision = stats.decide(fig.values(a), fig.values(b), max(margin, fig.min_effect), noise=noise)
+    if paired:
+        decision = by_rounds(fig, a, b, max(margin, fig.min_effect))
+    else:
+        decision = stats.decide(fig.values(a), fig.values(b), max(margin, fig.min_effect), noise=noise)
     changed = decision.changed
     if fig.key == "failure_rate" and abs(vb - va) < FAILURE_FLOOR:
         changed = False

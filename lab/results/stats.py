@@ -3,10 +3,13 @@
 A figure differs between A and B only when the data say its true change is larger than a margin, not
 merely different from zero:
 - the values are compared on a log scale (a ratio is a difference of logs; CPU time, rates and
-  latencies are skewed and positive) by scipy.stats.ttest_ind's two-sample t-test over the
-  repetition-level values (pooled with equal repetitions a side, where it is robust to unequal noise;
-  Welch's otherwise), computed from its Student's t directly (scipy.stats.t; ttest_ind itself costs
-  milliseconds a call, and self-checks call the rule thousands of times);
+  latencies are skewed and positive) by a t-test over the repetition-level values, computed from its
+  Student's t directly (scipy.stats.t; scipy's own tests cost milliseconds a call, and self-checks call
+  the rule thousands of times). Between the servers of one run, whose repetitions run in rounds (each
+  server once per round, within seconds of each other), it is scipy.stats.ttest_rel's paired test on
+  the differences within each round: what the machine did to a whole round cancels, and the test holds
+  whatever each server's own scatter. Between runs it is scipy.stats.ttest_ind's two-sample test
+  (pooled with equal repetitions a side, where it is robust to unequal noise; Welch's otherwise);
 - the test is one-sided against the margin: H0 "|log(B/A)| <= log(1 + margin)". The margin is what
   the repetitions cannot see: a bias shared by all of one side's repetitions. Its size depends on the
   kind of comparison (`margin`): WITHIN one run, repetitions are interleaved across the servers, so the
@@ -105,6 +108,7 @@ class Decision:
     mde: float | None = None  # the change marked with POWER (relative, either way); None: not on logs
     reps_for_target: int | None = None  # repetitions a side to see TARGET; None: inside the margin
     logs: bool = True  # tested on the log scale; False: the raw values (sigma relative to A's mean)
+    paired: bool = False  # tested round by round (the difference within each round; sigma: its sd / sqrt 2)
 
     def confidence(self) -> str:
         """'x1.25 [1.18-1.33], p=0.004' for people."""
@@ -144,7 +148,8 @@ class Decision:
                 "ci": [_round(x) for x in self.ci] if self.ci else None, "p": _round(self.p),
                 "n": list(self.n), "margin": self.margin, "alpha": _round(self.alpha),
                 "sigma": _round(self.sigma), "mde": _round(self.mde),
-                "reps_for_target": self.reps_for_target, "logs": self.logs, "reason": self.reason}
+                "reps_for_target": self.reps_for_target, "logs": self.logs, "paired": self.paired,
+                "reason": self.reason}
 
 
 def _round(x: float | None) -> float | None:
@@ -165,9 +170,10 @@ def standardized_mde(n_a: int, n_b: int, df: float, alpha: float, power: float =
     calc = TTestIndPower()
 
     def short(d: float) -> float:
-        return float(calc.power(d, n_a, alpha, ratio=n_b / n_a, df=df, alternative="larger")) - power
+        got = float(calc.power(d, n_a, alpha, ratio=n_b / n_a, df=df, alternative="larger"))
+        return 1.0 - power if math.isnan(got) else got - power  # NaN: overflow where power is ~1
     hi = 1.0
-    while short(hi) < 0:
+    while short(hi) < 0 and hi < 1e6:
         hi *= 2
     return float(optimize.brentq(short, 0.0, hi, xtol=1e-6))
 
@@ -180,7 +186,7 @@ def twin_mde(sigma: float, n: int, margin_value: float, alpha: float = ALPHA) ->
 
 
 def reps_for(change: float, sigma: float, margin_value: float, alpha: float = ALPHA,
-             power: float = POWER, logs: bool = True) -> int | None:
+             power: float = POWER, logs: bool = True, paired: bool = False) -> int | None:
     """Repetitions a side that would mark a true `change` (0.05 = 5 %) with `power` at this scatter;
     None when the change is inside the margin (no number of repetitions shows it). `logs`: sigma is the
     scatter of the logs (else of the values, relative to A's mean, on the raw scale)."""
@@ -189,11 +195,11 @@ def reps_for(change: float, sigma: float, margin_value: float, alpha: float = AL
         return None
     if sigma <= 0:
         return MIN_REPS
-    return _reps(float(f"{shift / sigma:.3g}"), alpha, power)
+    return _reps(float(f"{shift / sigma:.3g}"), alpha, power, paired)
 
 
 @functools.lru_cache(maxsize=4096)
-def _reps(effect_size: float, alpha: float, power: float) -> int:
+def _reps(effect_size: float, alpha: float, power: float, paired: bool = False) -> int:
     """The fewest repetitions a side (at least MIN_REPS) at which statsmodels' power of the one-sided
     two-sample t-test reaches `power`: a search over whole repetitions (its own solver gives up on the
     large effects that need fewer than MIN_REPS)."""
@@ -201,10 +207,12 @@ def _reps(effect_size: float, alpha: float, power: float) -> int:
 
     calc = TTestIndPower()
 
-    def enough(n: int) -> bool:
-        return float(calc.power(effect_size, n, alpha, ratio=1.0, alternative="larger")) >= power
+    def enough(n: int) -> bool:  # paired: n rounds, n - 1 degrees of freedom
+        df = n - 1 if paired else None
+        got = float(calc.power(effect_size, n, alpha, ratio=1.0, df=df, alternative="larger"))
+        return math.isnan(got) or got >= power  # NaN: statsmodels' noncentral t overflows, power ~1
     lo, hi = MIN_REPS - 1, MIN_REPS  # not enough at lo (or below the floor), try hi
-    while not enough(hi):
+    while not enough(hi) and hi < 1_000_000:
         lo, hi = hi, hi * 2
     while hi - lo > 1:
         mid = (lo + hi) // 2
@@ -221,7 +229,7 @@ def with_sensitivity(d: Decision, alpha: float) -> Decision:
     shift = standardized_mde(na, nb, d.df, alpha) * d.sigma
     mde = math.expm1(math.log1p(d.margin) + shift) if d.logs else d.margin + shift
     return replace(d, alpha=alpha, mde=mde,
-                   reps_for_target=reps_for(TARGET, d.sigma, d.margin, alpha, logs=d.logs))
+                   reps_for_target=reps_for(TARGET, d.sigma, d.margin, alpha, logs=d.logs, paired=d.paired))
 
 
 # --- the rule ---------------------------------------------------------------------------------------------
@@ -251,6 +259,13 @@ def welch(a: Sequence[float], b: Sequence[float]) -> Welch:
     se = math.sqrt(va / na + vb / nb)
     df = se**4 / ((va / na) ** 2 / (na - 1) + (vb / nb) ** 2 / (nb - 1)) if se else float(na + nb - 2)
     return Welch(diff, se, df)
+
+
+def paired_diff(a: Sequence[float], b: Sequence[float]) -> Welch:
+    """The mean of the round-by-round differences b - a, its standard error and n - 1 degrees of freedom
+    (scipy.stats.ttest_rel's): what the rounds shared cancels in each difference."""
+    d = [y - x for x, y in zip(a, b, strict=True)]
+    return Welch(statistics.fmean(d), statistics.stdev(d) / math.sqrt(len(d)), float(len(d) - 1))
 
 
 @dataclass(frozen=True)
@@ -320,11 +335,15 @@ def _test(w: Welch, margin_abs: float) -> tuple[float, tuple[float, float]]:
 
 
 def decide(a: Sequence[float], b: Sequence[float], min_effect: float, *, alpha: float = ALPHA,
-           min_reps: int = MIN_REPS, noise: Noise | None = None) -> Decision:
+           min_reps: int = MIN_REPS, noise: Noise | None = None, paired: bool = False) -> Decision:
     """Are B's repetitions different from A's by more than the margin `min_effect`? `noise`: the
-    figure's pooled scatter, used where it exceeds these repetitions' own. (See the module's docstring.)"""
+    figure's pooled scatter, used where it exceeds these repetitions' own. `paired`: a[i] and b[i] ran in
+    the same round (servers of one run, interleaved), so the test takes the difference within each round
+    (the noise is not used). (See the module's docstring.)"""
     a, b = [float(x) for x in a], [float(x) for x in b]
     n = (len(a), len(b))
+    if paired and n[0] != n[1]:
+        raise ValueError(f"a paired test needs one value a side per round, got {n[0]} and {n[1]}")
     if not a or not b:
         return Decision(False, 0, None, None, None, n, "no values", min_effect, alpha)
     logs = min(a + b) > 0
@@ -336,7 +355,10 @@ def decide(a: Sequence[float], b: Sequence[float], min_effect: float, *, alpha: 
         return Decision(False, direction, ratio, None, None, n,
                         f"{min(n)} repetition(s) on one side; a difference needs {min_reps} a side",
                         min_effect, alpha)
-    w = log_welch(a, b, noise) if logs else welch(a, b)
+    if paired:
+        w = paired_diff([math.log(x) for x in a], [math.log(x) for x in b]) if logs else paired_diff(a, b)
+    else:
+        w = log_welch(a, b, noise) if logs else welch(a, b)
     margin_abs = math.log1p(min_effect) if logs else min_effect * abs(ma)
     beyond = abs(w.diff) - margin_abs  # how far the estimate is past the margin (negative: inside it)
     if w.se == 0:
@@ -349,7 +371,7 @@ def decide(a: Sequence[float], b: Sequence[float], min_effect: float, *, alpha: 
     # On the raw scale, relative to A's mean; none when that is 0 (a failure rate of 0: no relative change).
     sigma = unit if logs else unit / abs(ma) if ma else None
     d = with_sensitivity(Decision(False, direction, ratio, p, ci, n, "", min_effect, alpha, sigma, w.df,
-                                  logs=logs), alpha)
+                                  logs=logs, paired=paired), alpha)
     if beyond <= 0:
         apart = f"{effect(ratio):.1%}" if logs and ratio is not None else f"{abs(w.diff):.3g}"
         return replace(d, reason=f"{apart} apart, within the {min_effect:.0%} that counts as a change")
