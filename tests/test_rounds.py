@@ -20,6 +20,13 @@ def reach(*mdes: float | None) -> list[Reach]:
     return [Reach(f"s{i}", 4, m) for i, m in enumerate(mdes)]
 
 
+def test_the_stop_names_the_pair_that_could_not_resolve() -> None:
+    r = Rounds(planned=4, resolve=0.10, max_reps=5, share_s=None, done=5)
+    assert not r.more([Reach("threaded", 5, 0.122, "multiproc"), Reach("gevent", 5, 0.08, "asyncio")], 16.0)
+    assert r.describe() == ("5 repetitions (1 added): threaded could see 12.2% against multiproc, not the "
+                            "10% asked for; MAX_REPS=5 reached")
+
+
 def test_a_round_is_added_while_one_server_cannot_resolve_the_change() -> None:
     r = Rounds(planned=4, resolve=0.10, max_reps=10, share_s=60.0, done=4)
     assert r.more(reach(0.08, 0.12), round_s=16.0) and r.stopped == ""

@@ -136,7 +136,7 @@ class Rounds:
             return f"{head}: {seen}, the {self.resolve:.0%} asked for"
         if self.stopped == OFF or worst is None:
             return f"{head}: {seen}"
-        short = (f"{worst.server} could see {worst.mde:.1%}" if worst.mde is not None else seen) + (
+        short = (f"{worst.server} {worst.could()}" if worst.mde is not None else seen) + (
             f", not the {self.resolve:.0%} asked for")
         why = (f"MAX_REPS={self.max_reps} reached" if self.stopped == AT_MAX
                else f"another round would pass this scenario's share of TIME_CAP ({self.share_s or 0:.0f} s)")
