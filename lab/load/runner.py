@@ -72,8 +72,9 @@ PROGRESS_SECONDS = 2.0
 # Every server process gets a short closed-loop burst on the scenario's code path right before its
 # repetition (pool connections opened, code paths and caches warm), so that each repetition's own Locust
 # warm-up only has to open its connections. The process started with the scenario gets one too (for the
-# capacity probe) and then makes way for rep 1's own: left idle until its turn, it measured 2.4 % more CPU
-# per request at a full core than the reps after it (59 of 80 entries of four quiet default runs).
+# capacity probe) and then makes way for rep 1's own, so that every repetition runs the same way. (A
+# scenario's first round still costs about 2 % more CPU per request: the round, not its processes; the
+# verdicts' paired test takes a round's common move out.)
 WARM_SECONDS, WARM_CONNECTIONS = 0.5, 16
 RAW_FORMAT = 2  # version of the raw files' layout; lab/results/build.py reads it (1: one server at a time)
 
