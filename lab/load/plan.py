@@ -62,7 +62,7 @@ def scenario_seconds(s: Settings, name: str) -> float:
     """One scenario for every server: start and warm each up, every repetition of each (after the first
     on a fresh process, unless LAB_FRESH_SERVER=no), and the last stop."""
     sc = s.scenario(name)
-    reps = s.reps * rep_seconds(s, sc, s.fresh_server)
+    reps = rep_seconds(s, sc, False) + (s.reps - 1) * rep_seconds(s, sc, s.fresh_server)
     per_server = EST_SERVER_START + EST_WARM + reps
     if sc.open_model and not s.rates:
         per_server += EST_PROBE

@@ -4,8 +4,8 @@
 
 Per scenario: every server is started, pinned to the server CPUs and held to its CPU budget (a cgroup
 quota), then the repetitions run interleaved across the servers (rep 1 of each, then rep 2 in a
-rotated order, ...) so that drift on the machine hits all of them alike. Every repetition gets a
-fresh server process, the first one too (LAB_FRESH_SERVER=no keeps one): a process can settle into a state
+rotated order, ...) so that drift on the machine hits all of them alike. Each repetition after the
+first gets a fresh server process (LAB_FRESH_SERVER=no keeps one): a process can settle into a state
 of its own (threaded /db under the budget ran at 330 µs CPU per request in one process and 520 in
 the next, every repetition alike), and only repetitions over several processes let the verdicts see
 that as noise rather than call two runs different. Per repetition: Locust
@@ -69,12 +69,10 @@ from loadtests import catalogue
 from servers.settings import redact
 
 PROGRESS_SECONDS = 2.0
-# Every server process gets a short closed-loop burst on the scenario's code path right before its
-# repetition (pool connections opened, code paths and caches warm), so that each repetition's own Locust
-# warm-up only has to open its connections. The process started with the scenario gets one too (for the
-# capacity probe) and then makes way for rep 1's own, so that every repetition runs the same way. (A
-# scenario's first round still costs about 2 % more CPU per request: the round, not its processes; the
-# verdicts' paired test takes a round's common move out.)
+# Every server of a scenario gets a short closed-loop burst on the scenario's code path before its first
+# repetition (pool connections opened, code paths and caches warm), so that rep 1 is no colder than rep 4
+# and each repetition's own Locust warm-up only has to open its connections. (Rep 1 on a process of its
+# own was tried: a scenario's first round stayed about 2 % dearer, which the paired verdicts take out.)
 WARM_SECONDS, WARM_CONNECTIONS = 0.5, 16
 RAW_FORMAT = 2  # version of the raw files' layout; lab/results/build.py reads it (1: one server at a time)
 
@@ -146,7 +144,7 @@ class Runner:
                     live = by_model[model]
                     self.progress.index += 1
                     if live.ok:
-                        self.run_rep_safely(live, sc, rep, fresh=self.s.fresh_server)
+                        self.run_rep_safely(live, sc, rep, fresh=rep > 1 and self.s.fresh_server)
                     cap = (knees.read(live, sc, rep, self.s.slo_p99_ms, self.calibration)
                            if live.ok and sc.open_model and not self.s.rates else None)
                     if live.ok and knees.missed_all(live, sc, rep, cap):  # once, steps lower
