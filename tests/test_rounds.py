@@ -36,13 +36,21 @@ def test_a_round_is_added_while_one_server_cannot_resolve_the_change() -> None:
 
 
 def test_a_server_without_a_scatter_yet_counts_as_unresolved() -> None:
-    """Below the repetitions a verdict tests (four), a tiny scatter by chance resolves nothing."""
-    r = Rounds(planned=2, resolve=0.10, max_reps=3, share_s=None, done=2)
+    """A server with fewer values than a verdict tests (a failed repetition) resolves nothing yet."""
+    r = Rounds(planned=4, resolve=0.10, max_reps=6, share_s=None, done=4)
     assert r.more(reach(None, 0.05), round_s=5.0) and r.worst() == Reach("s0", 4, None)
-    r.done = 3
+    r.done = 6
     assert not r.more(reach(None, 0.05), round_s=5.0) and r.stopped == rounds.AT_MAX
-    assert r.describe() == ("3 repetitions (1 added): fewer than 4 repetitions, which no verdict tests, not "
-                            "the 10% asked for; MAX_REPS=3 reached")
+    assert r.describe() == ("6 repetitions (2 added): fewer than 4 repetitions, which no verdict tests, not "
+                            "the 10% asked for; MAX_REPS=6 reached")
+
+
+def test_fewer_repetitions_than_a_verdict_tests_add_no_rounds() -> None:
+    """REPS=2 asks for no verdict (a pilot, a smoke run): two lucky values resolve nothing, and no round is
+    added to them either."""
+    r = Rounds(planned=2, resolve=0.10, max_reps=10, share_s=None, done=2)
+    assert not r.more(reach(0.05, 0.04), round_s=5.0) and r.stopped == rounds.TOO_FEW
+    assert r.describe() == "2 repetitions: rounds are added from 4 repetitions on, the fewest a verdict tests"
 
 
 def test_adding_stops_at_max_reps_and_at_the_scenarios_share_of_the_cap() -> None:

@@ -49,7 +49,7 @@ def test_rounds_are_added_up_to_max_reps_and_stop_at_the_time_cap(
     assert (settings["resolve"], settings["max_reps"], settings["time_cap_seconds"]) == (0.005, 5, None)
     assert "--resolve 0.5 --max-reps 5 --time-cap 0" in data["run"]["command"]
 
-    out, data = load(database_url, tmp_path, "capped", "--reps", "2", "--max-reps", "3", "--time-cap", "0.05")
+    out, data = load(database_url, tmp_path, "capped", "--reps", "4", "--max-reps", "5", "--time-cap", "0.05")
     (entry,) = data["results"]
-    assert entry["reps"] == 2 and entry["rounds"]["stopped"] == "time_cap", entry["rounds"]
+    assert entry["reps"] == 4 and entry["rounds"]["stopped"] == "time_cap", entry["rounds"]
     assert entry["rounds"]["share_seconds"] == 0.0 and "share of TIME_CAP (0 s)" in out

@@ -23,7 +23,7 @@ from typing import Any
 
 from lab.results import build, drift, headline, stats
 
-RESOLVED, AT_MAX, AT_CAP, OFF = "resolved", "max_reps", "time_cap", "off"
+RESOLVED, AT_MAX, AT_CAP, OFF, TOO_FEW = "resolved", "max_reps", "time_cap", "off", "too_few"
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,8 @@ class Rounds:
         worst = self.worst()
         if not self.resolve:
             self.stopped = OFF
+        elif self.planned < stats.MIN_REPS:  # REPS below what a verdict tests: it asked for no verdict
+            self.stopped = TOO_FEW
         elif worst is not None and worst.mde is not None and worst.mde <= self.resolve:
             self.stopped = RESOLVED
         elif self.done >= self.max_reps:
@@ -134,6 +136,9 @@ class Rounds:
         head = f"{self.done} repetitions" + (f" ({added} added)" if added > 0 else "")
         if self.stopped == RESOLVED:
             return f"{head}: {seen}, the {self.resolve:.0%} asked for"
+        if self.stopped == TOO_FEW:
+            return (f"{head}: rounds are added from {stats.MIN_REPS} repetitions on, the fewest a verdict "
+                    "tests")
         if self.stopped == OFF or worst is None:
             return f"{head}: {seen}"
         short = (f"{worst.server} {worst.could()}" if worst.mde is not None else seen) + (
